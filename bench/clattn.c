@@ -1,0 +1,85 @@
+/* The clattn program: cross-vendor benchmarking and correctness comparison. */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int cli_error(const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    for (char *p = buf; *p; p++)
+        if (*p == '\n') *p = ' '; /* one line, always */
+    fprintf(stderr, "clattn: %s\n", buf);
+    return 1;
+}
+
+int cli_open_context(const char *selector, clattn_context **ctx)
+{
+    clattn_context_options opt = {0};
+    opt.device = selector;
+    clattn_status st = clattn_context_create(&opt, ctx);
+    if (st == CLATTN_NO_DEVICE && selector)
+        return cli_error("no OpenCL device matches '%s' (see `clattn devices`)", selector);
+    if (st) return cli_error("cannot open an OpenCL device: %s (%d)", clattn_status_string(st), st);
+    return 0;
+}
+
+double cli_event_ms(cl_event ev)
+{
+    cl_ulong t0 = 0, t1 = 0;
+    if (clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) ||
+        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL))
+        return -1.0;
+    return (double)(t1 - t0) * 1e-6;
+}
+
+double cli_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: clattn <command> [options]\n"
+            "  devices          every OpenCL platform and device\n"
+            "  demo [--device ID|all] [--quick]\n"
+            "                   random tensors through the fused kernel and the reference:\n"
+            "                   time and error per device (the main job)\n"
+            "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"
+            "      [--layout bhsd|bshd] [--causal] [--causal-align bottom-right|top-left]\n"
+            "      [--scale S] [--window L,R] [--softcap C] [--mask M.npy] [--alibi S.npy]\n"
+            "      [--sinks S.npy] [--seqlens-k L.npy] [--dtype f32|f16|bf16]\n"
+            "      [--algo auto|fused|unfused|reference] [--device ID] [-v]\n"
+            "clattn %s\n",
+            clattn_version_string());
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return cli_error("no command given");
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("clattn %s\n", clattn_version_string());
+        return 0;
+    }
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "demo")) return cmd_demo(argc - 2, argv + 2);
+    if (!strcmp(cmd, "devices")) return cmd_devices(argc - 2, argv + 2);
+    return cli_error("unknown command '%s' (try `clattn --help`)", cmd);
+}

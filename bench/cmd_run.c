@@ -1,0 +1,309 @@
+/* `clattn run`: one attention call on .npy tensors, on a device or the CPU reference.
+ * Every flag is honoured or refused; the outputs are written only on success. */
+#include "cli.h"
+#include "npy.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct run_args {
+    const char *q, *k, *v, *out, *lse, *mask, *alibi, *sinks, *seqlens_k, *device;
+    const char *layout, *algo, *dtype, *align;
+    double scale, softcap;
+    int causal, window, wl, wr, verbose;
+} run_args;
+
+static int parse_args(int argc, char **argv, run_args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        const char **str = NULL;
+        if (!strcmp(f, "--causal")) { a->causal = 1; continue; }
+        if (!strcmp(f, "-v") || !strcmp(f, "--verbose")) { a->verbose = 1; continue; }
+        if (!strcmp(f, "--q")) str = &a->q;
+        else if (!strcmp(f, "--k")) str = &a->k;
+        else if (!strcmp(f, "--v")) str = &a->v;
+        else if (!strcmp(f, "--out")) str = &a->out;
+        else if (!strcmp(f, "--lse")) str = &a->lse;
+        else if (!strcmp(f, "--mask")) str = &a->mask;
+        else if (!strcmp(f, "--alibi")) str = &a->alibi;
+        else if (!strcmp(f, "--sinks")) str = &a->sinks;
+        else if (!strcmp(f, "--seqlens-k")) str = &a->seqlens_k;
+        else if (!strcmp(f, "--device")) str = &a->device;
+        else if (!strcmp(f, "--layout")) str = &a->layout;
+        else if (!strcmp(f, "--algo")) str = &a->algo;
+        else if (!strcmp(f, "--dtype")) str = &a->dtype;
+        else if (!strcmp(f, "--causal-align")) str = &a->align;
+        else if (strcmp(f, "--scale") && strcmp(f, "--softcap") && strcmp(f, "--window"))
+            return cli_error("run: unknown option '%s'", f);
+        if (i + 1 >= argc) return cli_error("run: %s needs a value", f);
+        const char *val = argv[++i];
+        if (str) { *str = val; continue; }
+        char *end;
+        if (!strcmp(f, "--window")) {
+            long l = strtol(val, &end, 10), r;
+            if (end == val || *end != ',') return cli_error("run: --window wants L,R (got '%s')", val);
+            const char *rs = end + 1;
+            r = strtol(rs, &end, 10);
+            if (end == rs || *end || l < -1 || r < -1 || l > 1 << 30 || r > 1 << 30)
+                return cli_error("run: --window wants L,R with each side >= -1 (got '%s')", val);
+            a->window = 1;
+            a->wl = (int)l;
+            a->wr = (int)r;
+            continue;
+        }
+        double x = strtod(val, &end);
+        if (end == val || *end || !isfinite(x)) return cli_error("run: %s wants a number (got '%s')", f, val);
+        if (!strcmp(f, "--scale")) {
+            if (x == 0) return cli_error("run: --scale must be nonzero");
+            a->scale = x;
+        } else {
+            if (x <= 0) return cli_error("run: --softcap must be > 0");
+            a->softcap = x;
+        }
+    }
+    if (!a->q || !a->k || !a->v || !a->out) return cli_error("run: --q, --k, --v and --out are required");
+    return 0;
+}
+
+typedef struct run_inputs {
+    npy_array q, k, v, mask, alibi, sinks, seqlens;
+} run_inputs;
+
+static void free_inputs(run_inputs *in)
+{
+    npy_free(&in->q); npy_free(&in->k); npy_free(&in->v); npy_free(&in->mask);
+    npy_free(&in->alibi); npy_free(&in->sinks); npy_free(&in->seqlens);
+}
+
+static int read_input(const char *path, npy_array *a)
+{
+    char err[512];
+    if (npy_read(path, a, err, sizeof err)) return cli_error("%s", err);
+    return 0;
+}
+
+/* Builds the descriptor from the tensors' shapes and the flags. */
+static int make_desc(const run_args *a, const run_inputs *in, clattn_desc *d)
+{
+    memset(d, 0, sizeof *d);
+    bool bshd = false;
+    if (a->layout) {
+        if (!strcmp(a->layout, "bshd")) bshd = true;
+        else if (strcmp(a->layout, "bhsd")) return cli_error("run: --layout must be bhsd or bshd (got '%s')", a->layout);
+    }
+    const npy_array *q = &in->q, *k = &in->k, *v = &in->v;
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4)
+        return cli_error("run: q, k and v must be 4-D (%s); got %d-D, %d-D, %d-D", bshd ? "B,S,H,D" : "B,H,S,D",
+                         q->ndim, k->ndim, v->ndim);
+    if (q->type != k->type || q->type != v->type)
+        return cli_error("run: q, k and v must have one dtype (got %s, %s, %s)", npy_type_name(q->type),
+                         npy_type_name(k->type), npy_type_name(v->type));
+    const int hi = bshd ? 2 : 1, si = bshd ? 1 : 2;
+    d->batch = (int)q->shape[0];
+    d->heads_q = (int)q->shape[hi];
+    d->seq_q = (int)q->shape[si];
+    d->head_dim = (int)q->shape[3];
+    d->heads_kv = (int)k->shape[hi];
+    d->seq_kv = (int)k->shape[si];
+    d->head_dim_v = (int)v->shape[3];
+    for (int i = 0; i < 4; i++)
+        if (q->shape[i] > 1 << 30 || k->shape[i] > 1 << 30 || v->shape[i] > 1 << 30)
+            return cli_error("run: a dimension exceeds 2^30");
+    if (k->shape[0] != q->shape[0] || v->shape[0] != q->shape[0])
+        return cli_error("run: batch differs between q (%lld), k (%lld) and v (%lld)", (long long)q->shape[0],
+                         (long long)k->shape[0], (long long)v->shape[0]);
+    if (k->shape[3] != q->shape[3])
+        return cli_error("run: head dim of k (%lld) differs from q (%lld)", (long long)k->shape[3], (long long)q->shape[3]);
+    if (v->shape[hi] != k->shape[hi] || v->shape[si] != k->shape[si])
+        return cli_error("run: v's heads and sequence length must match k's");
+    d->layout = bshd ? CLATTN_LAYOUT_BSHD : CLATTN_LAYOUT_BHSD;
+
+    const char *want = a->dtype ? a->dtype : "";
+    if (a->dtype && strcmp(want, "f32") && strcmp(want, "f16") && strcmp(want, "bf16"))
+        return cli_error("run: --dtype must be f32, f16 or bf16 (got '%s')", want);
+    if (q->type == NPY_F32 && (!a->dtype || !strcmp(want, "f32"))) d->dtype = CLATTN_DTYPE_F32;
+    else if (q->type == NPY_F16 && (!a->dtype || !strcmp(want, "f16"))) d->dtype = CLATTN_DTYPE_F16;
+    else if (q->type == NPY_U16 && !strcmp(want, "bf16")) d->dtype = CLATTN_DTYPE_BF16;
+    else if (q->type == NPY_U16) return cli_error("run: uint16 inputs hold bf16 bits only with --dtype bf16");
+    else return cli_error("run: inputs are %s, which does not fit --dtype %s", npy_type_name(q->type), want);
+
+    d->scale = (float)a->scale;
+    d->causal = a->causal;
+    if (a->align) {
+        if (!strcmp(a->align, "top-left")) d->causal_align = CLATTN_CAUSAL_TOP_LEFT;
+        else if (strcmp(a->align, "bottom-right"))
+            return cli_error("run: --causal-align must be bottom-right or top-left (got '%s')", a->align);
+    }
+    d->use_window = a->window;
+    d->window_left = a->wl;
+    d->window_right = a->wr;
+    d->softcap = (float)a->softcap;
+    if (a->mask) {
+        const npy_array *m = &in->mask;
+        if (m->type != NPY_F32 || m->ndim != 4 || (m->shape[0] != 1 && m->shape[0] != d->batch) ||
+            (m->shape[1] != 1 && m->shape[1] != d->heads_q) || m->shape[2] != d->seq_q || m->shape[3] != d->seq_kv)
+            return cli_error("run: --mask must be float32 (B|1, Hq|1, Nq, Nk) = (%d|1, %d|1, %d, %d)", d->batch,
+                             d->heads_q, d->seq_q, d->seq_kv);
+        d->has_mask = 1;
+        d->mask_strides.seq = d->seq_kv;
+        d->mask_strides.head = m->shape[1] == 1 ? 0 : (int64_t)d->seq_q * d->seq_kv;
+        d->mask_strides.batch = m->shape[0] == 1 ? 0 : m->shape[1] * (int64_t)d->seq_q * d->seq_kv;
+    }
+    const struct { const char *flag; const npy_array *arr; int *has; } per_head[] = {
+        {a->alibi, &in->alibi, &d->has_alibi}, {a->sinks, &in->sinks, &d->has_sinks}};
+    for (int i = 0; i < 2; i++) {
+        if (!per_head[i].flag) continue;
+        const npy_array *x = per_head[i].arr;
+        if (x->type != NPY_F32 || x->ndim != 1 || x->shape[0] != d->heads_q)
+            return cli_error("run: %s must be float32 of shape (%d,)", i ? "--sinks" : "--alibi", d->heads_q);
+        *per_head[i].has = 1;
+    }
+    if (a->seqlens_k) {
+        const npy_array *x = &in->seqlens;
+        if (x->type != NPY_I32 || x->ndim != 1 || x->shape[0] != d->batch)
+            return cli_error("run: --seqlens-k must be int32 of shape (%d,)", d->batch);
+        d->has_seqlens_k = 1;
+    }
+    if (a->algo && strcmp(a->algo, "reference")) {
+        if (!strcmp(a->algo, "fused")) d->algo = CLATTN_ALGO_FUSED;
+        else if (!strcmp(a->algo, "unfused")) d->algo = CLATTN_ALGO_UNFUSED;
+        else if (strcmp(a->algo, "auto"))
+            return cli_error("run: --algo must be auto, fused, unfused or reference (got '%s')", a->algo);
+    }
+    char msg[512];
+    clattn_status st = clattn_desc_validate(d, msg, sizeof msg);
+    if (st) return cli_error("run: %s", msg);
+    return 0;
+}
+
+static int run_device(const run_args *a, const clattn_desc *d, const clattn_host_tensors *t)
+{
+    clattn_context *ctx = NULL;
+    if (cli_open_context(a->device, &ctx)) return 1;
+    int rc = 0;
+    clattn_plan *plan = NULL;
+    cl_command_queue queue = NULL;
+    cl_mem mem[5] = {0};
+    cl_event ev = NULL;
+    clattn_tensor_sizes need;
+    clattn_desc_tensor_sizes(d, &need);
+    const size_t es = clattn_dtype_size(d->dtype);
+    double t0 = cli_now_ms();
+    clattn_status st = clattn_plan_create(ctx, d, &plan);
+    double t_plan = cli_now_ms() - t0;
+    if (st) {
+        char msg[2048];
+        clattn_context_copy_last_error(ctx, msg, sizeof msg);
+        rc = cli_error("run: %s: %s", clattn_status_string(st), msg);
+        goto done;
+    }
+    cl_int e;
+    queue = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx),
+                                 CL_QUEUE_PROFILING_ENABLE, &e);
+    const void *host[4] = {t->q, t->k, t->v, t->o};
+    const size_t bytes[5] = {need.q * es, need.k * es, need.v * es, need.o * es, need.lse * 4};
+    for (int i = 0; i < 5 && !e; i++) {
+        if (i == 4 && !t->lse) break;
+        cl_mem_flags fl = i < 3 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE;
+        mem[i] = clCreateBuffer(clattn_context_cl_context(ctx), fl, bytes[i], i < 3 ? (void *)host[i] : NULL, &e);
+    }
+    if (e) {
+        rc = cli_error("run: OpenCL buffer or queue creation failed: %s (%d)", clattn_status_string(e), e);
+        goto done;
+    }
+    clattn_buffers bf = {0};
+    bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
+    t0 = cli_now_ms();
+    st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev);
+    if (!st) st = clWaitForEvents(1, &ev);
+    double t_exec = cli_now_ms() - t0;
+    if (!st) st = clEnqueueReadBuffer(queue, mem[3], CL_TRUE, 0, bytes[3], t->o, 0, NULL, NULL);
+    if (!st && t->lse) st = clEnqueueReadBuffer(queue, mem[4], CL_TRUE, 0, bytes[4], t->lse, 0, NULL, NULL);
+    if (st) {
+        rc = cli_error("run: execution failed: %s (%d): %s", clattn_status_string(st), st, clattn_context_last_error(ctx));
+        goto done;
+    }
+    if (a->verbose) {
+        char name[256] = "";
+        clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_NAME, sizeof name - 1, name, NULL);
+        printf("device     %s\nalgorithm  %s\nvariant    %s\nplan_ms    %.3f\nkernel_ms  %.3f\nwall_ms    %.3f\n", name,
+               clattn_plan_algo(plan) == CLATTN_ALGO_FUSED ? "fused" : "unfused", clattn_plan_variant(plan), t_plan,
+               cli_event_ms(ev), t_exec);
+    }
+done:
+    if (ev) clReleaseEvent(ev);
+    for (int i = 0; i < 5; i++)
+        if (mem[i]) clReleaseMemObject(mem[i]);
+    if (queue) clReleaseCommandQueue(queue);
+    clattn_plan_destroy(plan);
+    clattn_context_destroy(ctx);
+    return rc;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    run_args a;
+    if (parse_args(argc, argv, &a)) return 1;
+    run_inputs in;
+    memset(&in, 0, sizeof in);
+    int rc = 1;
+    void *o = NULL;
+    float *lse = NULL;
+    if (read_input(a.q, &in.q) || read_input(a.k, &in.k) || read_input(a.v, &in.v) ||
+        (a.mask && read_input(a.mask, &in.mask)) || (a.alibi && read_input(a.alibi, &in.alibi)) ||
+        (a.sinks && read_input(a.sinks, &in.sinks)) || (a.seqlens_k && read_input(a.seqlens_k, &in.seqlens)))
+        goto done;
+    clattn_desc d;
+    if (make_desc(&a, &in, &d)) goto done;
+    clattn_tensor_sizes need;
+    clattn_desc_tensor_sizes(&d, &need);
+    o = calloc(need.o, clattn_dtype_size(d.dtype));
+    lse = a.lse ? calloc(need.lse, sizeof(float)) : NULL;
+    if (!o || (a.lse && !lse)) {
+        cli_error("run: out of memory");
+        goto done;
+    }
+    clattn_host_tensors t = {0};
+    t.q = in.q.data; t.k = in.k.data; t.v = in.v.data; t.o = o; t.lse = lse;
+    t.q_len = in.q.count; t.k_len = in.k.count; t.v_len = in.v.count; t.o_len = need.o; t.lse_len = need.lse;
+    t.mask = in.mask.data; t.mask_len = in.mask.count;
+    t.alibi_slopes = in.alibi.data; t.sinks = in.sinks.data; t.seqlens_k = in.seqlens.data;
+
+    if (a.algo && !strcmp(a.algo, "reference")) {
+        char msg[512];
+        double t0 = cli_now_ms();
+        clattn_status st = clattn_reference_forward(&d, &t, msg, sizeof msg);
+        if (st) {
+            cli_error("run: reference: %s", msg);
+            goto done;
+        }
+        if (a.verbose) printf("device     CPU reference\nalgorithm  reference\nwall_ms    %.3f\n", cli_now_ms() - t0);
+    } else if (run_device(&a, &d, &t)) {
+        goto done;
+    }
+
+    char err[512];
+    int64_t oshape[4];
+    memcpy(oshape, in.q.shape, sizeof oshape);
+    oshape[3] = d.head_dim_v;
+    const int64_t lshape[3] = {d.batch, d.heads_q, d.seq_q};
+    if (a.lse && npy_write(a.lse, NPY_F32, 3, lshape, lse, err, sizeof err)) {
+        cli_error("%s", err);
+        goto done;
+    }
+    if (npy_write(a.out, in.q.type, 4, oshape, o, err, sizeof err)) {
+        if (a.lse) remove(a.lse); /* all outputs or none */
+        cli_error("%s", err);
+        goto done;
+    }
+    rc = 0;
+done:
+    free(o);
+    free(lse);
+    free_inputs(&in);
+    return rc;
+}

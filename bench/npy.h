@@ -1,0 +1,33 @@
+/* NumPy .npy files: the exchange format of `clattn run`, so results compare with any
+ * framework. Little-endian C-order arrays of float32, float16, uint16 (bf16 bits), int32. */
+#ifndef CLATTN_NPY_H
+#define CLATTN_NPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NPY_MAX_DIMS 8
+
+typedef enum npy_type { NPY_F32, NPY_F16, NPY_U16, NPY_I32 } npy_type;
+
+typedef struct npy_array {
+    npy_type type;
+    int ndim;
+    int64_t shape[NPY_MAX_DIMS];
+    size_t count;  /* elements */
+    void *data;    /* count * npy_type_size(type) bytes, owned */
+} npy_array;
+
+size_t npy_type_size(npy_type t);
+const char *npy_type_name(npy_type t);
+
+/* Parses a whole .npy image held in memory. Returns 0, or -1 with a one-line reason in err. */
+int npy_parse(const unsigned char *buf, size_t len, npy_array *out, char *err, size_t err_size);
+/* Reads a file (whole). Returns 0, or -1 with a reason naming the file. */
+int npy_read(const char *path, npy_array *out, char *err, size_t err_size);
+/* Writes atomically (temporary file, then rename): on failure the path is left untouched. */
+int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
+              char *err, size_t err_size);
+void npy_free(npy_array *a);
+
+#endif

@@ -1,0 +1,239 @@
+/* Contexts: wrapping the application's cl_context or picking a device; errors and logs. */
+#include "internal.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void clattn__set_error(clattn_context *ctx, const char *msg)
+{
+    if (!ctx) return;
+    pthread_mutex_lock(&ctx->lock);
+    clattn__format(ctx->last_error, sizeof ctx->last_error, "%s", msg);
+    pthread_mutex_unlock(&ctx->lock);
+    if (ctx->log) ctx->log(ctx->log_user, msg);
+}
+
+clattn_status clattn__fail(clattn_context *ctx, clattn_status st, const char *fmt, ...)
+{
+    char buf[CLATTN_MSG_SIZE];
+    va_list ap;
+    va_start(ap, fmt);
+    clattn__vformat(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    clattn__set_error(ctx, buf);
+    return st;
+}
+
+void clattn__logf(clattn_context *ctx, const char *fmt, ...)
+{
+    if (!ctx || !ctx->log) return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    clattn__vformat(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    ctx->log(ctx->log_user, buf);
+}
+
+const char *clattn_context_last_error(const clattn_context *ctx)
+{
+    return ctx ? ctx->last_error : "";
+}
+
+size_t clattn_context_copy_last_error(const clattn_context *ctx, char *buf, size_t size)
+{
+    if (!ctx || !buf || !size) return 0;
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    clattn__format(buf, size, "%s", ctx->last_error);
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+    return strlen(buf);
+}
+
+void clattn_context_cache_stats(const clattn_context *ctx, clattn_cache_stats *out)
+{
+    if (!ctx || !out) return;
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    *out = ctx->stats;
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+cl_context clattn_context_cl_context(const clattn_context *ctx) { return ctx ? ctx->cl_ctx : NULL; }
+cl_device_id clattn_context_device(const clattn_context *ctx) { return ctx ? ctx->device : NULL; }
+
+clattn_status clattn__query_device(cl_device_id dev, clattn_device_info *info)
+{
+    memset(info, 0, sizeof *info);
+    cl_platform_id plat = NULL;
+    cl_int e = clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof info->name - 1, info->name, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_VENDOR, sizeof info->vendor - 1, info->vendor, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DRIVER_VERSION, sizeof info->driver - 1, info->driver, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_VERSION, sizeof info->version - 1, info->version, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof info->type, &info->type, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof info->local_mem, &info->local_mem, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof info->max_alloc, &info->max_alloc, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof info->global_mem, &info->global_mem, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof info->max_wg_size, &info->max_wg_size, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof info->compute_units, &info->compute_units, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof info->mem_base_align_bits, &info->mem_base_align_bits, NULL);
+    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
+    if (!e) e = clGetPlatformInfo(plat, CL_PLATFORM_VERSION, sizeof info->platform_version - 1, info->platform_version, NULL);
+    return e;
+}
+
+static void pick_cache_dir(const clattn_context_options *o, char *dir, size_t size)
+{
+    dir[0] = '\0';
+    if (o && o->disable_disk_cache) return;
+    const char *env;
+    if (o && o->cache_dir && o->cache_dir[0]) clattn__format(dir, size, "%s", o->cache_dir);
+    else if ((env = getenv("CLATTN_CACHE_DIR")) && env[0]) clattn__format(dir, size, "%s", env);
+    else if ((env = getenv("XDG_CACHE_HOME")) && env[0]) clattn__format(dir, size, "%s/clattn", env);
+    else if ((env = getenv("HOME")) && env[0]) clattn__format(dir, size, "%s/.cache/clattn", env);
+}
+
+clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
+                                            const clattn_context_options *options,
+                                            clattn_context **out)
+{
+    if (!out) return CLATTN_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!cl_ctx || !device) return CLATTN_INVALID_ARGUMENT;
+
+    /* The device must belong to the context. */
+    cl_uint ndev = 0;
+    cl_int e = clGetContextInfo(cl_ctx, CL_CONTEXT_NUM_DEVICES, sizeof ndev, &ndev, NULL);
+    if (e) return e;
+    cl_device_id devs[64];
+    if (ndev > 64) ndev = 64;
+    e = clGetContextInfo(cl_ctx, CL_CONTEXT_DEVICES, sizeof(cl_device_id) * ndev, devs, NULL);
+    if (e) return e;
+    bool found = false;
+    for (cl_uint i = 0; i < ndev; i++) found = found || devs[i] == device;
+    if (!found) return CL_INVALID_DEVICE;
+
+    clattn_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return CLATTN_OUT_OF_HOST_MEMORY;
+    if ((e = clattn__query_device(device, &ctx->info))) {
+        free(ctx);
+        return e;
+    }
+    if (pthread_mutex_init(&ctx->lock, NULL)) {
+        free(ctx);
+        return CLATTN_INTERNAL_ERROR;
+    }
+    if ((e = clRetainContext(cl_ctx))) {
+        pthread_mutex_destroy(&ctx->lock);
+        free(ctx);
+        return e;
+    }
+    if ((e = clRetainDevice(device))) {
+        clReleaseContext(cl_ctx);
+        pthread_mutex_destroy(&ctx->lock);
+        free(ctx);
+        return e;
+    }
+    ctx->cl_ctx = cl_ctx;
+    ctx->device = device;
+    pick_cache_dir(options, ctx->cache_dir, sizeof ctx->cache_dir);
+    if (options) {
+        ctx->log = options->log;
+        ctx->log_user = options->log_user;
+    }
+    clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,
+                 ctx->cache_dir[0] ? ctx->cache_dir : "off");
+    *out = ctx;
+    return CLATTN_SUCCESS;
+}
+
+static bool contains_icase(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (i < n && hay[i] && tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i])) i++;
+        if (i == n) return true;
+    }
+    return n == 0;
+}
+
+/* All devices of all platforms, in platform order: the global index CLATTN_DEVICE uses. */
+clattn_status clattn_list_devices(cl_device_id *devs, cl_uint cap, cl_uint *count)
+{
+    if (!count || (cap && !devs)) return CLATTN_INVALID_ARGUMENT;
+    cl_platform_id plats[16];
+    cl_uint np = 0, n = 0;
+    cl_int e = clGetPlatformIDs(16, plats, &np);
+    if (e == -1001 /* CL_PLATFORM_NOT_FOUND_KHR: the ICD loader found no platform */ || np == 0) np = 0;
+    else if (e) return e;
+    if (np > 16) np = 16;
+    for (cl_uint p = 0; p < np; p++) {
+        cl_uint nd = 0;
+        e = clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 0, NULL, &nd);
+        if (e == CL_DEVICE_NOT_FOUND) continue;
+        if (e) return e;
+        if (n < cap) {
+            cl_uint take = nd < cap - n ? nd : cap - n;
+            cl_device_id all[256];
+            if (nd > 256) nd = 256;
+            if ((e = clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, nd, all, NULL))) return e;
+            for (cl_uint i = 0; i < take && i < nd; i++) devs[n + i] = all[i];
+        }
+        n += nd;
+    }
+    *count = n;
+    return CL_SUCCESS;
+}
+
+clattn_status clattn_context_create(const clattn_context_options *options, clattn_context **out)
+{
+    if (!out) return CLATTN_INVALID_ARGUMENT;
+    *out = NULL;
+    cl_device_id devs[64];
+    cl_uint n = 0;
+    cl_int e = clattn_list_devices(devs, 64, &n);
+    if (e) return e;
+    if (n == 0) return CLATTN_NO_DEVICE;
+    if (n > 64) n = 64;
+
+    long pick = -1;
+    const char *want = options && options->device ? options->device : getenv("CLATTN_DEVICE");
+    if (want && want[0]) {
+        char *end;
+        long idx = strtol(want, &end, 10);
+        if (*end == '\0') {
+            if (idx < 0 || idx >= (long)n) return CLATTN_NO_DEVICE;
+            pick = idx;
+        } else {
+            for (cl_uint i = 0; i < n && pick < 0; i++) {
+                char name[256] = {0};
+                if (clGetDeviceInfo(devs[i], CL_DEVICE_NAME, sizeof name - 1, name, NULL)) continue;
+                if (contains_icase(name, want)) pick = i;
+            }
+            if (pick < 0) return CLATTN_NO_DEVICE;
+        }
+    } else {
+        for (cl_uint i = 0; i < n && pick < 0; i++) {
+            cl_device_type t = 0;
+            if (!clGetDeviceInfo(devs[i], CL_DEVICE_TYPE, sizeof t, &t, NULL) && (t & CL_DEVICE_TYPE_GPU))
+                pick = i;
+        }
+        if (pick < 0) pick = 0;
+    }
+    cl_context cl_ctx = clCreateContext(NULL, 1, &devs[pick], NULL, NULL, &e);
+    if (e) return e;
+    clattn_status st = clattn_context_create_from_cl(cl_ctx, devs[pick], options, out);
+    clReleaseContext(cl_ctx); /* the clattn context holds its own reference now */
+    return st;
+}
+
+void clattn_context_destroy(clattn_context *ctx)
+{
+    if (!ctx) return;
+    clattn__release_programs(ctx);
+    clReleaseDevice(ctx->device);
+    clReleaseContext(ctx->cl_ctx);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+}

@@ -1,0 +1,54 @@
+/* The host-array convenience call: upload, plan, execute, download, release. */
+#include "internal.h"
+
+#include <string.h>
+
+clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc,
+                                  const clattn_host_tensors *t)
+{
+    if (!ctx) return CLATTN_INVALID_ARGUMENT;
+    char msg[512];
+    clattn_shape s;
+    clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
+    if (st) return clattn__fail(ctx, st, "%s", msg);
+    if (!t) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "tensors is NULL");
+    if ((st = clattn__check_host(&s, t, msg, sizeof msg))) return clattn__fail(ctx, st, "%s", msg);
+
+    clattn_plan *plan = NULL;
+    if ((st = clattn_plan_create(ctx, desc, &plan))) return st;
+
+    clattn_tensor_sizes need;
+    clattn__sizes(&s, &need);
+    const size_t es = clattn_dtype_size(s.dtype);
+    cl_int e = CL_SUCCESS;
+    cl_command_queue queue = clCreateCommandQueue(ctx->cl_ctx, ctx->device, 0, &e);
+    clattn_buffers bf;
+    memset(&bf, 0, sizeof bf);
+    const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
+    if (!e) bf.q = clCreateBuffer(ctx->cl_ctx, in, need.q * es, (void *)t->q, &e);
+    if (!e) bf.k = clCreateBuffer(ctx->cl_ctx, in, need.k * es, (void *)t->k, &e);
+    if (!e) bf.v = clCreateBuffer(ctx->cl_ctx, in, need.v * es, (void *)t->v, &e);
+    /* o starts as the caller's contents, so elements a strided view skips are kept. */
+    if (!e) bf.o = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, need.o * es, t->o, &e);
+    if (!e && t->lse) bf.lse = clCreateBuffer(ctx->cl_ctx, CL_MEM_WRITE_ONLY, need.lse * sizeof(float), NULL, &e);
+    if (e) {
+        st = clattn__fail(ctx, e, "creating the queue or buffers failed (%d)", e);
+        goto done;
+    }
+    cl_event done_ev = NULL;
+    if ((st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &done_ev))) goto done;
+    e = clEnqueueReadBuffer(queue, bf.o, CL_TRUE, 0, need.o * es, t->o, 1, &done_ev, NULL);
+    if (!e && t->lse)
+        e = clEnqueueReadBuffer(queue, bf.lse, CL_TRUE, 0, need.lse * sizeof(float), t->lse, 1, &done_ev, NULL);
+    clReleaseEvent(done_ev);
+    if (e) st = clattn__fail(ctx, e, "reading results back failed (%d)", e);
+done:
+    if (bf.q) clReleaseMemObject(bf.q);
+    if (bf.k) clReleaseMemObject(bf.k);
+    if (bf.v) clReleaseMemObject(bf.v);
+    if (bf.o) clReleaseMemObject(bf.o);
+    if (bf.lse) clReleaseMemObject(bf.lse);
+    if (queue) clReleaseCommandQueue(queue);
+    clattn_plan_destroy(plan);
+    return st;
+}

@@ -1,0 +1,123 @@
+/* Library-internal declarations shared by the files of host/. Nothing here is exported. */
+#ifndef CLATTN_INTERNAL_H
+#define CLATTN_INTERNAL_H
+
+#include "clattn.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+
+#define CLATTN_HIDDEN __attribute__((visibility("hidden")))
+#define CLATTN_MAX_HEAD_DIM 512
+#define CLATTN_MSG_SIZE 8192
+
+/* A descriptor with every default applied and every stride resolved (elements). */
+typedef struct clattn_shape {
+    int batch, heads_q, heads_kv, group, seq_q, seq_kv, head_dim, head_dim_v;
+    clattn_dtype dtype;
+    clattn_strides q, k, v, o, mask;
+    float scale;
+    bool causal, top_left, window, has_mask, has_alibi, has_sinks, has_seqlens_k;
+    int window_left, window_right; /* -1 unbounded; causal folds into window_right */
+    float softcap;
+    clattn_algo algo;
+} clattn_shape;
+
+/* validate.c */
+CLATTN_HIDDEN clattn_status clattn__resolve(const clattn_desc *desc, clattn_shape *shape,
+                                            char *msg, size_t msg_size);
+CLATTN_HIDDEN clattn_status clattn__sizes(const clattn_shape *s, clattn_tensor_sizes *out);
+CLATTN_HIDDEN clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensors *t,
+                                               char *msg, size_t msg_size);
+
+/* One kernel variant: the -D defines that select it and a readable name. */
+typedef struct clattn_variant {
+    const char *source_name; /* which kernels/<name>.cl file */
+    const char *kernel_name;
+    char options[512];
+    char name[160];
+    size_t local_size[3];     /* 0 in [0]: let the runtime choose */
+    int rows_per_item;        /* query rows one work-item (cpu) or work-group (tile) owns */
+    int family;               /* CLATTN_FAMILY_* */
+} clattn_variant;
+
+enum { CLATTN_FAMILY_CPU = 1, CLATTN_FAMILY_TILE = 2 };
+
+/* Program cache entry: one built cl_program per option string. */
+typedef struct clattn_program_entry {
+    char *key; /* source name + options */
+    cl_program program;
+    struct clattn_program_entry *next;
+} clattn_program_entry;
+
+typedef struct clattn_device_info {
+    char name[256], vendor[256], driver[128], version[128], platform_version[256];
+    cl_device_type type;
+    cl_ulong local_mem, max_alloc, global_mem;
+    size_t max_wg_size;
+    cl_uint compute_units, mem_base_align_bits;
+} clattn_device_info;
+
+struct clattn_context {
+    cl_context cl_ctx;
+    cl_device_id device;
+    clattn_device_info info;
+    char cache_dir[1024]; /* "" when the disk cache is off */
+    clattn_log_fn log;
+    void *log_user;
+    pthread_mutex_t lock; /* guards programs, stats and last_error */
+    clattn_program_entry *programs;
+    clattn_cache_stats stats;
+    char last_error[CLATTN_MSG_SIZE];
+};
+
+struct clattn_plan {
+    clattn_context *ctx;
+    clattn_shape shape;
+    clattn_algo algo;
+    clattn_variant variant;
+    cl_kernel kernel; /* created per execution is costly; kernels are not thread-safe for
+                         clSetKernelArg, so execution clones under the plan lock */
+    pthread_mutex_t lock;
+};
+
+/* context.c */
+CLATTN_HIDDEN clattn_status clattn__fail(clattn_context *ctx, clattn_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+CLATTN_HIDDEN void clattn__logf(clattn_context *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+CLATTN_HIDDEN void clattn__set_error(clattn_context *ctx, const char *msg);
+CLATTN_HIDDEN clattn_status clattn__query_device(cl_device_id dev, clattn_device_info *info);
+
+/* program.c */
+CLATTN_HIDDEN clattn_status clattn__get_program(clattn_context *ctx, const clattn_variant *variant,
+                                                cl_program *out);
+CLATTN_HIDDEN void clattn__release_programs(clattn_context *ctx);
+
+/* plan.c: the single capability check used by dispatch, `clattn run -v` and the tests. */
+CLATTN_HIDDEN bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s,
+                                          char *why, size_t why_size);
+
+/* fused.c */
+CLATTN_HIDDEN void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s,
+                                        clattn_variant *v);
+CLATTN_HIDDEN clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel,
+                                                  cl_command_queue queue, const clattn_buffers *b,
+                                                  cl_uint num_wait, const cl_event *wait,
+                                                  cl_event *event);
+
+/* util */
+CLATTN_HIDDEN void clattn__vformat(char *buf, size_t size, const char *fmt, va_list ap);
+CLATTN_HIDDEN void clattn__format(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Embedded kernel sources (generated at build time from kernels/<name>.cl). */
+typedef struct clattn_embedded_source {
+    const char *name;
+    const unsigned char *data;
+    size_t size;
+} clattn_embedded_source;
+CLATTN_HIDDEN const clattn_embedded_source *clattn__find_source(const char *name);
+
+#endif

@@ -1,0 +1,146 @@
+/* Plans: a descriptor checked against a device, its algorithm and kernel variant chosen and
+ * built once; execution validates the buffers and enqueues. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, clattn_plan **out)
+{
+    if (!out) return ctx ? clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "out is NULL") : CLATTN_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!ctx) return CLATTN_INVALID_ARGUMENT;
+    char msg[512];
+    clattn_shape s;
+    clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
+    if (st) return clattn__fail(ctx, st, "%s", msg);
+
+    char why[256];
+    const bool fused_ok = clattn__fused_supports(ctx, &s, why, sizeof why);
+    if (s.algo == CLATTN_ALGO_UNFUSED || (s.algo == CLATTN_ALGO_AUTO && !fused_ok))
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED,
+                            "the unfused (CLBlast) path is not available yet%s%s",
+                            fused_ok ? "" : "; fused: ", fused_ok ? "" : why);
+    if (!fused_ok) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "%s", why);
+
+    clattn_plan *p = calloc(1, sizeof *p);
+    if (!p) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
+    p->ctx = ctx;
+    p->shape = s;
+    p->algo = CLATTN_ALGO_FUSED;
+    clattn__fused_choose(ctx, &s, &p->variant);
+
+    cl_program prog;
+    if ((st = clattn__get_program(ctx, &p->variant, &prog))) goto fail;
+    cl_int e;
+    p->kernel = clCreateKernel(prog, p->variant.kernel_name, &e);
+    if (e) {
+        st = clattn__fail(ctx, e, "clCreateKernel(%s) failed (%d)", p->variant.kernel_name, e);
+        goto fail;
+    }
+    /* A variant whose work-group does not fit the compiled kernel is refused here, not at
+     * the first launch. */
+    size_t wg = 0;
+    cl_ulong priv = 0;
+    e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+    if (!e) e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
+    if (e) {
+        st = clattn__fail(ctx, e, "clGetKernelWorkGroupInfo failed (%d)", e);
+        goto fail;
+    }
+    const size_t local = p->variant.local_size[0] * (p->variant.local_size[1] ? p->variant.local_size[1] : 1);
+    if (local > wg) {
+        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %zu work-items, device allows %zu",
+                          p->variant.name, local, wg);
+        goto fail;
+    }
+    if (pthread_mutex_init(&p->lock, NULL)) {
+        st = clattn__fail(ctx, CLATTN_INTERNAL_ERROR, "pthread_mutex_init failed");
+        goto fail;
+    }
+    clattn__logf(ctx, "clattn: plan %s, private memory %llu bytes", p->variant.name, (unsigned long long)priv);
+    *out = p;
+    return CLATTN_SUCCESS;
+fail:
+    if (p->kernel) clReleaseKernel(p->kernel);
+    free(p);
+    return st;
+}
+
+void clattn_plan_destroy(clattn_plan *p)
+{
+    if (!p) return;
+    clReleaseKernel(p->kernel);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+clattn_algo clattn_plan_algo(const clattn_plan *p) { return p ? p->algo : CLATTN_ALGO_AUTO; }
+const char *clattn_plan_variant(const clattn_plan *p) { return p ? p->variant.name : ""; }
+size_t clattn_plan_scratch_size(const clattn_plan *p) { (void)p; return 0; }
+
+/* A buffer must exist in the plan's context, hold its tensor past the offset, and be
+ * writable if it is an output. */
+static clattn_status check_mem(clattn_context *ctx, cl_mem m, const char *name, size_t offset,
+                               size_t elems, size_t elem_size, bool output)
+{
+    if (!m) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffer %s is NULL", name);
+    size_t size = 0;
+    cl_context mctx = NULL;
+    cl_mem_flags flags = 0;
+    cl_int e = clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof size, &size, NULL);
+    if (!e) e = clGetMemObjectInfo(m, CL_MEM_CONTEXT, sizeof mctx, &mctx, NULL);
+    if (!e) e = clGetMemObjectInfo(m, CL_MEM_FLAGS, sizeof flags, &flags, NULL);
+    if (e) return clattn__fail(ctx, e, "buffer %s: clGetMemObjectInfo failed (%d)", name, e);
+    if (mctx != ctx->cl_ctx)
+        return clattn__fail(ctx, CL_INVALID_CONTEXT, "buffer %s belongs to another cl_context", name);
+    if (output && (flags & CL_MEM_READ_ONLY))
+        return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "output buffer %s is read-only", name);
+    size_t need;
+    if (__builtin_add_overflow(offset, elems, &need) || __builtin_mul_overflow(need, elem_size, &need))
+        return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "buffer %s: offset + size overflows", name);
+    if (size < need)
+        return clattn__fail(ctx, CLATTN_BUFFER_TOO_SMALL,
+                            "buffer %s holds %zu bytes but offset %zu + tensor need %zu bytes", name,
+                            size, offset, need);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,
+                                  const clattn_buffers *bf, cl_uint num_wait,
+                                  const cl_event *wait, cl_event *event)
+{
+    if (!plan) return CLATTN_INVALID_ARGUMENT;
+    clattn_context *ctx = plan->ctx;
+    if (event) *event = NULL;
+    if (!queue) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "queue is NULL");
+    if (!bf) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffers is NULL");
+    if ((num_wait > 0) != (wait != NULL))
+        return clattn__fail(ctx, CL_INVALID_EVENT_WAIT_LIST, "num_wait and wait_list disagree");
+
+    cl_context qctx = NULL;
+    cl_device_id qdev = NULL;
+    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+    if (!e) e = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL);
+    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
+    if (qctx != ctx->cl_ctx || qdev != ctx->device)
+        return clattn__fail(ctx, CL_INVALID_COMMAND_QUEUE, "queue belongs to another context or device");
+
+    const clattn_shape *s = &plan->shape;
+    clattn_tensor_sizes need;
+    clattn_status st = clattn__sizes(s, &need);
+    if (st) return clattn__fail(ctx, st, "tensor sizes overflow");
+    const size_t es = clattn_dtype_size(s->dtype);
+    if ((st = check_mem(ctx, bf->q, "q", bf->q_offset, need.q, es, false)) ||
+        (st = check_mem(ctx, bf->k, "k", bf->k_offset, need.k, es, false)) ||
+        (st = check_mem(ctx, bf->v, "v", bf->v_offset, need.v, es, false)) ||
+        (st = check_mem(ctx, bf->o, "o", bf->o_offset, need.o, es, true)))
+        return st;
+    if (bf->lse && (st = check_mem(ctx, bf->lse, "lse", bf->lse_offset, need.lse, sizeof(float), true)))
+        return st;
+
+    pthread_mutex_lock((pthread_mutex_t *)&plan->lock); /* clSetKernelArg is not thread-safe */
+    st = clattn__fused_enqueue(plan, plan->kernel, queue, bf, num_wait, wait, event);
+    pthread_mutex_unlock((pthread_mutex_t *)&plan->lock);
+    return st;
+}

@@ -1,0 +1,140 @@
+/* The CPU reference: DESIGN.md's formula written out plainly, double accumulation, every
+ * feature. It is the oracle for every device path, so it stays simple rather than fast;
+ * rows are spread over the cores with
+ * plain threads. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static inline double load(const void *p, clattn_dtype t, size_t i)
+{
+    switch (t) {
+    case CLATTN_DTYPE_F16: return clattn_f16_to_f32(((const uint16_t *)p)[i]);
+    case CLATTN_DTYPE_BF16: return clattn_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+static inline void store(void *p, clattn_dtype t, size_t i, double x)
+{
+    switch (t) {
+    case CLATTN_DTYPE_F16: ((uint16_t *)p)[i] = clattn_f32_to_f16((float)x); break;
+    case CLATTN_DTYPE_BF16: ((uint16_t *)p)[i] = clattn_f32_to_bf16((float)x); break;
+    default: ((float *)p)[i] = (float)x; break;
+    }
+}
+
+static inline size_t at(const clattn_strides *s, int b, int h, int n)
+{
+    return (size_t)b * (size_t)s->batch + (size_t)h * (size_t)s->head + (size_t)n * (size_t)s->seq;
+}
+
+/* One query row: scores over its allowed keys, softmax (with the sink), o and lse. */
+static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int h, int i,
+                int klen, double *score)
+{
+    const int g = h / s->group;
+    const long off = s->top_left ? 0 : (long)klen - s->seq_q; /* alignment of causal/window/alibi */
+    long lo = 0, hi = klen;                                   /* allowed keys [lo, hi) */
+    if (s->window_left >= 0 && i + off - s->window_left > lo) lo = i + off - s->window_left;
+    if (s->window_right >= 0 && i + off + s->window_right + 1 < hi) hi = i + off + s->window_right + 1;
+
+    const size_t qi = at(&s->q, b, h, i);
+    double m = -INFINITY;
+    for (long j = lo; j < hi; j++) {
+        const size_t kj = at(&s->k, b, g, (int)j);
+        double dot = 0.0;
+        for (int d = 0; d < s->head_dim; d++)
+            dot += load(t->q, s->dtype, qi + d) * load(t->k, s->dtype, kj + d);
+        double x = (double)s->scale * dot;
+        if (s->softcap > 0) x = s->softcap * tanh(x / s->softcap);
+        if (s->has_alibi) x -= (double)t->alibi_slopes[h] * fabs((double)(i + off - j));
+        if (s->has_mask) x += t->mask[at(&s->mask, b, h, i) + (size_t)j];
+        score[j] = x;
+        m = fmax(m, x); /* fmax skips NaN; a NaN score still poisons the sum below */
+    }
+    const double sink = s->has_sinks ? (double)t->sinks[h] : -INFINITY;
+    m = fmax(m, sink);
+
+    const size_t oi = at(&s->o, b, h, i);
+    const size_t li = ((size_t)b * s->heads_q + (size_t)h) * s->seq_q + (size_t)i;
+    if (m == -INFINITY) { /* no allowed key and no sink: o = 0, lse = -inf */
+        for (int d = 0; d < s->head_dim_v; d++) store(t->o, s->dtype, oi + d, 0.0);
+        if (t->lse) t->lse[li] = -INFINITY;
+        return;
+    }
+    double sum = s->has_sinks ? exp(sink - m) : 0.0;
+    for (long j = lo; j < hi; j++) {
+        score[j] = exp(score[j] - m);
+        sum += score[j];
+    }
+    for (int d = 0; d < s->head_dim_v; d++) {
+        double acc = 0.0;
+        for (long j = lo; j < hi; j++)
+            acc += score[j] * load(t->v, s->dtype, at(&s->v, b, g, (int)j) + d);
+        store(t->o, s->dtype, oi + d, sum > 0 ? acc / sum : 0.0);
+    }
+    if (t->lse) t->lse[li] = (float)(m + log(sum));
+}
+
+typedef struct ref_job {
+    const clattn_shape *s;
+    const clattn_host_tensors *t;
+    long next, tasks;
+    int failed;
+    pthread_mutex_t lock;
+} ref_job;
+
+/* Takes (batch, head) tasks from the job until none are left. */
+static void *ref_worker(void *arg)
+{
+    ref_job *job = arg;
+    const clattn_shape *s = job->s;
+    double *score = malloc(sizeof(double) * (size_t)s->seq_kv);
+    for (;;) {
+        pthread_mutex_lock(&job->lock);
+        long task = job->next++;
+        if (!score) job->failed = 1;
+        pthread_mutex_unlock(&job->lock);
+        if (task >= job->tasks || !score) break;
+        const int b = (int)(task / s->heads_q), h = (int)(task % s->heads_q);
+        const int klen = s->has_seqlens_k ? job->t->seqlens_k[b] : s->seq_kv;
+        for (int i = 0; i < s->seq_q; i++) row(s, job->t, b, h, i, klen, score);
+    }
+    free(score);
+    return NULL;
+}
+
+clattn_status clattn_reference_forward(const clattn_desc *desc, const clattn_host_tensors *t,
+                                       char *msg, size_t msg_size)
+{
+    clattn_shape s;
+    clattn_status st = clattn__resolve(desc, &s, msg, msg_size);
+    if (st) return st;
+    if (!t) {
+        clattn__format(msg, msg_size, "tensors is NULL");
+        return CLATTN_INVALID_ARGUMENT;
+    }
+    if ((st = clattn__check_host(&s, t, msg, msg_size))) return st;
+
+    /* Rows of different (batch, head) pairs are independent: spread them over the cores. */
+    ref_job job = {&s, t, 0, (long)s.batch * s.heads_q, 0, PTHREAD_MUTEX_INITIALIZER};
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = (int)(ncpu < 1 ? 1 : ncpu > 64 ? 64 : ncpu);
+    if (nthreads > job.tasks) nthreads = (int)job.tasks;
+    pthread_t threads[64];
+    int started = 0;
+    for (int i = 1; i < nthreads; i++, started++)
+        if (pthread_create(&threads[i - 1], NULL, ref_worker, &job)) break;
+    ref_worker(&job); /* the calling thread works too */
+    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&job.lock);
+    if (job.failed) {
+        clattn__format(msg, msg_size, "out of host memory for the score row");
+        return CLATTN_OUT_OF_HOST_MEMORY;
+    }
+    return CLATTN_SUCCESS;
+}

@@ -1,0 +1,250 @@
+/* Descriptor checks: every field is checked here, with a message that names it, before a
+ * plan, the reference or the host call does anything. */
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#define FAIL(st, ...)                                   \
+    do {                                                \
+        clattn__format(msg, msg_size, __VA_ARGS__);     \
+        return (st);                                    \
+    } while (0)
+
+static clattn_strides dense(clattn_layout layout, int64_t heads, int64_t seq, int64_t dim)
+{
+    clattn_strides s;
+    if (layout == CLATTN_LAYOUT_BSHD) {
+        s.head = dim;
+        s.seq = heads * dim;
+        s.batch = seq * heads * dim;
+    } else {
+        s.seq = dim;
+        s.head = seq * dim;
+        s.batch = heads * seq * dim;
+    }
+    return s;
+}
+
+/* A sufficient condition for an output view not to overlap itself: sorted by stride, each
+ * dimension of extent > 1 steps past the whole span of the dimensions inside it. */
+static bool non_overlapping(const clattn_strides *s, int64_t b, int64_t h, int64_t n, int64_t d)
+{
+    int64_t stride[3] = {s->seq, s->head, s->batch}, extent[3] = {n, h, b};
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (stride[j] < stride[i]) {
+                int64_t t = stride[i]; stride[i] = stride[j]; stride[j] = t;
+                t = extent[i]; extent[i] = extent[j]; extent[j] = t;
+            }
+    int64_t span = d; /* elements covered by the inner dimensions */
+    for (int i = 0; i < 3; i++) {
+        if (extent[i] == 1) continue;
+        if (stride[i] < span) return false;
+        span = stride[i] * (extent[i] - 1) + span;
+    }
+    return true;
+}
+
+static clattn_status check_strides(const char *name, const clattn_strides *s, char *msg,
+                                   size_t msg_size)
+{
+    if (s->batch < 0 || s->head < 0 || s->seq < 0)
+        FAIL(CLATTN_INVALID_STRIDES, "%s_strides must be >= 0 (got batch %lld, head %lld, seq %lld)",
+             name, (long long)s->batch, (long long)s->head, (long long)s->seq);
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn__resolve(const clattn_desc *d, clattn_shape *s, char *msg, size_t msg_size)
+{
+    if (msg && msg_size) msg[0] = '\0';
+    if (!d) FAIL(CLATTN_INVALID_ARGUMENT, "descriptor is NULL");
+    memset(s, 0, sizeof *s);
+    int heads_kv = d->heads_kv ? d->heads_kv : d->heads_q;
+    int head_dim_v = d->head_dim_v ? d->head_dim_v : d->head_dim;
+    if (d->batch < 1) FAIL(CLATTN_INVALID_SHAPE, "batch must be >= 1 (got %d)", d->batch);
+    if (d->heads_q < 1) FAIL(CLATTN_INVALID_SHAPE, "heads_q must be >= 1 (got %d)", d->heads_q);
+    if (heads_kv < 1) FAIL(CLATTN_INVALID_SHAPE, "heads_kv must be >= 1 (got %d)", heads_kv);
+    if (d->heads_q % heads_kv)
+        FAIL(CLATTN_INVALID_SHAPE, "heads_q (%d) must be a multiple of heads_kv (%d)", d->heads_q,
+             heads_kv);
+    if (d->seq_q < 1) FAIL(CLATTN_INVALID_SHAPE, "seq_q must be >= 1 (got %d)", d->seq_q);
+    if (d->seq_kv < 1) FAIL(CLATTN_INVALID_SHAPE, "seq_kv must be >= 1 (got %d)", d->seq_kv);
+    if (d->head_dim < 1 || d->head_dim > CLATTN_MAX_HEAD_DIM)
+        FAIL(CLATTN_INVALID_SHAPE, "head_dim must be in 1..%d (got %d)", CLATTN_MAX_HEAD_DIM,
+             d->head_dim);
+    if (head_dim_v < 1 || head_dim_v > CLATTN_MAX_HEAD_DIM)
+        FAIL(CLATTN_INVALID_SHAPE, "head_dim_v must be in 1..%d (got %d)", CLATTN_MAX_HEAD_DIM,
+             head_dim_v);
+    if ((unsigned)d->dtype > CLATTN_DTYPE_BF16)
+        FAIL(CLATTN_INVALID_ARGUMENT, "dtype %d is not a clattn_dtype", (int)d->dtype);
+    if ((unsigned)d->layout > CLATTN_LAYOUT_STRIDED)
+        FAIL(CLATTN_INVALID_ARGUMENT, "layout %d is not a clattn_layout", (int)d->layout);
+    if ((unsigned)d->causal_align > CLATTN_CAUSAL_TOP_LEFT)
+        FAIL(CLATTN_INVALID_ARGUMENT, "causal_align %d is not a clattn_causal_align",
+             (int)d->causal_align);
+    if ((unsigned)d->algo > CLATTN_ALGO_UNFUSED)
+        FAIL(CLATTN_INVALID_ARGUMENT, "algo %d is not a clattn_algo", (int)d->algo);
+    if (!isfinite(d->scale)) FAIL(CLATTN_INVALID_ARGUMENT, "scale must be finite");
+    if (!isfinite(d->softcap) || d->softcap < 0)
+        FAIL(CLATTN_INVALID_ARGUMENT, "softcap must be finite and >= 0 (got %g)", (double)d->softcap);
+    if (d->use_window && (d->window_left < -1 || d->window_right < -1))
+        FAIL(CLATTN_INVALID_ARGUMENT, "window sides must be >= -1 (got %d, %d)", d->window_left,
+             d->window_right);
+
+    s->batch = d->batch;
+    s->heads_q = d->heads_q;
+    s->heads_kv = heads_kv;
+    s->group = d->heads_q / heads_kv;
+    s->seq_q = d->seq_q;
+    s->seq_kv = d->seq_kv;
+    s->head_dim = d->head_dim;
+    s->head_dim_v = head_dim_v;
+    s->dtype = d->dtype;
+    s->scale = d->scale != 0.0f ? d->scale : (float)(1.0 / sqrt((double)d->head_dim));
+    s->causal = d->causal != 0;
+    s->top_left = d->causal_align == CLATTN_CAUSAL_TOP_LEFT;
+    s->window = d->use_window != 0;
+    s->window_left = s->window ? d->window_left : -1;
+    s->window_right = s->window ? d->window_right : -1;
+    if (s->causal) s->window_right = 0; /* causal is a window whose right side is 0 */
+    s->softcap = d->softcap;
+    s->has_alibi = d->has_alibi != 0;
+    s->has_sinks = d->has_sinks != 0;
+    s->has_mask = d->has_mask != 0;
+    s->has_seqlens_k = d->has_seqlens_k != 0;
+    s->algo = d->algo;
+
+    if (d->layout == CLATTN_LAYOUT_STRIDED) {
+        clattn_status st;
+        if ((st = check_strides("q", &d->q_strides, msg, msg_size))) return st;
+        if ((st = check_strides("k", &d->k_strides, msg, msg_size))) return st;
+        if ((st = check_strides("v", &d->v_strides, msg, msg_size))) return st;
+        if ((st = check_strides("o", &d->o_strides, msg, msg_size))) return st;
+        s->q = d->q_strides;
+        s->k = d->k_strides;
+        s->v = d->v_strides;
+        s->o = d->o_strides;
+        if (!non_overlapping(&s->o, s->batch, s->heads_q, s->seq_q, s->head_dim_v))
+            FAIL(CLATTN_INVALID_STRIDES,
+                 "o_strides (batch %lld, head %lld, seq %lld) make output elements overlap",
+                 (long long)s->o.batch, (long long)s->o.head, (long long)s->o.seq);
+    } else {
+        s->q = dense(d->layout, s->heads_q, s->seq_q, s->head_dim);
+        s->k = dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim);
+        s->v = dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim_v);
+        s->o = dense(d->layout, s->heads_q, s->seq_q, s->head_dim_v);
+    }
+    if (s->has_mask) {
+        const clattn_strides *m = &d->mask_strides;
+        if (m->batch == 0 && m->head == 0 && m->seq == 0) {
+            s->mask.seq = s->seq_kv;
+            s->mask.head = (int64_t)s->seq_q * s->seq_kv;
+            s->mask.batch = s->mask.head * s->heads_q;
+        } else {
+            clattn_status st = check_strides("mask", m, msg, msg_size);
+            if (st) return st;
+            s->mask = *m;
+        }
+    }
+    clattn_tensor_sizes sz;
+    if (clattn__sizes(s, &sz) != CLATTN_SUCCESS)
+        FAIL(CLATTN_SIZE_OVERFLOW, "a tensor's element count overflows size_t");
+    return CLATTN_SUCCESS;
+}
+
+/* Elements spanned by a strided 4-D tensor: 1 + max index. False on overflow. */
+static bool span(const clattn_strides *st, int64_t b, int64_t h, int64_t n, int64_t d, size_t *out)
+{
+    uint64_t total = (uint64_t)d, t;
+    int64_t stride[3] = {st->batch, st->head, st->seq}, extent[3] = {b, h, n};
+    for (int i = 0; i < 3; i++) {
+        if (__builtin_mul_overflow((uint64_t)(extent[i] - 1), (uint64_t)stride[i], &t)) return false;
+        if (__builtin_add_overflow(total, t, &total)) return false;
+    }
+    if (total > SIZE_MAX / 4) return false; /* bytes must fit too */
+    *out = (size_t)total;
+    return true;
+}
+
+clattn_status clattn__sizes(const clattn_shape *s, clattn_tensor_sizes *o)
+{
+    memset(o, 0, sizeof *o);
+    bool ok = span(&s->q, s->batch, s->heads_q, s->seq_q, s->head_dim, &o->q) &&
+              span(&s->k, s->batch, s->heads_kv, s->seq_kv, s->head_dim, &o->k) &&
+              span(&s->v, s->batch, s->heads_kv, s->seq_kv, s->head_dim_v, &o->v) &&
+              span(&s->o, s->batch, s->heads_q, s->seq_q, s->head_dim_v, &o->o);
+    clattn_strides lse = {(int64_t)s->heads_q * s->seq_q, s->seq_q, 1};
+    ok = ok && span(&lse, s->batch, s->heads_q, s->seq_q, 1, &o->lse);
+    if (ok && s->has_mask) ok = span(&s->mask, s->batch, s->heads_q, s->seq_q, s->seq_kv, &o->mask);
+    return ok ? CLATTN_SUCCESS : CLATTN_SIZE_OVERFLOW;
+}
+
+clattn_status clattn_desc_validate(const clattn_desc *desc, char *msg, size_t msg_size)
+{
+    clattn_shape s;
+    return clattn__resolve(desc, &s, msg, msg_size);
+}
+
+clattn_status clattn_desc_tensor_sizes(const clattn_desc *desc, clattn_tensor_sizes *out)
+{
+    clattn_shape s;
+    clattn_status st = clattn__resolve(desc, &s, NULL, 0);
+    if (st) return st;
+    if (!out) return CLATTN_INVALID_ARGUMENT;
+    return clattn__sizes(&s, out);
+}
+
+/* Host arrays of the reference and the host call: present and large enough. */
+clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensors *t, char *msg,
+                                size_t msg_size)
+{
+    clattn_tensor_sizes need;
+    if (clattn__sizes(s, &need)) {
+        clattn__format(msg, msg_size, "tensor sizes overflow");
+        return CLATTN_SIZE_OVERFLOW;
+    }
+    struct { const void *p; size_t have, need; const char *name; bool required; } c[] = {
+        {t->q, t->q_len, need.q, "q", true},
+        {t->k, t->k_len, need.k, "k", true},
+        {t->v, t->v_len, need.v, "v", true},
+        {t->o, t->o_len, need.o, "o", true},
+        {t->lse, t->lse_len, need.lse, "lse", false},
+        {t->mask, t->mask_len, need.mask, "mask", s->has_mask},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        if (!c[i].p) {
+            if (!c[i].required) continue;
+            clattn__format(msg, msg_size, "%s is NULL", c[i].name);
+            return CLATTN_INVALID_ARGUMENT;
+        }
+        if (c[i].have < c[i].need) {
+            clattn__format(msg, msg_size, "%s holds %zu elements but the descriptor needs %zu",
+                           c[i].name, c[i].have, c[i].need);
+            return CLATTN_BUFFER_TOO_SMALL;
+        }
+    }
+    if (s->has_alibi && !t->alibi_slopes) {
+        clattn__format(msg, msg_size, "has_alibi is set but alibi_slopes is NULL");
+        return CLATTN_INVALID_ARGUMENT;
+    }
+    if (s->has_sinks && !t->sinks) {
+        clattn__format(msg, msg_size, "has_sinks is set but sinks is NULL");
+        return CLATTN_INVALID_ARGUMENT;
+    }
+    if (s->has_seqlens_k) {
+        if (!t->seqlens_k) {
+            clattn__format(msg, msg_size, "has_seqlens_k is set but seqlens_k is NULL");
+            return CLATTN_INVALID_ARGUMENT;
+        }
+        for (int b = 0; b < s->batch; b++)
+            if (t->seqlens_k[b] < 0 || t->seqlens_k[b] > s->seq_kv) {
+                clattn__format(msg, msg_size, "seqlens_k[%d] = %d is outside 0..seq_kv (%d)", b,
+                               (int)t->seqlens_k[b], s->seq_kv);
+                return CLATTN_INVALID_ARGUMENT;
+            }
+    }
+    return CLATTN_SUCCESS;
+}
+

@@ -1,0 +1,290 @@
+/*
+ * clattn — fused attention for OpenCL devices of every vendor.
+ *
+ * The whole public API. Computes, for each batch b, query head h (kv head g = h / (Hq/Hkv))
+ * and query row i:
+ *
+ *     s_ij = scale * <q_i, k_j>                      scale defaults to 1/sqrt(head_dim)
+ *     s_ij = softcap * tanh(s_ij / softcap)           if softcap > 0
+ *     s_ij -= alibi_slope[h] * |i + Nk - Nq - j|      if ALiBi slopes are given
+ *     s_ij += mask[b, h, i, j]                        if an additive mask is given
+ *     s_ij  = -inf where j is outside row i's window  (causal, sliding window, key length)
+ *     o_i   = sum_j exp(s_ij - lse_i) * v_j
+ *     lse_i = log(exp(sink[h]) + sum_j exp(s_ij))     (the sink term only if sinks are given)
+ *
+ * A row with no allowed key writes o_i = 0 and lse_i = -inf (or sink[h]), never NaN.
+ *
+ * Versioning and ABI: the ABI is stable within a major version (the SONAME carries it);
+ * structs only grow at their end, and a zero-initialised field always means the default.
+ *
+ * Thread safety: a clattn_context may be used from several threads at once (plans are
+ * created and programs built under the context's lock). A clattn_plan is immutable after
+ * creation and may be executed from several threads at once on different queues, except
+ * when it owns scratch memory (clattn_plan_scratch_size() > 0 and no caller scratch is
+ * passed): then executions of that plan must be serialised by the caller. Destroying an
+ * object while another thread uses it is undefined.
+ *
+ * Ownership follows OpenCL's rules: the library retains what it keeps (the application's
+ * cl_context and cl_device_id) and releases only what it retained. An out-event is a new
+ * reference that the caller releases. The library never aborts, exits or prints.
+ */
+#ifndef CLATTN_H
+#define CLATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#ifdef __APPLE__
+#include <OpenCL/cl.h>
+#else
+#include <CL/cl.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- version: the single source of truth (CMake reads these three lines) ---- */
+#define CLATTN_VERSION_MAJOR 0
+#define CLATTN_VERSION_MINOR 1
+#define CLATTN_VERSION_PATCH 0
+#define CLATTN_VERSION_NUMBER \
+    (CLATTN_VERSION_MAJOR * 10000 + CLATTN_VERSION_MINOR * 100 + CLATTN_VERSION_PATCH)
+
+#if defined(CLATTN_STATIC_DEFINE)
+#define CLATTN_API
+#elif defined(_WIN32)
+#ifdef CLATTN_BUILDING
+#define CLATTN_API __declspec(dllexport)
+#else
+#define CLATTN_API __declspec(dllimport)
+#endif
+#else
+#define CLATTN_API __attribute__((visibility("default")))
+#endif
+
+/* "MAJOR.MINOR.PATCH" of the library actually loaded. */
+CLATTN_API const char *clattn_version_string(void);
+CLATTN_API unsigned clattn_version_number(void);
+
+/* ---- status codes ----
+ * 0 is success. OpenCL failures are returned with OpenCL's own (negative) numbers, so a
+ * status reads like any cl_int. clattn's own codes sit in the band -2000..-2099. All values
+ * below are stable: they never change meaning within a major version. */
+typedef int clattn_status;
+enum {
+    CLATTN_SUCCESS = 0,
+    CLATTN_INVALID_ARGUMENT = -2000,   /* NULL where a value is required, bad enum value */
+    CLATTN_INVALID_SHAPE = -2001,      /* batch/heads/sequence/head-dim out of range */
+    CLATTN_INVALID_STRIDES = -2002,    /* layout or strides inconsistent */
+    CLATTN_BUFFER_TOO_SMALL = -2003,   /* a cl_mem or host array cannot hold its tensor */
+    CLATTN_UNSUPPORTED = -2004,        /* valid, but the chosen algorithm cannot serve it */
+    CLATTN_OUT_OF_HOST_MEMORY = -2005, /* malloc failed */
+    CLATTN_NO_DEVICE = -2006,          /* no OpenCL device found / CLATTN_DEVICE matched none */
+    CLATTN_BUILD_FAILED = -2007,       /* kernel build failed; the log is in last_error */
+    CLATTN_SIZE_OVERFLOW = -2008,      /* a size overflows size_t or a device limit */
+    CLATTN_INTERNAL_ERROR = -2009      /* a bug in clattn: please report */
+};
+
+/* A short English description of any status (clattn's own or OpenCL's). Never NULL. */
+CLATTN_API const char *clattn_status_string(clattn_status status);
+
+/* ---- enumerations (0 is always the default) ---- */
+typedef enum clattn_dtype {
+    CLATTN_DTYPE_F32 = 0, /* storage type of q, k, v, o; accumulation is always f32 */
+    CLATTN_DTYPE_F16 = 1,
+    CLATTN_DTYPE_BF16 = 2
+} clattn_dtype;
+
+typedef enum clattn_layout {
+    CLATTN_LAYOUT_BHSD = 0,   /* q (B, Hq, Nq, d), k/v (B, Hkv, Nk, d), o (B, Hq, Nq, dv) */
+    CLATTN_LAYOUT_BSHD = 1,   /* q (B, Nq, Hq, d), k/v (B, Nk, Hkv, d), o (B, Nq, Hq, dv) */
+    CLATTN_LAYOUT_STRIDED = 2 /* explicit element strides per tensor (clattn_strides) */
+} clattn_layout;
+
+typedef enum clattn_causal_align {
+    CLATTN_CAUSAL_BOTTOM_RIGHT = 0, /* query i sees key j iff j <= i + Nk - Nq (FlashAttention 2) */
+    CLATTN_CAUSAL_TOP_LEFT = 1      /* query i sees key j iff j <= i (PyTorch is_causal) */
+} clattn_causal_align;
+
+typedef enum clattn_algo {
+    CLATTN_ALGO_AUTO = 0,   /* fused where it serves the descriptor on the device, else unfused */
+    CLATTN_ALGO_FUSED = 1,  /* hand-written fused kernels */
+    CLATTN_ALGO_UNFUSED = 2 /* CLBlast GEMM + softmax kernel (not built yet: UNSUPPORTED) */
+} clattn_algo;
+
+/* Element strides of one 4-D tensor (batch, head, sequence); the head-dim stride is 1. */
+typedef struct clattn_strides {
+    int64_t batch, head, seq;
+} clattn_strides;
+
+/* ---- the attention descriptor: zero-initialise, then set what you need ----
+ * Tensor shapes (element strides from `layout`, or `*_strides` with CLATTN_LAYOUT_STRIDED):
+ *   q    (batch, heads_q,  seq_q,  head_dim)      dtype
+ *   k    (batch, heads_kv, seq_kv, head_dim)      dtype
+ *   v    (batch, heads_kv, seq_kv, head_dim_v)    dtype
+ *   o    (batch, heads_q,  seq_q,  head_dim_v)    dtype
+ *   lse  (batch, heads_q,  seq_q)                 float32, dense, natural log
+ *   mask (batch|1, heads_q|1, seq_q, seq_kv)      float32, strides mask_strides (0 = broadcast)
+ *   alibi_slopes (heads_q), sinks (heads_q)       float32
+ *   seqlens_k (batch)                             int32: keys j >= seqlens_k[b] are masked
+ * heads_q must be a multiple of heads_kv (GQA; heads_kv == 1 is MQA). */
+typedef struct clattn_desc {
+    int batch, heads_q, heads_kv, seq_q, seq_kv; /* all >= 1; heads_kv 0 means heads_q */
+    int head_dim;                                /* 1..512 */
+    int head_dim_v;                              /* 0 means head_dim */
+    clattn_dtype dtype;                          /* default f32 */
+    clattn_layout layout;                        /* default BHSD */
+    clattn_strides q_strides, k_strides, v_strides, o_strides; /* CLATTN_LAYOUT_STRIDED only */
+    float scale;                                 /* 0 means 1/sqrt(head_dim) */
+    int causal;                                  /* nonzero: causal mask */
+    clattn_causal_align causal_align;            /* default bottom-right */
+    int use_window;                              /* nonzero: sliding window below */
+    int window_left, window_right;               /* keys allowed: i+off-left .. i+off+right; -1 unbounded */
+    float softcap;                               /* 0 means none */
+    int has_alibi;                               /* nonzero: alibi_slopes tensor given */
+    int has_sinks;                               /* nonzero: sinks tensor given */
+    int has_mask;                                /* nonzero: additive mask tensor given */
+    clattn_strides mask_strides;                 /* element strides (batch, head, row); 0 broadcasts */
+    int has_seqlens_k;                           /* nonzero: per-batch key lengths given */
+    clattn_algo algo;                            /* default auto */
+} clattn_desc;
+
+/* ---- context ---- */
+typedef struct clattn_context clattn_context;
+
+typedef void (*clattn_log_fn)(void *user, const char *message);
+
+typedef struct clattn_context_options {
+    const char *device;      /* clattn_context_create only: a selector as $CLATTN_DEVICE takes
+                                (index or name substring); NULL: $CLATTN_DEVICE, else default */
+    const char *cache_dir;   /* NULL: $CLATTN_CACHE_DIR, else $XDG_CACHE_HOME/clattn,
+                                else $HOME/.cache/clattn */
+    int disable_disk_cache;  /* nonzero: never read or write program binaries on disk */
+    clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
+    void *log_user;
+} clattn_context_options;
+
+/* Wraps the application's own context and device. Both are retained and released on
+ * destroy, and never otherwise touched. `options` may be NULL. */
+CLATTN_API clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
+                                                       const clattn_context_options *options,
+                                                       clattn_context **out);
+
+/* Picks a device: options->device or else $CLATTN_DEVICE selects by global index (platforms in order, then their
+ * devices) or by a case-insensitive name substring; otherwise the first GPU, else the first
+ * device. Creates its own cl_context. */
+CLATTN_API clattn_status clattn_context_create(const clattn_context_options *options,
+                                               clattn_context **out);
+
+/* Every OpenCL device of every platform in the order the selector's index counts them.
+ * Writes up to `capacity` ids and the total count (either pointer may be NULL/0). */
+CLATTN_API clattn_status clattn_list_devices(cl_device_id *devices, cl_uint capacity,
+                                             cl_uint *count);
+
+CLATTN_API void clattn_context_destroy(clattn_context *ctx); /* NULL is fine */
+
+CLATTN_API cl_context clattn_context_cl_context(const clattn_context *ctx);
+CLATTN_API cl_device_id clattn_context_device(const clattn_context *ctx);
+
+/* The message of the most recent failing call on this context (the OpenCL build log after
+ * CLATTN_BUILD_FAILED), or "" if none. Valid until the next failing call on the context. With
+ * several threads, use clattn_context_copy_last_error, which copies under the lock. */
+CLATTN_API const char *clattn_context_last_error(const clattn_context *ctx);
+CLATTN_API size_t clattn_context_copy_last_error(const clattn_context *ctx, char *buf, size_t size);
+
+/* Program-cache counters, for diagnostics and tests. */
+typedef struct clattn_cache_stats {
+    uint64_t memory_hits;       /* variant already built in this context */
+    uint64_t disk_hits;         /* program loaded from an on-disk binary */
+    uint64_t source_builds;     /* program compiled from source */
+    uint64_t disk_writes;       /* binaries written to disk */
+} clattn_cache_stats;
+CLATTN_API void clattn_context_cache_stats(const clattn_context *ctx, clattn_cache_stats *out);
+
+/* ---- plans ---- */
+typedef struct clattn_plan clattn_plan;
+
+/* Validates the descriptor against the device, picks the algorithm and kernel variant and
+ * builds it (or loads it from cache). On failure nothing is kept and *out is NULL. */
+CLATTN_API clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc,
+                                            clattn_plan **out);
+CLATTN_API void clattn_plan_destroy(clattn_plan *plan); /* NULL is fine */
+
+/* "fused" or "unfused", and the kernel variant, e.g. "cpu_rows D=64 DV=64 BM=4 BN=16 VW=16". */
+CLATTN_API clattn_algo clattn_plan_algo(const clattn_plan *plan);
+CLATTN_API const char *clattn_plan_variant(const clattn_plan *plan);
+/* Bytes of device scratch one execution needs (0 for the fused path). */
+CLATTN_API size_t clattn_plan_scratch_size(const clattn_plan *plan);
+
+/* Device buffers of one execution. Offsets are in elements of each tensor's type and let
+ * a tensor be a view into a larger buffer. Unused optional members stay NULL. */
+typedef struct clattn_buffers {
+    cl_mem q, k, v, o;                       /* required */
+    cl_mem lse;                              /* optional output */
+    cl_mem mask, alibi_slopes, sinks, seqlens_k; /* when the descriptor asks for them */
+    cl_mem scratch;                          /* optional: caller's scratch (>= scratch size) */
+    size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
+} clattn_buffers;
+
+/* Enqueues the attention on `queue` (which must belong to the plan's context and device)
+ * after `wait_list`, and returns in *event (if not NULL) one event that completes when
+ * every kernel enqueued has completed; the caller releases it. Never blocks.
+ * Every argument and each buffer's size is checked before anything is enqueued: on any
+ * failure before the first enqueue, nothing is launched or written. An OpenCL error from
+ * an enqueue itself may leave o and lse partly written. */
+CLATTN_API clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,
+                                             const clattn_buffers *buffers,
+                                             cl_uint num_wait, const cl_event *wait_list,
+                                             cl_event *event);
+
+/* ---- host arrays ----
+ * Each tensor as a host pointer, laid out as the descriptor says; lengths are in elements.
+ * For f16/bf16 the pointers hold uint16_t bit patterns. */
+typedef struct clattn_host_tensors {
+    const void *q, *k, *v;
+    void *o;
+    float *lse;                                  /* optional */
+    const float *mask, *alibi_slopes, *sinks;    /* as the descriptor asks */
+    const int32_t *seqlens_k;
+    size_t q_len, k_len, v_len, o_len, lse_len, mask_len; /* elements available */
+} clattn_host_tensors;
+
+/* Copies the host arrays to the device, runs the plan made for `desc`, waits and copies o
+ * (and lse) back. Convenience for programs that hold plain arrays. */
+CLATTN_API clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc,
+                                             const clattn_host_tensors *tensors);
+
+/* The CPU reference: every feature, double accumulation. `message` (may be NULL) receives
+ * a description of what is wrong on failure. */
+CLATTN_API clattn_status clattn_reference_forward(const clattn_desc *desc,
+                                                  const clattn_host_tensors *tensors,
+                                                  char *message, size_t message_size);
+
+/* Checks a descriptor without a device. `message` as above. */
+CLATTN_API clattn_status clattn_desc_validate(const clattn_desc *desc, char *message,
+                                              size_t message_size);
+
+/* Element counts each tensor needs for `desc` (what the host call and the buffer checks use).
+ * Any pointer may be NULL. Returns CLATTN_SIZE_OVERFLOW if a count overflows. */
+typedef struct clattn_tensor_sizes {
+    size_t q, k, v, o, lse, mask; /* elements; mask is 0 without a mask */
+} clattn_tensor_sizes;
+CLATTN_API clattn_status clattn_desc_tensor_sizes(const clattn_desc *desc, clattn_tensor_sizes *out);
+
+/* Size in bytes of one element of dtype (4, 2, 2). */
+CLATTN_API size_t clattn_dtype_size(clattn_dtype dtype);
+
+/* f32 <-> f16 / bf16 bit conversions (round to nearest even), for preparing host data. */
+CLATTN_API uint16_t clattn_f32_to_f16(float x);
+CLATTN_API float clattn_f16_to_f32(uint16_t h);
+CLATTN_API uint16_t clattn_f32_to_bf16(float x);
+CLATTN_API float clattn_bf16_to_f32(uint16_t h);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CLATTN_H */
