@@ -12,19 +12,22 @@
         return (st);                                    \
     } while (0)
 
-static clattn_strides dense(clattn_layout layout, int64_t heads, int64_t seq, int64_t dim)
+/* Dense strides of a layout; false if they overflow int64 (then sizes are refused anyway). */
+static bool dense(clattn_layout layout, int64_t heads, int64_t seq, int64_t dim, clattn_strides *s)
 {
-    clattn_strides s;
+    int64_t hd, sd, all;
+    if (__builtin_mul_overflow(heads, dim, &hd) || __builtin_mul_overflow(seq, dim, &sd) ||
+        __builtin_mul_overflow(hd, seq, &all))
+        return false;
     if (layout == CLATTN_LAYOUT_BSHD) {
-        s.head = dim;
-        s.seq = heads * dim;
-        s.batch = seq * heads * dim;
+        s->head = dim;
+        s->seq = hd;
     } else {
-        s.seq = dim;
-        s.head = seq * dim;
-        s.batch = heads * seq * dim;
+        s->seq = dim;
+        s->head = sd;
     }
-    return s;
+    s->batch = all;
+    return true;
 }
 
 /* A sufficient condition for an output view not to overlap itself: sorted by stride, each
@@ -42,7 +45,9 @@ static bool non_overlapping(const clattn_strides *s, int64_t b, int64_t h, int64
     for (int i = 0; i < 3; i++) {
         if (extent[i] == 1) continue;
         if (stride[i] < span) return false;
-        span = stride[i] * (extent[i] - 1) + span;
+        int64_t t;
+        if (__builtin_mul_overflow(stride[i], extent[i] - 1, &t) || __builtin_add_overflow(t, span, &span))
+            return true; /* too large to overlap-check: the size check refuses it */
     }
     return true;
 }
@@ -131,17 +136,19 @@ clattn_status clattn__resolve(const clattn_desc *d, clattn_shape *s, char *msg, 
                  "o_strides (batch %lld, head %lld, seq %lld) make output elements overlap",
                  (long long)s->o.batch, (long long)s->o.head, (long long)s->o.seq);
     } else {
-        s->q = dense(d->layout, s->heads_q, s->seq_q, s->head_dim);
-        s->k = dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim);
-        s->v = dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim_v);
-        s->o = dense(d->layout, s->heads_q, s->seq_q, s->head_dim_v);
+        if (!dense(d->layout, s->heads_q, s->seq_q, s->head_dim, &s->q) ||
+            !dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim, &s->k) ||
+            !dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim_v, &s->v) ||
+            !dense(d->layout, s->heads_q, s->seq_q, s->head_dim_v, &s->o))
+            FAIL(CLATTN_SIZE_OVERFLOW, "tensor strides overflow 64 bits");
     }
     if (s->has_mask) {
         const clattn_strides *m = &d->mask_strides;
         if (m->batch == 0 && m->head == 0 && m->seq == 0) {
             s->mask.seq = s->seq_kv;
-            s->mask.head = (int64_t)s->seq_q * s->seq_kv;
-            s->mask.batch = s->mask.head * s->heads_q;
+            s->mask.head = (int64_t)s->seq_q * s->seq_kv; /* < 2^62: both are ints */
+            if (__builtin_mul_overflow(s->mask.head, (int64_t)s->heads_q, &s->mask.batch))
+                FAIL(CLATTN_SIZE_OVERFLOW, "mask strides overflow 64 bits");
         } else {
             clattn_status st = check_strides("mask", m, msg, msg_size);
             if (st) return st;

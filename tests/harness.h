@@ -1,0 +1,46 @@
+/* Test harness shared by the Criterion suites: a context per test (never at file scope:
+ * Criterion forks per test), seeded inputs, poisoned outputs inside guard regions, and the
+ * comparison with the CPU reference. */
+#ifndef CLATTN_TEST_HARNESS_H
+#define CLATTN_TEST_HARNESS_H
+
+#include "clattn.h"
+#include "metrics.h"
+#include "rng.h"
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Opens the default context, or skips the test when the machine has no OpenCL device. */
+clattn_context *test_context(void);
+
+/* Elements of guard before and after every output; their bytes must come back unchanged. */
+#define GUARD 64
+#define GUARD_BITS 0x7fa5a5a5u /* a NaN with a pattern: any overwrite shows */
+
+typedef struct run_opts {
+    uint64_t seed;
+    bool no_lse;           /* run without the optional lse output */
+    bool sub_buffers;      /* q, k, v as sub-buffers at an aligned offset of a larger buffer */
+    cl_command_queue queue; /* NULL: a new in-order queue */
+} run_opts;
+
+typedef struct run_result {
+    clattn_error o, lse;
+    bool guards_ok;
+    char variant[160];
+} run_result;
+
+/* Runs `desc` on the device with fresh random inputs from opts->seed and compares o and lse
+ * with the reference; asserts on every OpenCL failure. Inputs are uniform in [-amp, amp). */
+run_result run_and_compare(clattn_context *ctx, const clattn_desc *desc, const run_opts *opts);
+
+/* Asserts the result is within the f32 bound, naming the case and seed on failure. */
+void expect_ok(const run_result *r, const char *name, uint64_t seed);
+
+/* A seed for a test that differs per case but replays exactly: hash of the case name. */
+uint64_t seed_for(const char *name);
+
+#endif
