@@ -100,6 +100,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     if (!out) return CLATTN_INVALID_ARGUMENT;
     *out = NULL;
     if (!cl_ctx || !device) return CLATTN_INVALID_ARGUMENT;
+    if (options && (unsigned)options->kernel_family > CLATTN_KERNELS_TILES) return CLATTN_INVALID_ARGUMENT;
 
     /* The device must belong to the context. */
     cl_uint ndev = 0;
@@ -141,6 +142,8 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
         ctx->log = options->log;
         ctx->log_user = options->log_user;
     }
+    ctx->family = options && options->kernel_family ? options->kernel_family
+                  : (ctx->info.type & CL_DEVICE_TYPE_CPU) ? CLATTN_KERNELS_ROWS : CLATTN_KERNELS_TILES;
     clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,
                  ctx->cache_dir[0] ? ctx->cache_dir : "off");
     *out = ctx;

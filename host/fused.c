@@ -11,29 +11,52 @@ static int vector_width(int d, int dv, int max_vw)
     return 1;
 }
 
+/* Local memory a tiles variant may use: NVIDIA's OpenCL gives 48 KB per work-group; leave
+ * room for what the compiler adds. */
+static size_t local_budget(const clattn_context *ctx)
+{
+    size_t dev = (size_t)ctx->info.local_mem;
+    size_t cap = 48 * 1024;
+    return (dev < cap ? dev : cap) - 1024;
+}
+
 void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clattn_variant *v)
 {
-    const bool cpu = (ctx->info.type & CL_DEVICE_TYPE_CPU) != 0;
-    /* CPU: 4 rows x 16 keys per work-item with 16-wide vectors filled AVX-512 lanes best in
-     * the first measurements; other devices get one row per work-item and float4 until the
-     * cooperative tile kernel lands. */
-    const int bm = cpu ? 4 : 1, bn = 16, vw = vector_width(s->head_dim, s->head_dim_v, cpu ? 16 : 4);
-    v->source_name = "fwd_rows";
-    v->kernel_name = "clattn_fwd_rows";
-    v->family = CLATTN_FAMILY_CPU;
-    v->rows_per_item = bm;
-    v->local_size[0] = 0;
+    const int d = s->head_dim, dv = s->head_dim_v;
+    if (ctx->family == CLATTN_KERNELS_ROWS) {
+        /* 4 rows x 16 keys per work-item with 16-wide vectors filled AVX-512 lanes best in the
+         * first measurements on PoCL (Zen 4). */
+        const int bm = 4, bn = 16, vw = vector_width(d, dv, 16);
+        v->source_name = "fwd_rows";
+        v->kernel_name = "clattn_fwd_rows";
+        v->rows = bm;
+        v->local_size = 0;
+        v->local_mem = 0;
+        clattn__format(v->options, sizeof v->options,
+                       "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d", d, dv, vw, bm, bn);
+        clattn__format(v->name, sizeof v->name, "rows D=%d DV=%d VW=%d BM=%d BN=%d", d, dv, vw, bm, bn);
+        return;
+    }
+    /* Tiles: 64 rows per work-group (two NVIDIA warps, one AMD wave64), the largest key tile
+     * that fits the local-memory budget, at most 32 keys (the score row lives in registers). */
+    int bm = 64;
+    while ((size_t)bm > ctx->info.max_wg_size && bm > 1) bm /= 2;
+    int bn = 32;
+    while (bn > 1 && (size_t)(d + dv) * bn * 4 > local_budget(ctx)) bn /= 2;
+    const int vw = vector_width(d, dv, 4);
+    v->source_name = "fwd_tiles";
+    v->kernel_name = "clattn_fwd_tiles";
+    v->rows = bm;
+    v->local_size = (size_t)bm;
+    v->local_mem = (size_t)(d + dv) * bn * 4;
     clattn__format(v->options, sizeof v->options,
-                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d",
-                   s->head_dim, s->head_dim_v, vw, bm, bn);
-    clattn__format(v->name, sizeof v->name, "rows D=%d DV=%d VW=%d BM=%d BN=%d", s->head_dim,
-                   s->head_dim_v, vw, bm, bn);
+                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d", d, dv, vw, bm, bn);
+    clattn__format(v->name, sizeof v->name, "tiles D=%d DV=%d VW=%d BM=%d BN=%d", d, dv, vw, bm, bn);
 }
 
 bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, char *why,
                             size_t why_size)
 {
-    (void)ctx;
     const char *missing = NULL;
     if (s->dtype != CLATTN_DTYPE_F32) missing = "f16/bf16 storage";
     else if (s->has_mask) missing = "an additive mask";
@@ -47,6 +70,11 @@ bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, ch
     }
     if (s->head_dim > 256 || s->head_dim_v > 256) {
         clattn__format(why, why_size, "head dims above 256 (got %d/%d) are not supported by the fused path",
+                       s->head_dim, s->head_dim_v);
+        return false;
+    }
+    if (ctx->family == CLATTN_KERNELS_TILES && (size_t)(s->head_dim + s->head_dim_v) * 4 > local_budget(ctx)) {
+        clattn__format(why, why_size, "head dims %d/%d need more local memory than the device has",
                        s->head_dim, s->head_dim_v);
         return false;
     }
@@ -94,11 +122,12 @@ clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, c
     ARG(cl_int, s->window_right);
     if (e) return clattn__fail(plan->ctx, e, "clSetKernelArg failed (%d) for %s", e, plan->variant.name);
 
-    const int bm = plan->variant.rows_per_item;
-    size_t global[3] = {(size_t)((s->seq_q + bm - 1) / bm), (size_t)s->heads_q, (size_t)s->batch};
-    e = clEnqueueNDRangeKernel(queue, kernel, 3, NULL, global,
-                               plan->variant.local_size[0] ? plan->variant.local_size : NULL,
-                               num_wait, num_wait ? wait : NULL, event);
+    const size_t blocks = ((size_t)s->seq_q + plan->variant.rows - 1) / plan->variant.rows;
+    const size_t wg = plan->variant.local_size;
+    size_t global[3] = {wg ? blocks * wg : blocks, (size_t)s->heads_q, (size_t)s->batch};
+    size_t local[3] = {wg, 1, 1};
+    e = clEnqueueNDRangeKernel(queue, kernel, 3, NULL, global, wg ? local : NULL, num_wait,
+                               num_wait ? wait : NULL, event);
     if (e) return clattn__fail(plan->ctx, e, "clEnqueueNDRangeKernel failed (%d) for %s", e, plan->variant.name);
     return CLATTN_SUCCESS;
 }

@@ -37,12 +37,10 @@ typedef struct clattn_variant {
     const char *kernel_name;
     char options[512];
     char name[160];
-    size_t local_size[3];     /* 0 in [0]: let the runtime choose */
-    int rows_per_item;        /* query rows one work-item (cpu) or work-group (tile) owns */
-    int family;               /* CLATTN_FAMILY_* */
+    size_t local_size;        /* work-group size along dim 0; 0: let the runtime choose */
+    int rows;                 /* query rows one work-item (rows) or work-group (tiles) owns */
+    size_t local_mem;         /* bytes of local memory the variant declares */
 } clattn_variant;
-
-enum { CLATTN_FAMILY_CPU = 1, CLATTN_FAMILY_TILE = 2 };
 
 /* Program cache entry: one built cl_program per option string. */
 typedef struct clattn_program_entry {
@@ -66,6 +64,7 @@ struct clattn_context {
     char cache_dir[1024]; /* "" when the disk cache is off */
     clattn_log_fn log;
     void *log_user;
+    clattn_kernel_family family; /* never AUTO: resolved at creation */
     pthread_mutex_t lock; /* guards programs, stats and last_error */
     clattn_program_entry *programs;
     clattn_cache_stats stats;

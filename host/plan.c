@@ -41,17 +41,22 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
     /* A variant whose work-group does not fit the compiled kernel is refused here, not at
      * the first launch. */
     size_t wg = 0;
-    cl_ulong priv = 0;
+    cl_ulong priv = 0, local_mem = 0;
     e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
     if (!e) e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
+    if (!e) e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_mem, &local_mem, NULL);
     if (e) {
         st = clattn__fail(ctx, e, "clGetKernelWorkGroupInfo failed (%d)", e);
         goto fail;
     }
-    const size_t local = p->variant.local_size[0] * (p->variant.local_size[1] ? p->variant.local_size[1] : 1);
-    if (local > wg) {
-        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %zu work-items, device allows %zu",
-                          p->variant.name, local, wg);
+    if (p->variant.local_size > wg) {
+        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %zu work-items, the kernel allows %zu",
+                          p->variant.name, p->variant.local_size, wg);
+        goto fail;
+    }
+    if (local_mem > ctx->info.local_mem) {
+        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %llu bytes of local memory, device has %llu",
+                          p->variant.name, (unsigned long long)local_mem, (unsigned long long)ctx->info.local_mem);
         goto fail;
     }
     if (pthread_mutex_init(&p->lock, NULL)) {

@@ -153,6 +153,14 @@ typedef struct clattn_desc {
     clattn_algo algo;                            /* default auto */
 } clattn_desc;
 
+/* Which family of fused kernels a context uses. Auto picks by device type; forcing one is
+ * for testing and benchmarking (both are correct on every device). */
+typedef enum clattn_kernel_family {
+    CLATTN_KERNELS_AUTO = 0,  /* rows on CPU devices, tiles elsewhere */
+    CLATTN_KERNELS_ROWS = 1,  /* one work-item owns a register tile of query rows, no barriers */
+    CLATTN_KERNELS_TILES = 2  /* a work-group owns a block of rows; K/V tiles in local memory */
+} clattn_kernel_family;
+
 /* ---- context ---- */
 typedef struct clattn_context clattn_context;
 
@@ -166,6 +174,7 @@ typedef struct clattn_context_options {
     int disable_disk_cache;  /* nonzero: never read or write program binaries on disk */
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
+    clattn_kernel_family kernel_family; /* default auto: by device type */
 } clattn_context_options;
 
 /* Wraps the application's own context and device. Both are retained and released on

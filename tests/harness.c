@@ -5,14 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-clattn_context *test_context(void)
+clattn_context *test_context(void) { return test_context_family(CLATTN_KERNELS_AUTO); }
+
+clattn_context *test_context_family(clattn_kernel_family family)
 {
     cl_device_id dev;
     cl_uint n = 0;
     if (clattn_list_devices(&dev, 1, &n) != CLATTN_SUCCESS || n == 0)
         cr_skip_test("no OpenCL device on this machine");
     clattn_context *ctx = NULL;
-    clattn_status st = clattn_context_create(NULL, &ctx);
+    clattn_context_options opt = {0};
+    opt.kernel_family = family;
+    clattn_status st = clattn_context_create(&opt, &ctx);
     cr_assert_eq(st, CLATTN_SUCCESS, "clattn_context_create: %s", clattn_status_string(st));
     return ctx;
 }

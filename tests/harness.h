@@ -15,6 +15,8 @@
 
 /* Opens the default context, or skips the test when the machine has no OpenCL device. */
 clattn_context *test_context(void);
+/* The same with a forced kernel family (both families are checked on every device). */
+clattn_context *test_context_family(clattn_kernel_family family);
 
 /* Elements of guard before and after every output; their bytes must come back unchanged. */
 #define GUARD 64

@@ -27,60 +27,63 @@ static clattn_desc desc_of(const fused_case *c)
     return d;
 }
 
-ParameterizedTestParameters(fused, sweep)
-{
-    static fused_case cases[] = {
+static fused_case cases[] = {
         /* head dims (DESIGN.md list) with lengths that are no multiple of any tile */
-        C("d32", 1, 2, 2, 37, 41, 32),
-        C("d40", 1, 2, 2, 29, 53, 40),
-        C("d64", 2, 3, 3, 64, 64, 64),
-        C("d80", 1, 2, 2, 33, 70, 80),
-        C("d96", 1, 2, 1, 17, 100, 96),
-        C("d112", 1, 2, 2, 19, 23, 112),
-        C("d128", 1, 4, 2, 70, 90, 128),
-        C("d256", 1, 2, 2, 13, 31, 256),
-        C("d1", 1, 2, 2, 9, 11, 1),
-        C("d33_odd", 1, 1, 1, 21, 18, 33),
-        C("dv_differs", 1, 2, 2, 15, 25, 64, 32),
+    C("d32", 1, 2, 2, 37, 41, 32),
+    C("d40", 1, 2, 2, 29, 53, 40),
+    C("d64", 2, 3, 3, 64, 64, 64),
+    C("d80", 1, 2, 2, 33, 70, 80),
+    C("d96", 1, 2, 1, 17, 100, 96),
+    C("d112", 1, 2, 2, 19, 23, 112),
+    C("d128", 1, 4, 2, 70, 90, 128),
+    C("d256", 1, 2, 2, 13, 31, 256),
+    C("d1", 1, 2, 2, 9, 11, 1),
+    C("d33_odd", 1, 1, 1, 21, 18, 33),
+    C("dv_differs", 1, 2, 2, 15, 25, 64, 32),
         /* lengths of 1 */
-        C("nq1_nk1", 1, 1, 1, 1, 1, 64),
-        C("decode_nq1", 2, 8, 8, 1, 257, 64, 0, 0, 1),
-        C("nk1", 1, 2, 2, 17, 1, 64),
+    C("nq1_nk1", 1, 1, 1, 1, 1, 64),
+    C("decode_nq1", 2, 8, 8, 1, 257, 64, 0, 0, 1),
+    C("nk1", 1, 2, 2, 17, 1, 64),
         /* GQA ratios and MQA */
-        C("gqa2", 1, 4, 2, 33, 33, 64, 0, 0, 1),
-        C("gqa4", 2, 8, 2, 20, 45, 64),
-        C("gqa8", 1, 8, 1, 31, 31, 128, 0, 0, 1),
-        C("mqa", 1, 6, 1, 25, 40, 64),
+    C("gqa2", 1, 4, 2, 33, 33, 64, 0, 0, 1),
+    C("gqa4", 2, 8, 2, 20, 45, 64),
+    C("gqa8", 1, 8, 1, 31, 31, 128, 0, 0, 1),
+    C("mqa", 1, 6, 1, 25, 40, 64),
         /* causal alignment: bottom-right with Nq < Nk and Nq > Nk (leading empty rows) */
-        C("causal_square", 1, 2, 2, 129, 129, 64, 0, 0, 1),
-        C("causal_nq_lt_nk", 1, 2, 2, 30, 100, 64, 0, 0, 1),
-        C("causal_nq_gt_nk", 1, 2, 2, 100, 30, 64, 0, 0, 1),
-        C("causal_top_left_lt", 1, 2, 2, 30, 100, 64, 0, 0, 1, 1),
-        C("causal_top_left_gt", 1, 2, 2, 100, 30, 64, 0, 0, 1, 1),
-        C("causal_decode", 1, 4, 4, 3, 200, 64, 0, 0, 1),
+    C("causal_square", 1, 2, 2, 129, 129, 64, 0, 0, 1),
+    C("causal_nq_lt_nk", 1, 2, 2, 30, 100, 64, 0, 0, 1),
+    C("causal_nq_gt_nk", 1, 2, 2, 100, 30, 64, 0, 0, 1),
+    C("causal_top_left_lt", 1, 2, 2, 30, 100, 64, 0, 0, 1, 1),
+    C("causal_top_left_gt", 1, 2, 2, 100, 30, 64, 0, 0, 1, 1),
+    C("causal_decode", 1, 4, 4, 3, 200, 64, 0, 0, 1),
         /* sliding windows: narrower than a tile, wider than the sequence, one-sided */
-        C("window_3_0", 1, 2, 2, 70, 70, 64, 0, 0, 0, 0, 1, 3, 0),
-        C("window_wide", 1, 2, 2, 40, 60, 64, 0, 0, 0, 0, 1, 500, 500),
-        C("window_left_only", 1, 2, 2, 50, 50, 64, 0, 0, 0, 0, 1, 5, -1),
-        C("window_causal", 1, 2, 2, 50, 80, 64, 0, 1, 0, 0, 1, 9, 4),
+    C("window_3_0", 1, 2, 2, 70, 70, 64, 0, 0, 0, 0, 1, 3, 0),
+    C("window_wide", 1, 2, 2, 40, 60, 64, 0, 0, 0, 0, 1, 500, 500),
+    C("window_left_only", 1, 2, 2, 50, 50, 64, 0, 0, 0, 0, 1, 5, -1),
+    C("window_causal", 1, 2, 2, 50, 80, 64, 0, 1, 0, 0, 1, 9, 4),
         /* layouts and scale */
-        C("bshd", 2, 4, 2, 27, 35, 64, 0, CLATTN_LAYOUT_BSHD, 1),
-        C("bshd_d80", 1, 3, 3, 19, 19, 80, 0, CLATTN_LAYOUT_BSHD),
-        C("scale", 1, 2, 2, 24, 24, 64, 0, 0, 0, 0, 0, 0, 0, 0.71f),
-        C("batch3", 3, 2, 1, 16, 48, 32, 0, 0, 1),
-    };
-    return cr_make_param_array(fused_case, cases, sizeof cases / sizeof cases[0]);
-}
+    C("bshd", 2, 4, 2, 27, 35, 64, 0, CLATTN_LAYOUT_BSHD, 1),
+    C("bshd_d80", 1, 3, 3, 19, 19, 80, 0, CLATTN_LAYOUT_BSHD),
+    C("scale", 1, 2, 2, 24, 24, 64, 0, 0, 0, 0, 0, 0, 0, 0.71f),
+    C("batch3", 3, 2, 1, 16, 48, 32, 0, 0, 1),
+    C("rows_past_one_group", 1, 2, 2, 131, 140, 64, 0, 0, 1), /* 3 work-groups of 64, partial */
+};
 
-ParameterizedTest(fused_case *c, fused, sweep, .timeout = 120)
+static void sweep(const fused_case *c, clattn_kernel_family family)
 {
-    clattn_context *ctx = test_context();
+    clattn_context *ctx = test_context_family(family);
     clattn_desc d = desc_of(c);
     run_opts opts = {seed_for(c->name), false, false, NULL};
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
     clattn_context_destroy(ctx);
 }
+
+/* The same sweep for both kernel families, whatever the device. */
+ParameterizedTestParameters(fused, rows) { return cr_make_param_array(fused_case, cases, sizeof cases / sizeof cases[0]); }
+ParameterizedTest(fused_case *c, fused, rows, .timeout = 120) { sweep(c, CLATTN_KERNELS_ROWS); }
+ParameterizedTestParameters(fused, tiles) { return cr_make_param_array(fused_case, cases, sizeof cases / sizeof cases[0]); }
+ParameterizedTest(fused_case *c, fused, tiles, .timeout = 120) { sweep(c, CLATTN_KERNELS_TILES); }
 
 /* Strided views: q, k, v as slices of one packed QKV projection output (B, N, 3, H, D), and
  * o written into every other row of a larger buffer. */
