@@ -187,7 +187,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     int rc = 0;
     clattn_plan *plan = NULL;
     cl_command_queue queue = NULL;
-    cl_mem mem[5] = {0};
+    cl_mem mem[9] = {0};
     cl_event ev = NULL;
     clattn_tensor_sizes need;
     clattn_desc_tensor_sizes(d, &need);
@@ -211,12 +211,20 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
         cl_mem_flags fl = i < 3 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE;
         mem[i] = clCreateBuffer(clattn_context_cl_context(ctx), fl, bytes[i], i < 3 ? (void *)host[i] : NULL, &e);
     }
+    /* feature tensors: mask, alibi slopes, sinks, key lengths */
+    const void *feat[4] = {t->mask, t->alibi_slopes, t->sinks, t->seqlens_k};
+    const size_t fbytes[4] = {need.mask * 4, (size_t)d->heads_q * 4, (size_t)d->heads_q * 4, (size_t)d->batch * 4};
+    for (int i = 0; i < 4 && !e; i++)
+        if (feat[i])
+            mem[5 + i] = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                                        fbytes[i], (void *)feat[i], &e);
     if (e) {
         rc = cli_error("run: OpenCL buffer or queue creation failed: %s (%d)", clattn_status_string(e), e);
         goto done;
     }
     clattn_buffers bf = {0};
     bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
+    bf.mask = mem[5]; bf.alibi_slopes = mem[6]; bf.sinks = mem[7]; bf.seqlens_k = mem[8];
     t0 = cli_now_ms();
     st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev);
     if (!st) st = clWaitForEvents(1, &ev);
@@ -230,13 +238,14 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     if (a->verbose) {
         char name[256] = "";
         clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_NAME, sizeof name - 1, name, NULL);
-        printf("device     %s\nalgorithm  %s\nvariant    %s\nplan_ms    %.3f\nkernel_ms  %.3f\nwall_ms    %.3f\n", name,
-               clattn_plan_algo(plan) == CLATTN_ALGO_FUSED ? "fused" : "unfused", clattn_plan_variant(plan), t_plan,
-               cli_event_ms(ev), t_exec);
+        printf("device     %s\nalgorithm  %s\nwhy        %s\nvariant    %s\nscratch    %zu bytes\nplan_ms    %.3f\n"
+               "wall_ms    %.3f\n",
+               name, clattn_plan_algo(plan) == CLATTN_ALGO_FUSED ? "fused" : "unfused", clattn_plan_reason(plan),
+               clattn_plan_variant(plan), clattn_plan_scratch_size(plan), t_plan, t_exec);
     }
 done:
     if (ev) clReleaseEvent(ev);
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 9; i++)
         if (mem[i]) clReleaseMemObject(mem[i]);
     if (queue) clReleaseCommandQueue(queue);
     clattn_plan_destroy(plan);

@@ -142,6 +142,8 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
         ctx->log = options->log;
         ctx->log_user = options->log_user;
     }
+    const size_t limit = options && options->scratch_limit ? options->scratch_limit : (size_t)256 << 20;
+    ctx->scratch_limit = limit < ctx->info.max_alloc ? limit : (size_t)ctx->info.max_alloc;
     ctx->family = options && options->kernel_family ? options->kernel_family
                   : (ctx->info.type & CL_DEVICE_TYPE_CPU) ? CLATTN_KERNELS_ROWS : CLATTN_KERNELS_TILES;
     clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,

@@ -65,6 +65,7 @@ struct clattn_context {
     clattn_log_fn log;
     void *log_user;
     clattn_kernel_family family; /* never AUTO: resolved at creation */
+    size_t scratch_limit;        /* resolved: > 0 and <= max_alloc */
     pthread_mutex_t lock; /* guards programs, stats and last_error */
     clattn_program_entry *programs;
     clattn_cache_stats stats;
@@ -75,9 +76,13 @@ struct clattn_plan {
     clattn_context *ctx;
     clattn_shape shape;
     clattn_algo algo;
-    clattn_variant variant;
-    cl_kernel kernel; /* created per execution is costly; kernels are not thread-safe for
-                         clSetKernelArg, so execution clones under the plan lock */
+    clattn_variant variant; /* the fused kernel, or the unfused path's softmax kernel */
+    cl_kernel kernel;       /* clSetKernelArg is not thread-safe: set and enqueued under lock */
+    char reason[384];
+    /* unfused path: query rows and (batch, head) items per chunk, and the scores scratch */
+    int chunk_rows, chunk_items;
+    size_t scratch_bytes;
+    cl_mem scratch;         /* owned; allocated at the first execution without caller scratch */
     pthread_mutex_t lock;
 };
 
@@ -105,6 +110,15 @@ CLATTN_HIDDEN clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_ke
                                                   cl_command_queue queue, const clattn_buffers *b,
                                                   cl_uint num_wait, const cl_event *wait,
                                                   cl_event *event);
+
+/* unfused.c */
+CLATTN_HIDDEN bool clattn__unfused_supports(const clattn_context *ctx, const clattn_shape *s,
+                                            char *why, size_t why_size);
+CLATTN_HIDDEN void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s,
+                                          clattn_plan *plan);
+CLATTN_HIDDEN clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue,
+                                                    const clattn_buffers *b, cl_uint num_wait,
+                                                    const cl_event *wait, cl_event *event);
 
 /* util */
 CLATTN_HIDDEN void clattn__vformat(char *buf, size_t size, const char *fmt, va_list ap);

@@ -15,20 +15,38 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
 
-    char why[256];
-    const bool fused_ok = clattn__fused_supports(ctx, &s, why, sizeof why);
-    if (s.algo == CLATTN_ALGO_UNFUSED || (s.algo == CLATTN_ALGO_AUTO && !fused_ok))
-        return clattn__fail(ctx, CLATTN_UNSUPPORTED,
-                            "the unfused (CLBlast) path is not available yet%s%s",
-                            fused_ok ? "" : "; fused: ", fused_ok ? "" : why);
-    if (!fused_ok) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "%s", why);
+    /* One capability check per path serves dispatch, `clattn run -v` and the tests. */
+    char fwhy[192], uwhy[192];
+    const bool fused_ok = clattn__fused_supports(ctx, &s, fwhy, sizeof fwhy);
+    const bool unfused_ok = clattn__unfused_supports(ctx, &s, uwhy, sizeof uwhy);
+    clattn_algo algo;
+    char reason[384];
+    if (s.algo == CLATTN_ALGO_FUSED) {
+        if (!fused_ok) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "fused: %s", fwhy);
+        algo = CLATTN_ALGO_FUSED;
+        clattn__format(reason, sizeof reason, "fused: forced by the descriptor");
+    } else if (s.algo == CLATTN_ALGO_UNFUSED) {
+        if (!unfused_ok) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "unfused: %s", uwhy);
+        algo = CLATTN_ALGO_UNFUSED;
+        clattn__format(reason, sizeof reason, "unfused: forced by the descriptor");
+    } else if (fused_ok) {
+        algo = CLATTN_ALGO_FUSED;
+        clattn__format(reason, sizeof reason, "auto: fused, %s", fwhy);
+    } else if (unfused_ok) {
+        algo = CLATTN_ALGO_UNFUSED;
+        clattn__format(reason, sizeof reason, "auto: unfused, because %s", fwhy);
+    } else {
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no path serves this descriptor: fused: %s; unfused: %s", fwhy, uwhy);
+    }
 
     clattn_plan *p = calloc(1, sizeof *p);
     if (!p) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
     p->ctx = ctx;
     p->shape = s;
-    p->algo = CLATTN_ALGO_FUSED;
-    clattn__fused_choose(ctx, &s, &p->variant);
+    p->algo = algo;
+    clattn__format(p->reason, sizeof p->reason, "%s", reason);
+    if (algo == CLATTN_ALGO_FUSED) clattn__fused_choose(ctx, &s, &p->variant);
+    else clattn__unfused_choose(ctx, &s, p);
 
     cl_program prog;
     if ((st = clattn__get_program(ctx, &p->variant, &prog))) goto fail;
@@ -63,7 +81,8 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
         st = clattn__fail(ctx, CLATTN_INTERNAL_ERROR, "pthread_mutex_init failed");
         goto fail;
     }
-    clattn__logf(ctx, "clattn: plan %s, private memory %llu bytes", p->variant.name, (unsigned long long)priv);
+    clattn__logf(ctx, "clattn: plan %s (%s), private memory %llu bytes", p->variant.name, p->reason,
+                 (unsigned long long)priv);
     *out = p;
     return CLATTN_SUCCESS;
 fail:
@@ -75,6 +94,7 @@ fail:
 void clattn_plan_destroy(clattn_plan *p)
 {
     if (!p) return;
+    if (p->scratch) clReleaseMemObject(p->scratch);
     clReleaseKernel(p->kernel);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -82,7 +102,8 @@ void clattn_plan_destroy(clattn_plan *p)
 
 clattn_algo clattn_plan_algo(const clattn_plan *p) { return p ? p->algo : CLATTN_ALGO_AUTO; }
 const char *clattn_plan_variant(const clattn_plan *p) { return p ? p->variant.name : ""; }
-size_t clattn_plan_scratch_size(const clattn_plan *p) { (void)p; return 0; }
+size_t clattn_plan_scratch_size(const clattn_plan *p) { return p ? p->scratch_bytes : 0; }
+const char *clattn_plan_reason(const clattn_plan *p) { return p ? p->reason : ""; }
 
 /* A buffer must exist in the plan's context, hold its tensor past the offset, and be
  * writable if it is an output. */
@@ -143,9 +164,27 @@ clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queu
         return st;
     if (bf->lse && (st = check_mem(ctx, bf->lse, "lse", bf->lse_offset, need.lse, sizeof(float), true)))
         return st;
+    /* Feature tensors: present exactly when the descriptor asks for them. */
+    const struct { bool want; cl_mem m; const char *name; size_t elems; } extra[] = {
+        {s->has_mask, bf->mask, "mask", need.mask},
+        {s->has_alibi, bf->alibi_slopes, "alibi_slopes", (size_t)s->heads_q},
+        {s->has_sinks, bf->sinks, "sinks", (size_t)s->heads_q},
+        {s->has_seqlens_k, bf->seqlens_k, "seqlens_k", (size_t)s->batch},
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        if (!extra[i].want) continue;
+        if (!extra[i].m)
+            return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "the descriptor asks for %s but buffer %s is NULL",
+                                extra[i].name, extra[i].name);
+        if ((st = check_mem(ctx, extra[i].m, extra[i].name, 0, extra[i].elems, 4, false))) return st;
+    }
+    if (bf->scratch && (st = check_mem(ctx, bf->scratch, "scratch", 0, plan->scratch_bytes, 1, true))) return st;
 
     pthread_mutex_lock((pthread_mutex_t *)&plan->lock); /* clSetKernelArg is not thread-safe */
-    st = clattn__fused_enqueue(plan, plan->kernel, queue, bf, num_wait, wait, event);
+    if (plan->algo == CLATTN_ALGO_FUSED)
+        st = clattn__fused_enqueue(plan, plan->kernel, queue, bf, num_wait, wait, event);
+    else
+        st = clattn__unfused_enqueue((clattn_plan *)plan, queue, bf, num_wait, wait, event);
     pthread_mutex_unlock((pthread_mutex_t *)&plan->lock);
     return st;
 }

@@ -72,6 +72,7 @@ const char *clattn_status_string(clattn_status s)
     case CLATTN_BUILD_FAILED: return "kernel build failed";
     case CLATTN_SIZE_OVERFLOW: return "size overflows a limit";
     case CLATTN_INTERNAL_ERROR: return "internal error";
+    case CLATTN_BLAS_ERROR: return "CLBlast error";
     default: break;
     }
     const char *cl = opencl_status_string(s);

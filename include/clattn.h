@@ -72,7 +72,8 @@ CLATTN_API unsigned clattn_version_number(void);
 
 /* ---- status codes ----
  * 0 is success. OpenCL failures are returned with OpenCL's own (negative) numbers, so a
- * status reads like any cl_int. clattn's own codes sit in the band -2000..-2099. All values
+ * status reads like any cl_int. clattn's own codes sit in the band -2000..-2029 (clear of
+ * CLBlast's -1007..-1024 and -2039..-2050, which clattn maps to CLATTN_BLAS_ERROR). All values
  * below are stable: they never change meaning within a major version. */
 typedef int clattn_status;
 enum {
@@ -86,7 +87,8 @@ enum {
     CLATTN_NO_DEVICE = -2006,          /* no OpenCL device found / CLATTN_DEVICE matched none */
     CLATTN_BUILD_FAILED = -2007,       /* kernel build failed; the log is in last_error */
     CLATTN_SIZE_OVERFLOW = -2008,      /* a size overflows size_t or a device limit */
-    CLATTN_INTERNAL_ERROR = -2009      /* a bug in clattn: please report */
+    CLATTN_INTERNAL_ERROR = -2009,     /* a bug in clattn: please report */
+    CLATTN_BLAS_ERROR = -2010          /* CLBlast failed; last_error names its status */
 };
 
 /* A short English description of any status (clattn's own or OpenCL's). Never NULL. */
@@ -113,7 +115,7 @@ typedef enum clattn_causal_align {
 typedef enum clattn_algo {
     CLATTN_ALGO_AUTO = 0,   /* fused where it serves the descriptor on the device, else unfused */
     CLATTN_ALGO_FUSED = 1,  /* hand-written fused kernels */
-    CLATTN_ALGO_UNFUSED = 2 /* CLBlast GEMM + softmax kernel (not built yet: UNSUPPORTED) */
+    CLATTN_ALGO_UNFUSED = 2 /* CLBlast GEMM -> softmax kernel -> CLBlast GEMM, chunked */
 } clattn_algo;
 
 /* Element strides of one 4-D tensor (batch, head, sequence); the head-dim stride is 1. */
@@ -175,6 +177,8 @@ typedef struct clattn_context_options {
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
     clattn_kernel_family kernel_family; /* default auto: by device type */
+    size_t scratch_limit;    /* unfused path: most bytes of scores kept at once; 0 means
+                                256 MiB; never above CL_DEVICE_MAX_MEM_ALLOC_SIZE */
 } clattn_context_options;
 
 /* Wraps the application's own context and device. Both are retained and released on
@@ -226,8 +230,12 @@ CLATTN_API void clattn_plan_destroy(clattn_plan *plan); /* NULL is fine */
 /* "fused" or "unfused", and the kernel variant, e.g. "cpu_rows D=64 DV=64 BM=4 BN=16 VW=16". */
 CLATTN_API clattn_algo clattn_plan_algo(const clattn_plan *plan);
 CLATTN_API const char *clattn_plan_variant(const clattn_plan *plan);
-/* Bytes of device scratch one execution needs (0 for the fused path). */
+/* Bytes of device scratch one execution needs (0 for the fused path). Without a caller
+ * scratch buffer the plan allocates it at its first execution and keeps it. */
 CLATTN_API size_t clattn_plan_scratch_size(const clattn_plan *plan);
+/* Why the plan took its path, e.g. "auto: unfused, because fused: attention sinks is not
+ * supported by the fused path yet". */
+CLATTN_API const char *clattn_plan_reason(const clattn_plan *plan);
 
 /* Device buffers of one execution. Offsets are in elements of each tensor's type and let
  * a tensor be a view into a larger buffer. Unused optional members stay NULL. */
@@ -239,7 +247,8 @@ typedef struct clattn_buffers {
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
 } clattn_buffers;
 
-/* Enqueues the attention on `queue` (which must belong to the plan's context and device)
+/* Enqueues the attention on `queue` (which must belong to the plan's context and device;
+ * the unfused path also needs it in-order, as CLBlast does)
  * after `wait_list`, and returns in *event (if not NULL) one event that completes when
  * every kernel enqueued has completed; the caller releases it. Never blocks.
  * Every argument and each buffer's size is checked before anything is enqueued: on any

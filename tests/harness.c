@@ -79,15 +79,39 @@ run_result run_and_compare(clattn_context *ctx, const clattn_desc *desc, const r
     float *ref = malloc(n.o * 4), *lse_ref = malloc(n.lse * 4);
     float *o = malloc((n.o + 2 * GUARD) * 4), *lse = malloc((n.lse + 2 * GUARD) * 4);
     cr_assert(q && k && v && ref && lse_ref && o && lse);
-    clattn_rng_fill(q, n.q, &rng, 1.0f);
-    clattn_rng_fill(k, n.k, &rng, 1.0f);
-    clattn_rng_fill(v, n.v, &rng, 1.0f);
+    const float amp = opts->amplitude > 0 ? opts->amplitude : 1.0f;
+    clattn_rng_fill(q, n.q, &rng, amp);
+    clattn_rng_fill(k, n.k, &rng, amp);
+    clattn_rng_fill(v, n.v, &rng, amp);
+    /* feature tensors */
+    float *mask = NULL, *alibi = NULL, *sinks = NULL;
+    int32_t *lens = NULL;
+    if (desc->has_mask) {
+        mask = malloc(n.mask * 4);
+        cr_assert(mask);
+        for (size_t i = 0; i < n.mask; i++)
+            mask[i] = clattn_rng_uniform(&rng) < -0.6f ? -INFINITY : 2.0f * clattn_rng_uniform(&rng);
+    }
+    if (desc->has_alibi) {
+        alibi = malloc(sizeof(float) * desc->heads_q);
+        for (int h = 0; h < desc->heads_q; h++) alibi[h] = exp2f(-8.0f * (h + 1) / desc->heads_q);
+    }
+    if (desc->has_sinks) {
+        sinks = malloc(sizeof(float) * desc->heads_q);
+        for (int h = 0; h < desc->heads_q; h++) sinks[h] = 2.0f * clattn_rng_uniform(&rng);
+    }
+    if (desc->has_seqlens_k) {
+        lens = malloc(sizeof(int32_t) * desc->batch);
+        for (int b = 0; b < desc->batch; b++) /* 0, 1, then random lengths */
+            lens[b] = b == 0 ? 0 : b == 1 ? 1 : (int32_t)(clattn_rng_next(&rng) % (uint64_t)(desc->seq_kv + 1));
+    }
     /* Elements a strided output view skips keep their contents: start ref and o equal. */
     for (size_t i = 0; i < n.o; i++) ref[i] = -7.0f;
 
     clattn_host_tensors t = {0};
     t.q = q; t.k = k; t.v = v; t.o = ref; t.lse = lse_ref;
     t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
+    t.mask = mask; t.mask_len = n.mask; t.alibi_slopes = alibi; t.sinks = sinks; t.seqlens_k = lens;
     char msg[256];
     cr_assert_eq(clattn_reference_forward(desc, &t, msg, sizeof msg), CLATTN_SUCCESS, "reference: %s", msg);
 
@@ -124,6 +148,16 @@ run_result run_and_compare(clattn_context *ctx, const clattn_desc *desc, const r
 
     clattn_buffers bf = {0};
     bf.q = qm; bf.k = km; bf.v = vm; bf.o = om; bf.o_offset = GUARD;
+    bf.scratch = opts->scratch;
+    cl_mem feat[4] = {NULL, NULL, NULL, NULL};
+    const void *fhost[4] = {mask, alibi, sinks, lens};
+    const size_t fbytes[4] = {n.mask * 4, (size_t)desc->heads_q * 4, (size_t)desc->heads_q * 4, (size_t)desc->batch * 4};
+    for (int i = 0; i < 4; i++)
+        if (fhost[i]) {
+            feat[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, fbytes[i], (void *)fhost[i], &e);
+            cr_assert_eq(e, CL_SUCCESS);
+        }
+    bf.mask = feat[0]; bf.alibi_slopes = feat[1]; bf.sinks = feat[2]; bf.seqlens_k = feat[3];
     if (!opts->no_lse) {
         bf.lse = lm;
         bf.lse_offset = GUARD;
@@ -155,6 +189,9 @@ run_result run_and_compare(clattn_context *ctx, const clattn_desc *desc, const r
     for (int i = 0; i < 3; i++)
         if (parents[i]) clReleaseMemObject(parents[i]);
     clReleaseMemObject(om); clReleaseMemObject(lm);
+    for (int i = 0; i < 4; i++)
+        if (feat[i]) clReleaseMemObject(feat[i]);
+    free(mask); free(alibi); free(sinks); free(lens);
     if (!opts->queue) clReleaseCommandQueue(queue);
     clattn_plan_destroy(plan);
     free(q); free(k); free(v); free(ref); free(lse_ref); free(o); free(lse);

@@ -27,6 +27,8 @@ typedef struct run_opts {
     bool no_lse;           /* run without the optional lse output */
     bool sub_buffers;      /* q, k, v as sub-buffers at an aligned offset of a larger buffer */
     cl_command_queue queue; /* NULL: a new in-order queue */
+    float amplitude;       /* inputs uniform in [-amplitude, amplitude); 0 means 1 */
+    cl_mem scratch;        /* passed as the caller's scratch buffer when set */
 } run_opts;
 
 typedef struct run_result {
@@ -36,7 +38,9 @@ typedef struct run_result {
 } run_result;
 
 /* Runs `desc` on the device with fresh random inputs from opts->seed and compares o and lse
- * with the reference; asserts on every OpenCL failure. Inputs are uniform in [-amp, amp). */
+ * with the reference; asserts on every OpenCL failure. Feature tensors the descriptor asks for
+ * (mask with its strides, ALiBi slopes, sinks, key lengths including 0 and 1) are random too;
+ * masks hold -inf in about a fifth of their entries. */
 run_result run_and_compare(clattn_context *ctx, const clattn_desc *desc, const run_opts *opts);
 
 /* Asserts the result is within the f32 bound, naming the case and seed on failure. */

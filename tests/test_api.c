@@ -293,10 +293,15 @@ Test(api, unsupported_is_reported_with_reason)
     clattn_plan *plan = NULL;
     cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
     cr_expect(strstr(clattn_context_last_error(ctx), "sinks"), "%s", clattn_context_last_error(ctx));
-    d.has_sinks = 0;
+    d.dtype = CLATTN_DTYPE_BF16; /* no device path has bf16 yet: each says why */
     d.algo = CLATTN_ALGO_UNFUSED;
     cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
-    cr_expect(strstr(clattn_context_last_error(ctx), "unfused"), "%s", clattn_context_last_error(ctx));
+    cr_expect(strstr(clattn_context_last_error(ctx), "unfused: f16/bf16"), "%s", clattn_context_last_error(ctx));
+    d.algo = CLATTN_ALGO_AUTO;
+    cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
+    cr_expect(strstr(clattn_context_last_error(ctx), "no path serves"), "%s", clattn_context_last_error(ctx));
+    d.dtype = CLATTN_DTYPE_F32;
+    d.has_sinks = 0;
     /* the capability check used by dispatch agrees */
     clattn_shape s;
     cr_assert_eq(clattn__resolve(&d, &s, NULL, 0), CLATTN_SUCCESS);

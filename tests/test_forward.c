@@ -1,6 +1,8 @@
-/* The fused forward against the CPU reference over a sweep of shapes: head dims 1..256,
- * awkward lengths, GQA/MQA, causal in both alignments with Nq < Nk and Nq > Nk, windows,
- * BSHD and strided views, sub-buffers, with and without lse. */
+/* Every device path against the CPU reference, one parametrised sweep run for each: the fused
+ * kernels of both families (rows, tiles) and the unfused CLBlast path. Shapes: head dims
+ * 1..256, awkward lengths, GQA/MQA, causal in both alignments with Nq < Nk and Nq > Nk,
+ * windows, BSHD and strided views, sub-buffers, with and without lse; the unfused path also
+ * over masks, ALiBi, softcap, sinks and key lengths. */
 #include "harness.h"
 
 #include <math.h>
@@ -69,27 +71,38 @@ static fused_case cases[] = {
     C("rows_past_one_group", 1, 2, 2, 131, 140, 64, 0, 0, 1), /* 3 work-groups of 64, partial */
 };
 
-static void sweep(const fused_case *c, clattn_kernel_family family)
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED } path;
+
+static clattn_context *context_for(path p)
 {
-    clattn_context *ctx = test_context_family(family);
+    return test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_TILES ? CLATTN_KERNELS_TILES
+                                                                                      : CLATTN_KERNELS_AUTO);
+}
+
+static void sweep(const fused_case *c, path p)
+{
+    clattn_context *ctx = context_for(p);
     clattn_desc d = desc_of(c);
+    d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL};
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
     clattn_context_destroy(ctx);
 }
 
-/* The same sweep for both kernel families, whatever the device. */
-ParameterizedTestParameters(fused, rows) { return cr_make_param_array(fused_case, cases, sizeof cases / sizeof cases[0]); }
-ParameterizedTest(fused_case *c, fused, rows, .timeout = 120) { sweep(c, CLATTN_KERNELS_ROWS); }
-ParameterizedTestParameters(fused, tiles) { return cr_make_param_array(fused_case, cases, sizeof cases / sizeof cases[0]); }
-ParameterizedTest(fused_case *c, fused, tiles, .timeout = 120) { sweep(c, CLATTN_KERNELS_TILES); }
+/* The same sweep for every path, whatever the device. */
+#define NCASES (sizeof cases / sizeof cases[0])
+ParameterizedTestParameters(forward, rows) { return cr_make_param_array(fused_case, cases, NCASES); }
+ParameterizedTest(fused_case *c, forward, rows, .timeout = 120) { sweep(c, PATH_ROWS); }
+ParameterizedTestParameters(forward, tiles) { return cr_make_param_array(fused_case, cases, NCASES); }
+ParameterizedTest(fused_case *c, forward, tiles, .timeout = 120) { sweep(c, PATH_TILES); }
+ParameterizedTestParameters(forward, unfused) { return cr_make_param_array(fused_case, cases, NCASES); }
+ParameterizedTest(fused_case *c, forward, unfused, .timeout = 300) { sweep(c, PATH_UNFUSED); }
 
 /* Strided views: q, k, v as slices of one packed QKV projection output (B, N, 3, H, D), and
  * o written into every other row of a larger buffer. */
-Test(fused, strided_packed_qkv, .timeout = 120)
+Test(forward, strided_packed_qkv, .timeout = 300)
 {
-    clattn_context *ctx = test_context();
     const int B = 2, H = 3, N = 21, D = 64;
     clattn_desc d = {0};
     d.batch = B; d.heads_q = H; d.seq_q = N; d.seq_kv = N; d.head_dim = D; d.causal = 1;
@@ -99,27 +112,31 @@ Test(fused, strided_packed_qkv, .timeout = 120)
     d.k_strides = d.q_strides;
     d.v_strides = d.q_strides;
     d.o_strides = (clattn_strides){2 * N * H * D, D, 2 * H * D}; /* gaps between rows */
-    d.algo = CLATTN_ALGO_FUSED;
-    /* The three views share one allocation in a real model; here each has its own, so the
-     * harness's sizes cover them; offsets are exercised in fused.offsets below. */
-    run_opts opts = {seed_for("strided_packed_qkv"), false, false, NULL};
-    run_result r = run_and_compare(ctx, &d, &opts);
-    expect_ok(&r, "strided_packed_qkv", opts.seed);
-    clattn_context_destroy(ctx);
+    for (path p = PATH_ROWS; p <= PATH_UNFUSED; p++) {
+        clattn_context *ctx = context_for(p);
+        d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
+        run_opts opts = {seed_for("strided_packed_qkv") + p, false, false, NULL};
+        run_result r = run_and_compare(ctx, &d, &opts);
+        expect_ok(&r, p == PATH_ROWS ? "strided rows" : p == PATH_TILES ? "strided tiles" : "strided unfused", opts.seed);
+        clattn_context_destroy(ctx);
+    }
 }
 
-Test(fused, sub_buffers, .timeout = 120)
+Test(forward, sub_buffers, .timeout = 300)
 {
-    clattn_context *ctx = test_context();
     clattn_desc d = {0};
     d.batch = 1; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 45; d.seq_kv = 77; d.head_dim = 64; d.causal = 1;
-    run_opts opts = {seed_for("sub_buffers"), false, true, NULL};
-    run_result r = run_and_compare(ctx, &d, &opts);
-    expect_ok(&r, "sub_buffers", opts.seed);
-    clattn_context_destroy(ctx);
+    for (path p = PATH_ROWS; p <= PATH_UNFUSED; p++) {
+        clattn_context *ctx = context_for(p);
+        d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
+        run_opts opts = {seed_for("sub_buffers") + p, false, true, NULL};
+        run_result r = run_and_compare(ctx, &d, &opts);
+        expect_ok(&r, "sub_buffers", opts.seed);
+        clattn_context_destroy(ctx);
+    }
 }
 
-Test(fused, without_lse_leaves_lse_alone, .timeout = 120)
+Test(forward, without_lse_leaves_lse_alone, .timeout = 120)
 {
     clattn_context *ctx = test_context();
     clattn_desc d = {0};
@@ -132,7 +149,7 @@ Test(fused, without_lse_leaves_lse_alone, .timeout = 120)
 }
 
 /* Rows with no allowed key (causal, Nq > Nk bottom-right) give o = 0 and lse = -inf exactly. */
-Test(fused, empty_rows_are_zero_not_nan, .timeout = 120)
+Test(forward, empty_rows_are_zero_not_nan, .timeout = 120)
 {
     clattn_context *ctx = test_context();
     clattn_desc d = {0};
@@ -156,7 +173,7 @@ Test(fused, empty_rows_are_zero_not_nan, .timeout = 120)
 }
 
 /* Buffer offsets: q, k, v, o and lse live at element offsets inside larger buffers. */
-Test(fused, element_offsets, .timeout = 120)
+Test(forward, element_offsets, .timeout = 120)
 {
     clattn_context *ctx = test_context();
     clattn_desc d = {0};
@@ -198,7 +215,7 @@ Test(fused, element_offsets, .timeout = 120)
 }
 
 /* A longer sequence: many key blocks, the running max rescaled many times. */
-Test(fused, long_sequence, .timeout = 300)
+Test(forward, long_sequence, .timeout = 300)
 {
     clattn_context *ctx = test_context();
     clattn_desc d = {0};

@@ -1,0 +1,235 @@
+/* The unfused path: for chunks of query rows of every (batch, head), S = scale * Q K^T with
+ * CLBlast's batched GEMM (GQA through buffer offsets: K and V are never copied), one softmax
+ * kernel that applies every feature of the formula and writes lse, then O = P V with the same
+ * GEMM. It serves every f32 descriptor on every device, and is the second implementation the
+ * fused kernels are checked against on the device itself. Never CLBlast's half GEMM: it
+ * accumulates in half. */
+#include "internal.h"
+
+#include <clblast_c.h>
+
+static const char *clblast_name(CLBlastStatusCode c)
+{
+    switch (c) {
+    case CLBlastNotImplemented: return "NotImplemented";
+    case CLBlastInvalidMatrixA: return "InvalidMatrixA";
+    case CLBlastInvalidMatrixB: return "InvalidMatrixB";
+    case CLBlastInvalidMatrixC: return "InvalidMatrixC";
+    case CLBlastInvalidDimension: return "InvalidDimension";
+    case CLBlastInvalidLeadDimA: return "InvalidLeadDimA";
+    case CLBlastInvalidLeadDimB: return "InvalidLeadDimB";
+    case CLBlastInvalidLeadDimC: return "InvalidLeadDimC";
+    case CLBlastInsufficientMemoryA: return "InsufficientMemoryA";
+    case CLBlastInsufficientMemoryB: return "InsufficientMemoryB";
+    case CLBlastInsufficientMemoryC: return "InsufficientMemoryC";
+    case CLBlastInsufficientMemoryTemp: return "InsufficientMemoryTemp";
+    case CLBlastInvalidBatchCount: return "InvalidBatchCount";
+    case CLBlastInvalidLocalMemUsage: return "InvalidLocalMemUsage";
+    case CLBlastDatabaseError: return "DatabaseError";
+    case CLBlastUnknownError: return "UnknownError";
+    case CLBlastUnexpectedError: return "UnexpectedError";
+    default: return "OpenCL error";
+    }
+}
+
+/* CLBlast codes in OpenCL's range keep their numbers; CLBlast's own become CLATTN_BLAS_ERROR. */
+static clattn_status blas_fail(clattn_plan *plan, CLBlastStatusCode c, const char *what)
+{
+    const clattn_status st = c > -1000 ? (clattn_status)c : CLATTN_BLAS_ERROR;
+    return clattn__fail(plan->ctx, st, "CLBlast %s failed: %s (%d)", what, clblast_name(c), (int)c);
+}
+
+/* Leading dimension for CLBlast: a stride, or the row length when only one row is read. */
+static size_t ld(int64_t stride, int rows, int cols)
+{
+    return rows <= 1 && stride < cols ? (size_t)cols : (size_t)stride;
+}
+
+bool clattn__unfused_supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
+{
+    if (s->dtype != CLATTN_DTYPE_F32) {
+        clattn__format(why, why_size, "f16/bf16 storage is not supported by the unfused path yet");
+        return false;
+    }
+    if ((s->seq_q > 1 && s->q.seq < s->head_dim) || (s->seq_kv > 1 && s->k.seq < s->head_dim) ||
+        (s->seq_kv > 1 && s->v.seq < s->head_dim_v)) {
+        clattn__format(why, why_size, "the unfused path needs a sequence stride >= the head dim (GEMM rows)");
+        return false;
+    }
+    if ((size_t)s->seq_kv * sizeof(float) > ctx->scratch_limit) {
+        clattn__format(why, why_size, "one row of scores (%d keys) exceeds the scratch limit of %zu bytes",
+                       s->seq_kv, ctx->scratch_limit);
+        return false;
+    }
+    clattn__format(why, why_size, "unfused path serves this descriptor");
+    return true;
+}
+
+/* Chunking: all (batch, head) items and all rows at once when the scores fit the limit;
+ * else all rows of as many items as fit; else as many rows of one item as fit. */
+void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s, clattn_plan *plan)
+{
+    const size_t row_bytes = (size_t)s->seq_kv * sizeof(float), limit = ctx->scratch_limit;
+    const size_t items = (size_t)s->batch * s->heads_q, rows = (size_t)s->seq_q;
+    size_t r = rows, p = items;
+    if (rows * row_bytes > limit) {
+        p = 1;
+        r = limit / row_bytes;
+    } else if (items * rows * row_bytes > limit) {
+        p = limit / (rows * row_bytes);
+    }
+    plan->chunk_rows = (int)r;
+    plan->chunk_items = (int)p;
+    plan->scratch_bytes = r * p * row_bytes;
+
+    /* The softmax kernel: one work-item per row on CPUs (no barriers), a work-group per row
+     * elsewhere. */
+    int smw = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? 1 : 128;
+    while ((size_t)smw > ctx->info.max_wg_size && smw > 1) smw /= 2;
+    clattn_variant *v = &plan->variant;
+    v->source_name = "softmax";
+    v->kernel_name = "clattn_softmax";
+    v->rows = 1;
+    v->local_size = (size_t)smw;
+    v->local_mem = (size_t)smw * 4;
+    clattn__format(v->options, sizeof v->options, "-cl-std=CL1.2 -D SMW=%d", smw);
+    clattn__format(v->name, sizeof v->name, "unfused CLBlast SgemmBatched + softmax SMW=%d, chunks of %d rows x %d heads",
+                   smw, plan->chunk_rows, plan->chunk_items);
+}
+
+#define ARG(T, x)                                                            \
+    do {                                                                     \
+        T val_ = (x);                                                        \
+        if (!e) e = clSetKernelArg(plan->kernel, n, sizeof val_, &val_);     \
+        n++;                                                                 \
+    } while (0)
+
+static clattn_status softmax(clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf,
+                             cl_mem scores, int rows, int items, int bh0, int r0)
+{
+    const clattn_shape *s = &plan->shape;
+    cl_int e = CL_SUCCESS;
+    cl_uint n = 0;
+    ARG(cl_mem, scores);
+    ARG(cl_int, rows);
+    ARG(cl_int, s->seq_kv);
+    ARG(cl_int, bh0);
+    ARG(cl_int, r0);
+    ARG(cl_int, s->seq_q);
+    ARG(cl_int, s->heads_q);
+    ARG(cl_mem, bf->lse ? bf->lse : scores);
+    ARG(cl_ulong, (cl_ulong)bf->lse_offset);
+    ARG(cl_int, bf->lse != NULL);
+    ARG(cl_float, s->softcap);
+    ARG(cl_mem, s->has_alibi ? bf->alibi_slopes : scores);
+    ARG(cl_int, s->has_alibi);
+    ARG(cl_mem, s->has_mask ? bf->mask : scores);
+    ARG(cl_ulong, 0);
+    ARG(cl_long, s->mask.batch);
+    ARG(cl_long, s->mask.head);
+    ARG(cl_long, s->mask.seq);
+    ARG(cl_int, s->has_mask);
+    ARG(cl_mem, s->has_sinks ? bf->sinks : scores);
+    ARG(cl_int, s->has_sinks);
+    ARG(cl_mem, s->has_seqlens_k ? bf->seqlens_k : scores);
+    ARG(cl_int, s->has_seqlens_k);
+    ARG(cl_int, s->top_left);
+    ARG(cl_int, s->window_left);
+    ARG(cl_int, s->window_right);
+    if (e) return clattn__fail(plan->ctx, e, "clSetKernelArg failed (%d) for the softmax kernel", e);
+    const size_t global[2] = {(size_t)rows * plan->variant.local_size, (size_t)items};
+    const size_t local[2] = {plan->variant.local_size, 1};
+    e = clEnqueueNDRangeKernel(queue, plan->kernel, 2, NULL, global, local, 0, NULL, NULL);
+    if (e) return clattn__fail(plan->ctx, e, "clEnqueueNDRangeKernel failed (%d) for the softmax kernel", e);
+    return CLATTN_SUCCESS;
+}
+
+/* Items (batch, head) bh0 .. bh0+np-1 of a chunk go to CLBlast in runs with constant strides:
+ * all heads of one batch when there is no GQA; the query heads of one KV head otherwise, K and
+ * V then with stride 0, so GQA never copies K/V. Strided-batched rather than pointer-offset
+ * batched GEMM: the latter uploads its offset arrays with blocking writes, which would block
+ * (or deadlock) behind a pending wait list. */
+static int run_length(const clattn_shape *s, int bh, int end)
+{
+    const int h = bh % s->heads_q;
+    const int limit = s->group == 1 ? s->heads_q - h : s->group - h % s->group;
+    return end - bh < limit ? end - bh : limit;
+}
+
+static clattn_status gemms(clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf, cl_mem scores,
+                           int bh0, int np, int r0, int nr)
+{
+    const clattn_shape *s = &plan->shape;
+    const int nk = s->seq_kv;
+    const size_t kv_step = s->group == 1; /* 1: consecutive heads use consecutive kv heads */
+    for (int bh = bh0; bh < bh0 + np;) {
+        const int n = run_length(s, bh, bh0 + np);
+        const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
+        const size_t s_off = (size_t)(bh - bh0) * nr * nk, s_stride = (size_t)nr * nk;
+        CLBlastStatusCode c = CLBlastSgemmStridedBatched(
+            CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)nr, (size_t)nk,
+            (size_t)s->head_dim, s->scale,
+            bf->q, bf->q_offset + b * s->q.batch + h * s->q.head + (size_t)r0 * s->q.seq,
+            ld(s->q.seq, nr, s->head_dim), (size_t)s->q.head,
+            bf->k, bf->k_offset + b * s->k.batch + g * s->k.head, ld(s->k.seq, nk, s->head_dim),
+            kv_step * (size_t)s->k.head,
+            0.0f, scores, s_off, (size_t)nk, s_stride, (size_t)n, &queue, NULL);
+        if (c) return blas_fail(plan, c, "SgemmStridedBatched (S = Q K^T)");
+        bh += n;
+    }
+    clattn_status st = softmax(plan, queue, bf, scores, nr, np, bh0, r0);
+    if (st) return st;
+    for (int bh = bh0; bh < bh0 + np;) {
+        const int n = run_length(s, bh, bh0 + np);
+        const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
+        const size_t s_off = (size_t)(bh - bh0) * nr * nk, s_stride = (size_t)nr * nk;
+        CLBlastStatusCode c = CLBlastSgemmStridedBatched(
+            CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, (size_t)nr, (size_t)s->head_dim_v,
+            (size_t)nk, 1.0f, scores, s_off, (size_t)nk, s_stride,
+            bf->v, bf->v_offset + b * s->v.batch + g * s->v.head, ld(s->v.seq, nk, s->head_dim_v),
+            kv_step * (size_t)s->v.head,
+            0.0f, bf->o, bf->o_offset + b * s->o.batch + h * s->o.head + (size_t)r0 * s->o.seq,
+            ld(s->o.seq, nr, s->head_dim_v), (size_t)s->o.head, (size_t)n, &queue, NULL);
+        if (c) return blas_fail(plan, c, "SgemmStridedBatched (O = P V)");
+        bh += n;
+    }
+    return CLATTN_SUCCESS;
+}
+
+clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf,
+                                      cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    const clattn_shape *s = &plan->shape;
+    clattn_context *ctx = plan->ctx;
+    cl_command_queue_properties props = 0;
+    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "the unfused path needs an in-order queue (CLBlast chains its kernels in order)");
+
+    cl_mem scores = bf->scratch;
+    if (!scores) {
+        if (!plan->scratch) {
+            plan->scratch = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, plan->scratch_bytes, NULL, &e);
+            if (e) {
+                plan->scratch = NULL;
+                return clattn__fail(ctx, e, "allocating %zu bytes of scratch failed (%d)", plan->scratch_bytes, e);
+            }
+        }
+        scores = plan->scratch;
+    }
+    /* The caller's wait list gates everything after it on this in-order queue. */
+    if (num_wait && (e = clEnqueueBarrierWithWaitList(queue, num_wait, wait, NULL)))
+        return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
+    const int items = s->batch * s->heads_q, P = plan->chunk_items, R = plan->chunk_rows;
+    clattn_status st = CLATTN_SUCCESS;
+    for (int bh0 = 0; bh0 < items && !st; bh0 += P)
+        for (int r0 = 0; r0 < s->seq_q && !st; r0 += R)
+            st = gemms(plan, queue, bf, scores, bh0, items - bh0 < P ? items - bh0 : P, r0,
+                       s->seq_q - r0 < R ? s->seq_q - r0 : R);
+    /* On an in-order queue a marker completes after everything enqueued before it: the one
+     * event that covers every chunk's GEMM -> softmax -> GEMM. */
+    if (!st && event && (e = clEnqueueMarkerWithWaitList(queue, 0, NULL, event)))
+        st = clattn__fail(ctx, e, "clEnqueueMarkerWithWaitList failed (%d)", e);
+    return st;
+}

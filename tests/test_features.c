@@ -1,0 +1,244 @@
+/* What only the unfused path serves so far — additive masks with every broadcast pattern,
+ * ALiBi, softcap, attention sinks, per-batch key lengths — against the reference; auto picks
+ * the path that serves; the scores scratch is chunked under a limit and can be the caller's. */
+#include "harness.h"
+#include "internal.h"
+
+#include <string.h>
+
+typedef struct feature_case {
+    char name[40];
+    int b, hq, hkv, nq, nk, d;
+    int causal, top_left, window, wl, wr;
+    float softcap, amplitude;
+    int mask, mask_b0, mask_h0, mask_r0; /* mask, and which of its dims broadcast (stride 0) */
+    int alibi, sinks, seqlens;
+} feature_case;
+
+static clattn_desc desc_of(const feature_case *c)
+{
+    clattn_desc d = {0};
+    d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk; d.head_dim = c->d;
+    d.causal = c->causal; d.causal_align = c->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
+    d.use_window = c->window; d.window_left = c->wl; d.window_right = c->wr;
+    d.softcap = c->softcap;
+    d.has_alibi = c->alibi; d.has_sinks = c->sinks; d.has_seqlens_k = c->seqlens;
+    if (c->mask) {
+        d.has_mask = 1;
+        const int64_t row = c->mask_r0 ? 0 : c->nk;
+        const int64_t head = c->mask_h0 ? 0 : (c->mask_r0 ? 1 : (int64_t)c->nq) * c->nk;
+        const int64_t rows_per_head = c->mask_r0 ? 1 : c->nq;
+        const int64_t batch = c->mask_b0 ? 0 : (c->mask_h0 ? 1 : c->hq) * rows_per_head * c->nk;
+        d.mask_strides = (clattn_strides){batch, head, row};
+    }
+    return d;
+}
+
+ParameterizedTestParameters(features, unfused)
+{
+    static feature_case cases[] = {
+        {"mask_dense", 2, 4, 2, 17, 23, 32, .mask = 1},
+        {"mask_bcast_batch", 2, 4, 2, 17, 23, 32, .mask = 1, .mask_b0 = 1},
+        {"mask_bcast_heads", 3, 2, 2, 9, 30, 64, .mask = 1, .mask_h0 = 1, .causal = 1},
+        {"mask_key_padding", 3, 4, 1, 12, 40, 32, .mask = 1, .mask_h0 = 1, .mask_r0 = 1},
+        {"mask_bcast_b_and_h", 2, 3, 3, 11, 13, 48, .mask = 1, .mask_b0 = 1, .mask_h0 = 1},
+        {"alibi_causal", 1, 8, 2, 40, 40, 64, .alibi = 1, .causal = 1},
+        {"alibi_top_left", 1, 4, 4, 20, 45, 32, .alibi = 1, .causal = 1, .top_left = 1},
+        {"softcap_large_logits", 1, 4, 4, 33, 33, 64, .softcap = 30.0f, .amplitude = 4.0f},
+        {"softcap_causal", 2, 2, 1, 16, 50, 128, .softcap = 5.0f, .causal = 1},
+        {"sinks", 1, 4, 2, 25, 31, 64, .sinks = 1},
+        {"sinks_empty_rows", 4, 2, 2, 8, 30, 32, .sinks = 1, .seqlens = 1, .causal = 1},
+        {"seqlens_0_1_random", 5, 2, 1, 7, 60, 64, .seqlens = 1},
+        {"seqlens_window", 4, 2, 2, 10, 50, 32, .seqlens = 1, .window = 1, .wl = 5, .wr = 0},
+        {"window_narrow", 1, 2, 2, 70, 70, 64, .window = 1, .wl = 1, .wr = 1},
+        {"everything", 3, 4, 2, 13, 29, 64, .causal = 1, .softcap = 20.0f, .mask = 1, .mask_b0 = 1,
+         .alibi = 1, .sinks = 1, .seqlens = 1},
+        {"head_dim_512", 1, 2, 2, 9, 17, 512, .causal = 1},
+    };
+    return cr_make_param_array(feature_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+/* Under auto these go to the unfused path (the fused kernels lack them so far); forced
+ * unfused gives the same. */
+ParameterizedTest(feature_case *c, features, unfused, .timeout = 300)
+{
+    clattn_context *ctx = test_context();
+    clattn_desc d = desc_of(c);
+    run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, c->name, opts.seed);
+    /* auto picks the unfused path exactly when the fused one lacks a feature */
+    const bool fused_lacks = c->mask || c->alibi || c->sinks || c->seqlens || c->softcap > 0 || c->d > 256;
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(clattn_plan_algo(plan), fused_lacks ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED, "%s: auto chose %s",
+                 c->name, clattn_plan_reason(plan));
+    clattn_plan_destroy(plan);
+    if (!fused_lacks) { /* and the unfused path agrees with the reference too */
+        d.algo = CLATTN_ALGO_UNFUSED;
+        r = run_and_compare(ctx, &d, &opts);
+        expect_ok(&r, c->name, opts.seed);
+    }
+    clattn_context_destroy(ctx);
+}
+
+static clattn_context *limited(size_t limit)
+{
+    cl_device_id dev;
+    cl_uint n = 0;
+    if (clattn_list_devices(&dev, 1, &n) || !n) cr_skip_test("no OpenCL device");
+    clattn_context_options o = {0};
+    o.scratch_limit = limit;
+    clattn_context *ctx;
+    cr_assert_eq(clattn_context_create(&o, &ctx), CLATTN_SUCCESS);
+    return ctx;
+}
+
+/* A small scratch limit: several chunks of rows, a partial last chunk, one item at a time. */
+Test(features, chunked_rows, .timeout = 300)
+{
+    clattn_context *ctx = limited(7 * 100 * 4); /* 7 rows of 100 keys */
+    clattn_desc d = {0};
+    d.batch = 2; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 30; d.seq_kv = 100; d.head_dim = 32; d.causal = 1;
+    d.algo = CLATTN_ALGO_UNFUSED;
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(plan->chunk_rows, 7);
+    cr_expect_eq(plan->chunk_items, 1);
+    cr_expect_eq(clattn_plan_scratch_size(plan), 7 * 100 * 4);
+    clattn_plan_destroy(plan);
+    run_opts opts = {seed_for("chunked_rows"), false, false, NULL};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, "chunked_rows", opts.seed);
+    clattn_context_destroy(ctx);
+}
+
+/* Whole heads per chunk: 3 of 8 (batch, head) items fit, the last chunk holds 2. */
+Test(features, chunked_items, .timeout = 300)
+{
+    clattn_context *ctx = limited(3 * 20 * 50 * 4 + 100);
+    clattn_desc d = {0};
+    d.batch = 2; d.heads_q = 4; d.heads_kv = 1; d.seq_q = 20; d.seq_kv = 50; d.head_dim = 64;
+    d.has_sinks = 1;
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(plan->chunk_rows, 20);
+    cr_expect_eq(plan->chunk_items, 3);
+    clattn_plan_destroy(plan);
+    run_opts opts = {seed_for("chunked_items"), false, false, NULL};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, "chunked_items", opts.seed);
+    clattn_context_destroy(ctx);
+}
+
+Test(features, caller_scratch, .timeout = 300)
+{
+    clattn_context *ctx = limited(5 * 64 * 4);
+    clattn_desc d = {0};
+    d.batch = 1; d.heads_q = 2; d.seq_q = 12; d.seq_kv = 64; d.head_dim = 32; d.algo = CLATTN_ALGO_UNFUSED;
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    const size_t need = clattn_plan_scratch_size(plan);
+    cl_int e;
+    cl_mem scratch = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, need, NULL, &e);
+    cl_mem small = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, need - 4, NULL, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+    run_opts opts = {seed_for("caller_scratch"), false, false, NULL, 0, scratch};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, "caller_scratch", opts.seed);
+    cl_command_queue q = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx), 0, &e);
+    cl_mem big = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, 1 << 16, NULL, &e);
+    clattn_buffers bf = {big, big, big, big, .scratch = small};
+    cr_expect_eq(clattn_plan_execute(plan, q, &bf, 0, NULL, NULL), CLATTN_BUFFER_TOO_SMALL);
+    cr_expect(strstr(clattn_context_last_error(ctx), "scratch"), "%s", clattn_context_last_error(ctx));
+    clReleaseCommandQueue(q);
+    clReleaseMemObject(scratch);
+    clReleaseMemObject(small);
+    clReleaseMemObject(big);
+    clattn_plan_destroy(plan);
+    clattn_context_destroy(ctx);
+}
+
+/* What the fused path cannot serve (head dim 300) goes to unfused under auto; forced fused
+ * says why; the unfused path refuses an out-of-order queue. */
+Test(features, auto_falls_back, .timeout = 300)
+{
+    clattn_context *ctx = test_context();
+    clattn_desc d = {0};
+    d.batch = 1; d.heads_q = 2; d.seq_q = 5; d.seq_kv = 9; d.head_dim = 300;
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(clattn_plan_algo(plan), CLATTN_ALGO_UNFUSED);
+    cr_expect(strstr(clattn_plan_reason(plan), "head dims above 256"), "%s", clattn_plan_reason(plan));
+    clattn_plan_destroy(plan);
+    run_opts opts = {seed_for("d300"), false, false, NULL};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, "d300 auto", opts.seed);
+    d.algo = CLATTN_ALGO_FUSED;
+    cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
+    cr_expect(strstr(clattn_context_last_error(ctx), "fused: head dims above 256"), "%s", clattn_context_last_error(ctx));
+
+    d.algo = CLATTN_ALGO_UNFUSED;
+    d.head_dim = 32;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cl_int e;
+    cl_command_queue ooo = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx),
+                                                CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &e);
+    if (e == CL_SUCCESS) {
+        cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, 1 << 16, NULL, &e);
+        clattn_buffers bf = {m, m, m, m};
+        cr_expect_eq(clattn_plan_execute(plan, ooo, &bf, 0, NULL, NULL), CLATTN_UNSUPPORTED);
+        cr_expect(strstr(clattn_context_last_error(ctx), "in-order"), "%s", clattn_context_last_error(ctx));
+        clReleaseMemObject(m);
+        clReleaseCommandQueue(ooo);
+    }
+    clattn_plan_destroy(plan);
+    clattn_context_destroy(ctx);
+}
+
+/* The unfused path's event covers GEMM -> softmax -> GEMM of every chunk: wait on it alone,
+ * with a caller's wait list gating the start. */
+Test(features, event_covers_every_chunk, .timeout = 300)
+{
+    clattn_context *ctx = limited(4 * 80 * 4);
+    cl_context cl = clattn_context_cl_context(ctx);
+    clattn_desc d = {0};
+    d.batch = 2; d.heads_q = 2; d.seq_q = 30; d.seq_kv = 80; d.head_dim = 32; d.algo = CLATTN_ALGO_UNFUSED;
+    clattn_tensor_sizes n;
+    clattn_desc_tensor_sizes(&d, &n);
+    float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4), *o = malloc(n.o * 4), *ref = malloc(n.o * 4);
+    uint64_t rng = 4242;
+    clattn_rng_fill(q, n.q, &rng, 1); clattn_rng_fill(k, n.k, &rng, 1); clattn_rng_fill(v, n.v, &rng, 1);
+    clattn_host_tensors t = {q, k, v, ref, NULL, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, 0, 0};
+    cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
+    cl_int e;
+    cl_command_queue qu = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
+    cl_mem qm = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n.q * 4, q, &e);
+    cl_mem km = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n.k * 4, k, &e);
+    cl_mem vm = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n.v * 4, v, &e);
+    cl_mem om = clCreateBuffer(cl, CL_MEM_READ_WRITE, n.o * 4, NULL, &e);
+    cl_event gate = clCreateUserEvent(cl, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(plan->chunk_rows, 4, "several chunks of rows: the event must cover them all");
+    clattn_buffers bf = {qm, km, vm, om};
+    cl_event done = NULL;
+    cr_assert_eq(clattn_plan_execute(plan, qu, &bf, 1, &gate, &done), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    cl_int status = 0;
+    clGetEventInfo(done, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, NULL);
+    cr_expect_neq(status, CL_COMPLETE, "completed before its wait list was satisfied");
+    clSetUserEventStatus(gate, CL_COMPLETE);
+    cr_assert_eq(clWaitForEvents(1, &done), CL_SUCCESS);
+    /* read without any further synchronisation on the queue: a non-blocking read into host
+     * memory waits only for `done` */
+    cr_assert_eq(clEnqueueReadBuffer(qu, om, CL_TRUE, 0, n.o * 4, o, 1, &done, NULL), CL_SUCCESS);
+    clattn_error err = clattn_compare(o, ref, n.o);
+    cr_expect(clattn_error_ok(&err, 1e-5), "rel L2 %.3e", err.rel_l2);
+    clReleaseEvent(done); clReleaseEvent(gate);
+    clattn_plan_destroy(plan);
+    clReleaseMemObject(qm); clReleaseMemObject(km); clReleaseMemObject(vm); clReleaseMemObject(om);
+    clReleaseCommandQueue(qu);
+    free(q); free(k); free(v); free(o); free(ref);
+    clattn_context_destroy(ctx);
+}
