@@ -49,7 +49,9 @@ static int demo_one(clattn_context *ctx, const char *dev_name, const demo_case *
     clattn_rng_fill(q, n.q, &st_rng, 1.0f);
     clattn_rng_fill(k, n.k, &st_rng, 1.0f);
     clattn_rng_fill(v, n.v, &st_rng, 1.0f);
-    clattn_host_tensors t = {q, k, v, ref, lse_ref, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, n.lse, 0};
+    clattn_host_tensors t = {0};
+    t.q = q; t.k = k; t.v = v; t.o = ref; t.lse = lse_ref;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
     char msg[512];
     if (clattn_reference_forward(&d, &t, msg, sizeof msg)) {
         cli_error("demo: reference: %s", msg);

@@ -9,7 +9,7 @@
 #include <string.h>
 
 typedef struct run_args {
-    const char *q, *k, *v, *out, *lse, *mask, *alibi, *sinks, *seqlens_k, *device;
+    const char *q, *k, *v, *out, *lse, *mask, *alibi, *sinks, *seqused_k, *device;
     const char *layout, *algo, *dtype, *align;
     double scale, softcap;
     int causal, window, wl, wr, verbose;
@@ -31,7 +31,7 @@ static int parse_args(int argc, char **argv, run_args *a)
         else if (!strcmp(f, "--mask")) str = &a->mask;
         else if (!strcmp(f, "--alibi")) str = &a->alibi;
         else if (!strcmp(f, "--sinks")) str = &a->sinks;
-        else if (!strcmp(f, "--seqlens-k")) str = &a->seqlens_k;
+        else if (!strcmp(f, "--seqlens-k")) str = &a->seqused_k;
         else if (!strcmp(f, "--device")) str = &a->device;
         else if (!strcmp(f, "--layout")) str = &a->layout;
         else if (!strcmp(f, "--algo")) str = &a->algo;
@@ -162,11 +162,11 @@ static int make_desc(const run_args *a, const run_inputs *in, clattn_desc *d)
             return cli_error("run: %s must be float32 of shape (%d,)", i ? "--sinks" : "--alibi", d->heads_q);
         *per_head[i].has = 1;
     }
-    if (a->seqlens_k) {
+    if (a->seqused_k) {
         const npy_array *x = &in->seqlens;
         if (x->type != NPY_I32 || x->ndim != 1 || x->shape[0] != d->batch)
             return cli_error("run: --seqlens-k must be int32 of shape (%d,)", d->batch);
-        d->has_seqlens_k = 1;
+        d->has_seqused_k = 1;
     }
     if (a->algo && strcmp(a->algo, "reference")) {
         if (!strcmp(a->algo, "fused")) d->algo = CLATTN_ALGO_FUSED;
@@ -212,7 +212,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
         mem[i] = clCreateBuffer(clattn_context_cl_context(ctx), fl, bytes[i], i < 3 ? (void *)host[i] : NULL, &e);
     }
     /* feature tensors: mask, alibi slopes, sinks, key lengths */
-    const void *feat[4] = {t->mask, t->alibi_slopes, t->sinks, t->seqlens_k};
+    const void *feat[4] = {t->mask, t->alibi_slopes, t->sinks, t->seqused_k};
     const size_t fbytes[4] = {need.mask * 4, (size_t)d->heads_q * 4, (size_t)d->heads_q * 4, (size_t)d->batch * 4};
     for (int i = 0; i < 4 && !e; i++)
         if (feat[i])
@@ -224,7 +224,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     }
     clattn_buffers bf = {0};
     bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
-    bf.mask = mem[5]; bf.alibi_slopes = mem[6]; bf.sinks = mem[7]; bf.seqlens_k = mem[8];
+    bf.mask = mem[5]; bf.alibi_slopes = mem[6]; bf.sinks = mem[7]; bf.seqused_k = mem[8];
     t0 = cli_now_ms();
     st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev);
     if (!st) st = clWaitForEvents(1, &ev);
@@ -264,7 +264,7 @@ int cmd_run(int argc, char **argv)
     float *lse = NULL;
     if (read_input(a.q, &in.q) || read_input(a.k, &in.k) || read_input(a.v, &in.v) ||
         (a.mask && read_input(a.mask, &in.mask)) || (a.alibi && read_input(a.alibi, &in.alibi)) ||
-        (a.sinks && read_input(a.sinks, &in.sinks)) || (a.seqlens_k && read_input(a.seqlens_k, &in.seqlens)))
+        (a.sinks && read_input(a.sinks, &in.sinks)) || (a.seqused_k && read_input(a.seqused_k, &in.seqlens)))
         goto done;
     clattn_desc d;
     if (make_desc(&a, &in, &d)) goto done;
@@ -280,7 +280,7 @@ int cmd_run(int argc, char **argv)
     t.q = in.q.data; t.k = in.k.data; t.v = in.v.data; t.o = o; t.lse = lse;
     t.q_len = in.q.count; t.k_len = in.k.count; t.v_len = in.v.count; t.o_len = need.o; t.lse_len = need.lse;
     t.mask = in.mask.data; t.mask_len = in.mask.count;
-    t.alibi_slopes = in.alibi.data; t.sinks = in.sinks.data; t.seqlens_k = in.seqlens.data;
+    t.alibi_slopes = in.alibi.data; t.sinks = in.sinks.data; t.seqused_k = in.seqlens.data;
 
     if (a.algo && !strcmp(a.algo, "reference")) {
         char msg[512];

@@ -1,4 +1,6 @@
-/* The fused path: picks the kernel variant for a shape on a device and enqueues it. */
+/* The fused path: picks the kernel variant for a shape on a device (family, tile sizes,
+ * storage type and the formula's optional terms as -D switches, key splits for decode) and
+ * enqueues it, with the combine kernel after a split. */
 #include "internal.h"
 
 #include <math.h>
@@ -20,57 +22,103 @@ static size_t local_budget(const clattn_context *ctx)
     return (dev < cap ? dev : cap) - 1024;
 }
 
-void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clattn_variant *v)
+const char *clattn__feature_defines(const clattn_shape *s, char *buf, size_t size)
+{
+    clattn__format(buf, size, "-D DTYPE=%d -D SOFTCAP=%d -D ALIBI=%d -D MASK=%d -D SINKS=%d -D SEQUSED=%d -D VARLEN=%d",
+                   (int)s->dtype, s->softcap > 0, s->has_alibi, s->has_mask, s->has_sinks, s->has_seqused_k,
+                   s->varlen);
+    return buf;
+}
+
+/* Key splits for decode (flash-decoding): when the query rows give too few work units to fill
+ * the device, the keys are split across work-groups and a combine kernel merges the partials.
+ * Each split keeps at least 256 keys, so the combine stays cheap next to the streaming. */
+static int choose_splits(const clattn_context *ctx, const clattn_shape *s, int rows_per_unit)
+{
+    const int max_by_keys = s->seq_kv / 256 > 1 ? s->seq_kv / 256 : 1;
+    if (s->num_splits) return s->num_splits < s->seq_kv ? s->num_splits : s->seq_kv; /* manual */
+    if (s->seq_q > 16) return 1;
+    const long rows = (long)s->group * s->seq_q;
+    const long units = (rows + rows_per_unit - 1) / rows_per_unit * s->heads_kv * s->batch;
+    const long target = 4L * (long)ctx->info.compute_units;
+    long n = units >= target ? 1 : (target + units - 1) / units;
+    if (n > max_by_keys) n = max_by_keys;
+    if (n > 64) n = 64;
+    return (int)n;
+}
+
+void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clattn_plan *plan)
 {
     const int d = s->head_dim, dv = s->head_dim_v;
+    clattn_variant *v = &plan->variant;
+    char feat[160];
+    clattn__feature_defines(s, feat, sizeof feat);
+    int bm, bn, vw;
+    const char *family;
     if (ctx->family == CLATTN_KERNELS_ROWS) {
         /* 4 rows x 16 keys per work-item with 16-wide vectors filled AVX-512 lanes best in the
          * first measurements on PoCL (Zen 4). */
-        const int bm = 4, bn = 16, vw = vector_width(d, dv, 16);
+        bm = 4, bn = 16, vw = vector_width(d, dv, 16);
+        family = "rows";
         v->source_name = "fwd_rows";
         v->kernel_name = "clattn_fwd_rows";
-        v->rows = bm;
         v->local_size = 0;
         v->local_mem = 0;
-        clattn__format(v->options, sizeof v->options,
-                       "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d", d, dv, vw, bm, bn);
-        clattn__format(v->name, sizeof v->name, "rows D=%d DV=%d VW=%d BM=%d BN=%d", d, dv, vw, bm, bn);
-        return;
+    } else {
+        /* Tiles: 64 rows per work-group (two NVIDIA warps, one AMD wave64), the largest key
+         * tile that fits the local-memory budget, at most 32 keys (the score row lives in
+         * registers). */
+        bm = 64;
+        while ((size_t)bm > ctx->info.max_wg_size && bm > 1) bm /= 2;
+        bn = 32;
+        while (bn > 1 && (size_t)(d + dv) * bn * 4 > local_budget(ctx)) bn /= 2;
+        vw = vector_width(d, dv, 4);
+        family = "tiles";
+        v->source_name = "fwd_tiles";
+        v->kernel_name = "clattn_fwd_tiles";
+        v->local_size = (size_t)bm;
+        v->local_mem = (size_t)(d + dv) * bn * 4;
     }
-    /* Tiles: 64 rows per work-group (two NVIDIA warps, one AMD wave64), the largest key tile
-     * that fits the local-memory budget, at most 32 keys (the score row lives in registers). */
-    int bm = 64;
-    while ((size_t)bm > ctx->info.max_wg_size && bm > 1) bm /= 2;
-    int bn = 32;
-    while (bn > 1 && (size_t)(d + dv) * bn * 4 > local_budget(ctx)) bn /= 2;
-    const int vw = vector_width(d, dv, 4);
-    v->source_name = "fwd_tiles";
-    v->kernel_name = "clattn_fwd_tiles";
     v->rows = bm;
-    v->local_size = (size_t)bm;
-    v->local_mem = (size_t)(d + dv) * bn * 4;
+    plan->nsplit = choose_splits(ctx, s, bm);
+    plan->split_len = 0;
+    plan->scratch_bytes = 0;
+    if (plan->nsplit > 1) {
+        const int per = (s->seq_kv + plan->nsplit - 1) / plan->nsplit;
+        plan->split_len = (per + bn - 1) / bn * bn;
+        plan->nsplit = (s->seq_kv + plan->split_len - 1) / plan->split_len; /* no empty tail split */
+    }
+    const bool split = plan->nsplit > 1;
     clattn__format(v->options, sizeof v->options,
-                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d", d, dv, vw, bm, bn);
-    clattn__format(v->name, sizeof v->name, "tiles D=%d DV=%d VW=%d BM=%d BN=%d", d, dv, vw, bm, bn);
+                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D SPLIT=%d %s", d, dv,
+                   vw, bm, bn, split, feat);
+    clattn__format(v->name, sizeof v->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d %s splits=%d", family, d, dv, vw, bm,
+                   bn, s->dtype == CLATTN_DTYPE_F32 ? "f32" : s->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16",
+                   plan->nsplit);
+    if (split) {
+        const size_t rows_total = (size_t)(s->varlen ? s->total_q : s->batch * s->seq_q) * (size_t)s->heads_q;
+        plan->scratch_bytes = (size_t)plan->nsplit * rows_total * ((size_t)dv + 1) * sizeof(float);
+        clattn_variant *c = &plan->variant2;
+        c->source_name = "combine";
+        c->kernel_name = "clattn_combine";
+        c->rows = 1;
+        c->local_size = 0;
+        clattn__format(c->options, sizeof c->options, "-cl-std=CL1.2 -D VW=1 -D DV=%d %s", dv, feat);
+        clattn__format(c->name, sizeof c->name, "combine DV=%d", dv);
+    }
 }
 
-bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, char *why,
-                            size_t why_size)
+clattn_status clattn__fused_prepare(clattn_plan *plan)
 {
-    const char *missing = NULL;
-    if (s->dtype != CLATTN_DTYPE_F32) missing = "f16/bf16 storage";
-    else if (s->has_mask) missing = "an additive mask";
-    else if (s->has_alibi) missing = "ALiBi";
-    else if (s->has_sinks) missing = "attention sinks";
-    else if (s->softcap > 0) missing = "softcap";
-    else if (s->has_seqlens_k) missing = "per-sequence key lengths";
-    if (missing) {
-        clattn__format(why, why_size, "%s is not supported by the fused path yet", missing);
-        return false;
-    }
-    if (s->head_dim > 256 || s->head_dim_v > 256) {
-        clattn__format(why, why_size, "head dims above 256 (got %d/%d) are not supported by the fused path",
-                       s->head_dim, s->head_dim_v);
+    if (plan->nsplit <= 1) return CLATTN_SUCCESS;
+    return clattn__make_kernel(plan->ctx, &plan->variant2, plan->variant2.kernel_name, &plan->kernel2);
+}
+
+bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
+{
+    if (s->head_dim > CLATTN_FUSED_MAX_HEAD_DIM || s->head_dim_v > CLATTN_FUSED_MAX_HEAD_DIM) {
+        clattn__format(why, why_size, "head dims above %d (got %d/%d) are not supported by the fused path",
+                       CLATTN_FUSED_MAX_HEAD_DIM, s->head_dim, s->head_dim_v);
         return false;
     }
     if (ctx->family == CLATTN_KERNELS_TILES && (size_t)(s->head_dim + s->head_dim_v) * 4 > local_budget(ctx)) {
@@ -78,7 +126,7 @@ bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, ch
                        s->head_dim, s->head_dim_v);
         return false;
     }
-    clattn__format(why, why_size, "fused kernel serves this descriptor");
+    clattn__format(why, why_size, "the fused kernel serves this descriptor");
     return true;
 }
 
@@ -89,19 +137,19 @@ bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, ch
         n++;                                                                 \
     } while (0)
 
-clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, cl_command_queue queue,
-                                    const clattn_buffers *bf, cl_uint num_wait,
-                                    const cl_event *wait, cl_event *event)
+/* The fused forward's arguments, in FWD_ARGS order (kernels/common.cl). Unused buffers get a
+ * valid one (q), never dereferenced. */
+static cl_int set_forward_args(const clattn_plan *plan, cl_kernel kernel, const clattn_buffers *bf, cl_mem out,
+                               cl_mem lse, size_t lse_off)
 {
     const clattn_shape *s = &plan->shape;
     cl_int e = CL_SUCCESS;
     cl_uint n = 0;
-    cl_mem lse = bf->lse ? bf->lse : bf->o; /* any valid buffer; never written without lse */
     ARG(cl_mem, bf->q);
     ARG(cl_mem, bf->k);
     ARG(cl_mem, bf->v);
-    ARG(cl_mem, bf->o);
-    ARG(cl_mem, lse);
+    ARG(cl_mem, out);
+    ARG(cl_mem, lse ? lse : bf->q);
     const clattn_strides *st[4] = {&s->q, &s->k, &s->v, &s->o};
     const size_t offs[4] = {bf->q_offset, bf->k_offset, bf->v_offset, bf->o_offset};
     for (int i = 0; i < 4; i++) {
@@ -110,8 +158,8 @@ clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, c
         ARG(cl_long, st[i]->head);
         ARG(cl_long, st[i]->seq);
     }
-    ARG(cl_ulong, (cl_ulong)bf->lse_offset);
-    ARG(cl_int, bf->lse != NULL);
+    ARG(cl_ulong, (cl_ulong)lse_off);
+    ARG(cl_int, lse != NULL);
     ARG(cl_int, s->seq_q);
     ARG(cl_int, s->seq_kv);
     ARG(cl_int, s->heads_q);
@@ -120,14 +168,85 @@ clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, c
     ARG(cl_int, s->top_left);
     ARG(cl_int, s->window_left);
     ARG(cl_int, s->window_right);
+    ARG(cl_float, (float)(s->softcap * 1.4426950408889634));
+    ARG(cl_mem, s->has_alibi ? bf->alibi_slopes : bf->q);
+    ARG(cl_mem, s->has_mask ? bf->mask : bf->q);
+    ARG(cl_long, s->mask.batch);
+    ARG(cl_long, s->mask.head);
+    ARG(cl_long, s->mask.seq);
+    ARG(cl_mem, s->has_sinks ? bf->sinks : bf->q);
+    ARG(cl_mem, s->has_seqused_k ? bf->seqused_k : bf->q);
+    ARG(cl_mem, s->varlen ? bf->cu_seqlens_q : bf->q);
+    ARG(cl_mem, s->varlen ? bf->cu_seqlens_k : bf->q);
+    ARG(cl_int, s->total_q);
+    ARG(cl_int, plan->nsplit);
+    ARG(cl_int, plan->split_len);
+    ARG(cl_int, s->batch);
+    return e;
+}
+
+static cl_int set_combine_args(const clattn_plan *plan, cl_kernel kernel, const clattn_buffers *bf, cl_mem part,
+                               size_t rows_total)
+{
+    const clattn_shape *s = &plan->shape;
+    cl_int e = CL_SUCCESS;
+    cl_uint n = 0;
+    ARG(cl_mem, part);
+    ARG(cl_ulong, 0);
+    ARG(cl_mem, part);
+    ARG(cl_ulong, (cl_ulong)((size_t)plan->nsplit * rows_total * (size_t)s->head_dim_v));
+    ARG(cl_int, plan->nsplit);
+    ARG(cl_long, (cl_long)rows_total);
+    ARG(cl_mem, bf->o);
+    ARG(cl_ulong, (cl_ulong)bf->o_offset);
+    ARG(cl_long, s->o.batch);
+    ARG(cl_long, s->o.head);
+    ARG(cl_long, s->o.seq);
+    ARG(cl_mem, bf->lse ? bf->lse : bf->q);
+    ARG(cl_ulong, (cl_ulong)bf->lse_offset);
+    ARG(cl_int, bf->lse != NULL);
+    ARG(cl_int, s->heads_q);
+    ARG(cl_int, s->seq_q);
+    ARG(cl_int, s->total_q);
+    ARG(cl_mem, s->has_sinks ? bf->sinks : bf->q);
+    ARG(cl_mem, s->varlen ? bf->cu_seqlens_q : bf->q);
+    ARG(cl_int, s->batch);
+    return e;
+}
+
+clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, cl_command_queue queue,
+                                    const clattn_buffers *bf, cl_uint num_wait, const cl_event *wait,
+                                    cl_event *event)
+{
+    const clattn_shape *s = &plan->shape;
+    const bool split = plan->nsplit > 1;
+    const size_t rows_total = (size_t)(s->varlen ? s->total_q : s->batch * s->seq_q) * (size_t)s->heads_q;
+    cl_mem part = NULL;
+    if (split) {
+        clattn_status st = clattn__plan_scratch((clattn_plan *)plan, bf, &part);
+        if (st) return st;
+    }
+    cl_int e = split ? set_forward_args(plan, kernel, bf, part, part, (size_t)plan->nsplit * rows_total * s->head_dim_v)
+                     : set_forward_args(plan, kernel, bf, bf->o, bf->lse, bf->lse_offset);
     if (e) return clattn__fail(plan->ctx, e, "clSetKernelArg failed (%d) for %s", e, plan->variant.name);
 
-    const size_t blocks = ((size_t)s->seq_q + plan->variant.rows - 1) / plan->variant.rows;
+    /* Packed rows per KV head: group query heads x the longest sequence. */
+    const size_t rows = (size_t)s->group * (size_t)s->seq_q;
+    const size_t blocks = (rows + plan->variant.rows - 1) / plan->variant.rows * (size_t)plan->nsplit;
     const size_t wg = plan->variant.local_size;
-    size_t global[3] = {wg ? blocks * wg : blocks, (size_t)s->heads_q, (size_t)s->batch};
+    size_t global[3] = {wg ? blocks * wg : blocks, (size_t)s->heads_kv, (size_t)s->batch};
     size_t local[3] = {wg, 1, 1};
-    e = clEnqueueNDRangeKernel(queue, kernel, 3, NULL, global, wg ? local : NULL, num_wait,
-                               num_wait ? wait : NULL, event);
+    cl_event fwd = NULL;
+    e = clEnqueueNDRangeKernel(queue, kernel, 3, NULL, global, wg ? local : NULL, num_wait, num_wait ? wait : NULL,
+                               split ? &fwd : event);
     if (e) return clattn__fail(plan->ctx, e, "clEnqueueNDRangeKernel failed (%d) for %s", e, plan->variant.name);
+    if (!split) return CLATTN_SUCCESS;
+
+    /* The combine waits on the forward's event, so out-of-order queues are served too; its
+     * event is the one returned, and it completes after both. */
+    e = set_combine_args(plan, plan->kernel2, bf, part, rows_total);
+    if (!e) e = clEnqueueNDRangeKernel(queue, plan->kernel2, 1, NULL, &rows_total, NULL, 1, &fwd, event);
+    clReleaseEvent(fwd);
+    if (e) return clattn__fail(plan->ctx, e, "enqueueing the combine kernel failed (%d)", e);
     return CLATTN_SUCCESS;
 }

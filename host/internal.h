@@ -9,7 +9,8 @@
 #include <stdbool.h>
 
 #define CLATTN_HIDDEN __attribute__((visibility("hidden")))
-#define CLATTN_MAX_HEAD_DIM 512
+#define CLATTN_MAX_HEAD_DIM 1024
+#define CLATTN_FUSED_MAX_HEAD_DIM 576
 #define CLATTN_MSG_SIZE 8192
 
 /* A descriptor with every default applied and every stride resolved (elements). */
@@ -18,7 +19,9 @@ typedef struct clattn_shape {
     clattn_dtype dtype;
     clattn_strides q, k, v, o, mask;
     float scale;
-    bool causal, top_left, window, has_mask, has_alibi, has_sinks, has_seqlens_k;
+    bool causal, top_left, window, has_mask, has_alibi, has_sinks, has_seqused_k, varlen;
+    int total_q, total_k; /* varlen: packed token counts */
+    int num_splits;       /* as the descriptor says: 0 heuristic */
     int window_left, window_right; /* -1 unbounded; causal folds into window_right */
     float softcap;
     clattn_algo algo;
@@ -76,13 +79,19 @@ struct clattn_plan {
     clattn_context *ctx;
     clattn_shape shape;
     clattn_algo algo;
-    clattn_variant variant; /* the fused kernel, or the unfused path's softmax kernel */
-    cl_kernel kernel;       /* clSetKernelArg is not thread-safe: set and enqueued under lock */
     char reason[384];
-    /* unfused path: query rows and (batch, head) items per chunk, and the scores scratch */
+    clattn_variant variant; /* the fused forward, or the unfused path's softmax */
+    cl_kernel kernel;       /* clSetKernelArg is not thread-safe: set and enqueued under lock */
+    clattn_variant variant2; /* fused split-KV: combine; unfused with f32 copies: widen/narrow */
+    cl_kernel kernel2, kernel3;
+    /* fused split-KV decode */
+    int nsplit, split_len;
+    /* unfused: query rows and (batch, head) items per chunk; f32 working copies */
     int chunk_rows, chunk_items;
-    size_t scratch_bytes;
-    cl_mem scratch;         /* owned; allocated at the first execution without caller scratch */
+    bool convert;                 /* q, k, v, o go through dense f32 copies in scratch */
+    size_t work_q, work_k, work_v, work_o; /* their element offsets in scratch */
+    size_t scratch_bytes;         /* all scratch one execution needs */
+    cl_mem scratch;               /* owned; allocated at the first execution without caller scratch */
     pthread_mutex_t lock;
 };
 
@@ -105,17 +114,27 @@ CLATTN_HIDDEN bool clattn__fused_supports(const clattn_context *ctx, const clatt
 
 /* fused.c */
 CLATTN_HIDDEN void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s,
-                                        clattn_variant *v);
+                                        clattn_plan *plan);
 CLATTN_HIDDEN clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel,
                                                   cl_command_queue queue, const clattn_buffers *b,
                                                   cl_uint num_wait, const cl_event *wait,
                                                   cl_event *event);
+
+/* shared by fused.c and unfused.c: program + kernel for a variant */
+CLATTN_HIDDEN clattn_status clattn__make_kernel(clattn_context *ctx, const clattn_variant *v, const char *name,
+                                                cl_kernel *out);
+CLATTN_HIDDEN clattn_status clattn__plan_scratch(clattn_plan *plan, const clattn_buffers *b, cl_mem *out);
+CLATTN_HIDDEN const char *clattn__feature_defines(const clattn_shape *s, char *buf, size_t size);
+
+/* fused.c: kernels beyond the main one (split-KV combine) */
+CLATTN_HIDDEN clattn_status clattn__fused_prepare(clattn_plan *plan);
 
 /* unfused.c */
 CLATTN_HIDDEN bool clattn__unfused_supports(const clattn_context *ctx, const clattn_shape *s,
                                             char *why, size_t why_size);
 CLATTN_HIDDEN void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s,
                                           clattn_plan *plan);
+CLATTN_HIDDEN clattn_status clattn__unfused_prepare(clattn_plan *plan);
 CLATTN_HIDDEN clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue,
                                                     const clattn_buffers *b, cl_uint num_wait,
                                                     const cl_event *wait, cl_event *event);

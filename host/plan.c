@@ -1,9 +1,40 @@
-/* Plans: a descriptor checked against a device, its algorithm and kernel variant chosen and
+/* Plans: a descriptor checked against a device, its algorithm and kernel variants chosen and
  * built once; execution validates the buffers and enqueues. */
 #include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Builds (or finds) the variant's program and creates its kernel; refuses a variant whose
+ * work-group or local memory does not fit the compiled kernel on this device. */
+clattn_status clattn__make_kernel(clattn_context *ctx, const clattn_variant *v, const char *name, cl_kernel *out)
+{
+    cl_program prog;
+    clattn_status st = clattn__get_program(ctx, v, &prog);
+    if (st) return st;
+    cl_int e;
+    cl_kernel k = clCreateKernel(prog, name, &e);
+    if (e) return clattn__fail(ctx, e, "clCreateKernel(%s) failed (%d)", name, e);
+    size_t wg = 0;
+    cl_ulong priv = 0, local_mem = 0;
+    e = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+    if (!e) e = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
+    if (!e) e = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_mem, &local_mem, NULL);
+    if (e) st = clattn__fail(ctx, e, "clGetKernelWorkGroupInfo failed (%d)", e);
+    else if (v->local_size > wg)
+        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %zu work-items, the kernel allows %zu", v->name,
+                          v->local_size, wg);
+    else if (local_mem > ctx->info.local_mem)
+        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %llu bytes of local memory, device has %llu",
+                          v->name, (unsigned long long)local_mem, (unsigned long long)ctx->info.local_mem);
+    if (st) {
+        clReleaseKernel(k);
+        return st;
+    }
+    clattn__logf(ctx, "clattn: kernel %s (%s), private memory %llu bytes", name, v->name, (unsigned long long)priv);
+    *out = k;
+    return CLATTN_SUCCESS;
+}
 
 clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, clattn_plan **out)
 {
@@ -36,7 +67,8 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
         algo = CLATTN_ALGO_UNFUSED;
         clattn__format(reason, sizeof reason, "auto: unfused, because %s", fwhy);
     } else {
-        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no path serves this descriptor: fused: %s; unfused: %s", fwhy, uwhy);
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no path serves this descriptor: fused: %s; unfused: %s", fwhy,
+                            uwhy);
     }
 
     clattn_plan *p = calloc(1, sizeof *p);
@@ -45,48 +77,26 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
     p->shape = s;
     p->algo = algo;
     clattn__format(p->reason, sizeof p->reason, "%s", reason);
-    if (algo == CLATTN_ALGO_FUSED) clattn__fused_choose(ctx, &s, &p->variant);
+    if (algo == CLATTN_ALGO_FUSED) clattn__fused_choose(ctx, &s, p);
     else clattn__unfused_choose(ctx, &s, p);
-
-    cl_program prog;
-    if ((st = clattn__get_program(ctx, &p->variant, &prog))) goto fail;
-    cl_int e;
-    p->kernel = clCreateKernel(prog, p->variant.kernel_name, &e);
-    if (e) {
-        st = clattn__fail(ctx, e, "clCreateKernel(%s) failed (%d)", p->variant.kernel_name, e);
+    if (p->scratch_bytes > ctx->info.max_alloc) {
+        st = clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s needs %zu bytes of scratch, above the device's max allocation %llu",
+                          p->variant.name, p->scratch_bytes, (unsigned long long)ctx->info.max_alloc);
         goto fail;
     }
-    /* A variant whose work-group does not fit the compiled kernel is refused here, not at
-     * the first launch. */
-    size_t wg = 0;
-    cl_ulong priv = 0, local_mem = 0;
-    e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
-    if (!e) e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
-    if (!e) e = clGetKernelWorkGroupInfo(p->kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_mem, &local_mem, NULL);
-    if (e) {
-        st = clattn__fail(ctx, e, "clGetKernelWorkGroupInfo failed (%d)", e);
-        goto fail;
-    }
-    if (p->variant.local_size > wg) {
-        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %zu work-items, the kernel allows %zu",
-                          p->variant.name, p->variant.local_size, wg);
-        goto fail;
-    }
-    if (local_mem > ctx->info.local_mem) {
-        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %llu bytes of local memory, device has %llu",
-                          p->variant.name, (unsigned long long)local_mem, (unsigned long long)ctx->info.local_mem);
-        goto fail;
-    }
+    if ((st = clattn__make_kernel(ctx, &p->variant, p->variant.kernel_name, &p->kernel))) goto fail;
+    if ((st = algo == CLATTN_ALGO_FUSED ? clattn__fused_prepare(p) : clattn__unfused_prepare(p))) goto fail;
     if (pthread_mutex_init(&p->lock, NULL)) {
         st = clattn__fail(ctx, CLATTN_INTERNAL_ERROR, "pthread_mutex_init failed");
         goto fail;
     }
-    clattn__logf(ctx, "clattn: plan %s (%s), private memory %llu bytes", p->variant.name, p->reason,
-                 (unsigned long long)priv);
+    clattn__logf(ctx, "clattn: plan %s (%s)", p->variant.name, p->reason);
     *out = p;
     return CLATTN_SUCCESS;
 fail:
     if (p->kernel) clReleaseKernel(p->kernel);
+    if (p->kernel2) clReleaseKernel(p->kernel2);
+    if (p->kernel3) clReleaseKernel(p->kernel3);
     free(p);
     return st;
 }
@@ -96,6 +106,8 @@ void clattn_plan_destroy(clattn_plan *p)
     if (!p) return;
     if (p->scratch) clReleaseMemObject(p->scratch);
     clReleaseKernel(p->kernel);
+    if (p->kernel2) clReleaseKernel(p->kernel2);
+    if (p->kernel3) clReleaseKernel(p->kernel3);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -104,6 +116,24 @@ clattn_algo clattn_plan_algo(const clattn_plan *p) { return p ? p->algo : CLATTN
 const char *clattn_plan_variant(const clattn_plan *p) { return p ? p->variant.name : ""; }
 size_t clattn_plan_scratch_size(const clattn_plan *p) { return p ? p->scratch_bytes : 0; }
 const char *clattn_plan_reason(const clattn_plan *p) { return p ? p->reason : ""; }
+
+/* The caller's scratch, or the plan's own, allocated at the first execution that needs it
+ * (called under the plan lock). */
+clattn_status clattn__plan_scratch(clattn_plan *plan, const clattn_buffers *b, cl_mem *out)
+{
+    if (b->scratch) {
+        *out = b->scratch;
+        return CLATTN_SUCCESS;
+    }
+    if (!plan->scratch) {
+        cl_int e;
+        cl_mem m = clCreateBuffer(plan->ctx->cl_ctx, CL_MEM_READ_WRITE, plan->scratch_bytes, NULL, &e);
+        if (e) return clattn__fail(plan->ctx, e, "allocating %zu bytes of scratch failed (%d)", plan->scratch_bytes, e);
+        plan->scratch = m;
+    }
+    *out = plan->scratch;
+    return CLATTN_SUCCESS;
+}
 
 /* A buffer must exist in the plan's context, hold its tensor past the offset, and be
  * writable if it is an output. */
@@ -164,12 +194,15 @@ clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queu
         return st;
     if (bf->lse && (st = check_mem(ctx, bf->lse, "lse", bf->lse_offset, need.lse, sizeof(float), true)))
         return st;
-    /* Feature tensors: present exactly when the descriptor asks for them. */
+    /* Feature tensors: present exactly when the descriptor asks for them. Their values (key
+     * lengths, cumulative offsets) live on the device and are clamped there, never trusted. */
     const struct { bool want; cl_mem m; const char *name; size_t elems; } extra[] = {
         {s->has_mask, bf->mask, "mask", need.mask},
         {s->has_alibi, bf->alibi_slopes, "alibi_slopes", (size_t)s->heads_q},
         {s->has_sinks, bf->sinks, "sinks", (size_t)s->heads_q},
-        {s->has_seqlens_k, bf->seqlens_k, "seqlens_k", (size_t)s->batch},
+        {s->has_seqused_k, bf->seqused_k, "seqused_k", (size_t)s->batch},
+        {s->varlen, bf->cu_seqlens_q, "cu_seqlens_q", (size_t)s->batch + 1},
+        {s->varlen, bf->cu_seqlens_k, "cu_seqlens_k", (size_t)s->batch + 1},
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
         if (!extra[i].want) continue;

@@ -27,40 +27,69 @@ static inline void store(void *p, clattn_dtype t, size_t i, double x)
     }
 }
 
-static inline size_t at(const clattn_strides *s, int b, int h, int n)
+/* Where sequence b's token 0 of head 0 sits in each tensor, and its lengths. Packed
+ * sequences (varlen) start at their cumulative token offsets; the batch stride is unused. */
+typedef struct seq {
+    size_t q, k, v, o;
+    int nq, nk, tok0;
+} seq;
+
+static seq seq_of(const clattn_shape *s, const clattn_host_tensors *t, int b)
 {
-    return (size_t)b * (size_t)s->batch + (size_t)h * (size_t)s->head + (size_t)n * (size_t)s->seq;
+    seq r;
+    if (s->varlen) {
+        const int q0 = t->cu_seqlens_q[b], k0 = t->cu_seqlens_k[b];
+        r.nq = t->cu_seqlens_q[b + 1] - q0;
+        r.nk = t->cu_seqlens_k[b + 1] - k0;
+        r.tok0 = q0;
+        r.q = (size_t)q0 * (size_t)s->q.seq;
+        r.o = (size_t)q0 * (size_t)s->o.seq;
+        r.k = (size_t)k0 * (size_t)s->k.seq;
+        r.v = (size_t)k0 * (size_t)s->v.seq;
+    } else {
+        r.nq = s->seq_q;
+        r.nk = s->seq_kv;
+        r.tok0 = 0;
+        r.q = (size_t)b * (size_t)s->q.batch;
+        r.o = (size_t)b * (size_t)s->o.batch;
+        r.k = (size_t)b * (size_t)s->k.batch;
+        r.v = (size_t)b * (size_t)s->v.batch;
+    }
+    if (s->has_seqused_k && t->seqused_k[b] < r.nk) r.nk = t->seqused_k[b];
+    return r;
 }
 
 /* One query row: scores over its allowed keys, softmax (with the sink), o and lse. */
-static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int h, int i,
-                int klen, double *score)
+static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int h, int i, const seq *sq,
+                double *score)
 {
     const int g = h / s->group;
-    const long off = s->top_left ? 0 : (long)klen - s->seq_q; /* alignment of causal/window/alibi */
-    long lo = 0, hi = klen;                                   /* allowed keys [lo, hi) */
+    const long off = s->top_left ? 0 : (long)sq->nk - sq->nq; /* alignment of causal/window/alibi */
+    long lo = 0, hi = sq->nk;                                   /* allowed keys [lo, hi) */
     if (s->window_left >= 0 && i + off - s->window_left > lo) lo = i + off - s->window_left;
     if (s->window_right >= 0 && i + off + s->window_right + 1 < hi) hi = i + off + s->window_right + 1;
 
-    const size_t qi = at(&s->q, b, h, i);
+    const size_t qi = sq->q + (size_t)h * s->q.head + (size_t)i * s->q.seq;
     double m = -INFINITY;
     for (long j = lo; j < hi; j++) {
-        const size_t kj = at(&s->k, b, g, (int)j);
+        const size_t kj = sq->k + (size_t)g * s->k.head + (size_t)j * s->k.seq;
         double dot = 0.0;
         for (int d = 0; d < s->head_dim; d++)
             dot += load(t->q, s->dtype, qi + d) * load(t->k, s->dtype, kj + d);
         double x = (double)s->scale * dot;
         if (s->softcap > 0) x = s->softcap * tanh(x / s->softcap);
         if (s->has_alibi) x -= (double)t->alibi_slopes[h] * fabs((double)(i + off - j));
-        if (s->has_mask) x += t->mask[at(&s->mask, b, h, i) + (size_t)j];
+        if (s->has_mask)
+            x += t->mask[(size_t)b * s->mask.batch + (size_t)h * s->mask.head + (size_t)i * s->mask.seq + (size_t)j];
         score[j] = x;
         m = fmax(m, x); /* fmax skips NaN; a NaN score still poisons the sum below */
     }
     const double sink = s->has_sinks ? (double)t->sinks[h] : -INFINITY;
     m = fmax(m, sink);
 
-    const size_t oi = at(&s->o, b, h, i);
-    const size_t li = ((size_t)b * s->heads_q + (size_t)h) * s->seq_q + (size_t)i;
+    const size_t oi = sq->o + (size_t)h * s->o.head + (size_t)i * s->o.seq;
+    const size_t li = s->varlen ? (size_t)h * s->total_q + sq->tok0 + i
+                                : ((size_t)b * s->heads_q + (size_t)h) * s->seq_q + (size_t)i;
     if (m == -INFINITY) { /* no allowed key and no sink: o = 0, lse = -inf */
         for (int d = 0; d < s->head_dim_v; d++) store(t->o, s->dtype, oi + d, 0.0);
         if (t->lse) t->lse[li] = -INFINITY;
@@ -74,7 +103,7 @@ static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int 
     for (int d = 0; d < s->head_dim_v; d++) {
         double acc = 0.0;
         for (long j = lo; j < hi; j++)
-            acc += score[j] * load(t->v, s->dtype, at(&s->v, b, g, (int)j) + d);
+            acc += score[j] * load(t->v, s->dtype, sq->v + (size_t)g * s->v.head + (size_t)j * s->v.seq + d);
         store(t->o, s->dtype, oi + d, sum > 0 ? acc / sum : 0.0);
     }
     if (t->lse) t->lse[li] = (float)(m + log(sum));
@@ -101,8 +130,8 @@ static void *ref_worker(void *arg)
         pthread_mutex_unlock(&job->lock);
         if (task >= job->tasks || !score) break;
         const int b = (int)(task / s->heads_q), h = (int)(task % s->heads_q);
-        const int klen = s->has_seqlens_k ? job->t->seqlens_k[b] : s->seq_kv;
-        for (int i = 0; i < s->seq_q; i++) row(s, job->t, b, h, i, klen, score);
+        const seq sq = seq_of(s, job->t, b);
+        for (int i = 0; i < sq.nq; i++) row(s, job->t, b, h, i, &sq, score);
     }
     free(score);
     return NULL;

@@ -45,23 +45,23 @@ static size_t ld(int64_t stride, int rows, int cols)
     return rows <= 1 && stride < cols ? (size_t)cols : (size_t)stride;
 }
 
+/* q, k, v, o go through dense f32 copies when CLBlast cannot read them in place: f16/bf16
+ * storage (never CLBlast's half GEMM: it accumulates in half), packed sequences (their offsets
+ * live on the device), or sequence strides shorter than a row. */
+static bool needs_copies(const clattn_shape *s)
+{
+    return s->dtype != CLATTN_DTYPE_F32 || s->varlen || (s->seq_q > 1 && s->q.seq < s->head_dim) ||
+           (s->seq_kv > 1 && (s->k.seq < s->head_dim || s->v.seq < s->head_dim_v));
+}
+
 bool clattn__unfused_supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
 {
-    if (s->dtype != CLATTN_DTYPE_F32) {
-        clattn__format(why, why_size, "f16/bf16 storage is not supported by the unfused path yet");
-        return false;
-    }
-    if ((s->seq_q > 1 && s->q.seq < s->head_dim) || (s->seq_kv > 1 && s->k.seq < s->head_dim) ||
-        (s->seq_kv > 1 && s->v.seq < s->head_dim_v)) {
-        clattn__format(why, why_size, "the unfused path needs a sequence stride >= the head dim (GEMM rows)");
-        return false;
-    }
     if ((size_t)s->seq_kv * sizeof(float) > ctx->scratch_limit) {
         clattn__format(why, why_size, "one row of scores (%d keys) exceeds the scratch limit of %zu bytes",
                        s->seq_kv, ctx->scratch_limit);
         return false;
     }
-    clattn__format(why, why_size, "unfused path serves this descriptor");
+    clattn__format(why, why_size, "the unfused path serves this descriptor");
     return true;
 }
 
@@ -80,21 +80,48 @@ void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s, cl
     }
     plan->chunk_rows = (int)r;
     plan->chunk_items = (int)p;
-    plan->scratch_bytes = r * p * row_bytes;
+    size_t floats = r * p * (size_t)s->seq_kv;
+    plan->convert = needs_copies(s);
+    if (plan->convert) { /* dense padded f32 (B, H, N, D) copies after the scores */
+        plan->work_q = floats;
+        plan->work_k = plan->work_q + (size_t)s->batch * s->heads_q * s->seq_q * s->head_dim;
+        plan->work_v = plan->work_k + (size_t)s->batch * s->heads_kv * s->seq_kv * s->head_dim;
+        plan->work_o = plan->work_v + (size_t)s->batch * s->heads_kv * s->seq_kv * s->head_dim_v;
+        floats = plan->work_o + (size_t)s->batch * s->heads_q * s->seq_q * s->head_dim_v;
+    }
+    plan->scratch_bytes = floats * sizeof(float);
 
     /* The softmax kernel: one work-item per row on CPUs (no barriers), a work-group per row
      * elsewhere. */
     int smw = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? 1 : 128;
     while ((size_t)smw > ctx->info.max_wg_size && smw > 1) smw /= 2;
+    char feat[160];
+    clattn__feature_defines(s, feat, sizeof feat);
     clattn_variant *v = &plan->variant;
     v->source_name = "softmax";
     v->kernel_name = "clattn_softmax";
     v->rows = 1;
     v->local_size = (size_t)smw;
     v->local_mem = (size_t)smw * 4;
-    clattn__format(v->options, sizeof v->options, "-cl-std=CL1.2 -D SMW=%d", smw);
-    clattn__format(v->name, sizeof v->name, "unfused CLBlast SgemmBatched + softmax SMW=%d, chunks of %d rows x %d heads",
-                   smw, plan->chunk_rows, plan->chunk_items);
+    clattn__format(v->options, sizeof v->options, "-cl-std=CL1.2 -D SMW=%d %s", smw, feat);
+    clattn__format(v->name, sizeof v->name, "unfused CLBlast SgemmStridedBatched + softmax SMW=%d, chunks of %d rows x %d heads%s",
+                   smw, plan->chunk_rows, plan->chunk_items, plan->convert ? ", f32 copies" : "");
+    if (plan->convert) {
+        clattn_variant *c = &plan->variant2;
+        c->source_name = "convert";
+        c->kernel_name = "clattn_widen";
+        c->rows = 1;
+        clattn__format(c->options, sizeof c->options, "-cl-std=CL1.2 -D VW=1 %s", feat);
+        clattn__format(c->name, sizeof c->name, "widen/narrow");
+    }
+}
+
+clattn_status clattn__unfused_prepare(clattn_plan *plan)
+{
+    if (!plan->convert) return CLATTN_SUCCESS;
+    clattn_status st = clattn__make_kernel(plan->ctx, &plan->variant2, "clattn_widen", &plan->kernel2);
+    if (!st) st = clattn__make_kernel(plan->ctx, &plan->variant2, "clattn_narrow", &plan->kernel3);
+    return st;
 }
 
 #define ARG(T, x)                                                            \
@@ -131,8 +158,10 @@ static clattn_status softmax(clattn_plan *plan, cl_command_queue queue, const cl
     ARG(cl_int, s->has_mask);
     ARG(cl_mem, s->has_sinks ? bf->sinks : scores);
     ARG(cl_int, s->has_sinks);
-    ARG(cl_mem, s->has_seqlens_k ? bf->seqlens_k : scores);
-    ARG(cl_int, s->has_seqlens_k);
+    ARG(cl_mem, s->has_seqused_k ? bf->seqused_k : scores);
+    ARG(cl_mem, s->varlen ? bf->cu_seqlens_q : scores);
+    ARG(cl_mem, s->varlen ? bf->cu_seqlens_k : scores);
+    ARG(cl_int, s->total_q);
     ARG(cl_int, s->top_left);
     ARG(cl_int, s->window_left);
     ARG(cl_int, s->window_right);
@@ -156,10 +185,10 @@ static int run_length(const clattn_shape *s, int bh, int end)
     return end - bh < limit ? end - bh : limit;
 }
 
-static clattn_status gemms(clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf, cl_mem scores,
-                           int bh0, int np, int r0, int nr)
+static clattn_status gemms(clattn_plan *plan, const clattn_shape *s, cl_command_queue queue,
+                           const clattn_buffers *bf, const clattn_buffers *user, cl_mem scores, int bh0, int np,
+                           int r0, int nr)
 {
-    const clattn_shape *s = &plan->shape;
     const int nk = s->seq_kv;
     const size_t kv_step = s->group == 1; /* 1: consecutive heads use consecutive kv heads */
     for (int bh = bh0; bh < bh0 + np;) {
@@ -177,7 +206,7 @@ static clattn_status gemms(clattn_plan *plan, cl_command_queue queue, const clat
         if (c) return blas_fail(plan, c, "SgemmStridedBatched (S = Q K^T)");
         bh += n;
     }
-    clattn_status st = softmax(plan, queue, bf, scores, nr, np, bh0, r0);
+    clattn_status st = softmax(plan, queue, user, scores, nr, np, bh0, r0);
     if (st) return st;
     for (int bh = bh0; bh < bh0 + np;) {
         const int n = run_length(s, bh, bh0 + np);
@@ -196,6 +225,46 @@ static clattn_status gemms(clattn_plan *plan, cl_command_queue queue, const clat
     return CLATTN_SUCCESS;
 }
 
+#undef ARG
+#define ARG(T, x)                                                            \
+    do {                                                                     \
+        T val_ = (x);                                                        \
+        if (!e) e = clSetKernelArg(kern, n, sizeof val_, &val_);             \
+        n++;                                                                 \
+    } while (0)
+
+/* widen (to_f32) a tensor of the caller into its dense f32 copy, or narrow o back. */
+static cl_int convert(clattn_plan *plan, cl_command_queue queue, bool to_f32, cl_mem user, size_t off,
+                      const clattn_strides *st, int heads, int seq, int dim, cl_mem cu, cl_mem scratch, size_t work)
+{
+    const clattn_shape *s = &plan->shape;
+    cl_kernel kern = to_f32 ? plan->kernel2 : plan->kernel3;
+    cl_int e = CL_SUCCESS;
+    cl_uint n = 0;
+    if (to_f32) {
+        ARG(cl_mem, user);
+    } else {
+        ARG(cl_mem, scratch);
+        ARG(cl_ulong, (cl_ulong)work);
+        ARG(cl_mem, user);
+    }
+    ARG(cl_ulong, (cl_ulong)off);
+    ARG(cl_long, st->batch);
+    ARG(cl_long, st->head);
+    ARG(cl_long, st->seq);
+    ARG(cl_int, heads);
+    ARG(cl_int, seq);
+    ARG(cl_int, dim);
+    ARG(cl_mem, cu ? cu : scratch);
+    if (to_f32) {
+        ARG(cl_mem, scratch);
+        ARG(cl_ulong, (cl_ulong)work);
+    }
+    const size_t global[3] = {(size_t)dim, (size_t)seq, (size_t)s->batch * heads};
+    if (!e) e = clEnqueueNDRangeKernel(queue, kern, 3, NULL, global, NULL, 0, NULL, NULL);
+    return e;
+}
+
 clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf,
                                       cl_uint num_wait, const cl_event *wait, cl_event *event)
 {
@@ -207,26 +276,42 @@ clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue,
     if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
         return clattn__fail(ctx, CLATTN_UNSUPPORTED, "the unfused path needs an in-order queue (CLBlast chains its kernels in order)");
 
-    cl_mem scores = bf->scratch;
-    if (!scores) {
-        if (!plan->scratch) {
-            plan->scratch = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, plan->scratch_bytes, NULL, &e);
-            if (e) {
-                plan->scratch = NULL;
-                return clattn__fail(ctx, e, "allocating %zu bytes of scratch failed (%d)", plan->scratch_bytes, e);
-            }
-        }
-        scores = plan->scratch;
-    }
+    cl_mem scratch;
+    clattn_status st = clattn__plan_scratch(plan, bf, &scratch);
+    if (st) return st;
     /* The caller's wait list gates everything after it on this in-order queue. */
     if (num_wait && (e = clEnqueueBarrierWithWaitList(queue, num_wait, wait, NULL)))
         return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
+
+    /* The GEMMs read the caller's tensors in place, or the dense f32 copies. */
+    clattn_shape w = *s;
+    clattn_buffers in = *bf;
+    if (plan->convert) {
+        cl_mem cq = s->varlen ? bf->cu_seqlens_q : NULL, ck = s->varlen ? bf->cu_seqlens_k : NULL;
+        e = convert(plan, queue, true, bf->q, bf->q_offset, &s->q, s->heads_q, s->seq_q, s->head_dim, cq, scratch, plan->work_q);
+        if (!e) e = convert(plan, queue, true, bf->k, bf->k_offset, &s->k, s->heads_kv, s->seq_kv, s->head_dim, ck, scratch, plan->work_k);
+        if (!e) e = convert(plan, queue, true, bf->v, bf->v_offset, &s->v, s->heads_kv, s->seq_kv, s->head_dim_v, ck, scratch, plan->work_v);
+        if (e) return clattn__fail(ctx, e, "enqueueing the f32 copies failed (%d)", e);
+        w.dtype = CLATTN_DTYPE_F32;
+        w.q = (clattn_strides){(int64_t)s->heads_q * s->seq_q * s->head_dim, (int64_t)s->seq_q * s->head_dim, s->head_dim};
+        w.k = (clattn_strides){(int64_t)s->heads_kv * s->seq_kv * s->head_dim, (int64_t)s->seq_kv * s->head_dim, s->head_dim};
+        w.v = (clattn_strides){(int64_t)s->heads_kv * s->seq_kv * s->head_dim_v, (int64_t)s->seq_kv * s->head_dim_v, s->head_dim_v};
+        w.o = (clattn_strides){(int64_t)s->heads_q * s->seq_q * s->head_dim_v, (int64_t)s->seq_q * s->head_dim_v, s->head_dim_v};
+        in.q = in.k = in.v = in.o = scratch;
+        in.q_offset = plan->work_q;
+        in.k_offset = plan->work_k;
+        in.v_offset = plan->work_v;
+        in.o_offset = plan->work_o;
+    }
     const int items = s->batch * s->heads_q, P = plan->chunk_items, R = plan->chunk_rows;
-    clattn_status st = CLATTN_SUCCESS;
     for (int bh0 = 0; bh0 < items && !st; bh0 += P)
         for (int r0 = 0; r0 < s->seq_q && !st; r0 += R)
-            st = gemms(plan, queue, bf, scores, bh0, items - bh0 < P ? items - bh0 : P, r0,
+            st = gemms(plan, &w, queue, &in, bf, scratch, bh0, items - bh0 < P ? items - bh0 : P, r0,
                        s->seq_q - r0 < R ? s->seq_q - r0 : R);
+    if (!st && plan->convert &&
+        (e = convert(plan, queue, false, bf->o, bf->o_offset, &s->o, s->heads_q, s->seq_q, s->head_dim_v,
+                     s->varlen ? bf->cu_seqlens_q : NULL, scratch, plan->work_o)))
+        st = clattn__fail(ctx, e, "enqueueing the output copy failed (%d)", e);
     /* On an in-order queue a marker completes after everything enqueued before it: the one
      * event that covers every chunk's GEMM -> softmax -> GEMM. */
     if (!st && event && (e = clEnqueueMarkerWithWaitList(queue, 0, NULL, event)))

@@ -94,6 +94,12 @@ clattn_status clattn__resolve(const clattn_desc *d, clattn_shape *s, char *msg, 
     if (!isfinite(d->scale)) FAIL(CLATTN_INVALID_ARGUMENT, "scale must be finite");
     if (!isfinite(d->softcap) || d->softcap < 0)
         FAIL(CLATTN_INVALID_ARGUMENT, "softcap must be finite and >= 0 (got %g)", (double)d->softcap);
+    if (d->num_splits < 0 || d->num_splits > 1024)
+        FAIL(CLATTN_INVALID_ARGUMENT, "num_splits must be in 0..1024 (got %d)", d->num_splits);
+    if (d->varlen && d->layout == CLATTN_LAYOUT_BHSD)
+        FAIL(CLATTN_INVALID_STRIDES, "varlen needs the BSHD layout or explicit strides (packed tokens)");
+    if (d->varlen && (d->total_q < 1 || d->total_k < 1))
+        FAIL(CLATTN_INVALID_SHAPE, "varlen needs total_q and total_k >= 1 (got %d, %d)", d->total_q, d->total_k);
     if (d->use_window && (d->window_left < -1 || d->window_right < -1))
         FAIL(CLATTN_INVALID_ARGUMENT, "window sides must be >= -1 (got %d, %d)", d->window_left,
              d->window_right);
@@ -118,7 +124,11 @@ clattn_status clattn__resolve(const clattn_desc *d, clattn_shape *s, char *msg, 
     s->has_alibi = d->has_alibi != 0;
     s->has_sinks = d->has_sinks != 0;
     s->has_mask = d->has_mask != 0;
-    s->has_seqlens_k = d->has_seqlens_k != 0;
+    s->has_seqused_k = d->has_seqused_k != 0;
+    s->varlen = d->varlen != 0;
+    s->total_q = s->varlen ? d->total_q : 0;
+    s->total_k = s->varlen ? d->total_k : 0;
+    s->num_splits = d->num_splits;
     s->algo = d->algo;
 
     if (d->layout == CLATTN_LAYOUT_STRIDED) {
@@ -131,10 +141,17 @@ clattn_status clattn__resolve(const clattn_desc *d, clattn_shape *s, char *msg, 
         s->k = d->k_strides;
         s->v = d->v_strides;
         s->o = d->o_strides;
-        if (!non_overlapping(&s->o, s->batch, s->heads_q, s->seq_q, s->head_dim_v))
+        if (s->varlen) s->q.batch = s->k.batch = s->v.batch = s->o.batch = 0; /* unused when packed */
+        if (!non_overlapping(&s->o, s->varlen ? 1 : s->batch, s->heads_q, s->varlen ? s->total_q : s->seq_q,
+                             s->head_dim_v))
             FAIL(CLATTN_INVALID_STRIDES,
                  "o_strides (batch %lld, head %lld, seq %lld) make output elements overlap",
                  (long long)s->o.batch, (long long)s->o.head, (long long)s->o.seq);
+    } else if (s->varlen) { /* packed tokens: (total, H, D); the batch stride is unused */
+        s->q = (clattn_strides){0, s->head_dim, (int64_t)s->heads_q * s->head_dim};
+        s->k = (clattn_strides){0, s->head_dim, (int64_t)s->heads_kv * s->head_dim};
+        s->v = (clattn_strides){0, s->head_dim_v, (int64_t)s->heads_kv * s->head_dim_v};
+        s->o = (clattn_strides){0, s->head_dim_v, (int64_t)s->heads_q * s->head_dim_v};
     } else {
         if (!dense(d->layout, s->heads_q, s->seq_q, s->head_dim, &s->q) ||
             !dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim, &s->k) ||
@@ -178,12 +195,15 @@ static bool span(const clattn_strides *st, int64_t b, int64_t h, int64_t n, int6
 clattn_status clattn__sizes(const clattn_shape *s, clattn_tensor_sizes *o)
 {
     memset(o, 0, sizeof *o);
-    bool ok = span(&s->q, s->batch, s->heads_q, s->seq_q, s->head_dim, &o->q) &&
-              span(&s->k, s->batch, s->heads_kv, s->seq_kv, s->head_dim, &o->k) &&
-              span(&s->v, s->batch, s->heads_kv, s->seq_kv, s->head_dim_v, &o->v) &&
-              span(&s->o, s->batch, s->heads_q, s->seq_q, s->head_dim_v, &o->o);
-    clattn_strides lse = {(int64_t)s->heads_q * s->seq_q, s->seq_q, 1};
-    ok = ok && span(&lse, s->batch, s->heads_q, s->seq_q, 1, &o->lse);
+    /* Packed sequences: one "batch" of total tokens. */
+    const int b = s->varlen ? 1 : s->batch, nq = s->varlen ? s->total_q : s->seq_q,
+              nk = s->varlen ? s->total_k : s->seq_kv;
+    bool ok = span(&s->q, b, s->heads_q, nq, s->head_dim, &o->q) &&
+              span(&s->k, b, s->heads_kv, nk, s->head_dim, &o->k) &&
+              span(&s->v, b, s->heads_kv, nk, s->head_dim_v, &o->v) &&
+              span(&s->o, b, s->heads_q, nq, s->head_dim_v, &o->o);
+    clattn_strides lse = {(int64_t)s->heads_q * nq, nq, 1};
+    ok = ok && span(&lse, b, s->heads_q, nq, 1, &o->lse);
     if (ok && s->has_mask) ok = span(&s->mask, s->batch, s->heads_q, s->seq_q, s->seq_kv, &o->mask);
     return ok ? CLATTN_SUCCESS : CLATTN_SIZE_OVERFLOW;
 }
@@ -240,15 +260,36 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
         clattn__format(msg, msg_size, "has_sinks is set but sinks is NULL");
         return CLATTN_INVALID_ARGUMENT;
     }
-    if (s->has_seqlens_k) {
-        if (!t->seqlens_k) {
-            clattn__format(msg, msg_size, "has_seqlens_k is set but seqlens_k is NULL");
+    if (s->varlen) {
+        if (!t->cu_seqlens_q || !t->cu_seqlens_k) {
+            clattn__format(msg, msg_size, "varlen is set but cu_seqlens_q or cu_seqlens_k is NULL");
+            return CLATTN_INVALID_ARGUMENT;
+        }
+        const int32_t *cu[2] = {t->cu_seqlens_q, t->cu_seqlens_k};
+        const int total[2] = {s->total_q, s->total_k}, longest[2] = {s->seq_q, s->seq_kv};
+        for (int w = 0; w < 2; w++) {
+            if (cu[w][0] != 0 || cu[w][s->batch] > total[w]) {
+                clattn__format(msg, msg_size, "cu_seqlens_%s must start at 0 and end at most at total_%s (%d)",
+                               w ? "k" : "q", w ? "k" : "q", total[w]);
+                return CLATTN_INVALID_ARGUMENT;
+            }
+            for (int i = 0; i < s->batch; i++)
+                if (cu[w][i + 1] < cu[w][i] || cu[w][i + 1] - cu[w][i] > longest[w]) {
+                    clattn__format(msg, msg_size, "cu_seqlens_%s[%d..%d] gives a length outside 0..%s (%d)",
+                                   w ? "k" : "q", i, i + 1, w ? "seq_kv" : "seq_q", longest[w]);
+                    return CLATTN_INVALID_ARGUMENT;
+                }
+        }
+    }
+    if (s->has_seqused_k) {
+        if (!t->seqused_k) {
+            clattn__format(msg, msg_size, "has_seqused_k is set but seqused_k is NULL");
             return CLATTN_INVALID_ARGUMENT;
         }
         for (int b = 0; b < s->batch; b++)
-            if (t->seqlens_k[b] < 0 || t->seqlens_k[b] > s->seq_kv) {
-                clattn__format(msg, msg_size, "seqlens_k[%d] = %d is outside 0..seq_kv (%d)", b,
-                               (int)t->seqlens_k[b], s->seq_kv);
+            if (t->seqused_k[b] < 0 || t->seqused_k[b] > s->seq_kv) {
+                clattn__format(msg, msg_size, "seqused_k[%d] = %d is outside 0..seq_kv (%d)", b,
+                               (int)t->seqused_k[b], s->seq_kv);
                 return CLATTN_INVALID_ARGUMENT;
             }
     }

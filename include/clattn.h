@@ -132,11 +132,20 @@ typedef struct clattn_strides {
  *   lse  (batch, heads_q,  seq_q)                 float32, dense, natural log
  *   mask (batch|1, heads_q|1, seq_q, seq_kv)      float32, strides mask_strides (0 = broadcast)
  *   alibi_slopes (heads_q), sinks (heads_q)       float32
- *   seqlens_k (batch)                             int32: keys j >= seqlens_k[b] are masked
- * heads_q must be a multiple of heads_kv (GQA; heads_kv == 1 is MQA). */
+ *   seqused_k (batch)                             int32: keys j >= seqused_k[b] are masked, and
+ *                                                 bottom-right alignment uses seqused_k[b]
+ * heads_q must be a multiple of heads_kv (GQA; heads_kv == 1 is MQA).
+ *
+ * Packed variable-length batches (varlen = 1, as FlashAttention's varlen API): `batch`
+ * sequences are packed along the token axis, q (total_q, heads_q, head_dim), k/v (total_k,
+ * heads_kv, ...), o (total_q, heads_q, head_dim_v) with BSHD strides (or STRIDED: the batch
+ * strides are then ignored); sequence b holds tokens cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1
+ * (int32, batch+1 entries, non-decreasing, from 0). seq_q/seq_kv are the longest lengths;
+ * lse is (heads_q, total_q). Alignment, windows and ALiBi use each sequence's own lengths;
+ * a mask is indexed by (b, h, position in the sequence, key position). */
 typedef struct clattn_desc {
     int batch, heads_q, heads_kv, seq_q, seq_kv; /* all >= 1; heads_kv 0 means heads_q */
-    int head_dim;                                /* 1..512 */
+    int head_dim;                                /* 1..1024 (fused: up to 576) */
     int head_dim_v;                              /* 0 means head_dim */
     clattn_dtype dtype;                          /* default f32 */
     clattn_layout layout;                        /* default BHSD */
@@ -151,7 +160,10 @@ typedef struct clattn_desc {
     int has_sinks;                               /* nonzero: sinks tensor given */
     int has_mask;                                /* nonzero: additive mask tensor given */
     clattn_strides mask_strides;                 /* element strides (batch, head, row); 0 broadcasts */
-    int has_seqlens_k;                           /* nonzero: per-batch key lengths given */
+    int has_seqused_k;                           /* nonzero: per-batch used key lengths given */
+    int varlen;                                  /* nonzero: packed sequences, cu_seqlens given */
+    int total_q, total_k;                        /* varlen only: packed token counts */
+    int num_splits;                              /* fused decode: key splits; 0 heuristic, 1 none */
     clattn_algo algo;                            /* default auto */
 } clattn_desc;
 
@@ -242,9 +254,10 @@ CLATTN_API const char *clattn_plan_reason(const clattn_plan *plan);
 typedef struct clattn_buffers {
     cl_mem q, k, v, o;                       /* required */
     cl_mem lse;                              /* optional output */
-    cl_mem mask, alibi_slopes, sinks, seqlens_k; /* when the descriptor asks for them */
+    cl_mem mask, alibi_slopes, sinks, seqused_k; /* when the descriptor asks for them */
     cl_mem scratch;                          /* optional: caller's scratch (>= scratch size) */
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
+    cl_mem cu_seqlens_q, cu_seqlens_k;       /* varlen */
 } clattn_buffers;
 
 /* Enqueues the attention on `queue` (which must belong to the plan's context and device;
@@ -267,8 +280,9 @@ typedef struct clattn_host_tensors {
     void *o;
     float *lse;                                  /* optional */
     const float *mask, *alibi_slopes, *sinks;    /* as the descriptor asks */
-    const int32_t *seqlens_k;
+    const int32_t *seqused_k;
     size_t q_len, k_len, v_len, o_len, lse_len, mask_len; /* elements available */
+    const int32_t *cu_seqlens_q, *cu_seqlens_k;  /* varlen */
 } clattn_host_tensors;
 
 /* Copies the host arrays to the device, runs the plan made for `desc`, waits and copies o
@@ -281,6 +295,23 @@ CLATTN_API clattn_status clattn_forward_host(clattn_context *ctx, const clattn_d
 CLATTN_API clattn_status clattn_reference_forward(const clattn_desc *desc,
                                                   const clattn_host_tensors *tensors,
                                                   char *message, size_t message_size);
+
+/* ---- merging partial results ----
+ * Results of the same queries over disjoint key ranges (split-KV decode inside clattn; ring
+ * or sequence parallelism across devices in an application) combine exactly:
+ *     lse = log(sum_p exp(lse_p)),  o = sum_p exp(lse_p - lse) * o_p.
+ * Partials are dense f32: o_parts (n_parts, rows, dim), lse_parts (n_parts, rows); o (rows,
+ * dim) and lse (rows). A part with lse_p = -inf weighs nothing; a row with no part gets 0/-inf. */
+typedef struct clattn_merge_desc {
+    int n_parts, rows, dim; /* all >= 1 */
+} clattn_merge_desc;
+
+CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue,
+                                      const clattn_merge_desc *desc, cl_mem o_parts,
+                                      cl_mem lse_parts, cl_mem o, cl_mem lse, cl_uint num_wait,
+                                      const cl_event *wait_list, cl_event *event);
+CLATTN_API clattn_status clattn_merge_host(const clattn_merge_desc *desc, const float *o_parts,
+                                           const float *lse_parts, float *o, float *lse);
 
 /* Checks a descriptor without a device. `message` as above. */
 CLATTN_API clattn_status clattn_desc_validate(const clattn_desc *desc, char *message,

@@ -1,8 +1,21 @@
-/* Prelude shared by every clattn kernel: vector helpers chosen by the VW define.
- * Portable OpenCL C 1.2; no extension is needed. */
+/* Prelude shared by every clattn kernel. Portable OpenCL C 1.2: no extension is needed
+ * (vload_half/vstore_half work on half pointers without cl_khr_fp16).
+ *
+ * Switches (-D), each 0 unless given:
+ *   VW       vector width over the head dims (1, 2, 4, 8, 16)
+ *   DTYPE    storage of q, k, v, o: 0 f32, 1 f16, 2 bf16 (arithmetic is always f32)
+ *   SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN   the formula's optional terms
+ *   SPLIT    write partial (o, lse) per key split to scratch for the combine kernel
+ *
+ * Rows: the fused kernels work on rows packed over the query heads of one KV head: packed row
+ * p of KV head g is query head h = g*group + p / nq_b and position i = p % nq_b, so K and V are
+ * read once for all the query heads that share them (GQA/MQA). */
 
 #ifndef VW
 #define VW 4
+#endif
+#ifndef DTYPE
+#define DTYPE 0
 #endif
 
 #define CAT2(a, b) a##b
@@ -10,12 +23,80 @@
 
 #if VW == 1
 #define VEC float
-#define VLOAD(i, p) ((p)[i])
-#define VSTORE(x, i, p) ((p)[i] = (x))
+#define VEC_U uint
+#define VEC_US ushort
 #else
 #define VEC CAT(float, VW)
-#define VLOAD(i, p) CAT(vload, VW)(i, p)
-#define VSTORE(x, i, p) CAT(vstore, VW)(x, i, p)
+#define VEC_U CAT(uint, VW)
+#define VEC_US CAT(ushort, VW)
+#endif
+
+/* Storage type T, and vector/scalar loads and stores that convert to and from float. */
+#if DTYPE == 0
+typedef float T;
+#if VW == 1
+#define LOADV(i, p) ((p)[i])
+#define STOREV(x, i, p) ((p)[i] = (x))
+#else
+#define LOADV(i, p) CAT(vload, VW)(i, p)
+#define STOREV(x, i, p) CAT(vstore, VW)(x, i, p)
+#endif
+#define LOAD1(p) (*(p))
+#define STORE1(x, p) (*(p) = (x))
+#elif DTYPE == 1
+typedef half T;
+#if VW == 1
+#define LOADV(i, p) vload_half(i, p)
+#define STOREV(x, i, p) vstore_half_rte(x, i, p)
+#else
+#define LOADV(i, p) CAT(vload_half, VW)(i, p)
+#define STOREV(x, i, p) CAT(CAT(vstore_half, VW), _rte)(x, i, p)
+#endif
+#define LOAD1(p) vload_half(0, p)
+#define STORE1(x, p) vstore_half_rte(x, 0, p)
+#elif DTYPE == 2
+typedef ushort T;
+/* bf16 is the high half of an f32: widen by a shift; narrow rounding to nearest even. */
+#if VW == 1
+#define LOADV(i, p) as_float((uint)(p)[i] << 16)
+#define STOREV(x, i, p) ((p)[i] = f32_to_bf16(x))
+#else
+#define LOADV(i, p) CAT(as_float, VW)(CAT(convert_uint, VW)(CAT(vload, VW)(i, p)) << 16)
+#define STOREV(x, i, p) CAT(vstore, VW)(CAT(f32_to_bf16_, VW)(x), i, p)
+#endif
+#define LOAD1(p) as_float((uint)(*(p)) << 16)
+#define STORE1(x, p) (*(p) = f32_to_bf16(x))
+#endif
+
+inline ushort f32_to_bf16(float x)
+{
+    uint u = as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (ushort)(u >> 16);
+}
+#if VW > 1
+inline VEC_US CAT(f32_to_bf16_, VW)(VEC x)
+{
+    VEC_U u = CAT(as_uint, VW)(x);
+    VEC_U r = (u + (VEC_U)(0x7fffu) + ((u >> 16) & (VEC_U)(1u))) >> 16;
+    VEC_U nan = (u >> 16) | (VEC_U)(0x40u);
+    return CAT(convert_ushort, VW)(select(r, nan, (u & (VEC_U)(0x7fffffffu)) > (VEC_U)(0x7f800000u)));
+}
+#endif
+
+/* Float vector store (the split partials are f32 whatever T is). */
+#if VW == 1
+#define VSTOREF(x, i, p) ((p)[i] = (x))
+#else
+#define VSTOREF(x, i, p) CAT(vstore, VW)(x, i, p)
+#endif
+
+/* Float vector load from local (or any f32) memory. */
+#if VW == 1
+#define vload_f(i, p) ((p)[i])
+#else
+#define vload_f(i, p) CAT(vload, VW)(i, p)
 #endif
 
 /* Sum of the lanes of a VEC. */
@@ -48,3 +129,80 @@ inline int row_lo(int i, int off, int wl) { return wl < 0 ? 0 : max(0, i + off -
 inline int row_hi(int i, int off, int wr, int nk) { return wr < 0 ? nk : min(nk, i + off + wr + 1); }
 
 #define LN2 0.693147180559945309f
+#define LOG2E 1.442695040888963407f
+
+/* The arguments every fused kernel takes, in one place (the host sets them in this order). */
+#define FWD_ARGS                                                                              \
+    __global const T *q, __global const T *k, __global const T *v, __global void *o_any,     \
+    __global float *lse, ulong q_off, long q_sb, long q_sh, long q_ss, ulong k_off, long k_sb, \
+    long k_sh, long k_ss, ulong v_off, long v_sb, long v_sh, long v_ss, ulong o_off, long o_sb, \
+    long o_sh, long o_ss, ulong lse_off, int write_lse, int nq, int nk, int hq, int group,    \
+    float scale_log2, int top_left, int wl, int wr, float softcap_log2,                      \
+    __global const float *alibi, __global const float *mask, long m_sb, long m_sh, long m_ss, \
+    __global const float *sinks, __global const int *seqused_k, __global const int *cu_q,    \
+    __global const int *cu_k, int total_q, int nsplit, int split_len, int batch
+
+/* Per-(batch) geometry: where the sequence starts and how long it is. With VARLEN the batch
+ * stride is unused: sequence b starts at token cu[b] of the packed tensors. */
+typedef struct seq_geom {
+    long q_base, k_base, v_base, o_base; /* element offsets of token 0, head 0 */
+    int nq, nk, off, q_tok0;             /* lengths, alignment offset, first packed q token */
+} seq_geom;
+
+inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb, ulong v_off, long v_sb,
+                          ulong o_off, long o_sb, long q_ss, long k_ss, long v_ss, long o_ss, int nq,
+                          int nk, int top_left, __global const int *seqused_k, __global const int *cu_q,
+                          __global const int *cu_k)
+{
+    seq_geom s;
+#if VARLEN
+    const int q0 = cu_q[b], k0 = cu_k[b];
+    s.nq = cu_q[b + 1] - q0;
+    s.nk = cu_k[b + 1] - k0;
+    s.q_tok0 = q0;
+    s.q_base = (long)q_off + q0 * q_ss;
+    s.o_base = (long)o_off + q0 * o_ss;
+    s.k_base = (long)k_off + k0 * k_ss;
+    s.v_base = (long)v_off + k0 * v_ss;
+#else
+    s.nq = nq;
+    s.nk = nk;
+    s.q_tok0 = 0;
+    s.q_base = (long)q_off + b * q_sb;
+    s.o_base = (long)o_off + b * o_sb;
+    s.k_base = (long)k_off + b * k_sb;
+    s.v_base = (long)v_off + b * v_sb;
+#endif
+#if SEQUSED
+    s.nk = clamp(seqused_k[b], 0, s.nk);
+#endif
+    s.off = top_left ? 0 : s.nk - s.nq;
+    return s;
+}
+
+/* The row's index in lse (and in the split scratch): (B, Hq, Nq), or (Hq, total_q) packed. */
+inline long row_id(int b, int h, int i, int hq, int nq, int total_q, const seq_geom *s)
+{
+#if VARLEN
+    return (long)h * total_q + s->q_tok0 + i;
+#else
+    return ((long)b * hq + h) * nq + i;
+#endif
+}
+
+/* A score in log2 units (q was pre-scaled by scale*log2(e)) with the optional terms of the
+ * formula applied, converted to log2 units as well. */
+inline float logit(float x, int i, int j, int off, float softcap_log2, float slope_log2,
+                   __global const float *mrow)
+{
+#if SOFTCAP
+    x = softcap_log2 * tanh(x / softcap_log2);
+#endif
+#if ALIBI
+    x -= slope_log2 * fabs((float)(i + off - j));
+#endif
+#if MASK
+    x += mrow[j] * LOG2E;
+#endif
+    return x;
+}

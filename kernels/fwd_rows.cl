@@ -1,71 +1,95 @@
-/* Fused attention forward, CPU family: one work-item owns a register tile of BM query rows
- * of one (batch, head), streams the keys in blocks of BN with explicit VW-wide vectors and
- * no barriers, and keeps the online-softmax state (running max m, sum l, accumulator) in
- * private memory. Written for CPU devices (PoCL), where one scalar output per work-item ran
- * 20x slower than explicit vectors; it is correct on any device.
+/* Fused attention forward, CPU family: one work-item owns a register tile of BM packed rows
+ * (query head, position) of one KV head, streams the keys in blocks of BN with explicit
+ * VW-wide vectors and no barriers, and keeps the online-softmax state (running max m, sum l,
+ * accumulator) in private memory. Written for CPU devices (PoCL), where one scalar output per
+ * work-item ran 20x slower than explicit vectors; correct on any device.
  *
  * Tuning parameters (-D):
  *   D   head dim of q and k        DV  head dim of v and o
- *   VW  vector width over D and DV (must divide both; 1, 2, 4, 8, 16)
- *   BM  query rows per work-item   BN  keys per block (one rescale per block)
+ *   VW  vector width (divides D and DV)
+ *   BM  packed rows per work-item  BN  keys per block (one rescale per block)
+ *   and the switches of common.cl.
  *
- * NDRange: (ceil(Nq / BM), Hq, B). Scores are kept in the log2 domain: q is pre-scaled by
- * scale * log2(e) so that exp2 serves. Masked scores are -INFINITY and a row's state is only
- * rescaled once it has a finite maximum, so an empty row never computes (-inf) - (-inf):
- * build without -cl-finite-math-only. */
+ * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv, B). Scores are kept in the log2 domain: q is
+ * pre-scaled by scale * log2(e) so that exp2 serves. Masked scores are -INFINITY and a row's
+ * state is only rescaled once it has a finite maximum, so an empty row never computes
+ * (-inf) - (-inf): build without -cl-finite-math-only. A sink starts a row's state as one
+ * more key with a zero value (m = sink, l = 1). */
 
 #define DQV (D / VW)
 #define DVV (DV / VW)
 
-__kernel void clattn_fwd_rows(__global const float *q, __global const float *k,
-                              __global const float *v, __global float *o, __global float *lse,
-                              ulong q_off, long q_sb, long q_sh, long q_ss,
-                              ulong k_off, long k_sb, long k_sh, long k_ss,
-                              ulong v_off, long v_sb, long v_sh, long v_ss,
-                              ulong o_off, long o_sb, long o_sh, long o_ss,
-                              ulong lse_off, int write_lse,
-                              int nq, int nk, int hq, int group, float scale_log2,
-                              int top_left, int wl, int wr)
+__kernel void clattn_fwd_rows(FWD_ARGS)
 {
-    const int i0 = (int)get_global_id(0) * BM;
-    const int h = (int)get_global_id(1);
+    const int g = (int)get_global_id(1);
     const int b = (int)get_global_id(2);
-    if (i0 >= nq) return;
-    const int g = h / group;
-    const int off = top_left ? 0 : nk - nq;
+#if SPLIT
+    const int split = (int)get_global_id(0) % nsplit;
+    const int r0 = (int)get_global_id(0) / nsplit * BM;
+#else
+    const int r0 = (int)get_global_id(0) * BM;
+#endif
+    const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
+                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k);
+    const int rows = group * sg.nq;
+    if (r0 >= rows) return;
 
-    __global const float *qb = q + q_off + b * q_sb + h * q_sh;
-    __global const float *kb = k + k_off + b * k_sb + g * k_sh;
-    __global const float *vb = v + v_off + b * v_sb + g * v_sh;
+    __global const T *kb = k + sg.k_base + g * k_sh;
+    __global const T *vb = v + sg.v_base + g * v_sh;
 
     VEC qv[BM][DQV];
     VEC acc[BM][DVV];
-    float m[BM], l[BM];
-    int lo[BM], hi[BM];
+    float m[BM], l[BM], slope[BM];
+    int lo[BM], hi[BM], hh[BM], ii[BM];
+    __global const float *mrow[BM];
+    int jbeg = sg.nk, jend = 0;
     for (int r = 0; r < BM; r++) {
-        const int i = min(i0 + r, nq - 1); /* tail rows repeat the last row and are not stored */
-        for (int t = 0; t < DQV; t++) qv[r][t] = VLOAD(t, qb + i * q_ss) * scale_log2;
+        const int p = min(r0 + r, rows - 1); /* tail rows repeat the last row, not stored */
+        const int h = g * group + p / sg.nq, i = p % sg.nq;
+        hh[r] = h;
+        ii[r] = i;
+        __global const T *qr = q + sg.q_base + h * q_sh + i * q_ss;
+        for (int t = 0; t < DQV; t++) qv[r][t] = LOADV(t, qr) * scale_log2;
         for (int t = 0; t < DVV; t++) acc[r][t] = (VEC)(0.0f);
+#if SINKS && !SPLIT
+        m[r] = sinks[h] * LOG2E;
+        l[r] = 1.0f;
+#else
         m[r] = -INFINITY;
         l[r] = 0.0f;
-        lo[r] = row_lo(i, off, wl);
-        hi[r] = row_hi(i, off, wr, nk);
+#endif
+        slope[r] = 0.0f;
+#if ALIBI
+        slope[r] = alibi[h] * LOG2E;
+#endif
+        mrow[r] = mask;
+#if MASK
+        mrow[r] = mask + b * m_sb + h * m_sh + i * m_ss;
+#endif
+        lo[r] = row_lo(i, sg.off, wl);
+        hi[r] = row_hi(i, sg.off, wr, sg.nk);
+        jbeg = min(jbeg, lo[r]);
+        jend = max(jend, hi[r]);
     }
-    /* Rows are sorted, so the keys any row of the tile may see are [lo[0], hi[BM-1]). */
-    const int jbeg = lo[0], jend = hi[BM - 1];
+#if SPLIT
+    jbeg = max(jbeg, split * split_len);
+    jend = min(jend, (split + 1) * split_len);
+#endif
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         float s[BM][BN];
         for (int jj = 0; jj < BN; jj++) {
             const int j = min(j0 + jj, jend - 1);
-            __global const float *kr = kb + j * k_ss;
+            __global const T *kr = kb + j * k_ss;
             VEC kv[DQV];
-            for (int t = 0; t < DQV; t++) kv[t] = VLOAD(t, kr);
+            for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
             for (int r = 0; r < BM; r++) {
                 VEC dot = qv[r][0] * kv[0];
                 for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
                 const int jn = j0 + jj;
-                s[r][jj] = (jn >= lo[r] && jn < hi[r]) ? hsum(dot) : -INFINITY;
+                s[r][jj] = (jn >= lo[r] && jn < hi[r] && jn < jend)
+                               ? logit(hsum(dot), ii[r], jn, sg.off, softcap_log2, slope[r], mrow[r])
+                               : -INFINITY;
             }
         }
         for (int r = 0; r < BM; r++) {
@@ -88,22 +112,29 @@ __kernel void clattn_fwd_rows(__global const float *q, __global const float *k,
         }
         const int nb = min(BN, jend - j0);
         for (int jj = 0; jj < nb; jj++) {
-            __global const float *vr = vb + (j0 + jj) * v_ss;
+            __global const T *vr = vb + (j0 + jj) * v_ss;
             VEC vv[DVV];
-            for (int t = 0; t < DVV; t++) vv[t] = VLOAD(t, vr);
+            for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);
             for (int r = 0; r < BM; r++)
                 for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
         }
     }
 
-    __global float *ob = o + o_off + b * o_sb + h * o_sh;
     for (int r = 0; r < BM; r++) {
-        const int i = i0 + r;
-        if (i >= nq) break;
+        if (r0 + r >= rows) break;
         const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        for (int t = 0; t < DVV; t++) VSTORE(acc[r][t] * inv, t, ob + i * o_ss);
-        if (write_lse)
-            lse[lse_off + ((long)b * hq + h) * nq + i] =
-                l[r] > 0.0f ? (m[r] + log2(l[r])) * LN2 : -INFINITY;
+        const float row_lse = l[r] > 0.0f ? (m[r] + log2(l[r])) * LN2 : -INFINITY;
+        const long id = row_id(b, hh[r], ii[r], hq, nq, total_q, &sg);
+#if SPLIT
+        /* partials: o (nsplit, rows_total, DV) and lse (nsplit, rows_total), f32 */
+        const long rows_total = (long)(VARLEN ? total_q : batch * nq) * hq;
+        __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV;
+        for (int t = 0; t < DVV; t++) VSTOREF(acc[r][t] * inv, t, po);
+        lse[lse_off + (long)split * rows_total + id] = row_lse;
+#else
+        __global T *orow = (__global T *)o_any + sg.o_base + hh[r] * o_sh + ii[r] * o_ss;
+        for (int t = 0; t < DVV; t++) STOREV(acc[r][t] * inv, t, orow);
+        if (write_lse) lse[lse_off + id] = row_lse;
+#endif
     }
 }

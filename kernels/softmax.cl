@@ -8,6 +8,9 @@
  * Tuning parameters (-D):
  *   SMW  work-items per row (a power of two; 1 on CPU devices: no barriers)
  *
+ * Switches (-D): SEQUSED (per-batch key lengths), VARLEN (packed sequences: S holds padded
+ * rows; the lengths come from cu_q/cu_k, rows past a sequence's end get P = 0 and no lse).
+ *
  * NDRange: (rows * SMW, items), local (SMW, 1). Item p of the chunk is (batch, head) pair
  * bh0 + p; row r of the item is query row r0 + r. */
 
@@ -39,8 +42,8 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
                     __global const float *mask, ulong mask_off, long m_sb, long m_sh, long m_ss,
                     int has_mask,
                     __global const float *sinks, int has_sinks,
-                    __global const int *seqlens_k, int has_seqlens_k,
-                    int top_left, int wl, int wr)
+                    __global const int *seqused_k, __global const int *cu_q, __global const int *cu_k,
+                    int total_q, int top_left, int wl, int wr)
 {
     const int lid = (int)get_local_id(0);
     const int r = (int)get_group_id(0);
@@ -49,8 +52,23 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     const int bh = bh0 + p, b = bh / hq, h = bh % hq, i = r0 + r;
     __global float *row = s + ((long)p * rows + r) * nk;
 
-    const int klen = has_seqlens_k ? clamp(seqlens_k[b], 0, nk) : nk;
-    const int off = top_left ? 0 : klen - nq;
+#if VARLEN
+    const int nq_b = cu_q[b + 1] - cu_q[b];
+    int klen = cu_k[b + 1] - cu_k[b];
+    const long lse_id = (long)h * total_q + cu_q[b] + i;
+#else
+    const int nq_b = nq;
+    int klen = nk;
+    const long lse_id = (long)bh * nq + i;
+#endif
+#if SEQUSED
+    klen = clamp(seqused_k[b], 0, klen);
+#endif
+    const int off = top_left ? 0 : klen - nq_b;
+    if (i >= nq_b) { /* padding row of a packed sequence: P = 0 */
+        for (int j = lid; j < nk; j += SMW) row[j] = 0.0f;
+        return; /* uniform over the work-group */
+    }
     const int lo = row_lo(i, off, wl), hi = row_hi(i, off, wr, klen);
     const float slope = has_alibi ? alibi[h] : 0.0f;
     __global const float *mrow = mask + mask_off + b * m_sb + h * m_sh + i * m_ss;
@@ -88,5 +106,5 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
     for (int j = lid; j < nk; j += SMW) row[j] *= inv;
     if (write_lse && lid == 0)
-        lse[lse_off + (long)bh * nq + i] = sum > 0.0f ? m + log(sum) : (has_sinks ? sink : -INFINITY);
+        lse[lse_off + lse_id] = sum > 0.0f ? m + log(sum) : (has_sinks ? sink : -INFINITY);
 }

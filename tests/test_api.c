@@ -70,8 +70,8 @@ ParameterizedTestParameters(api, invalid_descriptor)
         {"seq_q", F_NQ, 0, CLATTN_INVALID_SHAPE},
         {"seq_kv", F_NK, 0, CLATTN_INVALID_SHAPE},
         {"head_dim", F_D, 0, CLATTN_INVALID_SHAPE},
-        {"head_dim", F_D, 513, CLATTN_INVALID_SHAPE},
-        {"head_dim_v", F_DV, 1000, CLATTN_INVALID_SHAPE},
+        {"head_dim", F_D, 1025, CLATTN_INVALID_SHAPE},
+        {"head_dim_v", F_DV, 2000, CLATTN_INVALID_SHAPE},
         {"dtype", F_DTYPE, 7, CLATTN_INVALID_ARGUMENT},
         {"layout", F_LAYOUT, 9, CLATTN_INVALID_ARGUMENT},
         {"causal_align", F_ALIGN, 5, CLATTN_INVALID_ARGUMENT},
@@ -286,29 +286,33 @@ Test(api, bad_buffers_refused_and_untouched)
 
 Test(api, unsupported_is_reported_with_reason)
 {
-    clattn_context *ctx = test_context();
+    cl_device_id dev;
+    cl_uint n = 0;
+    if (clattn_list_devices(&dev, 1, &n) || !n) cr_skip_test("no OpenCL device");
+    clattn_context_options o = {0};
+    o.scratch_limit = 256; /* 64 keys of scores */
+    clattn_context *ctx;
+    cr_assert_eq(clattn_context_create(&o, &ctx), CLATTN_SUCCESS);
     clattn_desc d = good();
-    d.has_sinks = 1;
+    d.head_dim = 640; /* beyond the fused kernels */
     d.algo = CLATTN_ALGO_FUSED;
     clattn_plan *plan = NULL;
     cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
-    cr_expect(strstr(clattn_context_last_error(ctx), "sinks"), "%s", clattn_context_last_error(ctx));
-    d.dtype = CLATTN_DTYPE_BF16; /* no device path has bf16 yet: each says why */
+    cr_expect(strstr(clattn_context_last_error(ctx), "fused: head dims above 576"), "%s", clattn_context_last_error(ctx));
+    d.seq_kv = 100; /* and one row of scores above the scratch limit */
     d.algo = CLATTN_ALGO_UNFUSED;
     cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
-    cr_expect(strstr(clattn_context_last_error(ctx), "unfused: f16/bf16"), "%s", clattn_context_last_error(ctx));
+    cr_expect(strstr(clattn_context_last_error(ctx), "unfused: one row of scores"), "%s", clattn_context_last_error(ctx));
     d.algo = CLATTN_ALGO_AUTO;
     cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
     cr_expect(strstr(clattn_context_last_error(ctx), "no path serves"), "%s", clattn_context_last_error(ctx));
-    d.dtype = CLATTN_DTYPE_F32;
-    d.has_sinks = 0;
     /* the capability check used by dispatch agrees */
     clattn_shape s;
     cr_assert_eq(clattn__resolve(&d, &s, NULL, 0), CLATTN_SUCCESS);
     char why[128];
-    cr_expect(clattn__fused_supports(ctx, &s, why, sizeof why));
-    s.head_dim = 300;
     cr_expect(!clattn__fused_supports(ctx, &s, why, sizeof why));
+    s.head_dim = s.head_dim_v = 64;
+    cr_expect(clattn__fused_supports(ctx, &s, why, sizeof why));
     clattn_context_destroy(ctx);
 }
 

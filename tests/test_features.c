@@ -1,84 +1,197 @@
-/* What only the unfused path serves so far — additive masks with every broadcast pattern,
- * ALiBi, softcap, attention sinks, per-batch key lengths — against the reference; auto picks
- * the path that serves; the scores scratch is chunked under a limit and can be the caller's. */
+/* Every variant of the formula on every device path — fused rows, fused tiles, unfused —
+ * against the reference: additive masks with every broadcast pattern, ALiBi, softcap, sinks,
+ * per-batch key lengths, packed varlen batches, f16/bf16 storage, split-KV decode, head dims
+ * to 576/512; then the unfused path's chunked scratch, caller scratch, events and fallback. */
 #include "harness.h"
 #include "internal.h"
 
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct feature_case {
     char name[40];
-    int b, hq, hkv, nq, nk, d;
+    int b, hq, hkv, nq, nk, d, dv;
     int causal, top_left, window, wl, wr;
-    float softcap, amplitude;
+    float softcap, amplitude, v_amplitude;
     int mask, mask_b0, mask_h0, mask_r0; /* mask, and which of its dims broadcast (stride 0) */
-    int alibi, sinks, seqlens;
+    int alibi, sinks, seqused, varlen, dtype, splits;
 } feature_case;
 
 static clattn_desc desc_of(const feature_case *c)
 {
     clattn_desc d = {0};
-    d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk; d.head_dim = c->d;
+    d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
+    d.head_dim = c->d; d.head_dim_v = c->dv;
     d.causal = c->causal; d.causal_align = c->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
     d.use_window = c->window; d.window_left = c->wl; d.window_right = c->wr;
     d.softcap = c->softcap;
-    d.has_alibi = c->alibi; d.has_sinks = c->sinks; d.has_seqlens_k = c->seqlens;
+    d.has_alibi = c->alibi; d.has_sinks = c->sinks; d.has_seqused_k = c->seqused;
+    d.varlen = c->varlen;
+    if (c->varlen) d.layout = CLATTN_LAYOUT_BSHD;
+    d.dtype = (clattn_dtype)c->dtype;
+    d.num_splits = c->splits;
     if (c->mask) {
         d.has_mask = 1;
         const int64_t row = c->mask_r0 ? 0 : c->nk;
-        const int64_t head = c->mask_h0 ? 0 : (c->mask_r0 ? 1 : (int64_t)c->nq) * c->nk;
         const int64_t rows_per_head = c->mask_r0 ? 1 : c->nq;
+        const int64_t head = c->mask_h0 ? 0 : rows_per_head * c->nk;
         const int64_t batch = c->mask_b0 ? 0 : (c->mask_h0 ? 1 : c->hq) * rows_per_head * c->nk;
         d.mask_strides = (clattn_strides){batch, head, row};
     }
     return d;
 }
 
-ParameterizedTestParameters(features, unfused)
-{
-    static feature_case cases[] = {
-        {"mask_dense", 2, 4, 2, 17, 23, 32, .mask = 1},
-        {"mask_bcast_batch", 2, 4, 2, 17, 23, 32, .mask = 1, .mask_b0 = 1},
-        {"mask_bcast_heads", 3, 2, 2, 9, 30, 64, .mask = 1, .mask_h0 = 1, .causal = 1},
-        {"mask_key_padding", 3, 4, 1, 12, 40, 32, .mask = 1, .mask_h0 = 1, .mask_r0 = 1},
-        {"mask_bcast_b_and_h", 2, 3, 3, 11, 13, 48, .mask = 1, .mask_b0 = 1, .mask_h0 = 1},
-        {"alibi_causal", 1, 8, 2, 40, 40, 64, .alibi = 1, .causal = 1},
-        {"alibi_top_left", 1, 4, 4, 20, 45, 32, .alibi = 1, .causal = 1, .top_left = 1},
-        {"softcap_large_logits", 1, 4, 4, 33, 33, 64, .softcap = 30.0f, .amplitude = 4.0f},
-        {"softcap_causal", 2, 2, 1, 16, 50, 128, .softcap = 5.0f, .causal = 1},
-        {"sinks", 1, 4, 2, 25, 31, 64, .sinks = 1},
-        {"sinks_empty_rows", 4, 2, 2, 8, 30, 32, .sinks = 1, .seqlens = 1, .causal = 1},
-        {"seqlens_0_1_random", 5, 2, 1, 7, 60, 64, .seqlens = 1},
-        {"seqlens_window", 4, 2, 2, 10, 50, 32, .seqlens = 1, .window = 1, .wl = 5, .wr = 0},
-        {"window_narrow", 1, 2, 2, 70, 70, 64, .window = 1, .wl = 1, .wr = 1},
-        {"everything", 3, 4, 2, 13, 29, 64, .causal = 1, .softcap = 20.0f, .mask = 1, .mask_b0 = 1,
-         .alibi = 1, .sinks = 1, .seqlens = 1},
-        {"head_dim_512", 1, 2, 2, 9, 17, 512, .causal = 1},
-    };
-    return cr_make_param_array(feature_case, cases, sizeof cases / sizeof cases[0]);
-}
+static feature_case cases[] = {
+    {"mask_dense", 2, 4, 2, 17, 23, 32, .mask = 1},
+    {"mask_bcast_batch", 2, 4, 2, 17, 23, 32, .mask = 1, .mask_b0 = 1},
+    {"mask_bcast_heads", 3, 2, 2, 9, 30, 64, .mask = 1, .mask_h0 = 1, .causal = 1},
+    {"mask_key_padding", 3, 4, 1, 12, 40, 32, .mask = 1, .mask_h0 = 1, .mask_r0 = 1},
+    {"mask_bcast_b_and_h", 2, 3, 3, 11, 13, 48, .mask = 1, .mask_b0 = 1, .mask_h0 = 1},
+    {"alibi_causal", 1, 8, 2, 40, 40, 64, .alibi = 1, .causal = 1},
+    {"alibi_top_left", 1, 4, 4, 20, 45, 32, .alibi = 1, .causal = 1, .top_left = 1},
+    {"softcap_large_logits", 1, 4, 4, 33, 33, 64, .softcap = 30.0f, .amplitude = 4.0f},
+    {"softcap_causal", 2, 2, 1, 16, 50, 128, .softcap = 5.0f, .causal = 1},
+    {"sinks", 1, 4, 2, 25, 31, 64, .sinks = 1},
+    {"sinks_empty_rows", 4, 2, 2, 8, 30, 32, .sinks = 1, .seqused = 1, .causal = 1},
+    {"seqused_0_1_random", 5, 2, 1, 7, 60, 64, .seqused = 1},
+    {"seqused_window", 4, 2, 2, 10, 50, 32, .seqused = 1, .window = 1, .wl = 5, .wr = 0},
+    {"window_narrow", 1, 2, 2, 70, 70, 64, .window = 1, .wl = 1, .wr = 1},
+    {"everything", 3, 4, 2, 13, 29, 64, .causal = 1, .softcap = 20.0f, .mask = 1, .mask_b0 = 1,
+     .alibi = 1, .sinks = 1, .seqused = 1},
+    /* packed variable-length batches: empty and length-1 sequences included */
+    {"varlen", 4, 4, 2, 20, 30, 64, .varlen = 1},
+    {"varlen_causal", 5, 2, 2, 33, 33, 32, .causal = 1, .varlen = 1},
+    {"varlen_gqa_sinks_window", 3, 8, 2, 17, 40, 64, .sinks = 1, .window = 1, .wl = 6, .wr = 2, .varlen = 1},
+    {"varlen_mask_alibi", 4, 2, 1, 9, 14, 32, .mask = 1, .mask_b0 = 1, .alibi = 1, .causal = 1, .varlen = 1},
+    /* f16/bf16 storage, values near the limits of each type */
+    {"f16", 2, 4, 2, 31, 47, 64, .causal = 1, .dtype = CLATTN_DTYPE_F16},
+    {"f16_near_limit", 1, 2, 2, 16, 24, 64, .dtype = CLATTN_DTYPE_F16, .v_amplitude = 60000.0f},
+    {"bf16", 2, 4, 1, 20, 33, 128, .causal = 1, .sinks = 1, .dtype = CLATTN_DTYPE_BF16},
+    {"bf16_large", 1, 2, 2, 12, 20, 64, .dtype = CLATTN_DTYPE_BF16, .amplitude = 8.0f, .v_amplitude = 1e30f},
+    {"f16_varlen_d80", 3, 4, 4, 15, 21, 80, .causal = 1, .varlen = 1, .dtype = CLATTN_DTYPE_F16},
+    /* split-KV decode: forced and heuristic splits, splits that see no key */
+    {"split2_decode", 1, 8, 2, 1, 300, 64, .splits = 2},
+    {"split7_gqa_causal", 2, 8, 1, 3, 500, 64, .causal = 1, .splits = 7},
+    {"split_window_empty_splits", 1, 4, 4, 1, 400, 32, .window = 1, .wl = 20, .wr = 0, .splits = 5, .sinks = 1},
+    {"split_seqused_bf16", 3, 4, 2, 2, 700, 64, .seqused = 1, .splits = 4, .dtype = CLATTN_DTYPE_BF16},
+    {"split_varlen", 3, 4, 2, 4, 600, 32, .varlen = 1, .splits = 3, .causal = 1},
+    {"split_heuristic_long", 1, 4, 1, 1, 4100, 64},
+    /* MLA-style head dims: 576 for q/k, 512 for v */
+    {"mla_576_512", 1, 4, 1, 3, 40, 576, 512, .causal = 1},
+};
+#define NCASES (sizeof cases / sizeof cases[0])
 
-/* Under auto these go to the unfused path (the fused kernels lack them so far); forced
- * unfused gives the same. */
-ParameterizedTest(feature_case *c, features, unfused, .timeout = 300)
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED } path;
+
+static void run_path(const feature_case *c, path p)
 {
-    clattn_context *ctx = test_context();
+    clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_TILES
+                                                  ? CLATTN_KERNELS_TILES : CLATTN_KERNELS_AUTO);
     clattn_desc d = desc_of(c);
-    run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude};
+    d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
+    run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude, NULL, c->v_amplitude};
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
-    /* auto picks the unfused path exactly when the fused one lacks a feature */
-    const bool fused_lacks = c->mask || c->alibi || c->sinks || c->seqlens || c->softcap > 0 || c->d > 256;
+    clattn_context_destroy(ctx);
+}
+
+ParameterizedTestParameters(features, rows) { return cr_make_param_array(feature_case, cases, NCASES); }
+ParameterizedTest(feature_case *c, features, rows, .timeout = 300) { run_path(c, PATH_ROWS); }
+ParameterizedTestParameters(features, tiles) { return cr_make_param_array(feature_case, cases, NCASES); }
+ParameterizedTest(feature_case *c, features, tiles, .timeout = 300) { run_path(c, PATH_TILES); }
+ParameterizedTestParameters(features, unfused) { return cr_make_param_array(feature_case, cases, NCASES); }
+ParameterizedTest(feature_case *c, features, unfused, .timeout = 300) { run_path(c, PATH_UNFUSED); }
+
+/* The split count: forced values are honoured, the heuristic splits a long decode and never
+ * a prefill, and the plan's scratch holds the partials. */
+Test(features, split_choice)
+{
+    clattn_context *ctx = test_context();
+    clattn_desc d = {0};
+    d.batch = 1; d.heads_q = 4; d.heads_kv = 1; d.seq_q = 1; d.seq_kv = 8192; d.head_dim = 64;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(clattn_plan_algo(plan), fused_lacks ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED, "%s: auto chose %s",
-                 c->name, clattn_plan_reason(plan));
+    cr_expect_gt(plan->nsplit, 1, "a one-row decode over 8192 keys should split (got %d)", plan->nsplit);
+    cr_expect_eq(clattn_plan_scratch_size(plan), (size_t)plan->nsplit * 4 * (64 + 1) * 4);
     clattn_plan_destroy(plan);
-    if (!fused_lacks) { /* and the unfused path agrees with the reference too */
-        d.algo = CLATTN_ALGO_UNFUSED;
-        r = run_and_compare(ctx, &d, &opts);
-        expect_ok(&r, c->name, opts.seed);
-    }
+    d.num_splits = 1;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(plan->nsplit, 1);
+    cr_expect_eq(clattn_plan_scratch_size(plan), 0);
+    clattn_plan_destroy(plan);
+    d.num_splits = 0;
+    d.seq_q = 512;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(plan->nsplit, 1, "prefill never splits");
+    clattn_plan_destroy(plan);
+    clattn_context_destroy(ctx);
+}
+
+/* Merging: attention over keys [0, a) and [a, Nk) separately (key lengths and a view), merged on
+ * the device and on the host, equals attention over all keys. */
+Test(features, merge_equals_whole, .timeout = 120)
+{
+    clattn_context *ctx = test_context();
+    const int H = 3, NQ = 5, NK = 90, D = 32, A = 37, rows = H * NQ;
+    clattn_desc d = {0};
+    d.batch = 1; d.heads_q = H; d.seq_q = NQ; d.seq_kv = NK; d.head_dim = D;
+    clattn_tensor_sizes n;
+    clattn_desc_tensor_sizes(&d, &n);
+    float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4);
+    float *whole = malloc(n.o * 4), *lwhole = malloc(n.lse * 4);
+    float *parts = malloc(2 * n.o * 4), *lparts = malloc(2 * n.lse * 4);
+    uint64_t rng = 31337;
+    clattn_rng_fill(q, n.q, &rng, 1); clattn_rng_fill(k, n.k, &rng, 1); clattn_rng_fill(v, n.v, &rng, 1);
+    clattn_host_tensors t = {0};
+    t.q = q; t.k = k; t.v = v; t.o = whole; t.lse = lwhole;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
+    cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
+    /* part 0: keys [0, A) through per-batch key lengths; part 1: keys [A, NK) as a view */
+    clattn_desc d0 = d;
+    d0.has_seqused_k = 1;
+    int32_t len = A;
+    t.seqused_k = &len; t.o = parts; t.lse = lparts;
+    cr_assert_eq(clattn_reference_forward(&d0, &t, NULL, 0), CLATTN_SUCCESS);
+    clattn_desc d1 = d;
+    d1.seq_kv = NK - A;
+    d1.layout = CLATTN_LAYOUT_STRIDED;
+    d1.q_strides = d1.o_strides = (clattn_strides){(int64_t)H * NQ * D, (int64_t)NQ * D, D};
+    d1.k_strides = d1.v_strides = (clattn_strides){(int64_t)H * NK * D, (int64_t)NK * D, D};
+    t.seqused_k = NULL; t.k = k + (size_t)A * D; t.v = v + (size_t)A * D;
+    t.k_len = t.v_len = n.k - (size_t)A * D; t.o = parts + n.o; t.lse = lparts + n.lse;
+    cr_assert_eq(clattn_reference_forward(&d1, &t, NULL, 0), CLATTN_SUCCESS);
+
+    clattn_merge_desc md = {2, rows, D};
+    float *o = malloc(n.o * 4), *lse = malloc(n.lse * 4);
+    cr_assert_eq(clattn_merge_host(&md, parts, lparts, o, lse), CLATTN_SUCCESS);
+    clattn_error eo = clattn_compare(o, whole, n.o), el = clattn_compare(lse, lwhole, n.lse);
+    cr_expect(clattn_error_ok(&eo, 1e-6) && clattn_error_ok(&el, 1e-6), "host merge: %.3e %.3e", eo.rel_l2, el.rel_l2);
+
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_int e;
+    cl_command_queue qu = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
+    cl_mem pm = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, 2 * n.o * 4, parts, &e);
+    cl_mem lpm = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, 2 * n.lse * 4, lparts, &e);
+    cl_mem om = clCreateBuffer(cl, CL_MEM_READ_WRITE, n.o * 4, NULL, &e);
+    cl_mem lm = clCreateBuffer(cl, CL_MEM_READ_WRITE, n.lse * 4, NULL, &e);
+    cl_event ev;
+    cr_assert_eq(clattn_merge(ctx, qu, &md, pm, lpm, om, lm, 0, NULL, &ev), CLATTN_SUCCESS, "%s",
+                 clattn_context_last_error(ctx));
+    for (size_t i = 0; i < n.o; i++) o[i] = NAN;
+    cr_assert_eq(clEnqueueReadBuffer(qu, om, CL_TRUE, 0, n.o * 4, o, 1, &ev, NULL), CL_SUCCESS);
+    cr_assert_eq(clEnqueueReadBuffer(qu, lm, CL_TRUE, 0, n.lse * 4, lse, 1, &ev, NULL), CL_SUCCESS);
+    eo = clattn_compare(o, whole, n.o);
+    el = clattn_compare(lse, lwhole, n.lse);
+    cr_expect(clattn_error_ok(&eo, 1e-5) && clattn_error_ok(&el, 1e-5), "device merge: %.3e %.3e", eo.rel_l2, el.rel_l2);
+    clattn_merge_desc bad = {0, rows, D};
+    cr_expect_eq(clattn_merge(ctx, qu, &bad, pm, lpm, om, lm, 0, NULL, NULL), CLATTN_INVALID_SHAPE);
+    clattn_merge_desc big = {3, rows, D};
+    cr_expect_eq(clattn_merge(ctx, qu, &big, pm, lpm, om, lm, 0, NULL, NULL), CLATTN_BUFFER_TOO_SMALL);
+    clReleaseEvent(ev);
+    clReleaseMemObject(pm); clReleaseMemObject(lpm); clReleaseMemObject(om); clReleaseMemObject(lm);
+    clReleaseCommandQueue(qu);
+    free(q); free(k); free(v); free(whole); free(lwhole); free(parts); free(lparts); free(o); free(lse);
     clattn_context_destroy(ctx);
 }
 
@@ -120,6 +233,7 @@ Test(features, chunked_items, .timeout = 300)
     clattn_desc d = {0};
     d.batch = 2; d.heads_q = 4; d.heads_kv = 1; d.seq_q = 20; d.seq_kv = 50; d.head_dim = 64;
     d.has_sinks = 1;
+    d.algo = CLATTN_ALGO_UNFUSED;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
     cr_expect_eq(plan->chunk_rows, 20);
@@ -143,7 +257,7 @@ Test(features, caller_scratch, .timeout = 300)
     cl_mem scratch = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, need, NULL, &e);
     cl_mem small = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, need - 4, NULL, &e);
     cr_assert_eq(e, CL_SUCCESS);
-    run_opts opts = {seed_for("caller_scratch"), false, false, NULL, 0, scratch};
+    run_opts opts = {seed_for("caller_scratch"), false, false, NULL, 0, scratch, 0};
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, "caller_scratch", opts.seed);
     cl_command_queue q = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx), 0, &e);
@@ -159,24 +273,24 @@ Test(features, caller_scratch, .timeout = 300)
     clattn_context_destroy(ctx);
 }
 
-/* What the fused path cannot serve (head dim 300) goes to unfused under auto; forced fused
+/* What the fused path cannot serve (head dim 640) goes to unfused under auto; forced fused
  * says why; the unfused path refuses an out-of-order queue. */
 Test(features, auto_falls_back, .timeout = 300)
 {
     clattn_context *ctx = test_context();
     clattn_desc d = {0};
-    d.batch = 1; d.heads_q = 2; d.seq_q = 5; d.seq_kv = 9; d.head_dim = 300;
+    d.batch = 1; d.heads_q = 2; d.seq_q = 5; d.seq_kv = 9; d.head_dim = 640;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
     cr_expect_eq(clattn_plan_algo(plan), CLATTN_ALGO_UNFUSED);
-    cr_expect(strstr(clattn_plan_reason(plan), "head dims above 256"), "%s", clattn_plan_reason(plan));
+    cr_expect(strstr(clattn_plan_reason(plan), "head dims above 576"), "%s", clattn_plan_reason(plan));
     clattn_plan_destroy(plan);
-    run_opts opts = {seed_for("d300"), false, false, NULL};
+    run_opts opts = {seed_for("d640"), false, false, NULL};
     run_result r = run_and_compare(ctx, &d, &opts);
-    expect_ok(&r, "d300 auto", opts.seed);
+    expect_ok(&r, "d640 auto", opts.seed);
     d.algo = CLATTN_ALGO_FUSED;
     cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
-    cr_expect(strstr(clattn_context_last_error(ctx), "fused: head dims above 256"), "%s", clattn_context_last_error(ctx));
+    cr_expect(strstr(clattn_context_last_error(ctx), "fused: head dims above 576"), "%s", clattn_context_last_error(ctx));
 
     d.algo = CLATTN_ALGO_UNFUSED;
     d.head_dim = 32;
@@ -209,7 +323,8 @@ Test(features, event_covers_every_chunk, .timeout = 300)
     float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4), *o = malloc(n.o * 4), *ref = malloc(n.o * 4);
     uint64_t rng = 4242;
     clattn_rng_fill(q, n.q, &rng, 1); clattn_rng_fill(k, n.k, &rng, 1); clattn_rng_fill(v, n.v, &rng, 1);
-    clattn_host_tensors t = {q, k, v, ref, NULL, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, 0, 0};
+    clattn_host_tensors t = {0};
+    t.q = q; t.k = k; t.v = v; t.o = ref; t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o;
     cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
     cl_int e;
     cl_command_queue qu = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);

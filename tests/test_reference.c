@@ -78,9 +78,9 @@ Test(reference, sink_joins_the_denominator)
     cr_expect_float_eq(o[0], 2.0f, 1e-6f, "o = %g, want 4 * 1/(1+1)", o[0]);
     cr_expect_float_eq(lse[0], logf(2), 1e-6f);
     /* no allowed key at all: o = 0 and lse = the sink logit */
-    d.has_seqlens_k = 1;
+    d.has_seqused_k = 1;
     int32_t len[] = {0};
-    t.seqlens_k = len;
+    t.seqused_k = len;
     sink[0] = 1.5f;
     run_ref(&d, &t);
     cr_expect_eq(o[0], 0.0f);
@@ -245,7 +245,7 @@ ParameterizedTest(feat *f, reference, versus_naive)
     d.head_dim = f->d; d.head_dim_v = f->dv; d.layout = (clattn_layout)f->layout; d.causal = f->causal;
     d.causal_align = f->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
     d.use_window = f->window; d.window_left = f->wl; d.window_right = f->wr; d.softcap = f->softcap;
-    d.has_mask = f->mask; d.has_alibi = f->alibi; d.has_sinks = f->sinks; d.has_seqlens_k = f->seqlens;
+    d.has_mask = f->mask; d.has_alibi = f->alibi; d.has_sinks = f->sinks; d.has_seqused_k = f->seqlens;
     d.dtype = (clattn_dtype)f->dtype;
     if (f->mask) d.mask_strides = (clattn_strides){0, (int64_t)f->nq * f->nk, f->nk}; /* broadcast over batch */
     clattn_tensor_sizes n;

@@ -1,0 +1,55 @@
+/* Combine of split-KV partials (flash-decoding), and the public merge: partial results
+ * (o_s, lse_s) over disjoint key ranges become
+ *     lse = log(sum_s exp(lse_s) [+ exp(sink)]),   o = sum_s exp(lse_s - lse) * o_s.
+ * A partial with lse_s = -inf (no key in its range) weighs nothing; a row with no key at all
+ * gets o = 0 and lse = -inf (or the sink).
+ *
+ * Tuning parameters (-D): DV the row length, DTYPE the output storage, SINKS, VARLEN.
+ * Partials are f32: o (nsplit, rows_total, DV), lse (nsplit, rows_total); row id as in lse.
+ * NDRange: (rows_total). */
+
+__kernel void clattn_combine(__global const float *po_buf, ulong po_off, __global const float *plse_buf, ulong plse_off,
+                             int nsplit, long rows_total,
+                             __global T *o, ulong o_off, long o_sb, long o_sh, long o_ss,
+                             __global float *lse, ulong lse_off, int write_lse, int hq, int nq, int total_q,
+                             __global const float *sinks, __global const int *cu_q, int batch)
+{
+    const long id = get_global_id(0);
+    if (id >= rows_total) return;
+    __global const float *po = po_buf + po_off, *plse = plse_buf + plse_off;
+    /* where row `id` goes in o */
+    long dst;
+#if VARLEN
+    const int h = (int)(id / total_q), tok = (int)(id % total_q);
+    dst = (long)o_off + tok * o_ss + h * o_sh;
+#else
+    const int i = (int)(id % nq), h = (int)(id / nq % hq), b = (int)(id / ((long)nq * hq));
+    dst = (long)o_off + b * o_sb + h * o_sh + i * o_ss;
+#endif
+    float m = -INFINITY;
+#if SINKS
+    const float sink = sinks[h];
+    m = sink;
+#endif
+    for (int s = 0; s < nsplit; s++) m = fmax(m, plse[s * rows_total + id]);
+    if (m == -INFINITY) {
+        for (int c = 0; c < DV; c++) STORE1(0.0f, o + dst + c);
+        if (write_lse) lse[lse_off + id] = -INFINITY;
+        return;
+    }
+    float den = 0.0f;
+#if SINKS
+    den = exp(sink - m);
+#endif
+    for (int s = 0; s < nsplit; s++) den += exp(plse[s * rows_total + id] - m);
+    const float inv = 1.0f / den;
+    for (int c = 0; c < DV; c++) {
+        float acc = 0.0f;
+        for (int s = 0; s < nsplit; s++) {
+            const float w = exp(plse[s * rows_total + id] - m);
+            if (w > 0.0f) acc += w * po[(s * rows_total + id) * DV + c];
+        }
+        STORE1(acc * inv, o + dst + c);
+    }
+    if (write_lse) lse[lse_off + id] = m + log(den);
+}
