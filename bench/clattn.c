@@ -57,7 +57,8 @@ static void usage(FILE *f)
             "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"
             "      [--layout bhsd|bshd] [--causal] [--causal-align bottom-right|top-left]\n"
             "      [--scale S] [--window L,R] [--softcap C] [--mask M.npy] [--alibi S.npy]\n"
-            "      [--sinks S.npy] [--seqlens-k L.npy] [--dtype f32|f16|bf16]\n"
+            "      [--sinks S.npy] [--seqused-k L.npy] [--seqlens-q LQ.npy --seqlens-k LK.npy]\n"
+            "      [--splits N] [--dtype f32|f16|bf16]\n"
             "      [--algo auto|fused|unfused|reference] [--device ID] [-v]\n"
             "clattn %s\n",
             clattn_version_string());

@@ -9,10 +9,10 @@
 #include <string.h>
 
 typedef struct run_args {
-    const char *q, *k, *v, *out, *lse, *mask, *alibi, *sinks, *seqused_k, *device;
+    const char *q, *k, *v, *out, *lse, *mask, *alibi, *sinks, *seqused_k, *seqlens_q, *seqlens_k, *device;
     const char *layout, *algo, *dtype, *align;
     double scale, softcap;
-    int causal, window, wl, wr, verbose;
+    int causal, window, wl, wr, verbose, splits;
 } run_args;
 
 static int parse_args(int argc, char **argv, run_args *a)
@@ -31,18 +31,26 @@ static int parse_args(int argc, char **argv, run_args *a)
         else if (!strcmp(f, "--mask")) str = &a->mask;
         else if (!strcmp(f, "--alibi")) str = &a->alibi;
         else if (!strcmp(f, "--sinks")) str = &a->sinks;
-        else if (!strcmp(f, "--seqlens-k")) str = &a->seqused_k;
+        else if (!strcmp(f, "--seqused-k")) str = &a->seqused_k;
+        else if (!strcmp(f, "--seqlens-q")) str = &a->seqlens_q;
+        else if (!strcmp(f, "--seqlens-k")) str = &a->seqlens_k;
         else if (!strcmp(f, "--device")) str = &a->device;
         else if (!strcmp(f, "--layout")) str = &a->layout;
         else if (!strcmp(f, "--algo")) str = &a->algo;
         else if (!strcmp(f, "--dtype")) str = &a->dtype;
         else if (!strcmp(f, "--causal-align")) str = &a->align;
-        else if (strcmp(f, "--scale") && strcmp(f, "--softcap") && strcmp(f, "--window"))
+        else if (strcmp(f, "--scale") && strcmp(f, "--softcap") && strcmp(f, "--window") && strcmp(f, "--splits"))
             return cli_error("run: unknown option '%s'", f);
         if (i + 1 >= argc) return cli_error("run: %s needs a value", f);
         const char *val = argv[++i];
         if (str) { *str = val; continue; }
         char *end;
+        if (!strcmp(f, "--splits")) {
+            long n = strtol(val, &end, 10);
+            if (end == val || *end || n < 1 || n > 1024) return cli_error("run: --splits wants 1..1024 (got '%s')", val);
+            a->splits = (int)n;
+            continue;
+        }
         if (!strcmp(f, "--window")) {
             long l = strtol(val, &end, 10), r;
             if (end == val || *end != ',') return cli_error("run: --window wants L,R (got '%s')", val);
@@ -66,17 +74,47 @@ static int parse_args(int argc, char **argv, run_args *a)
         }
     }
     if (!a->q || !a->k || !a->v || !a->out) return cli_error("run: --q, --k, --v and --out are required");
+    if (!a->seqlens_q != !a->seqlens_k) return cli_error("run: --seqlens-q and --seqlens-k go together (packed varlen)");
+    if (a->seqlens_q && a->layout) return cli_error("run: packed varlen tensors are (tokens, heads, dim): no --layout");
     return 0;
 }
 
 typedef struct run_inputs {
-    npy_array q, k, v, mask, alibi, sinks, seqlens;
+    npy_array q, k, v, mask, alibi, sinks, seqused, lens_q, lens_k;
+    int32_t *cu_q, *cu_k; /* cumulative offsets built from the per-sequence lengths */
 } run_inputs;
 
 static void free_inputs(run_inputs *in)
 {
     npy_free(&in->q); npy_free(&in->k); npy_free(&in->v); npy_free(&in->mask);
-    npy_free(&in->alibi); npy_free(&in->sinks); npy_free(&in->seqlens);
+    npy_free(&in->alibi); npy_free(&in->sinks); npy_free(&in->seqused);
+    npy_free(&in->lens_q); npy_free(&in->lens_k);
+    free(in->cu_q); free(in->cu_k);
+}
+
+/* Packed varlen: per-sequence lengths (int32, one per sequence) -> cumulative offsets, which
+ * must account for every packed token. Returns the longest length, or -1 after an error. */
+static int make_cu(const npy_array *lens, const char *flag, int64_t total, int32_t **cu)
+{
+    if (lens->type != NPY_I32 || lens->ndim != 1 || lens->shape[0] < 1)
+        return cli_error("run: %s must be a 1-D int32 array of sequence lengths", flag), -1;
+    const int64_t n = lens->shape[0];
+    *cu = malloc(sizeof(int32_t) * (size_t)(n + 1));
+    if (!*cu) return cli_error("run: out of memory"), -1;
+    int64_t sum = 0;
+    int longest = 0;
+    (*cu)[0] = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t len = ((const int32_t *)lens->data)[i];
+        if (len < 0) return cli_error("run: %s[%lld] = %d is negative", flag, (long long)i, len), -1;
+        sum += len;
+        if (sum > total) break;
+        (*cu)[i + 1] = (int32_t)sum;
+        if (len > longest) longest = len;
+    }
+    if (sum != total)
+        return cli_error("run: %s sums to %lld but the tensors hold %lld tokens", flag, (long long)sum, (long long)total), -1;
+    return longest > 0 ? longest : 1;
 }
 
 static int read_input(const char *path, npy_array *a)
@@ -87,7 +125,7 @@ static int read_input(const char *path, npy_array *a)
 }
 
 /* Builds the descriptor from the tensors' shapes and the flags. */
-static int make_desc(const run_args *a, const run_inputs *in, clattn_desc *d)
+static int make_desc(const run_args *a, run_inputs *in, clattn_desc *d)
 {
     memset(d, 0, sizeof *d);
     bool bshd = false;
@@ -96,6 +134,34 @@ static int make_desc(const run_args *a, const run_inputs *in, clattn_desc *d)
         else if (strcmp(a->layout, "bhsd")) return cli_error("run: --layout must be bhsd or bshd (got '%s')", a->layout);
     }
     const npy_array *q = &in->q, *k = &in->k, *v = &in->v;
+    if (a->seqlens_q) { /* packed: q (total_q, Hq, d), k/v (total_k, Hkv, d) */
+        if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3)
+            return cli_error("run: with --seqlens-q/-k, q, k and v are (tokens, heads, dim); got %d-D, %d-D, %d-D",
+                             q->ndim, k->ndim, v->ndim);
+        if (q->type != k->type || q->type != v->type) return cli_error("run: q, k and v must have one dtype");
+        if (k->shape[0] != v->shape[0] || k->shape[1] != v->shape[1] || k->shape[2] != q->shape[2])
+            return cli_error("run: k and v must match in tokens and heads, and k's head dim must match q's");
+        for (int i = 0; i < 3; i++)
+            if (q->shape[i] > 1 << 30 || k->shape[i] > 1 << 30 || v->shape[i] > 1 << 30)
+                return cli_error("run: a dimension exceeds 2^30");
+        const int lq = make_cu(&in->lens_q, "--seqlens-q", q->shape[0], &in->cu_q);
+        if (lq < 0) return 1;
+        const int lk = make_cu(&in->lens_k, "--seqlens-k", k->shape[0], &in->cu_k);
+        if (lk < 0) return 1;
+        if (in->lens_q.shape[0] != in->lens_k.shape[0])
+            return cli_error("run: --seqlens-q and --seqlens-k give different sequence counts");
+        d->varlen = 1;
+        d->layout = CLATTN_LAYOUT_BSHD;
+        d->batch = (int)in->lens_q.shape[0];
+        d->total_q = (int)q->shape[0];
+        d->total_k = (int)k->shape[0];
+        d->seq_q = lq;
+        d->seq_kv = lk;
+        d->heads_q = (int)q->shape[1];
+        d->heads_kv = (int)k->shape[1];
+        d->head_dim = (int)q->shape[2];
+        d->head_dim_v = (int)v->shape[2];
+    } else {
     if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4)
         return cli_error("run: q, k and v must be 4-D (%s); got %d-D, %d-D, %d-D", bshd ? "B,S,H,D" : "B,H,S,D",
                          q->ndim, k->ndim, v->ndim);
@@ -121,6 +187,7 @@ static int make_desc(const run_args *a, const run_inputs *in, clattn_desc *d)
     if (v->shape[hi] != k->shape[hi] || v->shape[si] != k->shape[si])
         return cli_error("run: v's heads and sequence length must match k's");
     d->layout = bshd ? CLATTN_LAYOUT_BSHD : CLATTN_LAYOUT_BHSD;
+    }
 
     const char *want = a->dtype ? a->dtype : "";
     if (a->dtype && strcmp(want, "f32") && strcmp(want, "f16") && strcmp(want, "bf16"))
@@ -163,11 +230,12 @@ static int make_desc(const run_args *a, const run_inputs *in, clattn_desc *d)
         *per_head[i].has = 1;
     }
     if (a->seqused_k) {
-        const npy_array *x = &in->seqlens;
+        const npy_array *x = &in->seqused;
         if (x->type != NPY_I32 || x->ndim != 1 || x->shape[0] != d->batch)
-            return cli_error("run: --seqlens-k must be int32 of shape (%d,)", d->batch);
+            return cli_error("run: --seqused-k must be int32 of shape (%d,)", d->batch);
         d->has_seqused_k = 1;
     }
+    d->num_splits = a->splits;
     if (a->algo && strcmp(a->algo, "reference")) {
         if (!strcmp(a->algo, "fused")) d->algo = CLATTN_ALGO_FUSED;
         else if (!strcmp(a->algo, "unfused")) d->algo = CLATTN_ALGO_UNFUSED;
@@ -187,7 +255,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     int rc = 0;
     clattn_plan *plan = NULL;
     cl_command_queue queue = NULL;
-    cl_mem mem[9] = {0};
+    cl_mem mem[11] = {0};
     cl_event ev = NULL;
     clattn_tensor_sizes need;
     clattn_desc_tensor_sizes(d, &need);
@@ -212,9 +280,10 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
         mem[i] = clCreateBuffer(clattn_context_cl_context(ctx), fl, bytes[i], i < 3 ? (void *)host[i] : NULL, &e);
     }
     /* feature tensors: mask, alibi slopes, sinks, key lengths */
-    const void *feat[4] = {t->mask, t->alibi_slopes, t->sinks, t->seqused_k};
-    const size_t fbytes[4] = {need.mask * 4, (size_t)d->heads_q * 4, (size_t)d->heads_q * 4, (size_t)d->batch * 4};
-    for (int i = 0; i < 4 && !e; i++)
+    const void *feat[6] = {t->mask, t->alibi_slopes, t->sinks, t->seqused_k, t->cu_seqlens_q, t->cu_seqlens_k};
+    const size_t fbytes[6] = {need.mask * 4, (size_t)d->heads_q * 4, (size_t)d->heads_q * 4, (size_t)d->batch * 4,
+                              (size_t)(d->batch + 1) * 4, (size_t)(d->batch + 1) * 4};
+    for (int i = 0; i < 6 && !e; i++)
         if (feat[i])
             mem[5 + i] = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
                                         fbytes[i], (void *)feat[i], &e);
@@ -225,6 +294,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     clattn_buffers bf = {0};
     bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
     bf.mask = mem[5]; bf.alibi_slopes = mem[6]; bf.sinks = mem[7]; bf.seqused_k = mem[8];
+    bf.cu_seqlens_q = mem[9]; bf.cu_seqlens_k = mem[10];
     t0 = cli_now_ms();
     st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev);
     if (!st) st = clWaitForEvents(1, &ev);
@@ -245,7 +315,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     }
 done:
     if (ev) clReleaseEvent(ev);
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < 11; i++)
         if (mem[i]) clReleaseMemObject(mem[i]);
     if (queue) clReleaseCommandQueue(queue);
     clattn_plan_destroy(plan);
@@ -264,7 +334,8 @@ int cmd_run(int argc, char **argv)
     float *lse = NULL;
     if (read_input(a.q, &in.q) || read_input(a.k, &in.k) || read_input(a.v, &in.v) ||
         (a.mask && read_input(a.mask, &in.mask)) || (a.alibi && read_input(a.alibi, &in.alibi)) ||
-        (a.sinks && read_input(a.sinks, &in.sinks)) || (a.seqused_k && read_input(a.seqused_k, &in.seqlens)))
+        (a.sinks && read_input(a.sinks, &in.sinks)) || (a.seqused_k && read_input(a.seqused_k, &in.seqused)) ||
+        (a.seqlens_q && (read_input(a.seqlens_q, &in.lens_q) || read_input(a.seqlens_k, &in.lens_k))))
         goto done;
     clattn_desc d;
     if (make_desc(&a, &in, &d)) goto done;
@@ -280,7 +351,8 @@ int cmd_run(int argc, char **argv)
     t.q = in.q.data; t.k = in.k.data; t.v = in.v.data; t.o = o; t.lse = lse;
     t.q_len = in.q.count; t.k_len = in.k.count; t.v_len = in.v.count; t.o_len = need.o; t.lse_len = need.lse;
     t.mask = in.mask.data; t.mask_len = in.mask.count;
-    t.alibi_slopes = in.alibi.data; t.sinks = in.sinks.data; t.seqused_k = in.seqlens.data;
+    t.alibi_slopes = in.alibi.data; t.sinks = in.sinks.data; t.seqused_k = in.seqused.data;
+    t.cu_seqlens_q = in.cu_q; t.cu_seqlens_k = in.cu_k;
 
     if (a.algo && !strcmp(a.algo, "reference")) {
         char msg[512];
@@ -298,13 +370,14 @@ int cmd_run(int argc, char **argv)
     char err[512];
     int64_t oshape[4];
     memcpy(oshape, in.q.shape, sizeof oshape);
-    oshape[3] = d.head_dim_v;
+    oshape[in.q.ndim - 1] = d.head_dim_v;
     const int64_t lshape[3] = {d.batch, d.heads_q, d.seq_q};
-    if (a.lse && npy_write(a.lse, NPY_F32, 3, lshape, lse, err, sizeof err)) {
+    const int64_t lshape_packed[2] = {d.heads_q, d.total_q}; /* FlashAttention's varlen lse */
+    if (a.lse && npy_write(a.lse, NPY_F32, d.varlen ? 2 : 3, d.varlen ? lshape_packed : lshape, lse, err, sizeof err)) {
         cli_error("%s", err);
         goto done;
     }
-    if (npy_write(a.out, in.q.type, 4, oshape, o, err, sizeof err)) {
+    if (npy_write(a.out, in.q.type, in.q.ndim, oshape, o, err, sizeof err)) {
         if (a.lse) remove(a.lse); /* all outputs or none */
         cli_error("%s", err);
         goto done;

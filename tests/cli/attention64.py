@@ -5,6 +5,25 @@ mask is an explicit boolean matrix."""
 import numpy as np
 
 
+def attention64_varlen(q, k, v, cu_q, cu_k, **kw):
+    """Packed sequences: q (total_q, Hq, D), k/v (total_k, Hkv, D); each sequence on its own.
+    Returns o (total_q, Hq, Dv) and lse (Hq, total_q), as FlashAttention's varlen API."""
+    o = np.zeros((q.shape[0], q.shape[1], v.shape[2]))
+    lse = np.full((q.shape[1], q.shape[0]), -np.inf)
+    for b in range(len(cu_q) - 1):
+        qs, ks = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        if cu_q[b + 1] == cu_q[b]:
+            continue
+        if cu_k[b + 1] == cu_k[b]:  # no keys at all: o = 0, lse = -inf (or the sink)
+            if kw.get("sinks") is not None:
+                lse[:, qs] = np.asarray(kw["sinks"], np.float64)[:, None]
+            continue
+        ob, lb = attention64(q[None, qs], k[None, ks], v[None, ks], layout="bshd", **kw)
+        o[qs] = ob[0]
+        lse[:, qs] = lb[0]
+    return o, lse
+
+
 def attention64(q, k, v, layout="bhsd", causal=False, top_left=False, scale=None, window=None,
                 softcap=0.0, mask=None, alibi=None, sinks=None, seqlens_k=None):
     """q (B,Hq,Nq,D) or (B,Nq,Hq,D) for bshd; returns o (same layout, float64) and lse (B,Hq,Nq)."""
