@@ -12,7 +12,7 @@ case "$mode" in
   *) echo "usage: $0 bench|test" >&2; exit 2 ;;
 esac
 
-packages=(build-essential cmake pkg-config ocl-icd-opencl-dev opencl-headers pocl-opencl-icd
+packages=(build-essential cmake pkg-config git ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcjson-dev
           clinfo libclblast-dev libcriterion-dev python3 python3-numpy)
 missing=()
 for p in "${packages[@]}"; do

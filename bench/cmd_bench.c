@@ -1,0 +1,188 @@
+/* `clattn bench`: the numbered suite (or --shape cases) on one device or all, for each
+ * algorithm, with measured device peaks; table on stdout, JSON/CSV/SVG files, --compare. */
+#include "cli.h"
+#include "report.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_shape(const char *s, bench_case *c)
+{
+    char tail;
+    memset(c, 0, sizeof *c);
+    if (sscanf(s, "%dx%dx%dx%dx%dx%d%c", &c->b, &c->hq, &c->hkv, &c->nq, &c->nk, &c->d, &tail) != 6 || c->b < 1 ||
+        c->hq < 1 || c->hkv < 1 || c->nq < 1 || c->nk < 1 || c->d < 1 || c->hq % c->hkv)
+        return cli_error("bench: --shape wants BxHqxHkvxNqxNkxD with positive sizes and Hq a multiple of Hkv (got '%s')", s);
+    return 0;
+}
+
+static int parse_algos(const char *s, bool want[3])
+{
+    want[0] = want[1] = want[2] = false;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (!strcmp(tok, "fused")) want[ALGO_FUSED] = true;
+        else if (!strcmp(tok, "unfused")) want[ALGO_UNFUSED] = true;
+        else if (!strcmp(tok, "reference")) want[ALGO_REFERENCE] = true;
+        else if (!strcmp(tok, "all")) want[0] = want[1] = want[2] = true;
+        else return cli_error("bench: --algo takes fused, unfused, reference or all, comma-separated (got '%s')", tok);
+    }
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *device = NULL, *json = NULL, *csv = NULL, *svg = NULL, *compare = NULL, *cases_sel = NULL;
+    bench_case custom[32];
+    int ncustom = 0, causal = 0, quick = 0, remeasure = 0;
+    bool algos[3] = {true, true, true};
+    bench_opts opts = {1000.0, CLATTN_DTYPE_F32, false};
+    bench_report rep;
+    memset(&rep, 0, sizeof rep);
+    size_t cl = 0;
+    cl += (size_t)snprintf(rep.command + cl, sizeof rep.command - cl, "clattn bench");
+    for (int i = 0; i < argc; i++) {
+        cl += (size_t)snprintf(rep.command + cl, sizeof rep.command - cl > cl ? sizeof rep.command - cl : 0, " %s", argv[i]);
+        const char *f = argv[i];
+        if (!strcmp(f, "--causal")) { causal = 1; continue; }
+        if (!strcmp(f, "--quick")) { quick = 1; continue; }
+        if (!strcmp(f, "--remeasure-peaks")) { remeasure = 1; continue; }
+        if (i + 1 >= argc) return cli_error("bench: unknown option '%s' or missing value", f);
+        const char *v = argv[++i];
+        cl += (size_t)snprintf(rep.command + cl, sizeof rep.command - cl > cl ? sizeof rep.command - cl : 0, " %s", v);
+        if (!strcmp(f, "--device")) device = v;
+        else if (!strcmp(f, "--json")) json = v;
+        else if (!strcmp(f, "--csv")) csv = v;
+        else if (!strcmp(f, "--svg")) svg = v;
+        else if (!strcmp(f, "--compare")) compare = v;
+        else if (!strcmp(f, "--cases")) cases_sel = v;
+        else if (!strcmp(f, "--algo")) {
+            if (parse_algos(v, algos)) return 1;
+        } else if (!strcmp(f, "--shape")) {
+            if (ncustom == 32) return cli_error("bench: at most 32 --shape cases");
+            if (parse_shape(v, &custom[ncustom])) return 1;
+            custom[ncustom].id = 100 + ncustom;
+            ncustom++;
+        } else if (!strcmp(f, "--dtype")) {
+            if (!strcmp(v, "f32")) opts.dtype = CLATTN_DTYPE_F32;
+            else if (!strcmp(v, "f16")) opts.dtype = CLATTN_DTYPE_F16;
+            else if (!strcmp(v, "bf16")) opts.dtype = CLATTN_DTYPE_BF16;
+            else return cli_error("bench: --dtype must be f32, f16 or bf16 (got '%s')", v);
+        } else if (!strcmp(f, "--budget-ms")) {
+            char *end;
+            opts.budget_ms = strtod(v, &end);
+            if (*end || opts.budget_ms <= 0) return cli_error("bench: --budget-ms wants a positive number (got '%s')", v);
+        } else {
+            return cli_error("bench: unknown option '%s'", f);
+        }
+    }
+    opts.inject_error = getenv("CLATTN_TEST_INJECT_ERROR") != NULL; /* test-only hook */
+    /* Check the output paths before hours of measuring: each must be creatable. */
+    const char *outs[3] = {json, csv, svg};
+    for (int i = 0; i < 3; i++) {
+        if (!outs[i]) continue;
+        char probe[4096];
+        snprintf(probe, sizeof probe, "%s.probe.tmp", outs[i]);
+        FILE *f = fopen(probe, "w");
+        if (!f) return cli_error("bench: cannot write %s", outs[i]);
+        fclose(f);
+        remove(probe);
+    }
+
+    /* cases: --shape ones, else the suite (or --quick / --cases subsets) */
+    bench_case list[64];
+    int ncases = 0;
+    for (int i = 0; i < ncustom; i++) {
+        list[ncases] = custom[i];
+        list[ncases++].causal = causal;
+    }
+    if (!ncustom)
+        for (int i = 0; i < bench_suite_size; i++) {
+            const bench_case *c = &bench_suite[i];
+            if (quick && !c->quick) continue;
+            if (cases_sel) {
+                char buf[256], *save = NULL;
+                bool hit = false;
+                snprintf(buf, sizeof buf, "%s", cases_sel);
+                for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) hit = hit || atoi(t) == c->id;
+                if (!hit) continue;
+            }
+            list[ncases++] = *c;
+        }
+    if (!ncases) return cli_error("bench: no case selected (see --cases and the suite in README.md)");
+
+    cl_device_id devs[16];
+    cl_uint ndev = 0;
+    if (clattn_list_devices(devs, 16, &ndev) || !ndev) return cli_error("bench: no OpenCL device found");
+    if (ndev > 16) ndev = 16;
+    int first = 0, last = (int)ndev - 1;
+    if (device && strcmp(device, "all")) { /* one device, by index or name (as CLATTN_DEVICE) */
+        clattn_context *probe;
+        if (cli_open_context(device, &probe)) return 1;
+        cl_device_id want = clattn_context_device(probe);
+        clattn_context_destroy(probe);
+        for (int i = 0; i < (int)ndev; i++)
+            if (devs[i] == want) first = last = i;
+    } else if (!device) { /* default: the device CLATTN_DEVICE or the default pick selects */
+        clattn_context *probe;
+        if (cli_open_context(NULL, &probe)) return 1;
+        cl_device_id want = clattn_context_device(probe);
+        clattn_context_destroy(probe);
+        for (int i = 0; i < (int)ndev; i++)
+            if (devs[i] == want) first = last = i;
+    }
+    const int nalgo = algos[0] + algos[1] + algos[2];
+    rep.rows = calloc((size_t)(last - first + 1) * (size_t)ncases * 3, sizeof(bench_row));
+    if (!rep.rows) return cli_error("bench: out of memory");
+    int done = 0, total = (last - first + 1) * ncases * nalgo, failures = 0;
+    for (int di = first; di <= last; di++) {
+        char sel[16];
+        snprintf(sel, sizeof sel, "%d", di);
+        clattn_context *ctx;
+        if (cli_open_context(sel, &ctx)) return 1;
+        bench_device *bd = &rep.devices[rep.ndevices++];
+        bd->index = di;
+        clGetDeviceInfo(devs[di], CL_DEVICE_NAME, sizeof bd->name - 1, bd->name, NULL);
+        clGetDeviceInfo(devs[di], CL_DEVICE_VENDOR, sizeof bd->vendor - 1, bd->vendor, NULL);
+        clGetDeviceInfo(devs[di], CL_DRIVER_VERSION, sizeof bd->driver - 1, bd->driver, NULL);
+        clGetDeviceInfo(devs[di], CL_DEVICE_VERSION, sizeof bd->version - 1, bd->version, NULL);
+        fprintf(stderr, "clattn bench: %s: measuring peaks...\n", bd->name);
+        if (peak_measure(ctx, remeasure, &bd->peak)) {
+            clattn_context_destroy(ctx);
+            return 1;
+        }
+        fprintf(stderr, "clattn bench: %s: %.1f GFLOP/s FMA, %.1f GB/s read%s\n", bd->name, bd->peak.fma_gflops,
+                bd->peak.read_gbs, bd->peak.cached ? " (cached; --remeasure-peaks to redo)" : "");
+        for (int c = 0; c < ncases; c++)
+            for (int a = 0; a < 3; a++) {
+                if (!algos[a]) continue;
+                char shape[64];
+                bench_case_name(&list[c], shape, sizeof shape);
+                fprintf(stderr, "clattn bench: [%d/%d] case %d %s %s on %s\n", ++done, total, list[c].id, shape,
+                        bench_algo_name((bench_algo)a), bd->name);
+                bench_row *row = &rep.rows[rep.nrows++];
+                bench_run(ctx, &bd->peak, &list[c], (bench_algo)a, &opts, row);
+                row->device_index = di;
+                snprintf(row->device, sizeof row->device, "%s", a == ALGO_REFERENCE ? "CPU reference" : bd->name);
+                snprintf(row->driver, sizeof row->driver, "%s", a == ALGO_REFERENCE ? "" : bd->driver);
+                failures += !strcmp(row->status, "error") || !strcmp(row->status, "wrong");
+            }
+        clattn_context_destroy(ctx);
+    }
+    printf("devices:\n");
+    for (int i = 0; i < rep.ndevices; i++)
+        printf("  %d %s (%s): peak %.1f GFLOP/s FMA, %.1f GB/s read\n", rep.devices[i].index, rep.devices[i].name,
+               rep.devices[i].driver, rep.devices[i].peak.fma_gflops, rep.devices[i].peak.read_gbs);
+    printf("\n");
+    report_table(stdout, &rep);
+    int rc = 0;
+    if (json && report_json(json, &rep)) rc = 1;
+    if (csv && report_csv(csv, &rep)) rc = 1;
+    if (svg && report_svg(svg, &rep)) rc = 1;
+    if (compare && report_compare(stdout, compare, &rep)) rc = 1;
+    free(rep.rows);
+    if (failures) return cli_error("bench: %d row(s) failed or gave wrong results", failures);
+    return rc;
+}

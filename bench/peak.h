@@ -1,0 +1,20 @@
+/* Device peaks measured as clpeak does: an f32 FMA rate and a streaming-read bandwidth, with
+ * work the compiler cannot delete (every result is written out and depends on every step).
+ * Cached per device, driver and platform in the clattn cache directory. */
+#ifndef CLATTN_PEAK_H
+#define CLATTN_PEAK_H
+
+#include "clattn.h"
+
+#include <stdbool.h>
+
+typedef struct device_peak {
+    double fma_gflops; /* best of several runs */
+    double read_gbs;   /* streaming read, GB/s (1e9 bytes) */
+    bool cached;       /* read from the cache file rather than measured now */
+} device_peak;
+
+/* Measures (or reads from cache unless `remeasure`). Returns 0, or 1 after printing why. */
+int peak_measure(clattn_context *ctx, bool remeasure, device_peak *out);
+
+#endif

@@ -1,0 +1,314 @@
+#include "report.h"
+#include "cli.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CLATTN_GIT_COMMIT
+#define CLATTN_GIT_COMMIT "unknown"
+#endif
+#ifndef CLATTN_BUILD_OPTIONS
+#define CLATTN_BUILD_OPTIONS "unknown"
+#endif
+
+static const char *dtype_name(clattn_dtype t)
+{
+    return t == CLATTN_DTYPE_F16 ? "f16" : t == CLATTN_DTYPE_BF16 ? "bf16" : "f32";
+}
+
+static void fmt_num(char *buf, size_t size, const char *fmt, double x)
+{
+    if (isnan(x)) snprintf(buf, size, "-");
+    else if (isinf(x)) snprintf(buf, size, "inf");
+    else snprintf(buf, size, fmt, x);
+}
+
+void report_table(FILE *f, const bench_report *r)
+{
+    fprintf(f, "%-4s %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9s %9s %5s %s\n", "id", "BxHqxHkvxNqxNkxD",
+            "type", "device", "algo", "ms(med)", "spread%", "GFLOP/s", "%peak", "GB/s", "%bw", "mem_MiB",
+            "relL2", "rows", "status");
+    for (int i = 0; i < r->nrows; i++) {
+        const bench_row *w = &r->rows[i];
+        char shape[64], ms[32], spread[32], gf[32], pf[32], gb[32], pb[32], err[32];
+        bench_case_name(&w->c, shape, sizeof shape);
+        const bool ok = !strcmp(w->status, "ok") || !strcmp(w->status, "wrong");
+        fmt_num(ms, sizeof ms, "%.3f", ok ? w->ms_median : NAN);
+        fmt_num(spread, sizeof spread, "%.1f", ok && w->ms_median > 0 ? 100 * (w->ms_max - w->ms_min) / w->ms_median : NAN);
+        fmt_num(gf, sizeof gf, "%.1f", ok ? w->gflops : NAN);
+        fmt_num(pf, sizeof pf, "%.1f", ok ? w->pct_flops : NAN);
+        fmt_num(gb, sizeof gb, "%.1f", ok ? w->gbs : NAN);
+        fmt_num(pb, sizeof pb, "%.1f", ok ? w->pct_bw : NAN);
+        fmt_num(err, sizeof err, "%.2e", ok && w->algo != ALGO_REFERENCE ? w->rel_l2 : NAN);
+        fprintf(f, "%-4d %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9.1f %9s %5d %s%s%s\n", w->c.id, shape,
+                dtype_name(w->dtype), w->device, bench_algo_name(w->algo), ms, spread, gf, pf, gb, pb,
+                w->mem_bytes / 1048576.0, err, w->checked_rows, w->status, w->reason[0] ? ": " : "", w->reason);
+    }
+}
+
+/* Writes `text` to path through a temporary file and a rename. */
+static int write_atomic(const char *path, const char *text)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) return cli_error("cannot write %s: %s", path, strerror(errno));
+    int ok = fputs(text, f) >= 0;
+    if (fclose(f)) ok = 0;
+    if (!ok || rename(tmp, path)) {
+        const int saved = errno;
+        remove(tmp);
+        return cli_error("cannot write %s: %s", path, strerror(saved));
+    }
+    return 0;
+}
+
+static cJSON *num(double x) { return isfinite(x) ? cJSON_CreateNumber(x) : cJSON_CreateNull(); }
+
+int report_json(const char *path, const bench_report *r)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddNumberToObject(root, "format_version", BENCH_FORMAT_VERSION);
+    cJSON *prov = cJSON_AddObjectToObject(root, "provenance");
+    cJSON_AddStringToObject(prov, "clattn_version", clattn_version_string());
+    cJSON_AddStringToObject(prov, "commit", CLATTN_GIT_COMMIT);
+    cJSON_AddStringToObject(prov, "build_options", CLATTN_BUILD_OPTIONS);
+    cJSON_AddStringToObject(prov, "command", r->command);
+    char date[64];
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    cJSON_AddStringToObject(prov, "date", date);
+    cJSON *devs = cJSON_AddArrayToObject(root, "devices");
+    for (int i = 0; i < r->ndevices; i++) {
+        const bench_device *d = &r->devices[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "index", d->index);
+        cJSON_AddStringToObject(o, "name", d->name);
+        cJSON_AddStringToObject(o, "vendor", d->vendor);
+        cJSON_AddStringToObject(o, "driver", d->driver);
+        cJSON_AddStringToObject(o, "opencl_version", d->version);
+        cJSON_AddItemToObject(o, "peak_fma_gflops", num(d->peak.fma_gflops));
+        cJSON_AddItemToObject(o, "peak_read_gbs", num(d->peak.read_gbs));
+        cJSON_AddItemToArray(devs, o);
+    }
+    cJSON *rows = cJSON_AddArrayToObject(root, "rows");
+    for (int i = 0; i < r->nrows; i++) {
+        const bench_row *w = &r->rows[i];
+        cJSON *o = cJSON_CreateObject();
+        char shape[64];
+        bench_case_name(&w->c, shape, sizeof shape);
+        cJSON_AddNumberToObject(o, "case", w->c.id);
+        cJSON_AddStringToObject(o, "shape", shape);
+        cJSON_AddNumberToObject(o, "batch", w->c.b);
+        cJSON_AddNumberToObject(o, "heads_q", w->c.hq);
+        cJSON_AddNumberToObject(o, "heads_kv", w->c.hkv);
+        cJSON_AddNumberToObject(o, "seq_q", w->c.nq);
+        cJSON_AddNumberToObject(o, "seq_kv", w->c.nk);
+        cJSON_AddNumberToObject(o, "head_dim", w->c.d);
+        cJSON_AddBoolToObject(o, "causal", w->c.causal);
+        cJSON_AddStringToObject(o, "dtype", dtype_name(w->dtype));
+        cJSON_AddNumberToObject(o, "device_index", w->device_index);
+        cJSON_AddStringToObject(o, "device", w->device);
+        cJSON_AddStringToObject(o, "driver", w->driver);
+        cJSON_AddStringToObject(o, "algo", bench_algo_name(w->algo));
+        cJSON_AddStringToObject(o, "variant", w->variant);
+        cJSON_AddStringToObject(o, "status", w->status);
+        cJSON_AddStringToObject(o, "reason", w->reason);
+        cJSON_AddItemToObject(o, "ms_median", num(w->ms_median));
+        cJSON_AddItemToObject(o, "ms_min", num(w->ms_min));
+        cJSON_AddItemToObject(o, "ms_max", num(w->ms_max));
+        cJSON_AddNumberToObject(o, "samples", w->samples);
+        cJSON_AddNumberToObject(o, "calls_per_sample", w->calls_per_sample);
+        cJSON_AddItemToObject(o, "gflops", num(w->gflops));
+        cJSON_AddItemToObject(o, "pct_peak_flops", num(w->pct_flops));
+        cJSON_AddItemToObject(o, "gbs", num(w->gbs));
+        cJSON_AddItemToObject(o, "pct_peak_bw", num(w->pct_bw));
+        cJSON_AddNumberToObject(o, "mem_bytes", w->mem_bytes);
+        cJSON_AddItemToObject(o, "rel_l2", num(w->rel_l2));
+        cJSON_AddItemToObject(o, "max_abs", num(w->max_abs));
+        cJSON_AddNumberToObject(o, "checked_rows", w->checked_rows);
+        cJSON_AddNumberToObject(o, "seed", (double)w->seed);
+        cJSON_AddItemToArray(rows, o);
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return cli_error("out of memory writing %s", path);
+    int rc = write_atomic(path, text);
+    free(text);
+    return rc;
+}
+
+int report_csv(const char *path, const bench_report *r)
+{
+    size_t cap = 4096 + (size_t)r->nrows * 1024, len = 0;
+    char *text = malloc(cap);
+    if (!text) return cli_error("out of memory writing %s", path);
+    len += (size_t)snprintf(text + len, cap - len,
+                            "# clattn bench, format_version %d, clattn %s, commit %s\n"
+                            "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
+                            "driver,algo,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
+                            "pct_peak_flops,gbs,pct_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,seed\n",
+                            BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
+    for (int i = 0; i < r->nrows; i++) {
+        const bench_row *w = &r->rows[i];
+        char shape[64], reason[512];
+        bench_case_name(&w->c, shape, sizeof shape);
+        snprintf(reason, sizeof reason, "%s", w->reason);
+        for (char *p = reason; *p; p++)
+            if (*p == '"' || *p == '\n') *p = '\'';
+        len += (size_t)snprintf(text + len, cap - len,
+                                "%d,%s,%d,%d,%d,%d,%d,%d,%d,%s,%d,\"%s\",\"%s\",%s,\"%s\",%s,\"%s\",%.6g,%.6g,%.6g,%d,%d,"
+                                "%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu\n",
+                                w->c.id, shape, w->c.b, w->c.hq, w->c.hkv, w->c.nq, w->c.nk, w->c.d, w->c.causal,
+                                dtype_name(w->dtype), w->device_index, w->device, w->driver, bench_algo_name(w->algo),
+                                w->variant, w->status, reason, w->ms_median, w->ms_min, w->ms_max, w->samples,
+                                w->calls_per_sample, w->gflops, w->pct_flops, w->gbs, w->pct_bw, w->mem_bytes,
+                                w->rel_l2, w->max_abs, w->checked_rows, (unsigned long long)w->seed);
+        if (len + 1024 > cap) {
+            char *nt = realloc(text, cap *= 2);
+            if (!nt) {
+                free(text);
+                return cli_error("out of memory writing %s", path);
+            }
+            text = nt;
+        }
+    }
+    int rc = write_atomic(path, text);
+    free(text);
+    return rc;
+}
+
+/* Grouped bars: one group per case, one bar per device x algorithm that ran (status ok),
+ * one colour per device x algorithm, with a legend and labelled axes. */
+int report_svg(const char *path, const bench_report *r)
+{
+    char series[32][300];
+    int nseries = 0, cases[128], ncases = 0;
+    double ymax = 0;
+    for (int i = 0; i < r->nrows; i++) {
+        const bench_row *w = &r->rows[i];
+        if (strcmp(w->status, "ok")) continue;
+        char key[300];
+        snprintf(key, sizeof key, "%s / %s", w->device, bench_algo_name(w->algo));
+        int s = 0;
+        while (s < nseries && strcmp(series[s], key)) s++;
+        if (s == nseries && nseries < 32) snprintf(series[nseries++], sizeof series[0], "%s", key);
+        int c = 0;
+        while (c < ncases && cases[c] != w->c.id) c++;
+        if (c == ncases && ncases < 128) cases[ncases++] = w->c.id;
+        if (w->gflops > ymax) ymax = w->gflops;
+    }
+    if (ymax <= 0) ymax = 1;
+    const int gw = 16 * (nseries > 0 ? nseries : 1) + 24, left = 70, top = 40, ph = 320;
+    const int width = left + gw * (ncases > 0 ? ncases : 1) + 40, height = top + ph + 80 + 18 * nseries;
+    static const char *colour[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+                                   "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"};
+    size_t cap = 65536 + (size_t)r->nrows * 512, len = 0;
+    char *t = malloc(cap);
+    if (!t) return cli_error("out of memory writing %s", path);
+#define OUT(...) (len += (size_t)snprintf(t + len, cap - len, __VA_ARGS__))
+    OUT("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    OUT("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n",
+        width, height);
+    OUT("<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    OUT("<text x=\"%d\" y=\"20\" font-size=\"14\">clattn bench: GFLOP/s per case (higher is better)</text>\n", left);
+    for (int g = 0; g <= 4; g++) { /* y axis with gridlines */
+        const double v = ymax * g / 4;
+        const int y = top + ph - (int)(ph * g / 4);
+        OUT("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>\n", left, y, width - 30, y);
+        OUT("<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.1f</text>\n", left - 5, y + 4, v);
+    }
+    OUT("<text transform=\"translate(18,%d) rotate(-90)\" text-anchor=\"middle\">GFLOP/s</text>\n", top + ph / 2);
+    OUT("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", left, top + ph, width - 30, top + ph);
+    for (int c = 0; c < ncases; c++) {
+        const int x0 = left + 12 + c * gw;
+        for (int i = 0; i < r->nrows; i++) {
+            const bench_row *w = &r->rows[i];
+            if (w->c.id != cases[c] || strcmp(w->status, "ok")) continue;
+            char key[300];
+            snprintf(key, sizeof key, "%s / %s", w->device, bench_algo_name(w->algo));
+            int s = 0;
+            while (s < nseries && strcmp(series[s], key)) s++;
+            const int h = (int)(ph * w->gflops / ymax);
+            OUT("<rect class=\"bar\" x=\"%d\" y=\"%d\" width=\"14\" height=\"%d\" fill=\"%s\"><title>case %d, %s: %.2f GFLOP/s</title></rect>\n",
+                x0 + 16 * s, top + ph - h, h, colour[s % 10], w->c.id, key, w->gflops);
+        }
+        OUT("<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%d</text>\n", x0 + 8 * nseries, top + ph + 15, cases[c]);
+    }
+    OUT("<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">case id (see the table or JSON for shapes)</text>\n",
+        left + gw * ncases / 2, top + ph + 34);
+    for (int s = 0; s < nseries; s++) {
+        char esc[600];
+        size_t k = 0;
+        for (const char *p = series[s]; *p && k < sizeof esc - 7; p++) {
+            if (*p == '&') k += (size_t)snprintf(esc + k, sizeof esc - k, "&amp;");
+            else if (*p == '<') k += (size_t)snprintf(esc + k, sizeof esc - k, "&lt;");
+            else if (*p == '>') k += (size_t)snprintf(esc + k, sizeof esc - k, "&gt;");
+            else esc[k++] = *p;
+        }
+        esc[k] = '\0';
+        const int y = top + ph + 52 + 18 * s;
+        OUT("<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/>\n", left, y - 10, colour[s % 10]);
+        OUT("<text x=\"%d\" y=\"%d\">%s</text>\n", left + 18, y, esc);
+    }
+    OUT("</svg>\n");
+#undef OUT
+    int rc = write_atomic(path, t);
+    free(t);
+    return rc;
+}
+
+int report_compare(FILE *f, const char *baseline_path, const bench_report *r)
+{
+    FILE *in = fopen(baseline_path, "rb");
+    if (!in) return cli_error("--compare: %s: %s", baseline_path, strerror(errno));
+    fseek(in, 0, SEEK_END);
+    long n = ftell(in);
+    fseek(in, 0, SEEK_SET);
+    char *text = n > 0 ? malloc((size_t)n + 1) : NULL;
+    const bool read = text && fread(text, 1, (size_t)n, in) == (size_t)n;
+    fclose(in);
+    if (!read) {
+        free(text);
+        return cli_error("--compare: cannot read %s", baseline_path);
+    }
+    text[n] = '\0';
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *rows = root ? cJSON_GetObjectItemCaseSensitive(root, "rows") : NULL;
+    const cJSON *ver = root ? cJSON_GetObjectItemCaseSensitive(root, "format_version") : NULL;
+    if (!cJSON_IsArray(rows) || !cJSON_IsNumber(ver) || ver->valueint != BENCH_FORMAT_VERSION) {
+        cJSON_Delete(root);
+        return cli_error("--compare: %s is not a clattn bench JSON of format version %d", baseline_path,
+                         BENCH_FORMAT_VERSION);
+    }
+    fprintf(f, "\ncompared with %s (GFLOP/s now / baseline):\n", baseline_path);
+    fprintf(f, "%-4s %-24.24s %-9s %10s %10s %7s\n", "id", "device", "algo", "baseline", "now", "ratio");
+    for (int i = 0; i < r->nrows; i++) {
+        const bench_row *w = &r->rows[i];
+        const cJSON *b;
+        cJSON_ArrayForEach(b, rows)
+        {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(b, "case");
+            const cJSON *dev = cJSON_GetObjectItemCaseSensitive(b, "device");
+            const cJSON *algo = cJSON_GetObjectItemCaseSensitive(b, "algo");
+            const cJSON *gf = cJSON_GetObjectItemCaseSensitive(b, "gflops");
+            const cJSON *dt = cJSON_GetObjectItemCaseSensitive(b, "dtype");
+            if (!cJSON_IsNumber(id) || id->valueint != w->c.id || !cJSON_IsString(dev) || strcmp(dev->valuestring, w->device) ||
+                !cJSON_IsString(algo) || strcmp(algo->valuestring, bench_algo_name(w->algo)) || !cJSON_IsString(dt) ||
+                strcmp(dt->valuestring, dtype_name(w->dtype)))
+                continue;
+            if (cJSON_IsNumber(gf) && gf->valuedouble > 0 && !strcmp(w->status, "ok"))
+                fprintf(f, "%-4d %-24.24s %-9s %10.2f %10.2f %7.3f\n", w->c.id, w->device, bench_algo_name(w->algo),
+                        gf->valuedouble, w->gflops, w->gflops / gf->valuedouble);
+            break;
+        }
+    }
+    cJSON_Delete(root);
+    return 0;
+}

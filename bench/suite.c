@@ -1,0 +1,267 @@
+#include "suite.h"
+#include "cli.h"
+#include "metrics.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Ids are stable: new cases get new numbers, old numbers never change meaning. */
+const bench_case bench_suite[] = {
+    /* prefill */
+    {1, 1, 8, 8, 512, 512, 64, 0, true},
+    {2, 1, 8, 8, 512, 512, 64, 1, true},
+    {3, 1, 8, 8, 2048, 2048, 64, 0, false},
+    {4, 1, 8, 8, 2048, 2048, 64, 1, false},
+    {5, 1, 8, 8, 2048, 2048, 128, 0, false},
+    {6, 1, 8, 8, 2048, 2048, 128, 1, false},
+    {7, 2, 16, 16, 1024, 1024, 64, 1, false},
+    {8, 4, 32, 8, 512, 512, 128, 1, false},
+    {9, 1, 32, 8, 2048, 2048, 128, 1, false},
+    {10, 1, 8, 8, 4096, 4096, 64, 1, false},
+    {11, 1, 8, 8, 8192, 8192, 64, 1, false},
+    {12, 1, 8, 8, 128, 128, 64, 0, true}, /* a small call: launch overhead */
+    /* decode (seq_q = 1) and short speculative decode */
+    {20, 1, 32, 8, 1, 4096, 128, 1, true},
+    {21, 1, 32, 8, 1, 32768, 128, 1, false},
+    {22, 4, 32, 8, 1, 8192, 128, 1, false},
+    {23, 1, 32, 32, 1, 16384, 128, 1, false},
+    {24, 1, 32, 8, 4, 8192, 128, 1, false},
+};
+const int bench_suite_size = (int)(sizeof bench_suite / sizeof bench_suite[0]);
+
+void bench_case_name(const bench_case *c, char *buf, size_t size)
+{
+    snprintf(buf, size, "%dx%dx%dx%dx%dx%d%s", c->b, c->hq, c->hkv, c->nq, c->nk, c->d, c->causal ? "c" : "");
+}
+
+double bench_flops(const bench_case *c)
+{
+    double f = 4.0 * c->b * c->hq * (double)c->nq * c->nk * c->d;
+    return c->causal && c->nq == c->nk ? f / 2 : f;
+}
+
+double bench_bytes(const bench_case *c, clattn_dtype dtype)
+{
+    const double es = (double)clattn_dtype_size(dtype);
+    return es * ((double)c->b * c->hq * c->nq * c->d * 2 + (double)c->b * c->hkv * c->nk * c->d * 2);
+}
+
+const char *bench_algo_name(bench_algo a)
+{
+    return a == ALGO_FUSED ? "fused" : a == ALGO_UNFUSED ? "unfused" : "reference";
+}
+
+static clattn_desc desc_of(const bench_case *c, clattn_dtype dtype, bench_algo algo)
+{
+    clattn_desc d = {0};
+    d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
+    d.head_dim = c->d; d.causal = c->causal; d.dtype = dtype;
+    d.algo = algo == ALGO_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
+    return d;
+}
+
+static float load(const void *p, clattn_dtype t, size_t i)
+{
+    if (t == CLATTN_DTYPE_F16) return clattn_f16_to_f32(((const uint16_t *)p)[i]);
+    if (t == CLATTN_DTYPE_BF16) return clattn_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Error of o/lse against the reference: every row when that is cheap, else a spread of rows,
+ * each computed on its own (one query row of one head against its allowed keys). */
+static void check(const bench_case *c, clattn_dtype dt, const void *q, const void *k, const void *v,
+                  const void *o, const float *lse, bench_row *row)
+{
+    const size_t es = clattn_dtype_size(dt);
+    const double macs = (double)c->b * c->hq * c->nq * c->nk * c->d;
+    double num = 0, den = 0, max_abs = 0;
+    size_t bad = 0;
+    const int total_rows = c->b * c->hq * c->nq;
+    const int want = macs <= 3e8 ? total_rows : (total_rows < 24 ? total_rows : 24);
+    float *ro = malloc(sizeof(float) * (size_t)c->d), *rv = malloc(es * (size_t)c->d);
+    for (int s = 0; s < want; s++) {
+        /* rows spread evenly, the last row always included */
+        const long r = want == total_rows ? s : (long)((double)s * (total_rows - 1) / (want - 1));
+        const int i = (int)(r % c->nq), h = (int)(r / c->nq % c->hq), b = (int)(r / ((long)c->nq * c->hq));
+        const int g = h / (c->hq / c->hkv);
+        const int hi = c->causal ? (i + c->nk - c->nq + 1 < c->nk ? i + c->nk - c->nq + 1 : c->nk) : c->nk;
+        const size_t orow = (((size_t)b * c->hq + h) * c->nq + i) * c->d;
+        float ref_lse = -INFINITY;
+        if (hi <= 0) {
+            for (int x = 0; x < c->d; x++) ro[x] = 0.0f;
+        } else {
+            clattn_desc d = {0};
+            d.batch = 1; d.heads_q = 1; d.seq_q = 1; d.seq_kv = hi; d.head_dim = c->d; d.dtype = dt;
+            d.scale = (float)(1.0 / sqrt((double)c->d));
+            clattn_host_tensors t = {0};
+            t.q = (const char *)q + orow * es;
+            t.k = (const char *)k + (((size_t)b * c->hkv + g) * c->nk) * c->d * es;
+            t.v = (const char *)v + (((size_t)b * c->hkv + g) * c->nk) * c->d * es;
+            t.o = rv;
+            t.lse = &ref_lse;
+            t.q_len = (size_t)c->d; t.k_len = t.v_len = (size_t)hi * c->d; t.o_len = (size_t)c->d; t.lse_len = 1;
+            clattn_reference_forward(&d, &t, NULL, 0);
+            for (int x = 0; x < c->d; x++) ro[x] = load(rv, dt, (size_t)x);
+        }
+        for (int x = 0; x < c->d; x++) {
+            const double got = load(o, dt, orow + x), diff = fabs(got - ro[x]);
+            if (!isfinite(got)) bad++;
+            num += diff * diff;
+            den += (double)ro[x] * ro[x];
+            if (diff > max_abs) max_abs = diff;
+        }
+        const float gl = lse[orow / c->d];
+        if (!(gl == ref_lse || fabs(gl - ref_lse) <= 1e-4 * (1 + fabs(ref_lse)))) bad++;
+    }
+    free(ro);
+    free(rv);
+    row->checked_rows = want;
+    row->rel_l2 = bad ? INFINITY : sqrt(num / (den > 0 ? den : 1));
+    row->max_abs = bad ? INFINITY : max_abs;
+}
+
+void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
+               const bench_opts *opts, bench_row *row)
+{
+    const clattn_dtype dt = opts->dtype;
+    memset(row, 0, sizeof *row);
+    row->c = *c;
+    row->dtype = dt;
+    row->algo = algo;
+    row->seed = 0x5eed0000ull + (uint64_t)c->id;
+    row->rel_l2 = row->max_abs = NAN;
+    snprintf(row->status, sizeof row->status, "error");
+    clattn_desc d = desc_of(c, dt, algo);
+    clattn_tensor_sizes n;
+    clattn_desc_tensor_sizes(&d, &n);
+    const size_t es = clattn_dtype_size(dt);
+    row->mem_bytes = (double)((n.q + n.k + n.v + n.o) * es + n.lse * 4);
+    if (algo == ALGO_REFERENCE && bench_flops(c) > 2e9) {
+        snprintf(row->status, sizeof row->status, "unsupported");
+        snprintf(row->reason, sizeof row->reason, "the CPU reference runs only cases up to 2 GFLOP");
+        return;
+    }
+    void *q = malloc(n.q * es), *k = malloc(n.k * es), *v = malloc(n.v * es), *o = malloc(n.o * es);
+    float *lse = malloc(n.lse * 4);
+    clattn_plan *plan = NULL;
+    cl_command_queue queue = NULL;
+    cl_mem mem[5] = {0};
+    if (!q || !k || !v || !o || !lse) {
+        snprintf(row->reason, sizeof row->reason, "out of host memory");
+        goto done;
+    }
+    uint64_t rng = row->seed;
+    void *ins[3] = {q, k, v};
+    const size_t cnt[3] = {n.q, n.k, n.v};
+    for (int t = 0; t < 3; t++)
+        for (size_t i = 0; i < cnt[t]; i++) {
+            const float x = clattn_rng_uniform(&rng);
+            if (dt == CLATTN_DTYPE_F32) ((float *)ins[t])[i] = x;
+            else ((uint16_t *)ins[t])[i] = dt == CLATTN_DTYPE_F16 ? clattn_f32_to_f16(x) : clattn_f32_to_bf16(x);
+        }
+    double samples[64];
+    int ns = 0, k_calls = 1;
+    if (algo == ALGO_REFERENCE) {
+        snprintf(row->variant, sizeof row->variant, "CPU reference, double accumulation");
+        clattn_host_tensors t = {0};
+        t.q = q; t.k = k; t.v = v; t.o = o; t.lse = lse;
+        t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
+        for (double spent = 0; ns < 3 || (spent < opts->budget_ms && ns < 10);) {
+            const double t0 = cli_now_ms();
+            clattn_reference_forward(&d, &t, NULL, 0);
+            samples[ns] = cli_now_ms() - t0;
+            spent += samples[ns++];
+        }
+        row->mem_bytes = 0;
+    } else {
+        clattn_status st = clattn_plan_create(ctx, &d, &plan);
+        if (st) {
+            snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
+            clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
+            goto done;
+        }
+        snprintf(row->variant, sizeof row->variant, "%s", clattn_plan_variant(plan));
+        row->mem_bytes += (double)clattn_plan_scratch_size(plan);
+        cl_int e;
+        cl_context cl = clattn_context_cl_context(ctx);
+        queue = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
+        const size_t bytes[5] = {n.q * es, n.k * es, n.v * es, n.o * es, n.lse * 4};
+        for (int i = 0; i < 5 && !e; i++)
+            mem[i] = clCreateBuffer(cl, i < 3 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE, bytes[i],
+                                    i < 3 ? ins[i] : NULL, &e);
+        if (e) {
+            snprintf(row->reason, sizeof row->reason, "allocating device buffers failed (%d)", e);
+            goto done;
+        }
+        clattn_buffers bf = {0};
+        bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
+        /* warm-up (kernel builds happened in plan creation, never timed) */
+        if ((st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL)) || (st = clFinish(queue))) {
+            snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
+            goto done;
+        }
+        /* Calls are enqueued back to back (pipelined) in samples of k_calls calls, k_calls
+         * chosen so that a sample lasts about 20 ms; the time per call is the sample / k. */
+        double t0 = cli_now_ms();
+        st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL);
+        if (!st) st = clFinish(queue);
+        const double one = cli_now_ms() - t0;
+        k_calls = one >= 20 ? 1 : (int)(20 / (one > 0.001 ? one : 0.001));
+        if (k_calls > 10000) k_calls = 10000;
+        for (double spent = 0; !st && (ns < 3 || (spent < opts->budget_ms && ns < 64));) {
+            t0 = cli_now_ms();
+            for (int r = 0; r < k_calls && !st; r++) st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL);
+            if (!st) st = clFinish(queue);
+            const double t = cli_now_ms() - t0;
+            samples[ns++] = t / k_calls;
+            spent += t;
+        }
+        if (!st) st = clEnqueueReadBuffer(queue, mem[3], CL_TRUE, 0, bytes[3], o, 0, NULL, NULL);
+        if (!st) st = clEnqueueReadBuffer(queue, mem[4], CL_TRUE, 0, bytes[4], lse, 0, NULL, NULL);
+        if (st) {
+            snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
+            goto done;
+        }
+        if (opts->inject_error) { /* test-only hook: a wrong kernel must show as wrong */
+            if (dt == CLATTN_DTYPE_F32) ((float *)o)[n.o - 1] += 1.0f;
+            else ((uint16_t *)o)[n.o - 1] ^= 0x4000;
+        }
+        check(c, dt, q, k, v, o, lse, row);
+    }
+    qsort(samples, (size_t)ns, sizeof samples[0], cmp_double);
+    row->samples = ns;
+    row->calls_per_sample = k_calls;
+    row->ms_min = samples[0];
+    row->ms_max = samples[ns - 1];
+    row->ms_median = ns % 2 ? samples[ns / 2] : 0.5 * (samples[ns / 2 - 1] + samples[ns / 2]);
+    row->gflops = bench_flops(c) / (row->ms_median * 1e6);
+    row->gbs = bench_bytes(c, dt) / (row->ms_median * 1e6);
+    if (algo == ALGO_REFERENCE) {
+        row->pct_flops = row->pct_bw = NAN;
+        row->rel_l2 = row->max_abs = 0;
+        snprintf(row->status, sizeof row->status, "ok");
+    } else {
+        row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
+        row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
+        const bool ok = row->rel_l2 <= clattn_tolerance(dt);
+        snprintf(row->status, sizeof row->status, ok ? "ok" : "wrong");
+        if (!ok)
+            snprintf(row->reason, sizeof row->reason, "relative L2 error %.3g above the %s bound %.0e", row->rel_l2,
+                     dt == CLATTN_DTYPE_F32 ? "f32" : dt == CLATTN_DTYPE_F16 ? "f16" : "bf16", clattn_tolerance(dt));
+    }
+done:
+    for (int i = 0; i < 5; i++)
+        if (mem[i]) clReleaseMemObject(mem[i]);
+    if (queue) clReleaseCommandQueue(queue);
+    clattn_plan_destroy(plan);
+    free(q); free(k); free(v); free(o); free(lse);
+}

@@ -1,0 +1,60 @@
+/* The benchmark: a fixed, numbered suite of cases (the same numbers on every device, as
+ * VkFFT's sample IDs), and the measurement of one case with one algorithm on one device. */
+#ifndef CLATTN_SUITE_H
+#define CLATTN_SUITE_H
+
+#include "clattn.h"
+#include "peak.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct bench_case {
+    int id;
+    int b, hq, hkv, nq, nk, d;
+    int causal;
+    bool quick; /* part of --quick */
+} bench_case;
+
+extern const bench_case bench_suite[];
+extern const int bench_suite_size;
+
+/* "1x8x8x2048x2048x64c" */
+void bench_case_name(const bench_case *c, char *buf, size_t size);
+/* FlashAttention's count: 4 B Hq Nq Nk d, halved for causal when Nq = Nk. */
+double bench_flops(const bench_case *c);
+/* The fewest bytes a call must move: q, k, v read and o written once, in the storage type. */
+double bench_bytes(const bench_case *c, clattn_dtype dtype);
+
+typedef enum bench_algo { ALGO_FUSED, ALGO_UNFUSED, ALGO_REFERENCE } bench_algo;
+const char *bench_algo_name(bench_algo a);
+
+typedef struct bench_row {
+    bench_case c;
+    clattn_dtype dtype;
+    int device_index;
+    char device[256], driver[128];
+    bench_algo algo;
+    char variant[256];
+    char status[16];   /* ok, unsupported, error, wrong */
+    char reason[512];
+    double ms_median, ms_min, ms_max; /* per call */
+    int samples, calls_per_sample;
+    double gflops, pct_flops, gbs, pct_bw;
+    double mem_bytes;  /* device memory the call uses: tensors + scratch */
+    double rel_l2, max_abs;
+    int checked_rows;  /* query rows compared with the reference (all or a sample) */
+    uint64_t seed;
+} bench_row;
+
+typedef struct bench_opts {
+    double budget_ms;  /* measuring time per case and algorithm */
+    clattn_dtype dtype;
+    bool inject_error; /* test-only: perturb the device output before it is checked */
+} bench_opts;
+
+/* Fills `row` (status and reason included) for one case and algorithm on `ctx`. */
+void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
+               const bench_opts *opts, bench_row *row);
+
+#endif

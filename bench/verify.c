@@ -1,0 +1,258 @@
+#include "verify.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAIL(...)                                                   \
+    do {                                                            \
+        snprintf(res.error, sizeof res.error, __VA_ARGS__);         \
+        goto done;                                                  \
+    } while (0)
+
+static float get(const void *p, clattn_dtype t, size_t i)
+{
+    if (t == CLATTN_DTYPE_F16) return clattn_f16_to_f32(((const uint16_t *)p)[i]);
+    if (t == CLATTN_DTYPE_BF16) return clattn_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+static void put(void *p, clattn_dtype t, size_t i, float x)
+{
+    if (t == CLATTN_DTYPE_F16) ((uint16_t *)p)[i] = clattn_f32_to_f16(x);
+    else if (t == CLATTN_DTYPE_BF16) ((uint16_t *)p)[i] = clattn_f32_to_bf16(x);
+    else ((float *)p)[i] = x;
+}
+
+/* Random storage-typed tensor: f32 uniform in [-amp, amp), rounded once to the dtype, so the
+ * reference and the device read the same values. */
+static void *random_tensor(size_t n, clattn_dtype t, uint64_t *rng, float amp)
+{
+    void *p = malloc(n * clattn_dtype_size(t) + 1);
+    if (p)
+        for (size_t i = 0; i < n; i++) put(p, t, i, amp * clattn_rng_uniform(rng));
+    return p;
+}
+
+/* Guard pattern: a NaN in f32, f16 and bf16 alike, so an overwrite shows whatever the type. */
+static void fill_guard(unsigned char *p, size_t bytes)
+{
+    for (size_t i = 0; i < bytes; i++) p[i] = (i & 1) ? 0x7f : 0xa5;
+}
+
+static bool guard_intact(const unsigned char *p, size_t bytes)
+{
+    for (size_t i = 0; i < bytes; i++)
+        if (p[i] != ((i & 1) ? 0x7f : 0xa5)) return false;
+    return true;
+}
+
+/* A read-only input buffer, or a sub-buffer at an aligned offset of a larger buffer filled
+ * with garbage. NULL with *err set on failure. */
+static cl_mem make_input(cl_context cl, const void *data, size_t bytes, bool sub, size_t align, cl_mem *parent,
+                         cl_int *err)
+{
+    *parent = NULL;
+    if (!sub) return clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void *)data, err);
+    const size_t total = align + bytes + align;
+    unsigned char *big = malloc(total);
+    if (!big) {
+        *err = CL_OUT_OF_HOST_MEMORY;
+        return NULL;
+    }
+    memset(big, 0x4e, total);
+    memcpy(big + align, data, bytes);
+    *parent = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, total, big, err);
+    free(big);
+    if (*err) return NULL;
+    cl_buffer_region region = {align, bytes};
+    return clCreateSubBuffer(*parent, CL_MEM_READ_ONLY, CL_BUFFER_CREATE_TYPE_REGION, &region, err);
+}
+
+/* Packed sequence lengths: the first sequence empty and the second of length 1 when there
+ * are three or more, the last the longest, others random; cumulative offsets from 0. */
+static int32_t *make_cu(int batch, int longest, uint64_t *rng, int *total)
+{
+    int32_t *cu = malloc(sizeof(int32_t) * (size_t)(batch + 1));
+    if (!cu) return NULL;
+    cu[0] = 0;
+    for (int b = 0; b < batch; b++) {
+        int len = batch >= 3 && b == 0 ? 0 : batch >= 3 && b == 1 ? 1 : 1 + (int)(clattn_rng_next(rng) % (uint64_t)longest);
+        if (b == batch - 1 && batch >= 2) len = longest;
+        cu[b + 1] = cu[b] + len;
+    }
+    *total = cu[batch];
+    return cu;
+}
+
+int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opts *opts, verify_result *out)
+{
+    verify_result res;
+    memset(&res, 0, sizeof res);
+    int rc = 1;
+    clattn_desc desc = *desc_in;
+    uint64_t rng = opts->seed;
+    int32_t *cu_q = NULL, *cu_k = NULL, *lens = NULL;
+    void *q = NULL, *k = NULL, *v = NULL, *ref = NULL;
+    float *mask = NULL, *alibi = NULL, *sinks = NULL, *lse_ref = NULL, *got = NULL, *want = NULL;
+    unsigned char *o = NULL, *lse = NULL;
+    clattn_plan *plan = NULL;
+    cl_command_queue queue = NULL;
+    cl_mem parents[3] = {NULL, NULL, NULL}, ins[3] = {NULL, NULL, NULL}, om = NULL, lm = NULL;
+    cl_mem feat[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+    cl_event ev = NULL;
+    char msg[512];
+    if (desc.varlen) {
+        cu_q = make_cu(desc.batch, desc.seq_q, &rng, &desc.total_q);
+        cu_k = make_cu(desc.batch, desc.seq_kv, &rng, &desc.total_k);
+        if (!cu_q || !cu_k) FAIL("out of host memory");
+    }
+    clattn_status st = clattn_desc_validate(&desc, msg, sizeof msg);
+    if (st) FAIL("descriptor invalid: %s", msg);
+    clattn_tensor_sizes n;
+    clattn_desc_tensor_sizes(&desc, &n);
+    const clattn_dtype dt = desc.dtype;
+    const size_t es = clattn_dtype_size(dt), gb = VERIFY_GUARD * es;
+    const float amp = opts->amplitude > 0 ? opts->amplitude : 1.0f;
+    q = random_tensor(n.q, dt, &rng, amp);
+    k = random_tensor(n.k, dt, &rng, amp);
+    v = random_tensor(n.v, dt, &rng, opts->v_amplitude > 0 ? opts->v_amplitude : amp);
+    if (!q || !k || !v) FAIL("out of host memory");
+    if (desc.has_mask) {
+        if (!(mask = malloc(n.mask * 4 + 4))) FAIL("out of host memory");
+        for (size_t i = 0; i < n.mask; i++)
+            mask[i] = clattn_rng_uniform(&rng) < -0.6f ? -INFINITY : 2.0f * clattn_rng_uniform(&rng);
+    }
+    if (desc.has_alibi) {
+        if (!(alibi = malloc(sizeof(float) * desc.heads_q))) FAIL("out of host memory");
+        for (int h = 0; h < desc.heads_q; h++) alibi[h] = exp2f(-8.0f * (h + 1) / desc.heads_q);
+    }
+    if (desc.has_sinks) {
+        if (!(sinks = malloc(sizeof(float) * desc.heads_q))) FAIL("out of host memory");
+        for (int h = 0; h < desc.heads_q; h++) sinks[h] = 2.0f * clattn_rng_uniform(&rng);
+    }
+    if (desc.has_seqused_k) {
+        if (!(lens = malloc(sizeof(int32_t) * desc.batch))) FAIL("out of host memory");
+        for (int b = 0; b < desc.batch; b++) /* 0, 1, then random lengths */
+            lens[b] = b == 0 ? 0 : b == 1 ? 1 : (int32_t)(clattn_rng_next(&rng) % (uint64_t)(desc.seq_kv + 1));
+    }
+
+    /* The reference, into outputs prefilled with a sentinel: elements a strided view skips
+     * keep it, and the device's output must keep them too. */
+    const float sentinel = -7.0f;
+    ref = malloc(n.o * es + 1);
+    lse_ref = malloc(n.lse * 4 + 4);
+    if (!ref || !lse_ref) FAIL("out of host memory");
+    for (size_t i = 0; i < n.o; i++) put(ref, dt, i, sentinel);
+    for (size_t i = 0; i < n.lse; i++) lse_ref[i] = sentinel;
+    clattn_host_tensors t = {0};
+    t.q = q; t.k = k; t.v = v; t.o = ref; t.lse = lse_ref;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
+    t.mask = mask; t.mask_len = n.mask; t.alibi_slopes = alibi; t.sinks = sinks; t.seqused_k = lens;
+    t.cu_seqlens_q = cu_q; t.cu_seqlens_k = cu_k;
+    if ((st = clattn_reference_forward(&desc, &t, msg, sizeof msg))) FAIL("reference: %s", msg);
+
+    if ((st = clattn_plan_create(ctx, &desc, &plan)))
+        FAIL("plan: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
+    snprintf(res.variant, sizeof res.variant, "%s", clattn_plan_variant(plan));
+
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_device_id dev = clattn_context_device(ctx);
+    cl_int e = CL_SUCCESS;
+    queue = opts->queue;
+    if (!queue && !(queue = clCreateCommandQueue(cl, dev, 0, &e))) FAIL("clCreateCommandQueue: %d", e);
+    cl_uint align_bits = 1024;
+    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    const void *host_in[3] = {q, k, v};
+    const size_t in_bytes[3] = {n.q * es, n.k * es, n.v * es};
+    for (int i = 0; i < 3; i++)
+        if (!(ins[i] = make_input(cl, host_in[i], in_bytes[i], opts->sub_buffers, align_bits / 8, &parents[i], &e)))
+            FAIL("creating input buffers: %d", e);
+
+    /* Outputs inside guard regions; covered elements poisoned with NaN, others the sentinel. */
+    o = malloc(n.o * es + 2 * gb);
+    lse = malloc((n.lse + 2 * VERIFY_GUARD) * 4);
+    if (!o || !lse) FAIL("out of host memory");
+    fill_guard(o, n.o * es + 2 * gb);
+    fill_guard(lse, (n.lse + 2 * VERIFY_GUARD) * 4);
+    for (size_t i = 0; i < n.o; i++) put(o + gb, dt, i, get(ref, dt, i) == sentinel ? sentinel : NAN);
+    for (size_t i = 0; i < n.lse; i++)
+        ((float *)(lse + VERIFY_GUARD * 4))[i] = lse_ref[i] == sentinel ? sentinel : NAN;
+    om = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, n.o * es + 2 * gb, o, &e);
+    if (!e) lm = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, (n.lse + 2 * VERIFY_GUARD) * 4, lse, &e);
+    if (e) FAIL("creating output buffers: %d", e);
+
+    clattn_buffers bf = {0};
+    bf.q = ins[0]; bf.k = ins[1]; bf.v = ins[2]; bf.o = om; bf.o_offset = VERIFY_GUARD;
+    bf.scratch = opts->scratch;
+    const void *fhost[6] = {mask, alibi, sinks, lens, cu_q, cu_k};
+    const size_t fbytes[6] = {n.mask * 4, (size_t)desc.heads_q * 4, (size_t)desc.heads_q * 4, (size_t)desc.batch * 4,
+                              (size_t)(desc.batch + 1) * 4, (size_t)(desc.batch + 1) * 4};
+    for (int i = 0; i < 6; i++)
+        if (fhost[i] && !(feat[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, fbytes[i],
+                                                   (void *)fhost[i], &e)))
+            FAIL("creating feature buffers: %d", e);
+    bf.mask = feat[0]; bf.alibi_slopes = feat[1]; bf.sinks = feat[2]; bf.seqused_k = feat[3];
+    bf.cu_seqlens_q = feat[4]; bf.cu_seqlens_k = feat[5];
+    if (!opts->no_lse) {
+        bf.lse = lm;
+        bf.lse_offset = VERIFY_GUARD;
+    }
+    if ((st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev)))
+        FAIL("execute: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
+    if (!ev) FAIL("execute returned no event");
+    /* Wait on the returned event alone: it must cover everything the plan enqueued. */
+    if ((e = clWaitForEvents(1, &ev))) FAIL("clWaitForEvents: %d", e);
+    cl_int evst = 0;
+    clGetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof evst, &evst, NULL);
+    if (evst != CL_COMPLETE) FAIL("the returned event is not complete after the wait");
+    if ((e = clEnqueueReadBuffer(queue, om, CL_TRUE, 0, n.o * es + 2 * gb, o, 0, NULL, NULL)) ||
+        (e = clEnqueueReadBuffer(queue, lm, CL_TRUE, 0, (n.lse + 2 * VERIFY_GUARD) * 4, lse, 0, NULL, NULL)))
+        FAIL("reading results: %d", e);
+
+    res.guards_ok = guard_intact(o, gb) && guard_intact(o + gb + n.o * es, gb) && guard_intact(lse, VERIFY_GUARD * 4) &&
+                    guard_intact(lse + (VERIFY_GUARD + n.lse) * 4, VERIFY_GUARD * 4);
+    got = malloc(n.o * 4 + 4);
+    want = malloc(n.o * 4 + 4);
+    if (!got || !want) FAIL("out of host memory");
+    for (size_t i = 0; i < n.o; i++) {
+        got[i] = get(o + gb, dt, i);
+        want[i] = get(ref, dt, i);
+    }
+    if (opts->inject_error) got[n.o / 2] += 1.0f; /* test-only: a wrong result must be caught */
+    res.o = clattn_compare(got, want, n.o);
+    const float *lse_got = (const float *)(lse + VERIFY_GUARD * 4);
+    if (opts->no_lse) {
+        /* lse not requested: the whole lse buffer must be untouched (still poison). */
+        bool untouched = true;
+        for (size_t i = 0; i < n.lse; i++) untouched = untouched && (isnan(lse_got[i]) || lse_got[i] == sentinel);
+        res.guards_ok = res.guards_ok && untouched;
+    } else {
+        res.lse = clattn_compare(lse_got, lse_ref, n.lse);
+    }
+    res.tolerance = clattn_tolerance(dt);
+    rc = 0;
+done:
+    if (ev) clReleaseEvent(ev);
+    for (int i = 0; i < 3; i++) {
+        if (ins[i]) clReleaseMemObject(ins[i]);
+        if (parents[i]) clReleaseMemObject(parents[i]);
+    }
+    if (om) clReleaseMemObject(om);
+    if (lm) clReleaseMemObject(lm);
+    for (int i = 0; i < 6; i++)
+        if (feat[i]) clReleaseMemObject(feat[i]);
+    if (queue && !opts->queue) clReleaseCommandQueue(queue);
+    clattn_plan_destroy(plan);
+    free(mask); free(alibi); free(sinks); free(lens); free(cu_q); free(cu_k);
+    free(q); free(k); free(v); free(ref); free(lse_ref); free(o); free(lse); free(got); free(want);
+    *out = res;
+    return rc;
+}
+
+bool verify_ok(const verify_result *r)
+{
+    return !r->error[0] && r->guards_ok && clattn_error_ok(&r->o, r->tolerance) && clattn_error_ok(&r->lse, r->tolerance);
+}

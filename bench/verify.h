@@ -1,0 +1,44 @@
+/* One verified run: a descriptor on a device with fresh seeded inputs, outputs poisoned inside
+ * guard regions, compared with the CPU reference. Shared by `clattn check` and the tests. */
+#ifndef CLATTN_VERIFY_H
+#define CLATTN_VERIFY_H
+
+#include "clattn.h"
+#include "metrics.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Elements of guard before and after every output; their bytes must come back unchanged. */
+#define VERIFY_GUARD 64
+
+typedef struct verify_opts {
+    uint64_t seed;
+    bool no_lse;            /* run without the optional lse output */
+    bool sub_buffers;       /* q, k, v as sub-buffers at an aligned offset of a larger buffer */
+    cl_command_queue queue; /* NULL: a new in-order queue */
+    float amplitude;        /* inputs uniform in [-amplitude, amplitude); 0 means 1 */
+    cl_mem scratch;         /* passed as the caller's scratch buffer when set */
+    float v_amplitude;      /* v alone (e.g. near the storage type's limit); 0: amplitude */
+    bool inject_error;      /* test-only: perturb one output element before the comparison */
+} verify_opts;
+
+typedef struct verify_result {
+    clattn_error o, lse;
+    bool guards_ok;         /* guards intact, and an unrequested lse untouched */
+    double tolerance;       /* the dtype's bound (DESIGN.md) */
+    char variant[256];
+    char error[1024];       /* set when the run itself failed (a status, an OpenCL error) */
+} verify_result;
+
+/* Feature tensors the descriptor asks for (mask with its strides, ALiBi slopes, sinks, key
+ * lengths including 0 and 1, packed sequence lengths including empty and length-1 sequences)
+ * are random too; masks hold -inf in about a fifth of their entries. f16/bf16 inputs are
+ * rounded once and fed to both sides. Returns 0 when the run completed (then compare `out`
+ * against out->tolerance), 1 with out->error set otherwise. */
+int verify_run(clattn_context *ctx, const clattn_desc *desc, const verify_opts *opts, verify_result *out);
+
+/* True when the run completed within its dtype's bound with guards intact. */
+bool verify_ok(const verify_result *r);
+
+#endif
