@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""The clattn program's contract: `bench` outputs parse and carry every documented field, the
+SVG is well-formed with one bar per ok row, `check` passes and fails when a wrong result is
+injected (test-only hook), and bad arguments give one line on stderr, a non-zero exit, and no
+output file. usage: check_cli.py CLATTN_BINARY WORKDIR"""
+import csv
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv", "head_dim", "causal", "dtype",
+              "device_index", "device", "driver", "algo", "variant", "status", "reason", "ms_median", "ms_min",
+              "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "gbs", "pct_peak_bw",
+              "mem_bytes", "rel_l2", "max_abs", "checked_rows", "seed"]
+DEVICE_FIELDS = ["index", "name", "vendor", "driver", "opencl_version", "peak_fma_gflops", "peak_read_gbs"]
+PROVENANCE_FIELDS = ["clattn_version", "commit", "build_options", "command", "date"]
+
+failures = []
+checks = [0]
+
+
+def expect(cond, what):
+    checks[0] += 1
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def run(exe, *args, env=None):
+    return subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def main():
+    exe, work = sys.argv[1], sys.argv[2]
+    os.makedirs(work, exist_ok=True)
+    j, c, s = (os.path.join(work, n) for n in ("r.json", "r.csv", "r.svg"))
+    for p in (j, c, s):
+        if os.path.exists(p):
+            os.remove(p)
+
+    r = run(exe, "bench", "--cases", "12,20", "--algo", "all", "--budget-ms", "50", "--json", j, "--csv", c, "--svg", s)
+    expect(r.returncode == 0, f"bench exits 0 ({r.stderr.strip()[-300:]})")
+    doc = json.load(open(j))
+    expect(doc.get("format_version") == 1, "JSON has format_version 1")
+    expect(all(k in doc["provenance"] for k in PROVENANCE_FIELDS), "JSON provenance has every field")
+    expect(len(doc["devices"]) >= 1 and all(k in doc["devices"][0] for k in DEVICE_FIELDS), "JSON devices have every field")
+    rows = doc["rows"]
+    expect(len(rows) == 6, f"JSON has one row per case x algorithm (got {len(rows)})")
+    expect(all(all(k in row for k in ROW_FIELDS) for row in rows), "every JSON row has every documented field")
+    ok_rows = [row for row in rows if row["status"] == "ok"]
+    expect(all(row["gflops"] > 0 and row["ms_median"] > 0 for row in ok_rows), "ok rows have a time and a rate")
+    expect(all(row["rel_l2"] is not None and row["rel_l2"] <= 1e-5 for row in ok_rows if row["algo"] != "reference"),
+           "device rows carry their error against the reference, within bound")
+    expect({row["case"] for row in rows} == {12, 20}, "rows carry the suite's case ids")
+    with open(c) as f:
+        lines = [ln for ln in f if not ln.startswith("#")]
+    table = list(csv.DictReader(lines))
+    expect(len(table) == len(rows) and all(k in table[0] for k in ROW_FIELDS), "CSV has every row and field")
+    svg = ET.parse(s).getroot()
+    bars = [e for e in svg.iter() if e.tag.endswith("rect") and e.get("class") == "bar"]
+    expect(len(bars) == len(ok_rows), f"SVG is well-formed with one bar per ok row ({len(bars)} bars, {len(ok_rows)} rows)")
+    texts = " ".join(t.text or "" for t in svg.iter() if t.tag.endswith("text"))
+    expect("GFLOP/s" in texts and "case id" in texts, "SVG has labelled axes")
+
+    r = run(exe, "bench", "--cases", "12", "--algo", "fused", "--budget-ms", "50", "--compare", j)
+    expect(r.returncode == 0 and "ratio" in r.stdout, "bench --compare prints ratios against a baseline")
+
+    r = run(exe, "check", "--quick")
+    expect(r.returncode == 0 and " 0 failed" in r.stdout, "check --quick passes")
+    r = run(exe, "check", "--quick", env={"CLATTN_TEST_INJECT_ERROR": "1"})
+    expect(r.returncode != 0 and "FAIL" in r.stdout, "check fails when a wrong result is injected")
+    r = run(exe, "bench", "--cases", "12", "--algo", "fused", "--budget-ms", "20", env={"CLATTN_TEST_INJECT_ERROR": "1"})
+    expect(r.returncode != 0 and "wrong" in r.stdout, "bench marks an injected wrong result as wrong and exits non-zero")
+
+    r = run(exe, "devices")
+    expect(r.returncode == 0 and "clattn paths" in r.stdout and "local memory" in r.stdout, "devices lists what matters")
+
+    # Bad arguments: one line on stderr, non-zero exit, no output file left behind.
+    out = os.path.join(work, "should_not_exist.json")
+    missing = os.path.join(work, "missing.npy")
+    garbage = os.path.join(work, "garbage.npy")
+    with open(garbage, "wb") as f:
+        f.write(b"this is not a numpy file")
+    bad = [
+        ("unknown flag", ["bench", "--frobnicate", "--json", out]),
+        ("malformed shape", ["bench", "--shape", "1x2x3", "--json", out]),
+        ("non-divisible heads", ["bench", "--shape", "1x6x4x8x8x32", "--json", out]),
+        ("unknown device", ["bench", "--device", "no-such-device", "--cases", "12", "--json", out]),
+        ("unwritable output", ["bench", "--cases", "12", "--json", "/nonexistent-dir/r.json"]),
+        ("unknown command", ["frobnicate"]),
+        ("missing file", ["run", "--q", missing, "--k", missing, "--v", missing, "--out", out]),
+        ("unreadable file", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out]),
+        ("run without --out", ["run", "--q", garbage]),
+        ("check unknown device", ["check", "--device", "no-such-device"]),
+    ]
+    for what, args in bad:
+        if os.path.exists(out):
+            os.remove(out)
+        r = run(exe, *args)
+        one_line = len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("clattn: ")
+        expect(r.returncode != 0 and one_line and not os.path.exists(out),
+               f"{what}: one-line error, non-zero exit, nothing written ({r.stderr.strip()[:100]})")
+    leftovers = [n for n in os.listdir(work) if ".tmp" in n]
+    expect(not leftovers, f"no temporary files left ({leftovers})")
+    print(f"{checks[0] - len(failures)} passed, {len(failures)} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
