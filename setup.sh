@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian bookworm machine to a result:
-#   ./setup.sh bench   install missing packages, build, run the main job on every OpenCL device
+#   ./setup.sh bench   install missing packages, build, run the main job on every OpenCL device:
+#                      devices, a quick correctness check, the benchmark suite (table + JSON/CSV/SVG)
 #   ./setup.sh test    install missing packages, build, run the whole test suite (ctest)
 # Runs as root, or as a normal user with sudo for apt-get. CLATTN_BUILD_DIR picks the build dir.
 set -euo pipefail
@@ -33,7 +34,9 @@ cmake --build "$build" -j"$(nproc)"
 if [ "$mode" = bench ]; then
   "$build/bench/clattn" devices
   echo
-  "$build/bench/clattn" demo --device all
+  "$build/bench/clattn" check --quick --device all
+  echo
+  "$build/bench/clattn" bench --device all --json clattn-bench.json --csv clattn-bench.csv --svg clattn-bench.svg
 else
   ctest --test-dir "$build" --output-on-failure
 fi

@@ -62,7 +62,11 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clat
         family = "rows";
         v->source_name = "fwd_rows";
         v->kernel_name = "clattn_fwd_rows";
-        v->local_size = 0;
+        /* Small explicit work-groups: PoCL keeps every work-item's private arrays of a group
+         * on the worker's stack, and picked 256x8 groups that overflowed it at d=128 (a
+         * segfault). The kernel has no barriers, so the group size costs nothing else. */
+        v->local_size = 8;
+        v->group_per_block = false;
         v->local_mem = 0;
     } else {
         /* Tiles: 64 rows per work-group (two NVIDIA warps, one AMD wave64), the largest key
@@ -77,6 +81,7 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clat
         v->source_name = "fwd_tiles";
         v->kernel_name = "clattn_fwd_tiles";
         v->local_size = (size_t)bm;
+        v->group_per_block = true;
         v->local_mem = (size_t)(d + dv) * bn * 4;
     }
     v->rows = bm;
@@ -234,7 +239,10 @@ clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, c
     const size_t rows = (size_t)s->group * (size_t)s->seq_q;
     const size_t blocks = (rows + plan->variant.rows - 1) / plan->variant.rows * (size_t)plan->nsplit;
     const size_t wg = plan->variant.local_size;
-    size_t global[3] = {wg ? blocks * wg : blocks, (size_t)s->heads_kv, (size_t)s->batch};
+    /* tiles: one work-group per block; rows: one work-item per block, padded to whole groups
+     * (the kernel returns for blocks past the end) */
+    const size_t g0 = plan->variant.group_per_block ? blocks * wg : wg ? (blocks + wg - 1) / wg * wg : blocks;
+    size_t global[3] = {g0, (size_t)s->heads_kv, (size_t)s->batch};
     size_t local[3] = {wg, 1, 1};
     cl_event fwd = NULL;
     e = clEnqueueNDRangeKernel(queue, kernel, 3, NULL, global, wg ? local : NULL, num_wait, num_wait ? wait : NULL,

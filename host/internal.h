@@ -42,6 +42,7 @@ typedef struct clattn_variant {
     char name[160];
     size_t local_size;        /* work-group size along dim 0; 0: let the runtime choose */
     int rows;                 /* query rows one work-item (rows) or work-group (tiles) owns */
+    bool group_per_block;     /* tiles: a work-group per block of rows; rows: a work-item */
     size_t local_mem;         /* bytes of local memory the variant declares */
 } clattn_variant;
 

@@ -69,6 +69,9 @@ static fused_case cases[] = {
     C("scale", 1, 2, 2, 24, 24, 64, 0, 0, 0, 0, 0, 0, 0, 0.71f),
     C("batch3", 3, 2, 1, 16, 48, 32, 0, 0, 1),
     C("rows_past_one_group", 1, 2, 2, 131, 140, 64, 0, 0, 1), /* 3 work-groups of 64, partial */
+    /* regression: this grid made PoCL pick 256x8 work-groups for the rows kernel, whose
+     * private arrays then overflowed the worker's stack (a segfault at d=128 and above) */
+    C("many_row_blocks_d256", 1, 8, 8, 2048, 16, 256),
 };
 
 typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED } path;
