@@ -14,7 +14,7 @@ case "$mode" in
 esac
 
 packages=(build-essential cmake pkg-config git ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcjson-dev
-          clinfo libclblast-dev libcriterion-dev python3 python3-numpy)
+          clinfo libclblast-dev libcriterion-dev python3 python3-numpy clang libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,4 +39,29 @@ if [ "$mode" = bench ]; then
   "$build/bench/clattn" bench --device all --json clattn-bench.json --csv clattn-bench.csv --svg clattn-bench.svg
 else
   ctest --test-dir "$build" --output-on-failure
+
+  # Reliability stages (issue 7). 1: each libFuzzer target for a bounded time from its seed
+  # corpus; crashes it finds become regression inputs in tests/fuzz/regressions/, replayed first.
+  CC=clang cmake -S . -B "$build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLATTN_FUZZ=ON \
+    -DCLATTN_BUILD_TESTS=OFF -DCLATTN_BUILD_TOOLS=OFF >/dev/null
+  cmake --build "$build-fuzz" -j"$(nproc)"
+  for target in npy desc; do
+    work="$build-fuzz/corpus_$target"
+    mkdir -p "$work"
+    if ls tests/fuzz/regressions/"$target"-* >/dev/null 2>&1; then
+      "$build-fuzz/tests/fuzz/fuzz_$target" tests/fuzz/regressions/"$target"-*
+    fi
+    "$build-fuzz/tests/fuzz/fuzz_$target" -max_total_time="${CLATTN_FUZZ_SECONDS:-60}" -print_final_stats=1 \
+      -rss_limit_mb=4096 "$work" "tests/fuzz/corpus_$target" 2>&1 | tail -n 12
+  done
+
+  # 2: the whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer; any report
+  # fails it. The install test is left out: it links an outside program against the library,
+  # which an instrumented build would need too. Its ctest summary is the run's closing line.
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+  export LSAN_OPTIONS=suppressions=$PWD/tests/sanitizers/lsan.supp:print_suppressions=0
+  export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+  cmake -S . -B "$build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLATTN_SANITIZE=ON >/dev/null
+  cmake --build "$build-asan" -j"$(nproc)"
+  ctest --test-dir "$build-asan" --output-on-failure -E install_and_link_example
 fi

@@ -104,7 +104,7 @@ void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s, cl
     v->local_size = (size_t)smw;
     v->local_mem = (size_t)smw * 4;
     clattn__format(v->options, sizeof v->options, "-cl-std=CL1.2 -D SMW=%d %s", smw, feat);
-    clattn__format(v->name, sizeof v->name, "unfused CLBlast SgemmStridedBatched + softmax SMW=%d, chunks of %d rows x %d heads%s",
+    clattn__format(v->name, sizeof v->name, "unfused CLBlast Sgemm + softmax SMW=%d, chunks of %d rows x %d heads%s",
                    smw, plan->chunk_rows, plan->chunk_items, plan->convert ? ", f32 copies" : "");
     if (plan->convert) {
         clattn_variant *c = &plan->variant2;
@@ -173,54 +173,38 @@ static clattn_status softmax(clattn_plan *plan, cl_command_queue queue, const cl
     return CLATTN_SUCCESS;
 }
 
-/* Items (batch, head) bh0 .. bh0+np-1 of a chunk go to CLBlast in runs with constant strides:
- * all heads of one batch when there is no GQA; the query heads of one KV head otherwise, K and
- * V then with stride 0, so GQA never copies K/V. Strided-batched rather than pointer-offset
- * batched GEMM: the latter uploads its offset arrays with blocking writes, which would block
- * (or deadlock) behind a pending wait list. */
-static int run_length(const clattn_shape *s, int bh, int end)
-{
-    const int h = bh % s->heads_q;
-    const int limit = s->group == 1 ? s->heads_q - h : s->group - h % s->group;
-    return end - bh < limit ? end - bh : limit;
-}
-
+/* One CLBlast SGEMM per (batch, head) item of the chunk; GQA through offsets (K and V are
+ * never copied). Not CLBlast's strided-batched GEMM: in CLBlast 1.5.3 it returns wrong results
+ * when B carries a non-zero offset at large sizes (M = K = 4096 or 8192 with N = 64 on PoCL:
+ * max error 35-49 against a float64 GEMM; plain CLBlastSgemm with the same offsets is right).
+ * `clattn bench` caught it as "wrong" rows 10 and 11. Nor the pointer-offset batched GEMM: it
+ * uploads its offset arrays with blocking writes, which would block behind a wait list. */
 static clattn_status gemms(clattn_plan *plan, const clattn_shape *s, cl_command_queue queue,
                            const clattn_buffers *bf, const clattn_buffers *user, cl_mem scores, int bh0, int np,
                            int r0, int nr)
 {
     const int nk = s->seq_kv;
-    const size_t kv_step = s->group == 1; /* 1: consecutive heads use consecutive kv heads */
-    for (int bh = bh0; bh < bh0 + np;) {
-        const int n = run_length(s, bh, bh0 + np);
+    for (int bh = bh0; bh < bh0 + np; bh++) {
         const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
-        const size_t s_off = (size_t)(bh - bh0) * nr * nk, s_stride = (size_t)nr * nk;
-        CLBlastStatusCode c = CLBlastSgemmStridedBatched(
+        CLBlastStatusCode c = CLBlastSgemm(
             CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)nr, (size_t)nk,
             (size_t)s->head_dim, s->scale,
-            bf->q, bf->q_offset + b * s->q.batch + h * s->q.head + (size_t)r0 * s->q.seq,
-            ld(s->q.seq, nr, s->head_dim), (size_t)s->q.head,
+            bf->q, bf->q_offset + b * s->q.batch + h * s->q.head + (size_t)r0 * s->q.seq, ld(s->q.seq, nr, s->head_dim),
             bf->k, bf->k_offset + b * s->k.batch + g * s->k.head, ld(s->k.seq, nk, s->head_dim),
-            kv_step * (size_t)s->k.head,
-            0.0f, scores, s_off, (size_t)nk, s_stride, (size_t)n, &queue, NULL);
-        if (c) return blas_fail(plan, c, "SgemmStridedBatched (S = Q K^T)");
-        bh += n;
+            0.0f, scores, (size_t)(bh - bh0) * nr * nk, (size_t)nk, &queue, NULL);
+        if (c) return blas_fail(plan, c, "Sgemm (S = Q K^T)");
     }
     clattn_status st = softmax(plan, queue, user, scores, nr, np, bh0, r0);
     if (st) return st;
-    for (int bh = bh0; bh < bh0 + np;) {
-        const int n = run_length(s, bh, bh0 + np);
+    for (int bh = bh0; bh < bh0 + np; bh++) {
         const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
-        const size_t s_off = (size_t)(bh - bh0) * nr * nk, s_stride = (size_t)nr * nk;
-        CLBlastStatusCode c = CLBlastSgemmStridedBatched(
+        CLBlastStatusCode c = CLBlastSgemm(
             CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, (size_t)nr, (size_t)s->head_dim_v,
-            (size_t)nk, 1.0f, scores, s_off, (size_t)nk, s_stride,
+            (size_t)nk, 1.0f, scores, (size_t)(bh - bh0) * nr * nk, (size_t)nk,
             bf->v, bf->v_offset + b * s->v.batch + g * s->v.head, ld(s->v.seq, nk, s->head_dim_v),
-            kv_step * (size_t)s->v.head,
             0.0f, bf->o, bf->o_offset + b * s->o.batch + h * s->o.head + (size_t)r0 * s->o.seq,
-            ld(s->o.seq, nr, s->head_dim_v), (size_t)s->o.head, (size_t)n, &queue, NULL);
-        if (c) return blas_fail(plan, c, "SgemmStridedBatched (O = P V)");
-        bh += n;
+            ld(s->o.seq, nr, s->head_dim_v), &queue, NULL);
+        if (c) return blas_fail(plan, c, "Sgemm (O = P V)");
     }
     return CLATTN_SUCCESS;
 }

@@ -245,6 +245,38 @@ Test(features, chunked_items, .timeout = 300)
     clattn_context_destroy(ctx);
 }
 
+/* The same without GQA (the bench caught MHA chunked by whole heads going wrong). */
+Test(features, chunked_items_mha, .timeout = 300)
+{
+    clattn_context *ctx = limited(2 * 24 * 40 * 4);
+    clattn_desc d = {0};
+    d.batch = 1; d.heads_q = 8; d.seq_q = 24; d.seq_kv = 40; d.head_dim = 32; d.causal = 1;
+    d.algo = CLATTN_ALGO_UNFUSED;
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(plan->chunk_rows, d.seq_q);
+    cr_expect_eq(plan->chunk_items, 2);
+    clattn_plan_destroy(plan);
+    run_opts opts = {seed_for("chunked_items_mha"), false, false, NULL};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, "chunked_items_mha", opts.seed);
+    clattn_context_destroy(ctx);
+}
+
+/* Regression: CLBlast 1.5.3's strided-batched SGEMM was wrong with a non-zero B offset at
+ * M = K = 4096, N = 64 (the second head's O = P V here); clattn now calls CLBlastSgemm. */
+Test(features, unfused_large_gemm_offsets, .timeout = 600)
+{
+    clattn_context *ctx = limited((size_t)4096 * 4096 * 4); /* one head's scores per chunk */
+    clattn_desc d = {0};
+    d.batch = 1; d.heads_q = 2; d.seq_q = 4096; d.seq_kv = 4096; d.head_dim = 64; d.causal = 1;
+    d.algo = CLATTN_ALGO_UNFUSED;
+    run_opts opts = {seed_for("unfused_large_gemm_offsets"), false, false, NULL};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, "unfused_large_gemm_offsets", opts.seed);
+    clattn_context_destroy(ctx);
+}
+
 Test(features, caller_scratch, .timeout = 300)
 {
     clattn_context *ctx = limited(5 * 64 * 4);
