@@ -38,7 +38,7 @@ int cmd_bench(int argc, char **argv)
     bench_case custom[32];
     int ncustom = 0, causal = 0, quick = 0, remeasure = 0;
     bool algos[3] = {true, true, true};
-    bench_opts opts = {1000.0, CLATTN_DTYPE_F32, false};
+    bench_opts opts = {1000.0, CLATTN_DTYPE_F32, false, 0};
     bench_report rep;
     memset(&rep, 0, sizeof rep);
     size_t cl = 0;
@@ -70,6 +70,11 @@ int cmd_bench(int argc, char **argv)
             else if (!strcmp(v, "f16")) opts.dtype = CLATTN_DTYPE_F16;
             else if (!strcmp(v, "bf16")) opts.dtype = CLATTN_DTYPE_BF16;
             else return cli_error("bench: --dtype must be f32, f16 or bf16 (got '%s')", v);
+        } else if (!strcmp(f, "--splits")) {
+            char *end;
+            const long ns = strtol(v, &end, 10);
+            if (*end || ns < 1 || ns > 1024) return cli_error("bench: --splits wants 1..1024 (got '%s')", v);
+            opts.num_splits = (int)ns;
         } else if (!strcmp(f, "--budget-ms")) {
             char *end;
             opts.budget_ms = strtod(v, &end);

@@ -42,7 +42,9 @@ static const char *peak_source =
     "  out[gid] = s.x + s.y + s.z + s.w;\n"
     "}\n";
 
-static void cache_file(const char *name, const char *driver, char *path, size_t size)
+/* Keyed by device name, driver and compute units: PoCL reports one unit per thread, and its
+ * POCL_MAX_PTHREAD_COUNT changes the peaks. */
+static void cache_file(const char *name, const char *driver, unsigned cus, char *path, size_t size)
 {
     const char *dir = getenv("CLATTN_CACHE_DIR");
     char base[768];
@@ -56,7 +58,7 @@ static void cache_file(const char *name, const char *driver, char *path, size_t 
     uint64_t h = 0xcbf29ce484222325ull;
     for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
     for (const char *p = driver; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
-    snprintf(path, size, "%s/peak-%016llx.txt", base, (unsigned long long)h);
+    snprintf(path, size, "%s/peak-%016llx-%ucu.txt", base, (unsigned long long)h, cus);
 }
 
 /* Best wall time of `runs` launches, after one warm-up. */
@@ -78,9 +80,11 @@ int peak_measure(clattn_context *ctx, bool remeasure, device_peak *out)
     cl_device_id dev = clattn_context_device(ctx);
     cl_context cl = clattn_context_cl_context(ctx);
     char name[256] = "", driver[256] = "", path[1024];
+    cl_uint units = 1;
     clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
     clGetDeviceInfo(dev, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL);
-    cache_file(name, driver, path, sizeof path);
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof units, &units, NULL);
+    cache_file(name, driver, units, path, sizeof path);
     if (!remeasure && path[0]) {
         FILE *f = fopen(path, "r");
         if (f) {

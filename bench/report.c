@@ -9,9 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef CLATTN_GIT_COMMIT
-#define CLATTN_GIT_COMMIT "unknown"
-#endif
+#include "clattn_commit.h" /* generated at build time: CLATTN_GIT_COMMIT */
 #ifndef CLATTN_BUILD_OPTIONS
 #define CLATTN_BUILD_OPTIONS "unknown"
 #endif

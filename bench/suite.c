@@ -141,6 +141,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     row->rel_l2 = row->max_abs = NAN;
     snprintf(row->status, sizeof row->status, "error");
     clattn_desc d = desc_of(c, dt, algo);
+    d.num_splits = opts->num_splits;
     clattn_tensor_sizes n;
     clattn_desc_tensor_sizes(&d, &n);
     const size_t es = clattn_dtype_size(dt);

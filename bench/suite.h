@@ -51,6 +51,7 @@ typedef struct bench_opts {
     double budget_ms;  /* measuring time per case and algorithm */
     clattn_dtype dtype;
     bool inject_error; /* test-only: perturb the device output before it is checked */
+    int num_splits;    /* fused decode key splits: 0 the heuristic, 1 none, n forced */
 } bench_opts;
 
 /* Fills `row` (status and reason included) for one case and algorithm on `ctx`. */
