@@ -14,6 +14,12 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+/* Criterion ends its workers with an early exit that skips LeakSanitizer's exit-time check, so
+ * every suite's fini runs it after each test (a no-op without ASan) and prints any leak; the
+ * sanitizer build's ctest fails a test whose output holds a sanitizer report. Each test file
+ * declares its suites with `.fini = leak_check`. */
+void leak_check(void);
+
 /* Opens the default context, or skips the test when the machine has no OpenCL device. */
 clattn_context *test_context(void);
 /* The same with a forced kernel family (both families are checked on every device). */

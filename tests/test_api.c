@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+TestSuite(api, .fini = leak_check);
+
 static clattn_desc good(void)
 {
     clattn_desc d = {0};

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+TestSuite(cache, .fini = leak_check);
+
 static clattn_desc small_desc(void)
 {
     clattn_desc d = {0};

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+TestSuite(features, .fini = leak_check);
+
 typedef struct feature_case {
     char name[40];
     int b, hq, hkv, nq, nk, d, dv;

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+TestSuite(forward, .fini = leak_check);
+
 typedef struct fused_case {
     char name[48];
     int b, hq, hkv, nq, nk, d, dv;

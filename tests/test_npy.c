@@ -1,4 +1,5 @@
 /* The .npy reader and writer of the clattn program: round trips and strict refusals. */
+#include "harness.h"
 #include "npy.h"
 
 #include <criterion/criterion.h>
@@ -6,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+TestSuite(npy, .fini = leak_check);
 
 static size_t image(unsigned char *buf, const char *header, const void *data, size_t n)
 {

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+TestSuite(reference, .fini = leak_check);
+
 static clattn_desc tiny(int nq, int nk, int d)
 {
     clattn_desc x = {0};

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+TestSuite(threads, .fini = leak_check);
+
 typedef struct worker {
     clattn_context *ctx;
     int id;
