@@ -1,7 +1,7 @@
 /* The fused path: picks the kernel variant for a shape on a device (family, tile sizes,
  * storage type and the formula's optional terms as -D switches, key splits for decode) and
  * enqueues it, with the combine kernel after a split. */
-#include "internal.h"
+#include "fault.h"
 
 #include <math.h>
 
@@ -247,15 +247,14 @@ clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, c
     size_t global[3] = {g0, (size_t)s->heads_kv, (size_t)s->batch};
     size_t local[3] = {wg, 1, 1};
     cl_event fwd = NULL;
-    e = clEnqueueNDRangeKernel(queue, kernel, 3, NULL, global, wg ? local : NULL, num_wait, num_wait ? wait : NULL,
-                               split ? &fwd : event);
+    e = clattn__enqueue(plan->ctx, queue, kernel, 3, global, wg ? local : NULL, num_wait, wait, split ? &fwd : event);
     if (e) return clattn__fail(plan->ctx, e, "clEnqueueNDRangeKernel failed (%d) for %s", e, plan->variant.name);
     if (!split) return CLATTN_SUCCESS;
 
     /* The combine waits on the forward's event, so out-of-order queues are served too; its
      * event is the one returned, and it completes after both. */
     e = set_combine_args(plan, plan->kernel2, bf, part, rows_total);
-    if (!e) e = clEnqueueNDRangeKernel(queue, plan->kernel2, 1, NULL, &rows_total, NULL, 1, &fwd, event);
+    if (!e) e = clattn__enqueue(plan->ctx, queue, plan->kernel2, 1, &rows_total, NULL, 1, &fwd, event);
     clReleaseEvent(fwd);
     if (e) return clattn__fail(plan->ctx, e, "enqueueing the combine kernel failed (%d)", e);
     return CLATTN_SUCCESS;

@@ -1,5 +1,5 @@
 /* The host-array convenience call: upload, plan, execute, download, release. */
-#include "internal.h"
+#include "fault.h"
 
 #include <string.h>
 
@@ -25,12 +25,12 @@ clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc,
     clattn_buffers bf;
     memset(&bf, 0, sizeof bf);
     const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
-    if (!e) bf.q = clCreateBuffer(ctx->cl_ctx, in, need.q * es, (void *)t->q, &e);
-    if (!e) bf.k = clCreateBuffer(ctx->cl_ctx, in, need.k * es, (void *)t->k, &e);
-    if (!e) bf.v = clCreateBuffer(ctx->cl_ctx, in, need.v * es, (void *)t->v, &e);
+    if (!e) bf.q = clattn__create_buffer(ctx, in, need.q * es, (void *)t->q, &e);
+    if (!e) bf.k = clattn__create_buffer(ctx, in, need.k * es, (void *)t->k, &e);
+    if (!e) bf.v = clattn__create_buffer(ctx, in, need.v * es, (void *)t->v, &e);
     /* o starts as the caller's contents, so elements a strided view skips are kept. */
-    if (!e) bf.o = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, need.o * es, t->o, &e);
-    if (!e && t->lse) bf.lse = clCreateBuffer(ctx->cl_ctx, CL_MEM_WRITE_ONLY, need.lse * sizeof(float), NULL, &e);
+    if (!e) bf.o = clattn__create_buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, need.o * es, t->o, &e);
+    if (!e && t->lse) bf.lse = clattn__create_buffer(ctx, CL_MEM_WRITE_ONLY, need.lse * sizeof(float), NULL, &e);
     if (e) {
         st = clattn__fail(ctx, e, "creating the queue or buffers failed (%d)", e);
         goto done;
@@ -43,11 +43,11 @@ clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc,
     clReleaseEvent(done_ev);
     if (e) st = clattn__fail(ctx, e, "reading results back failed (%d)", e);
 done:
-    if (bf.q) clReleaseMemObject(bf.q);
-    if (bf.k) clReleaseMemObject(bf.k);
-    if (bf.v) clReleaseMemObject(bf.v);
-    if (bf.o) clReleaseMemObject(bf.o);
-    if (bf.lse) clReleaseMemObject(bf.lse);
+    clattn__release_buffer(ctx, bf.q);
+    clattn__release_buffer(ctx, bf.k);
+    clattn__release_buffer(ctx, bf.v);
+    clattn__release_buffer(ctx, bf.o);
+    clattn__release_buffer(ctx, bf.lse);
     if (queue) clReleaseCommandQueue(queue);
     clattn_plan_destroy(plan);
     return st;

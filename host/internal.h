@@ -5,6 +5,7 @@
 #include "clattn.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 
@@ -71,6 +72,10 @@ struct clattn_context {
     clattn_kernel_family family; /* never AUTO: resolved at creation */
     size_t scratch_limit;        /* resolved: > 0 and <= max_alloc */
     pthread_mutex_t lock; /* guards programs, stats and last_error */
+    /* fault.c: live objects clattn created, and the test-only fault hook */
+    atomic_long live_buffers, live_kernels, live_programs;
+    atomic_int fault_kind, fault_fired;
+    atomic_long fault_countdown;
     clattn_program_entry *programs;
     clattn_cache_stats stats;
     char last_error[CLATTN_MSG_SIZE];

@@ -1,6 +1,6 @@
 /* Merging partial results over disjoint key ranges: the building block of split-KV decode
  * (the fused path uses the same combine kernel) and of sequence parallelism across devices. */
-#include "internal.h"
+#include "fault.h"
 
 #include <math.h>
 
@@ -119,8 +119,8 @@ clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const cl
     ARG(cl_mem, o_parts);
     ARG(cl_mem, o_parts);
     ARG(cl_int, 1);
-    if (!e) e = clEnqueueNDRangeKernel(queue, k, 1, NULL, &rows, NULL, num_wait, num_wait ? wait : NULL, event);
-    clReleaseKernel(k); /* the enqueued command keeps what it needs */
+    if (!e) e = clattn__enqueue(ctx, queue, k, 1, &rows, NULL, num_wait, wait, event);
+    clattn__release_kernel(ctx, k); /* the enqueued command keeps what it needs */
     if (e) return clattn__fail(ctx, e, "merge: enqueueing the combine kernel failed (%d)", e);
     return CLATTN_SUCCESS;
 }

@@ -1,6 +1,6 @@
 /* Plans: a descriptor checked against a device, its algorithm and kernel variants chosen and
  * built once; execution validates the buffers and enqueues. */
-#include "internal.h"
+#include "fault.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +13,7 @@ clattn_status clattn__make_kernel(clattn_context *ctx, const clattn_variant *v, 
     clattn_status st = clattn__get_program(ctx, v, &prog);
     if (st) return st;
     cl_int e;
-    cl_kernel k = clCreateKernel(prog, name, &e);
+    cl_kernel k = clattn__create_kernel(ctx, prog, name, &e);
     if (e) return clattn__fail(ctx, e, "clCreateKernel(%s) failed (%d)", name, e);
     size_t wg = 0;
     cl_ulong priv = 0, local_mem = 0;
@@ -28,7 +28,7 @@ clattn_status clattn__make_kernel(clattn_context *ctx, const clattn_variant *v, 
         st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %llu bytes of local memory, device has %llu",
                           v->name, (unsigned long long)local_mem, (unsigned long long)ctx->info.local_mem);
     if (st) {
-        clReleaseKernel(k);
+        clattn__release_kernel(ctx, k);
         return st;
     }
     clattn__logf(ctx, "clattn: kernel %s (%s), private memory %llu bytes", name, v->name, (unsigned long long)priv);
@@ -71,7 +71,7 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
                             uwhy);
     }
 
-    clattn_plan *p = calloc(1, sizeof *p);
+    clattn_plan *p = clattn__calloc(ctx, 1, sizeof *p);
     if (!p) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
     p->ctx = ctx;
     p->shape = s;
@@ -94,9 +94,9 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
     *out = p;
     return CLATTN_SUCCESS;
 fail:
-    if (p->kernel) clReleaseKernel(p->kernel);
-    if (p->kernel2) clReleaseKernel(p->kernel2);
-    if (p->kernel3) clReleaseKernel(p->kernel3);
+    clattn__release_kernel(ctx, p->kernel);
+    clattn__release_kernel(ctx, p->kernel2);
+    clattn__release_kernel(ctx, p->kernel3);
     free(p);
     return st;
 }
@@ -104,10 +104,10 @@ fail:
 void clattn_plan_destroy(clattn_plan *p)
 {
     if (!p) return;
-    if (p->scratch) clReleaseMemObject(p->scratch);
-    clReleaseKernel(p->kernel);
-    if (p->kernel2) clReleaseKernel(p->kernel2);
-    if (p->kernel3) clReleaseKernel(p->kernel3);
+    clattn__release_buffer(p->ctx, p->scratch);
+    clattn__release_kernel(p->ctx, p->kernel);
+    clattn__release_kernel(p->ctx, p->kernel2);
+    clattn__release_kernel(p->ctx, p->kernel3);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }
@@ -127,7 +127,7 @@ clattn_status clattn__plan_scratch(clattn_plan *plan, const clattn_buffers *b, c
     }
     if (!plan->scratch) {
         cl_int e;
-        cl_mem m = clCreateBuffer(plan->ctx->cl_ctx, CL_MEM_READ_WRITE, plan->scratch_bytes, NULL, &e);
+        cl_mem m = clattn__create_buffer(plan->ctx, CL_MEM_READ_WRITE, plan->scratch_bytes, NULL, &e);
         if (e) return clattn__fail(plan->ctx, e, "allocating %zu bytes of scratch failed (%d)", plan->scratch_bytes, e);
         plan->scratch = m;
     }

@@ -2,7 +2,7 @@
  * its lock, and their binaries cached on disk so that a new process does not recompile
  * (PoCL takes seconds per variant; Criterion runs each test in its own process). Any disk
  * failure silently falls back to building from source. */
-#include "internal.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -25,13 +25,13 @@ const clattn_embedded_source *clattn__find_source(const char *name)
 
 /* The "common" prelude then the variant's file, each behind a #line so that build logs
  * name the real file and line. */
-static char *assemble_source(const char *name)
+static char *assemble_source(clattn_context *ctx, const char *name)
 {
     const clattn_embedded_source *common = clattn__find_source("common");
     const clattn_embedded_source *main = clattn__find_source(name);
     if (!common || !main) return NULL;
     size_t cap = common->size + main->size + 256;
-    char *src = malloc(cap);
+    char *src = clattn__calloc(ctx, cap, 1);
     if (!src) return NULL;
     int n = snprintf(src, cap, "#line 1 \"kernels/common.cl\"\n%.*s\n#line 1 \"kernels/%s.cl\"\n",
                      (int)common->size, (const char *)common->data, name);
@@ -105,16 +105,11 @@ static cl_program load_binary(clattn_context *ctx, const char *path, const char 
     size_t size = 0;
     unsigned char *bin = read_file(path, &size);
     if (!bin) return NULL;
-    cl_int e, status = CL_SUCCESS;
-    const unsigned char *bins[1] = {bin};
-    cl_program p = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &size, bins, &status, &e);
+    cl_int e;
+    cl_program p = clattn__program_from_binary(ctx, bin, size, &e);
     free(bin);
-    if (e || status) {
-        if (p) clReleaseProgram(p);
-        return NULL;
-    }
-    if (clBuildProgram(p, 1, &ctx->device, options, NULL, NULL)) {
-        clReleaseProgram(p);
+    if (e || clBuildProgram(p, 1, &ctx->device, options, NULL, NULL)) {
+        clattn__release_program(ctx, p);
         return NULL;
     }
     return p;
@@ -148,19 +143,19 @@ static clattn_status build_from_source(clattn_context *ctx, const char *src, con
                                        cl_program *out)
 {
     cl_int e;
-    cl_program p = clCreateProgramWithSource(ctx->cl_ctx, 1, &src, NULL, &e);
+    cl_program p = clattn__program_from_source(ctx, src, &e);
     if (e) {
         clattn__format(ctx->last_error, sizeof ctx->last_error,
                        "clCreateProgramWithSource failed (%d) for %s", e, v->name);
         return e;
     }
-    e = clBuildProgram(p, 1, &ctx->device, v->options, NULL, NULL);
+    e = clattn__build(ctx, p, v->options);
     if (e) {
         char log[CLATTN_MSG_SIZE - 512] = {0};
         clGetProgramBuildInfo(p, ctx->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, NULL);
         clattn__format(ctx->last_error, sizeof ctx->last_error,
                        "kernel build failed (%d) for %s [%s]:\n%s", e, v->name, v->options, log);
-        clReleaseProgram(p);
+        clattn__release_program(ctx, p);
         return e == CL_BUILD_PROGRAM_FAILURE || e == CL_INVALID_BUILD_OPTIONS ? CLATTN_BUILD_FAILED : e;
     }
     *out = p;
@@ -184,10 +179,12 @@ clattn_status clattn__get_program(clattn_context *ctx, const clattn_variant *v, 
             pthread_mutex_unlock(&ctx->lock);
             return CLATTN_SUCCESS;
         }
-    clattn_program_entry *entry = calloc(1, sizeof *entry);
-    src = assemble_source(v->source_name);
-    if (!entry || !src || !(entry->key = strdup(key))) {
-        st = src || !entry ? CLATTN_OUT_OF_HOST_MEMORY : CLATTN_INTERNAL_ERROR;
+    clattn_program_entry *entry = clattn__calloc(ctx, 1, sizeof *entry);
+    src = assemble_source(ctx, v->source_name);
+    if (entry && (entry->key = clattn__calloc(ctx, strlen(key) + 1, 1))) memcpy(entry->key, key, strlen(key));
+    if (!entry || !src || !entry->key) {
+        /* a missing embedded source is a bug; anything else is an allocation that failed */
+        st = clattn__find_source(v->source_name) ? CLATTN_OUT_OF_HOST_MEMORY : CLATTN_INTERNAL_ERROR;
         clattn__format(ctx->last_error, sizeof ctx->last_error, "cannot assemble source '%s'",
                        v->source_name);
         goto done;
@@ -227,7 +224,7 @@ void clattn__release_programs(clattn_context *ctx)
     clattn_program_entry *e = ctx->programs;
     while (e) {
         clattn_program_entry *next = e->next;
-        clReleaseProgram(e->program);
+        clattn__release_program(ctx, e->program);
         free(e->key);
         free(e);
         e = next;

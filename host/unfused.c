@@ -4,7 +4,7 @@
  * GEMM. It serves every f32 descriptor on every device, and is the second implementation the
  * fused kernels are checked against on the device itself. Never CLBlast's half GEMM: it
  * accumulates in half. */
-#include "internal.h"
+#include "fault.h"
 
 #include <clblast_c.h>
 
@@ -168,7 +168,7 @@ static clattn_status softmax(clattn_plan *plan, cl_command_queue queue, const cl
     if (e) return clattn__fail(plan->ctx, e, "clSetKernelArg failed (%d) for the softmax kernel", e);
     const size_t global[2] = {(size_t)rows * plan->variant.local_size, (size_t)items};
     const size_t local[2] = {plan->variant.local_size, 1};
-    e = clEnqueueNDRangeKernel(queue, plan->kernel, 2, NULL, global, local, 0, NULL, NULL);
+    e = clattn__enqueue(plan->ctx, queue, plan->kernel, 2, global, local, 0, NULL, NULL);
     if (e) return clattn__fail(plan->ctx, e, "clEnqueueNDRangeKernel failed (%d) for the softmax kernel", e);
     return CLATTN_SUCCESS;
 }
@@ -186,6 +186,7 @@ static clattn_status gemms(clattn_plan *plan, const clattn_shape *s, cl_command_
     const int nk = s->seq_kv;
     for (int bh = bh0; bh < bh0 + np; bh++) {
         const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
+        if (clattn__enqueue_fault(plan->ctx)) return blas_fail(plan, CLBlastOpenCLOutOfResources, "Sgemm (S = Q K^T)");
         CLBlastStatusCode c = CLBlastSgemm(
             CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)nr, (size_t)nk,
             (size_t)s->head_dim, s->scale,
@@ -198,6 +199,7 @@ static clattn_status gemms(clattn_plan *plan, const clattn_shape *s, cl_command_
     if (st) return st;
     for (int bh = bh0; bh < bh0 + np; bh++) {
         const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
+        if (clattn__enqueue_fault(plan->ctx)) return blas_fail(plan, CLBlastOpenCLOutOfResources, "Sgemm (O = P V)");
         CLBlastStatusCode c = CLBlastSgemm(
             CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, (size_t)nr, (size_t)s->head_dim_v,
             (size_t)nk, 1.0f, scores, (size_t)(bh - bh0) * nr * nk, (size_t)nk,
@@ -245,7 +247,7 @@ static cl_int convert(clattn_plan *plan, cl_command_queue queue, bool to_f32, cl
         ARG(cl_ulong, (cl_ulong)work);
     }
     const size_t global[3] = {(size_t)dim, (size_t)seq, (size_t)s->batch * heads};
-    if (!e) e = clEnqueueNDRangeKernel(queue, kern, 3, NULL, global, NULL, 0, NULL, NULL);
+    if (!e) e = clattn__enqueue(plan->ctx, queue, kern, 3, global, NULL, 0, NULL, NULL);
     return e;
 }
 
@@ -264,7 +266,8 @@ clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue,
     clattn_status st = clattn__plan_scratch(plan, bf, &scratch);
     if (st) return st;
     /* The caller's wait list gates everything after it on this in-order queue. */
-    if (num_wait && (e = clEnqueueBarrierWithWaitList(queue, num_wait, wait, NULL)))
+    if (num_wait && (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES
+                                                    : clEnqueueBarrierWithWaitList(queue, num_wait, wait, NULL)))
         return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
 
     /* The GEMMs read the caller's tensors in place, or the dense f32 copies. */
@@ -298,7 +301,8 @@ clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue,
         st = clattn__fail(ctx, e, "enqueueing the output copy failed (%d)", e);
     /* On an in-order queue a marker completes after everything enqueued before it: the one
      * event that covers every chunk's GEMM -> softmax -> GEMM. */
-    if (!st && event && (e = clEnqueueMarkerWithWaitList(queue, 0, NULL, event)))
+    if (!st && event &&
+        (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES : clEnqueueMarkerWithWaitList(queue, 0, NULL, event)))
         st = clattn__fail(ctx, e, "clEnqueueMarkerWithWaitList failed (%d)", e);
     return st;
 }

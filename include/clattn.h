@@ -27,6 +27,13 @@
  * Ownership follows OpenCL's rules: the library retains what it keeps (the application's
  * cl_context and cl_device_id) and releases only what it retained. An out-event is a new
  * reference that the caller releases. The library never aborts, exits or prints.
+ *
+ * Failures: a call that fails releases everything it created (plans, kernels, buffers; a
+ * program it built stays in the context's cache and is released with the context) and writes
+ * nothing the caller owns, with one exception: when an enqueue itself fails (an OpenCL or
+ * CLBlast error after the first kernel was enqueued), o and lse may hold partial results of the
+ * kernels enqueued before it (for the unfused path, whole earlier chunks). *out pointers are
+ * NULL after a failure. The context stays usable after any failure.
  */
 #ifndef CLATTN_H
 #define CLATTN_H

@@ -27,12 +27,14 @@ static uint32_t take(reader *r, int bytes)
     return v;
 }
 
-/* Mostly small values, sometimes anything (negative, huge). */
-static int small_or_any(reader *r, int mod)
+/* Mostly small values, sometimes anything (negative, huge), minus `shift`, saturated to int
+ * (a plain `- shift` overflowed on INT_MIN: the first thing this fuzzer found). */
+static int small_or_any(reader *r, int mod, int shift)
 {
     const uint32_t sel = take(r, 1);
-    if (sel < 200) return (int)(take(r, 1) % (uint32_t)mod);
-    return (int)take(r, 4);
+    const int64_t v = sel < 200 ? (int64_t)(take(r, 1) % (uint32_t)mod) : (int64_t)(int32_t)take(r, 4);
+    const int64_t s = v - shift;
+    return s < INT32_MIN ? INT32_MIN : s > INT32_MAX ? INT32_MAX : (int)s;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -40,42 +42,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reader r = {data, size};
     clattn_desc d;
     memset(&d, 0, sizeof d);
-    d.batch = small_or_any(&r, 4);
-    d.heads_q = small_or_any(&r, 9);
-    d.heads_kv = small_or_any(&r, 5);
-    d.seq_q = small_or_any(&r, 12);
-    d.seq_kv = small_or_any(&r, 12);
-    d.head_dim = small_or_any(&r, 20);
-    d.head_dim_v = small_or_any(&r, 20);
+    d.batch = small_or_any(&r, 4, 0);
+    d.heads_q = small_or_any(&r, 9, 0);
+    d.heads_kv = small_or_any(&r, 5, 0);
+    d.seq_q = small_or_any(&r, 12, 0);
+    d.seq_kv = small_or_any(&r, 12, 0);
+    d.head_dim = small_or_any(&r, 20, 0);
+    d.head_dim_v = small_or_any(&r, 20, 0);
     d.dtype = (clattn_dtype)(take(&r, 1) % 4);
     d.layout = (clattn_layout)(take(&r, 1) % 4);
     if (d.layout == CLATTN_LAYOUT_STRIDED) {
         clattn_strides *st[4] = {&d.q_strides, &d.k_strides, &d.v_strides, &d.o_strides};
         for (int i = 0; i < 4; i++) {
-            st[i]->batch = (int64_t)small_or_any(&r, 4000) - 8;
-            st[i]->head = (int64_t)small_or_any(&r, 400) - 8;
-            st[i]->seq = (int64_t)small_or_any(&r, 100) - 8;
+            st[i]->batch = small_or_any(&r, 4000, 8);
+            st[i]->head = small_or_any(&r, 400, 8);
+            st[i]->seq = small_or_any(&r, 100, 8);
         }
     }
     const uint32_t flags = take(&r, 2);
     d.causal = flags & 1;
     d.causal_align = (clattn_causal_align)((flags >> 1) & 1);
     d.use_window = (flags >> 2) & 1;
-    d.window_left = small_or_any(&r, 8) - 2;
-    d.window_right = small_or_any(&r, 8) - 2;
-    d.softcap = (flags >> 3) & 1 ? (float)small_or_any(&r, 50) - 5.0f : 0.0f;
+    d.window_left = small_or_any(&r, 8, 2);
+    d.window_right = small_or_any(&r, 8, 2);
+    d.softcap = (flags >> 3) & 1 ? (float)small_or_any(&r, 50, 5) : 0.0f;
     d.has_alibi = (flags >> 4) & 1;
     d.has_sinks = (flags >> 5) & 1;
     d.has_mask = (flags >> 6) & 1;
     if (d.has_mask) {
-        d.mask_strides.batch = small_or_any(&r, 300) - 2;
-        d.mask_strides.head = small_or_any(&r, 200) - 2;
-        d.mask_strides.seq = small_or_any(&r, 20) - 2;
+        d.mask_strides.batch = small_or_any(&r, 300, 2);
+        d.mask_strides.head = small_or_any(&r, 200, 2);
+        d.mask_strides.seq = small_or_any(&r, 20, 2);
     }
     d.has_seqused_k = (flags >> 7) & 1;
     d.varlen = (flags >> 8) & 1;
-    d.total_q = small_or_any(&r, 40);
-    d.total_k = small_or_any(&r, 40);
+    d.total_q = small_or_any(&r, 40, 0);
+    d.total_k = small_or_any(&r, 40, 0);
     d.num_splits = (int)((flags >> 9) & 3);
     d.scale = (flags >> 11) & 1 ? NAN : 0.0f;
 
