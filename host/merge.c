@@ -34,7 +34,10 @@ clattn_status clattn_merge_host(const clattn_merge_desc *d, const float *o_parts
     const size_t rows = (size_t)d->rows, dim = (size_t)d->dim;
     for (size_t r = 0; r < rows; r++) {
         double m = -INFINITY;
-        for (int p = 0; p < d->n_parts; p++) m = fmax(m, lse_parts[p * rows + r]);
+        for (int p = 0; p < d->n_parts; p++) {
+            const double x = lse_parts[p * rows + r];
+            if (isnan(x) || x > m) m = x; /* a NaN part makes the row NaN */
+        }
         if (m == -INFINITY) {
             for (size_t c = 0; c < dim; c++) o[r * dim + c] = 0.0f;
             if (lse) lse[r] = -INFINITY;
@@ -46,7 +49,7 @@ clattn_status clattn_merge_host(const clattn_merge_desc *d, const float *o_parts
             double acc = 0.0;
             for (int p = 0; p < d->n_parts; p++) {
                 const double w = exp(lse_parts[p * rows + r] - m);
-                if (w > 0) acc += w * o_parts[(p * rows + r) * dim + c];
+                if (w != 0) acc += w * o_parts[(p * rows + r) * dim + c];
             }
             o[r * dim + c] = (float)(acc / den);
         }

@@ -82,10 +82,10 @@ static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int 
         if (s->has_mask)
             x += t->mask[(size_t)b * s->mask.batch + (size_t)h * s->mask.head + (size_t)i * s->mask.seq + (size_t)j];
         score[j] = x;
-        m = fmax(m, x); /* fmax skips NaN; a NaN score still poisons the sum below */
+        if (isnan(x) || x > m) m = x; /* a NaN score makes the whole row NaN, never vanishes */
     }
     const double sink = s->has_sinks ? (double)t->sinks[h] : -INFINITY;
-    m = fmax(m, sink);
+    if (sink > m) m = sink;
 
     const size_t oi = sq->o + (size_t)h * s->o.head + (size_t)i * s->o.seq;
     const size_t li = s->varlen ? (size_t)h * s->total_q + sq->tok0 + i
@@ -104,7 +104,7 @@ static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int 
         double acc = 0.0;
         for (long j = lo; j < hi; j++)
             acc += score[j] * load(t->v, s->dtype, sq->v + (size_t)g * s->v.head + (size_t)j * s->v.seq + d);
-        store(t->o, s->dtype, oi + d, sum > 0 ? acc / sum : 0.0);
+        store(t->o, s->dtype, oi + d, sum > 0 || isnan(sum) ? acc / sum : 0.0);
     }
     if (t->lse) t->lse[li] = (float)(m + log(sum));
 }

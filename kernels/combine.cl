@@ -31,7 +31,7 @@ __kernel void clattn_combine(__global const float *po_buf, ulong po_off, __globa
     const float sink = sinks[h];
     m = sink;
 #endif
-    for (int s = 0; s < nsplit; s++) m = fmax(m, plse[s * rows_total + id]);
+    for (int s = 0; s < nsplit; s++) m = nan_max(m, plse[s * rows_total + id]);
     if (m == -INFINITY) {
         for (int c = 0; c < DV; c++) STORE1(0.0f, o + dst + c);
         if (write_lse) lse[lse_off + id] = -INFINITY;
@@ -47,7 +47,7 @@ __kernel void clattn_combine(__global const float *po_buf, ulong po_off, __globa
         float acc = 0.0f;
         for (int s = 0; s < nsplit; s++) {
             const float w = exp(plse[s * rows_total + id] - m);
-            if (w > 0.0f) acc += w * po[(s * rows_total + id) * DV + c];
+            if (w != 0.0f) acc += w * po[(s * rows_total + id) * DV + c]; /* NaN weights count */
         }
         STORE1(acc * inv, o + dst + c);
     }

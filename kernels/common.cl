@@ -129,6 +129,15 @@ inline int row_lo(int i, int off, int wl) { return wl < 0 ? 0 : max(0, i + off -
 inline int row_hi(int i, int off, int wr, int nk) { return wr < 0 ? nk : min(nk, i + off + wr + 1); }
 
 #define LN2 0.693147180559945309f
+
+/* max that keeps a NaN once it has seen one (fmax drops NaN): a NaN score must make its row
+ * NaN, as in the reference and in IEEE arithmetic, never vanish. */
+inline float nan_max(float a, float b) { return (isnan(b) || b > a) ? b : a; }
+
+/* The end of a row: 1/l and lse from the online state (log2 units), 0 and -inf for an empty
+ * row, NaN when the row met a NaN. */
+inline float row_inv(float l) { return (l > 0.0f || isnan(l)) ? 1.0f / l : 0.0f; }
+inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2(l)) * LN2 : -INFINITY; }
 #define LOG2E 1.442695040888963407f
 
 /* The arguments every fused kernel takes, in one place (the host sets them in this order). */

@@ -94,7 +94,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         }
         for (int r = 0; r < BM; r++) {
             float mx = m[r];
-            for (int jj = 0; jj < BN; jj++) mx = fmax(mx, s[r][jj]);
+            for (int jj = 0; jj < BN; jj++) mx = nan_max(mx, s[r][jj]);
             if (mx == -INFINITY) { /* nothing allowed yet for this row */
                 for (int jj = 0; jj < BN; jj++) s[r][jj] = 0.0f;
                 continue;
@@ -115,26 +115,28 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
             __global const T *vr = vb + (j0 + jj) * v_ss;
             VEC vv[DVV];
             for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);
+            /* p = 0 (a masked key) skips the row: 0 * NaN would let garbage in a masked V row
+             * (an uninitialised KV cache past seqused_k) poison rows that never see it */
             for (int r = 0; r < BM; r++)
-                for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
+                if (s[r][jj] != 0.0f)
+                    for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
         }
     }
 
     for (int r = 0; r < BM; r++) {
         if (r0 + r >= rows) break;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        const float row_lse = l[r] > 0.0f ? (m[r] + log2(l[r])) * LN2 : -INFINITY;
+        const float inv = row_inv(l[r]), lse_r = row_lse(m[r], l[r]);
         const long id = row_id(b, hh[r], ii[r], hq, nq, total_q, &sg);
 #if SPLIT
         /* partials: o (nsplit, rows_total, DV) and lse (nsplit, rows_total), f32 */
         const long rows_total = (long)(VARLEN ? total_q : batch * nq) * hq;
         __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV;
         for (int t = 0; t < DVV; t++) VSTOREF(acc[r][t] * inv, t, po);
-        lse[lse_off + (long)split * rows_total + id] = row_lse;
+        lse[lse_off + (long)split * rows_total + id] = lse_r;
 #else
         __global T *orow = (__global T *)o_any + sg.o_base + hh[r] * o_sh + ii[r] * o_ss;
         for (int t = 0; t < DVV; t++) STOREV(acc[r][t] * inv, t, orow);
-        if (write_lse) lse[lse_off + id] = row_lse;
+        if (write_lse) lse[lse_off + id] = lse_r;
 #endif
     }
 }

@@ -93,7 +93,7 @@ void clattn_fwd_tiles(FWD_ARGS)
             const int j = j0 + jj;
             s[jj] = (j >= lo && j < hi && jj < nb) ? logit(hsum(dot), i, j, sg.off, softcap_log2, slope, mrow)
                                                    : -INFINITY;
-            mx = fmax(mx, s[jj]);
+            mx = nan_max(mx, s[jj]);
         }
         if (mx == -INFINITY) continue; /* nothing allowed yet for this row; every work-item
                                           still meets the barrier that opens the next tile */
@@ -106,22 +106,22 @@ void clattn_fwd_tiles(FWD_ARGS)
         for (int jj = 0; jj < BN; jj++) {
             const float pj = exp2(s[jj] - mx);
             l += pj;
-            for (int t = 0; t < DVV; t++) acc[t] = fma((VEC)(pj), vload_f(t, vs + jj * DV), acc[t]);
+            if (pj != 0.0f) /* a masked key never touches acc: 0 * NaN would leak garbage */
+                for (int t = 0; t < DVV; t++) acc[t] = fma((VEC)(pj), vload_f(t, vs + jj * DV), acc[t]);
         }
     }
 
     if (r0 + lid >= rows) return;
-    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-    const float row_lse = l > 0.0f ? (m + log2(l)) * LN2 : -INFINITY;
+    const float inv = row_inv(l), lse_r = row_lse(m, l);
     const long id = row_id(b, h, i, hq, nq, total_q, &sg);
 #if SPLIT
     const long rows_total = (long)(VARLEN ? total_q : batch * nq) * hq;
     __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV;
     for (int t = 0; t < DVV; t++) VSTOREF(acc[t] * inv, t, po);
-    lse[lse_off + (long)split * rows_total + id] = row_lse;
+    lse[lse_off + (long)split * rows_total + id] = lse_r;
 #else
     __global T *orow = (__global T *)o_any + sg.o_base + h * o_sh + i * o_ss;
     for (int t = 0; t < DVV; t++) STOREV(acc[t] * inv, t, orow);
-    if (write_lse) lse[lse_off + id] = row_lse;
+    if (write_lse) lse[lse_off + id] = lse_r;
 #endif
 }

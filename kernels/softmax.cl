@@ -25,7 +25,7 @@ inline float reduce(__local float *red, float x, int lid, int is_max)
     red[lid] = x;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int w = SMW / 2; w > 0; w /= 2) {
-        if (lid < w) red[lid] = is_max ? fmax(red[lid], red[lid + w]) : red[lid] + red[lid + w];
+        if (lid < w) red[lid] = is_max ? nan_max(red[lid], red[lid + w]) : red[lid] + red[lid + w];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     const float r = red[0];
@@ -85,7 +85,7 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
             if (has_mask) x += mrow[j];
         }
         row[j] = x;
-        mx = fmax(mx, x);
+        mx = nan_max(mx, x);
     }
 #if SMW > 1
     __local float red[SMW];
@@ -103,8 +103,8 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     sum = reduce(red, sum, lid, 0);
 #endif
     if (has_sinks) sum += exp(sink - m);
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const float inv = sum > 0.0f || isnan(sum) ? 1.0f / sum : 0.0f;
     for (int j = lid; j < nk; j += SMW) row[j] *= inv;
     if (write_lse && lid == 0)
-        lse[lse_off + lse_id] = sum > 0.0f ? m + log(sum) : (has_sinks ? sink : -INFINITY);
+        lse[lse_off + lse_id] = sum > 0.0f || isnan(sum) ? m + log(sum) : (has_sinks ? sink : -INFINITY);
 }

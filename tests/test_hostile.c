@@ -1,0 +1,146 @@
+/* Numerical hostility: inputs with NaN, +-inf, logits of 1e4, all-equal scores, denormals.
+ * The device must match the reference exactly where the reference has NaN or inf, within the
+ * f32 bound elsewhere; fully masked rows stay 0 / -inf; NaN in keys or values a row never
+ * attends to (causal future, past seqused_k) does not reach that row. Fused paths of both
+ * families; the unfused path where its GEMMs allow (see the note at the end). */
+#include "harness.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+TestSuite(hostile, .fini = leak_check);
+
+typedef struct host_case {
+    clattn_desc d;
+    float *q, *k, *v, *o, *ref, *lse, *lse_ref;
+    int32_t *used;
+    clattn_tensor_sizes n;
+} host_case;
+
+static void setup(host_case *c, int nq, int nk, int d, uint64_t seed, float amp)
+{
+    memset(c, 0, sizeof *c);
+    c->d.batch = 2; c->d.heads_q = 2; c->d.heads_kv = 1; c->d.seq_q = nq; c->d.seq_kv = nk; c->d.head_dim = d;
+    clattn_desc_tensor_sizes(&c->d, &c->n);
+    c->q = malloc(c->n.q * 4); c->k = malloc(c->n.k * 4); c->v = malloc(c->n.v * 4);
+    c->o = malloc(c->n.o * 4); c->ref = malloc(c->n.o * 4);
+    c->lse = malloc(c->n.lse * 4); c->lse_ref = malloc(c->n.lse * 4);
+    uint64_t rng = seed;
+    clattn_rng_fill(c->q, c->n.q, &rng, amp);
+    clattn_rng_fill(c->k, c->n.k, &rng, amp);
+    clattn_rng_fill(c->v, c->n.v, &rng, 1.0f);
+}
+
+static void release(host_case *c)
+{
+    free(c->q); free(c->k); free(c->v); free(c->o); free(c->ref); free(c->lse); free(c->lse_ref); free(c->used);
+}
+
+/* Runs on `family` (or unfused) and on the reference; compares with NaN/inf positions exact. */
+static void run(host_case *c, clattn_kernel_family family, bool unfused, const char *what)
+{
+    clattn_context *ctx = test_context_family(family);
+    clattn_desc d = c->d;
+    d.algo = unfused ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
+    clattn_host_tensors t = {0};
+    t.q = c->q; t.k = c->k; t.v = c->v; t.o = c->ref; t.lse = c->lse_ref; t.seqused_k = c->used;
+    t.q_len = c->n.q; t.k_len = c->n.k; t.v_len = c->n.v; t.o_len = c->n.o; t.lse_len = c->n.lse;
+    cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
+    for (size_t i = 0; i < c->n.o; i++) c->o[i] = -3.0f;
+    t.o = c->o;
+    t.lse = c->lse;
+    cr_assert_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    const clattn_error eo = clattn_compare(c->o, c->ref, c->n.o), el = clattn_compare(c->lse, c->lse_ref, c->n.lse);
+    const char *fam = unfused ? "unfused" : family == CLATTN_KERNELS_ROWS ? "rows" : "tiles";
+    cr_expect(clattn_error_ok(&eo, 1e-5), "%s (%s): o rel L2 %.3e, %zu NaN/inf mismatches", what, fam, eo.rel_l2,
+              eo.mismatched_special);
+    cr_expect(clattn_error_ok(&el, 1e-5), "%s (%s): lse rel L2 %.3e, %zu NaN/inf mismatches", what, fam, el.rel_l2,
+              el.mismatched_special);
+    clattn_context_destroy(ctx);
+}
+
+static void all_paths(host_case *c, const char *what, bool unfused_too)
+{
+    run(c, CLATTN_KERNELS_ROWS, false, what);
+    run(c, CLATTN_KERNELS_TILES, false, what);
+    if (unfused_too) run(c, CLATTN_KERNELS_AUTO, true, what);
+}
+
+Test(hostile, nan_and_inf_in_queries)
+{
+    host_case c;
+    setup(&c, 9, 13, 32, 1, 1.0f);
+    c.q[3 * 32 + 5] = NAN;           /* batch 0, head 0, row 3: its o and lse are NaN */
+    c.q[(9 + 6) * 32 + 1] = INFINITY; /* batch 0, head 1, row 6: +inf scores, NaN row */
+    all_paths(&c, "NaN/inf queries", true);
+    cr_expect(isnan(c.o[3 * 32]) && !isnan(c.o[2 * 32]), "NaN stays in its row");
+    release(&c);
+}
+
+Test(hostile, nan_in_keys_a_row_never_sees)
+{
+    host_case c;
+    setup(&c, 8, 8, 32, 2, 1.0f);
+    c.d.causal = 1;
+    /* key 6 of batch 0: rows 0..5 never attend to it (causal); rows 6, 7 do */
+    c.k[6 * 32 + 2] = NAN;
+    c.v[6 * 32 + 3] = NAN;
+    all_paths(&c, "NaN in a future key", false);
+    for (int i = 0; i < 6; i++) cr_expect(isfinite(c.o[i * 32 + 3]), "row %d saw a NaN it never attends to", i);
+    cr_expect(isnan(c.o[6 * 32 + 3]), "row 6 attends to the NaN key");
+    release(&c);
+}
+
+Test(hostile, garbage_past_seqused_k)
+{
+    host_case c;
+    setup(&c, 1, 64, 32, 3, 1.0f);
+    c.d.has_seqused_k = 1;
+    c.used = malloc(2 * sizeof *c.used);
+    c.used[0] = 20;
+    c.used[1] = 64;
+    for (int j = 20; j < 64; j++) /* an uninitialised KV cache past the used length */
+        for (int x = 0; x < 32; x++) c.k[j * 32 + x] = c.v[j * 32 + x] = (x & 1) ? NAN : INFINITY;
+    all_paths(&c, "NaN/inf past seqused_k", false);
+    for (int h = 0; h < 2; h++)
+        for (int x = 0; x < 32; x++) cr_expect(isfinite(c.o[h * 32 + x]), "batch 0 head %d leaked garbage", h);
+    release(&c);
+}
+
+Test(hostile, huge_logits)
+{
+    host_case c;
+    setup(&c, 17, 29, 64, 4, 40.0f); /* scores up to ~1e4 */
+    c.d.causal = 1;
+    all_paths(&c, "logits of 1e4", true);
+    release(&c);
+}
+
+Test(hostile, all_equal_scores)
+{
+    host_case c;
+    setup(&c, 11, 23, 32, 5, 1.0f);
+    memset(c.q, 0, c.n.q * 4); /* every score 0: o is the mean of the allowed values */
+    all_paths(&c, "all-equal scores", true);
+    release(&c);
+}
+
+Test(hostile, denormals)
+{
+    host_case c;
+    setup(&c, 7, 9, 32, 6, 1.0f);
+    for (size_t i = 0; i < c.n.v; i++) c.v[i] *= 1e-39f; /* subnormal values */
+    cl_device_id dev;
+    cl_uint n = 0;
+    if (clattn_list_devices(&dev, 1, &n) || !n) cr_skip_test("no OpenCL device");
+    cl_device_fp_config fp = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
+    if (!(fp & CL_FP_DENORM)) cr_skip_test("the device flushes f32 denormals (no CL_FP_DENORM)");
+    all_paths(&c, "denormal values", true);
+    release(&c);
+}
+
+/* Note: the unfused path multiplies P by V in a GEMM, where a masked key's 0 times NaN is NaN:
+ * garbage in K/V rows a query never attends to can reach it there (documented in README). */
