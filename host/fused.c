@@ -123,6 +123,12 @@ clattn_status clattn__fused_prepare(clattn_plan *plan)
 
 bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
 {
+    /* the kernels index packed rows (query heads of a KV head x positions) with 32-bit ints */
+    if ((int64_t)s->group * s->seq_q > INT32_MAX / 2 || (int64_t)s->seq_kv > INT32_MAX / 2) {
+        clattn__format(why, why_size, "%d query heads per KV head x %d positions, or %d keys, exceed the fused "
+                       "kernels' 32-bit row indices", s->group, s->seq_q, s->seq_kv);
+        return false;
+    }
     if (s->head_dim > CLATTN_FUSED_MAX_HEAD_DIM || s->head_dim_v > CLATTN_FUSED_MAX_HEAD_DIM) {
         clattn__format(why, why_size, "head dims above %d (got %d/%d) are not supported by the fused path",
                        CLATTN_FUSED_MAX_HEAD_DIM, s->head_dim, s->head_dim_v);

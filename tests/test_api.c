@@ -286,6 +286,26 @@ Test(api, bad_buffers_refused_and_untouched)
     clattn_context_destroy(ctx);
 }
 
+/* Tensors larger than one device allocation are refused before anything is allocated. */
+Test(api, tensors_above_max_alloc)
+{
+    clattn_context *ctx = test_context();
+    cl_ulong max_alloc = 0;
+    clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
+    clattn_desc d = {0};
+    d.batch = 1; d.heads_q = 1; d.seq_kv = 4; d.head_dim = 1024;
+    d.seq_q = (int)(max_alloc / (1024 * 4) + 1); /* q is one row more than the device can hold */
+    float small[16] = {0};
+    clattn_tensor_sizes n;
+    cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
+    clattn_host_tensors t = {0};
+    t.q = small; t.k = small; t.v = small; t.o = small;  /* never read: refused first */
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o;
+    cr_expect_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SIZE_OVERFLOW);
+    cr_expect(strstr(clattn_context_last_error(ctx), "max allocation"), "%s", clattn_context_last_error(ctx));
+    clattn_context_destroy(ctx);
+}
+
 Test(api, unsupported_is_reported_with_reason)
 {
     cl_device_id dev;

@@ -102,6 +102,40 @@ def main():
         one_line = len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("clattn: ")
         expect(r.returncode != 0 and one_line and not os.path.exists(out),
                f"{what}: one-line error, non-zero exit, nothing written ({r.stderr.strip()[:100]})")
+    # Hostile .npy files: each refused with one line, a non-zero exit, and nothing written.
+    import numpy as np
+    good = os.path.join(work, "good.npy")
+    np.save(good, np.ones((1, 2, 4, 8), np.float32))
+    raw = open(good, "rb").read()
+    hostile = {
+        "truncated": raw[:-7],
+        "truncated header": raw[:40],
+        "wrong dtype": None,
+        "fortran order": None,
+        "huge declared shape": raw.replace(b"(1, 2, 4, 8)", b"(9999999999, 99999999, 4, 8)"),
+        "not npy": b"PK\x03\x04 a zip file, not a numpy array",
+        "empty file": b"",
+    }
+    for name in list(hostile):
+        path = os.path.join(work, name.replace(" ", "_") + ".npy")
+        if name == "wrong dtype":
+            np.save(path, np.ones((1, 2, 4, 8), np.float64))
+        elif name == "fortran order":
+            np.save(path, np.asfortranarray(np.ones((1, 2, 4, 8), np.float32)))
+        else:
+            open(path, "wb").write(hostile[name])
+        hostile[name] = path
+    mismatched = os.path.join(work, "mismatched.npy")
+    np.save(mismatched, np.ones((1, 2, 4, 16), np.float32))  # head dim differs from q's
+    cases = [(n, [p, good, good]) for n, p in hostile.items()] + [("mismatched shapes", [good, mismatched, good])]
+    for what, (q, k, v) in cases:
+        if os.path.exists(out):
+            os.remove(out)
+        r = run(exe, "run", "--q", q, "--k", k, "--v", v, "--out", out)
+        one_line = len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("clattn: ")
+        expect(r.returncode != 0 and one_line and not os.path.exists(out),
+               f"hostile file, {what}: one-line error, non-zero exit, nothing written ({r.stderr.strip()[:90]})")
+
     leftovers = [n for n in os.listdir(work) if ".tmp" in n]
     expect(not leftovers, f"no temporary files left ({leftovers})")
     print(f"{checks[0] - len(failures)} passed, {len(failures)} failed")
