@@ -12,7 +12,11 @@
  *     o_i   = sum_j exp(s_ij - lse_i) * v_j
  *     lse_i = log(exp(sink[h]) + sum_j exp(s_ij))     (the sink term only if sinks are given)
  *
- * A row with no allowed key writes o_i = 0 and lse_i = -inf (or sink[h]), never NaN.
+ * A row with no allowed key writes o_i = 0 and lse_i = -inf (or sink[h]), never NaN. NaN and
+ * inf follow IEEE arithmetic: a NaN score (from q, or from a key or value the row attends to)
+ * makes the row's o and lse NaN, as in the reference. The fused path never reads a masked key's
+ * value into a row; the unfused path multiplies P (0 there) by V in a GEMM, so masked K/V must
+ * be finite for it.
  *
  * Versioning and ABI: the ABI is stable within a major version (the SONAME carries it);
  * structs only grow at their end, and a zero-initialised field always means the default.
