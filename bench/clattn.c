@@ -51,9 +51,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: clattn <command> [options]\n"
             "  devices          every OpenCL platform and device\n"
-            "  demo [--device ID|all] [--quick]\n"
-            "                   random tensors through the fused kernel and the reference:\n"
-            "                   time and error per device (the main job)\n"
+            "  check [--device ID|all] [--quick]\n"
+            "                   correctness sweep against the CPU reference\n"
+            "  bench [--device ID|all] [--cases LIST] [--quick] [--shape BxHqxHkvxNqxNkxD ...]\n"
+            "        [--causal] [--dtype T] [--algo LIST] [--budget-ms MS] [--splits N]\n"
+            "        [--json F] [--csv F] [--svg F] [--compare BASE.json] [--remeasure-peaks]\n"
             "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"
             "      [--layout bhsd|bshd] [--causal] [--causal-align bottom-right|top-left]\n"
             "      [--scale S] [--window L,R] [--softcap C] [--mask M.npy] [--alibi S.npy]\n"
@@ -80,7 +82,6 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
-    if (!strcmp(cmd, "demo")) return cmd_demo(argc - 2, argv + 2);
     if (!strcmp(cmd, "devices")) return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);

@@ -17,7 +17,6 @@ double cli_event_ms(cl_event ev);
 double cli_now_ms(void);
 
 int cmd_run(int argc, char **argv);
-int cmd_demo(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_check(int argc, char **argv);

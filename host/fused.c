@@ -143,12 +143,7 @@ bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, ch
     return true;
 }
 
-#define ARG(T, x)                                                            \
-    do {                                                                     \
-        T val_ = (x);                                                        \
-        if (!e) e = clSetKernelArg(kernel, n, sizeof val_, &val_);           \
-        n++;                                                                 \
-    } while (0)
+#define ARG(T, x) CLATTN_ARG(kernel, n, e, T, x)
 
 /* The fused forward's arguments, in FWD_ARGS order (kernels/common.cl). Unused buffers get a
  * valid one (q), never dereferenced. */

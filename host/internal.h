@@ -145,6 +145,15 @@ CLATTN_HIDDEN clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_comman
                                                     const clattn_buffers *b, cl_uint num_wait,
                                                     const cl_event *wait, cl_event *event);
 
+/* Sets kernel argument n (then n++) unless an earlier one failed: the argument lists of the
+ * kernels are long, and one error check at the end keeps them readable. */
+#define CLATTN_ARG(kernel, n, e, T, x)                                       \
+    do {                                                                     \
+        T val_ = (x);                                                        \
+        if (!(e)) (e) = clSetKernelArg((kernel), (n), sizeof val_, &val_);   \
+        (n)++;                                                               \
+    } while (0)
+
 /* util */
 CLATTN_HIDDEN void clattn__vformat(char *buf, size_t size, const char *fmt, va_list ap);
 CLATTN_HIDDEN void clattn__format(char *buf, size_t size, const char *fmt, ...)

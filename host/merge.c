@@ -58,12 +58,7 @@ clattn_status clattn_merge_host(const clattn_merge_desc *d, const float *o_parts
     return CLATTN_SUCCESS;
 }
 
-#define ARG(T, x)                                                            \
-    do {                                                                     \
-        T val_ = (x);                                                        \
-        if (!e) e = clSetKernelArg(k, n, sizeof val_, &val_);                \
-        n++;                                                                 \
-    } while (0)
+#define ARG(T, x) CLATTN_ARG(k, n, e, T, x)
 
 clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_merge_desc *d, cl_mem o_parts,
                            cl_mem lse_parts, cl_mem o, cl_mem lse, cl_uint num_wait, const cl_event *wait,

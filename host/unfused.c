@@ -124,12 +124,7 @@ clattn_status clattn__unfused_prepare(clattn_plan *plan)
     return st;
 }
 
-#define ARG(T, x)                                                            \
-    do {                                                                     \
-        T val_ = (x);                                                        \
-        if (!e) e = clSetKernelArg(plan->kernel, n, sizeof val_, &val_);     \
-        n++;                                                                 \
-    } while (0)
+#define ARG(T, x) CLATTN_ARG(plan->kernel, n, e, T, x)
 
 static clattn_status softmax(clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf,
                              cl_mem scores, int rows, int items, int bh0, int r0)
@@ -212,12 +207,7 @@ static clattn_status gemms(clattn_plan *plan, const clattn_shape *s, cl_command_
 }
 
 #undef ARG
-#define ARG(T, x)                                                            \
-    do {                                                                     \
-        T val_ = (x);                                                        \
-        if (!e) e = clSetKernelArg(kern, n, sizeof val_, &val_);             \
-        n++;                                                                 \
-    } while (0)
+#define ARG(T, x) CLATTN_ARG(kern, n, e, T, x)
 
 /* widen (to_f32) a tensor of the caller into its dense f32 copy, or narrow o back. */
 static cl_int convert(clattn_plan *plan, cl_command_queue queue, bool to_f32, cl_mem user, size_t off,
