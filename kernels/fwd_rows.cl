@@ -19,6 +19,29 @@
 #define DQV (D / VW)
 #define DVV (DV / VW)
 
+/* KVEC: 16 keys' scores at once as a float16 (q element broadcast x a column of the K tile),
+ * no horizontal sum per score; for the plain formula (the optional terms are per score).
+ * Measured on PoCL, 1 thread (bench/NOTES.md): d=64 prefill 1.44x faster; d=128 no gain (each
+ * horizontal sum already spans twice the FMAs, and the column gathers cost twice as much). */
+#define KVEC (BN == 16 && D <= 64 && !SOFTCAP && !ALIBI && !MASK)
+
+inline float hsum16(float16 a)
+{
+    float8 d = a.lo + a.hi;
+    float4 c = d.lo + d.hi;
+    float2 b = c.lo + c.hi;
+    return b.s0 + b.s1;
+}
+
+/* max of 16 lanes that keeps NaN (see nan_max) */
+inline float hmax16(float16 a)
+{
+    float8 d = fmax(a.lo, a.hi);
+    float4 c = fmax(d.lo, d.hi);
+    float2 b = fmax(c.lo, c.hi);
+    return any(isnan(a)) ? NAN : fmax(b.s0, b.s1);
+}
+
 __kernel void clattn_fwd_rows(FWD_ARGS)
 {
     const int g = (int)get_global_id(1);
@@ -39,6 +62,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 
     VEC qv[BM][DQV];
     VEC acc[BM][DVV];
+#if KVEC
+    float qs[BM][D]; /* q as scalars, to broadcast one element against 16 keys */
+#endif
     float m[BM], l[BM], slope[BM];
     int lo[BM], hi[BM], hh[BM], ii[BM];
     __global const float *mrow[BM];
@@ -50,6 +76,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         ii[r] = i;
         __global const T *qr = q + sg.q_base + h * q_sh + i * q_ss;
         for (int t = 0; t < DQV; t++) qv[r][t] = LOADV(t, qr) * scale_log2;
+#if KVEC
+        for (int c = 0; c < D; c++) qs[r][c] = LOAD1(qr + c) * scale_log2;
+#endif
         for (int t = 0; t < DVV; t++) acc[r][t] = (VEC)(0.0f);
 #if SINKS && !SPLIT
         m[r] = sinks[h] * LOG2E;
@@ -78,6 +107,24 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         float s[BM][BN];
+#if KVEC
+        __global const T *kr[16];
+        for (int jj = 0; jj < 16; jj++) kr[jj] = kb + min(j0 + jj, jend - 1) * k_ss;
+        float16 sv[BM];
+        for (int r = 0; r < BM; r++) sv[r] = (float16)(0.0f);
+        for (int c = 0; c < D; c++) {
+            const float16 kc = (float16)(LOAD1(kr[0] + c), LOAD1(kr[1] + c), LOAD1(kr[2] + c), LOAD1(kr[3] + c),
+                                         LOAD1(kr[4] + c), LOAD1(kr[5] + c), LOAD1(kr[6] + c), LOAD1(kr[7] + c),
+                                         LOAD1(kr[8] + c), LOAD1(kr[9] + c), LOAD1(kr[10] + c), LOAD1(kr[11] + c),
+                                         LOAD1(kr[12] + c), LOAD1(kr[13] + c), LOAD1(kr[14] + c), LOAD1(kr[15] + c));
+            for (int r = 0; r < BM; r++) sv[r] = fma((float16)(qs[r][c]), kc, sv[r]);
+        }
+        const int16 jn = (int16)(j0) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (int r = 0; r < BM; r++) {
+            const int16 ok = (jn >= (int16)(lo[r])) & (jn < (int16)(hi[r])) & (jn < (int16)(jend));
+            vstore16(select((float16)(-INFINITY), sv[r], ok), 0, s[r]);
+        }
+#else
         for (int jj = 0; jj < BN; jj++) {
             const int j = min(j0 + jj, jend - 1);
             __global const T *kr = kb + j * k_ss;
@@ -92,9 +139,14 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                                : -INFINITY;
             }
         }
+#endif
         for (int r = 0; r < BM; r++) {
+#if BN == 16
+            const float mx = nan_max(m[r], hmax16(vload16(0, s[r])));
+#else
             float mx = m[r];
             for (int jj = 0; jj < BN; jj++) mx = nan_max(mx, s[r][jj]);
+#endif
             if (mx == -INFINITY) { /* nothing allowed yet for this row */
                 for (int jj = 0; jj < BN; jj++) s[r][jj] = 0.0f;
                 continue;
@@ -105,10 +157,16 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                 for (int t = 0; t < DVV; t++) acc[r][t] *= alpha;
                 m[r] = mx;
             }
+#if BN == 16 /* one vector exp2 for 16 scores */
+            const float16 pv = exp2(vload16(0, s[r]) - (float16)(mx));
+            l[r] += hsum16(pv);
+            vstore16(pv, 0, s[r]);
+#else
             for (int jj = 0; jj < BN; jj++) {
                 s[r][jj] = exp2(s[r][jj] - mx);
                 l[r] += s[r][jj];
             }
+#endif
         }
         const int nb = min(BN, jend - j0);
         for (int jj = 0; jj < nb; jj++) {
