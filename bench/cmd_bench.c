@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "report.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ int cmd_bench(int argc, char **argv)
         if (!strcmp(f, "--causal")) { causal = 1; continue; }
         if (!strcmp(f, "--quick")) { quick = 1; continue; }
         if (!strcmp(f, "--remeasure-peaks")) { remeasure = 1; continue; }
+        if (!strcmp(f, "--peers")) { rep.have_peers = true; continue; }
         if (i + 1 >= argc) return cli_error("bench: unknown option '%s' or missing value", f);
         const char *v = argv[++i];
         cl += (size_t)snprintf(rep.command + cl, sizeof rep.command - cl > cl ? sizeof rep.command - cl : 0, " %s", v);
@@ -138,6 +140,11 @@ int cmd_bench(int argc, char **argv)
         for (int i = 0; i < (int)ndev; i++)
             if (devs[i] == want) first = last = i;
     }
+    peer_figures before = {0}, after = {0};
+    if (rep.have_peers) {
+        fprintf(stderr, "clattn bench: measuring the peers (OpenBLAS SGEMM, OpenBLAS unfused attention, stream)...\n");
+        if (peers_measure(5, &before)) return 1;
+    }
     const int nalgo = algos[0] + algos[1] + algos[2];
     rep.rows = calloc((size_t)(last - first + 1) * (size_t)ncases * 3, sizeof(bench_row));
     if (!rep.rows) return cli_error("bench: out of memory");
@@ -176,12 +183,42 @@ int cmd_bench(int argc, char **argv)
             }
         clattn_context_destroy(ctx);
     }
+    if (rep.have_peers) { /* again after the rows: the mean of both, so drift shows in neither alone */
+        fprintf(stderr, "clattn bench: measuring the peers again...\n");
+        if (peers_measure(5, &after)) return 1;
+        rep.peers.sgemm_gflops = 0.5 * (before.sgemm_gflops + after.sgemm_gflops);
+        rep.peers.attn_gflops = 0.5 * (before.attn_gflops + after.attn_gflops);
+        rep.peers.attn_causal_gflops = 0.5 * (before.attn_causal_gflops + after.attn_causal_gflops);
+        rep.peers.stream_gbs = 0.5 * (before.stream_gbs + after.stream_gbs);
+        printf("peers (same process, before / after the rows):\n"
+               "  OpenBLAS SGEMM 2048:                     %7.1f / %7.1f GFLOP/s\n"
+               "  OpenBLAS unfused attention 1x8x2048x64:  %7.1f / %7.1f GFLOP/s\n"
+               "  the same, causal (FLOPs halved):         %7.1f / %7.1f GFLOP/s\n"
+               "  streaming read (OpenBLAS's threads):      %7.1f / %7.1f GB/s\n\n",
+               before.sgemm_gflops, after.sgemm_gflops, before.attn_gflops, after.attn_gflops,
+               before.attn_causal_gflops, after.attn_causal_gflops, before.stream_gbs, after.stream_gbs);
+    }
     printf("devices:\n");
     for (int i = 0; i < rep.ndevices; i++)
         printf("  %d %s (%s): peak %.1f GFLOP/s FMA, %.1f GB/s read\n", rep.devices[i].index, rep.devices[i].name,
                rep.devices[i].driver, rep.devices[i].peak.fma_gflops, rep.devices[i].peak.read_gbs);
     printf("\n");
     report_table(stdout, &rep);
+    if (rep.have_peers) {
+        printf("\nratios to the peers (x SGEMM rate; x OpenBLAS unfused attention, same shape; x streaming read):\n");
+        printf("%-4s %-22s %-9s %10s %10s %10s\n", "id", "BxHqxHkvxNqxNkxD", "algo", "xSGEMM", "xBLASattn", "xstream");
+        for (int i = 0; i < rep.nrows; i++) {
+            const bench_row *w = &rep.rows[i];
+            if (strcmp(w->status, "ok") || w->algo == ALGO_REFERENCE) continue;
+            char shape[64], a[16] = "-", b[16] = "-", c[16] = "-";
+            bench_case_name(&w->c, shape, sizeof shape);
+            double x;
+            if (!isnan(x = report_ratio_sgemm(&rep, w))) snprintf(a, sizeof a, "%.3f", x);
+            if (!isnan(x = report_ratio_blas_attention(&rep, w))) snprintf(b, sizeof b, "%.3f", x);
+            if (!isnan(x = report_ratio_stream(&rep, w))) snprintf(c, sizeof c, "%.3f", x);
+            printf("%-4d %-22s %-9s %10s %10s %10s\n", w->c.id, shape, bench_algo_name(w->algo), a, b, c);
+        }
+    }
     int rc = 0;
     if (json && report_json(json, &rep)) rc = 1;
     if (csv && report_csv(csv, &rep)) rc = 1;

@@ -26,6 +26,29 @@ static void fmt_num(char *buf, size_t size, const char *fmt, double x)
     else snprintf(buf, size, fmt, x);
 }
 
+double report_ratio_sgemm(const bench_report *r, const bench_row *w)
+{
+    return r->have_peers && !strcmp(w->status, "ok") && r->peers.sgemm_gflops > 0 ? w->gflops / r->peers.sgemm_gflops
+                                                                                  : NAN;
+}
+
+double report_ratio_blas_attention(const bench_report *r, const bench_row *w)
+{
+    const bench_case *c = &w->c;
+    if (!r->have_peers || strcmp(w->status, "ok") || c->b != 1 || c->hq != 8 || c->hkv != 8 || c->nq != 2048 ||
+        c->nk != 2048 || c->d != 64)
+        return NAN;
+    const double peer = c->causal ? r->peers.attn_causal_gflops : r->peers.attn_gflops;
+    return peer > 0 ? w->gflops / peer : NAN;
+}
+
+double report_ratio_stream(const bench_report *r, const bench_row *w)
+{
+    return r->have_peers && !strcmp(w->status, "ok") && w->c.nq <= 16 && r->peers.stream_gbs > 0
+               ? w->gbs / r->peers.stream_gbs
+               : NAN;
+}
+
 void report_table(FILE *f, const bench_report *r)
 {
     fprintf(f, "%-4s %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9s %9s %5s %s\n", "id", "BxHqxHkvxNqxNkxD",
@@ -94,6 +117,13 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddItemToObject(o, "peak_read_gbs", num(d->peak.read_gbs));
         cJSON_AddItemToArray(devs, o);
     }
+    cJSON *peers = r->have_peers ? cJSON_AddObjectToObject(root, "peers") : NULL;
+    if (peers) {
+        cJSON_AddItemToObject(peers, "openblas_sgemm_2048_gflops", num(r->peers.sgemm_gflops));
+        cJSON_AddItemToObject(peers, "openblas_unfused_attention_gflops", num(r->peers.attn_gflops));
+        cJSON_AddItemToObject(peers, "openblas_unfused_attention_causal_gflops", num(r->peers.attn_causal_gflops));
+        cJSON_AddItemToObject(peers, "stream_read_gbs", num(r->peers.stream_gbs));
+    }
     cJSON *rows = cJSON_AddArrayToObject(root, "rows");
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
@@ -131,6 +161,9 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddItemToObject(o, "max_abs", num(w->max_abs));
         cJSON_AddNumberToObject(o, "checked_rows", w->checked_rows);
         cJSON_AddNumberToObject(o, "seed", (double)w->seed);
+        cJSON_AddItemToObject(o, "ratio_sgemm", num(report_ratio_sgemm(r, w)));
+        cJSON_AddItemToObject(o, "ratio_blas_attention", num(report_ratio_blas_attention(r, w)));
+        cJSON_AddItemToObject(o, "ratio_stream", num(report_ratio_stream(r, w)));
         cJSON_AddItemToArray(rows, o);
     }
     char *text = cJSON_Print(root);
@@ -150,7 +183,8 @@ int report_csv(const char *path, const bench_report *r)
                             "# clattn bench, format_version %d, clattn %s, commit %s\n"
                             "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
                             "driver,algo,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
-                            "pct_peak_flops,gbs,pct_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,seed\n",
+                            "pct_peak_flops,gbs,pct_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,seed,ratio_sgemm,"
+                            "ratio_blas_attention,ratio_stream\n",
                             BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
@@ -161,12 +195,13 @@ int report_csv(const char *path, const bench_report *r)
             if (*p == '"' || *p == '\n') *p = '\'';
         len += (size_t)snprintf(text + len, cap - len,
                                 "%d,%s,%d,%d,%d,%d,%d,%d,%d,%s,%d,\"%s\",\"%s\",%s,\"%s\",%s,\"%s\",%.6g,%.6g,%.6g,%d,%d,"
-                                "%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu\n",
+                                "%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g\n",
                                 w->c.id, shape, w->c.b, w->c.hq, w->c.hkv, w->c.nq, w->c.nk, w->c.d, w->c.causal,
                                 dtype_name(w->dtype), w->device_index, w->device, w->driver, bench_algo_name(w->algo),
                                 w->variant, w->status, reason, w->ms_median, w->ms_min, w->ms_max, w->samples,
                                 w->calls_per_sample, w->gflops, w->pct_flops, w->gbs, w->pct_bw, w->mem_bytes,
-                                w->rel_l2, w->max_abs, w->checked_rows, (unsigned long long)w->seed);
+                                w->rel_l2, w->max_abs, w->checked_rows, (unsigned long long)w->seed,
+                                report_ratio_sgemm(r, w), report_ratio_blas_attention(r, w), report_ratio_stream(r, w));
         if (len + 1024 > cap) {
             char *nt = realloc(text, cap *= 2);
             if (!nt) {

@@ -4,6 +4,7 @@
 #define CLATTN_REPORT_H
 
 #include "peak.h"
+#include "peers.h"
 #include "suite.h"
 
 #include <stdio.h>
@@ -22,7 +23,16 @@ typedef struct bench_report {
     bench_row *rows;
     int nrows;
     char command[1024];
+    bool have_peers;    /* --peers: measured before and after the rows, averaged */
+    peer_figures peers;
 } bench_report;
+
+/* A row's ratio to a peer, or NAN where the peer does not apply: GFLOP/s to SGEMM (any row),
+ * to the BLAS unfused attention (its shape, 1x8x8x2048x2048x64, causal or not), GB/s to the
+ * streaming read (decode rows, seq_q <= 16). */
+double report_ratio_sgemm(const bench_report *r, const bench_row *w);
+double report_ratio_blas_attention(const bench_report *r, const bench_row *w);
+double report_ratio_stream(const bench_report *r, const bench_row *w);
 
 void report_table(FILE *f, const bench_report *r);
 /* Each writes to a temporary file and renames it: a failure leaves no half-written file.

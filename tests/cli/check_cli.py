@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv", "head_dim", "causal", "dtype",
               "device_index", "device", "driver", "algo", "variant", "status", "reason", "ms_median", "ms_min",
               "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "gbs", "pct_peak_bw",
-              "mem_bytes", "rel_l2", "max_abs", "checked_rows", "seed"]
+              "mem_bytes", "rel_l2", "max_abs", "checked_rows", "seed", "ratio_sgemm", "ratio_blas_attention",
+              "ratio_stream"]
 DEVICE_FIELDS = ["index", "name", "vendor", "driver", "opencl_version", "peak_fma_gflops", "peak_read_gbs"]
 PROVENANCE_FIELDS = ["clattn_version", "commit", "build_options", "command", "date"]
 
@@ -66,6 +67,15 @@ def main():
 
     r = run(exe, "bench", "--cases", "12", "--algo", "fused", "--budget-ms", "50", "--compare", j)
     expect(r.returncode == 0 and "ratio" in r.stdout, "bench --compare prints ratios against a baseline")
+
+    pj = os.path.join(work, "peers.json")
+    r = run(exe, "bench", "--peers", "--cases", "12", "--algo", "fused", "--budget-ms", "20", "--json", pj)
+    pd = json.load(open(pj)) if r.returncode == 0 else {}
+    peer_fields = ["openblas_sgemm_2048_gflops", "openblas_unfused_attention_gflops",
+                   "openblas_unfused_attention_causal_gflops", "stream_read_gbs"]
+    expect(r.returncode == 0 and all((pd.get("peers") or {}).get(k, 0) > 0 for k in peer_fields)
+           and pd["rows"][0]["ratio_sgemm"] > 0 and "xSGEMM" in r.stdout,
+           "bench --peers measures every peer and gives each row its ratios")
 
     r = run(exe, "check", "--quick")
     expect(r.returncode == 0 and " 0 failed" in r.stdout, "check --quick passes")
