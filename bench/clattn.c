@@ -30,6 +30,20 @@ int cli_open_context(const char *selector, clattn_context **ctx)
     return 0;
 }
 
+int cli_device_range(const char *device, const cl_device_id *devs, int ndev, int *first, int *last)
+{
+    *first = 0;
+    *last = ndev - 1;
+    if (device && !strcmp(device, "all")) return 0;
+    clattn_context *probe; /* the library's own selection decides which device is meant */
+    if (cli_open_context(device, &probe)) return 1;
+    const cl_device_id want = clattn_context_device(probe);
+    clattn_context_destroy(probe);
+    for (int i = 0; i < ndev; i++)
+        if (devs[i] == want) *first = *last = i;
+    return 0;
+}
+
 double cli_event_ms(cl_event ev)
 {
     cl_ulong t0 = 0, t1 = 0;

@@ -12,6 +12,11 @@ int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Opens a context on the device `selector` (index or name substring; NULL: default pick). */
 int cli_open_context(const char *selector, clattn_context **ctx);
 
+/* The devices a --device option selects among `devs` (all platforms' devices, in order):
+ * "all" -> every one; NULL -> the default pick (CLATTN_DEVICE, else first GPU, else first);
+ * else an index or name substring. Sets [*first, *last]; returns 0, or 1 after an error. */
+int cli_device_range(const char *device, const cl_device_id *devs, int ndev, int *first, int *last);
+
 /* Milliseconds of a completed event (needs a profiling queue). */
 double cli_event_ms(cl_event ev);
 double cli_now_ms(void);

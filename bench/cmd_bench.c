@@ -124,22 +124,8 @@ int cmd_bench(int argc, char **argv)
     cl_uint ndev = 0;
     if (clattn_list_devices(devs, 16, &ndev) || !ndev) return cli_error("bench: no OpenCL device found");
     if (ndev > 16) ndev = 16;
-    int first = 0, last = (int)ndev - 1;
-    if (device && strcmp(device, "all")) { /* one device, by index or name (as CLATTN_DEVICE) */
-        clattn_context *probe;
-        if (cli_open_context(device, &probe)) return 1;
-        cl_device_id want = clattn_context_device(probe);
-        clattn_context_destroy(probe);
-        for (int i = 0; i < (int)ndev; i++)
-            if (devs[i] == want) first = last = i;
-    } else if (!device) { /* default: the device CLATTN_DEVICE or the default pick selects */
-        clattn_context *probe;
-        if (cli_open_context(NULL, &probe)) return 1;
-        cl_device_id want = clattn_context_device(probe);
-        clattn_context_destroy(probe);
-        for (int i = 0; i < (int)ndev; i++)
-            if (devs[i] == want) first = last = i;
-    }
+    int first, last;
+    if (cli_device_range(device, devs, (int)ndev, &first, &last)) return 1;
     peer_figures before = {0}, after = {0};
     if (rep.have_peers) {
         fprintf(stderr, "clattn bench: measuring the peers (OpenBLAS SGEMM, OpenBLAS unfused attention, stream)...\n");

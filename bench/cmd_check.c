@@ -66,14 +66,8 @@ int cmd_check(int argc, char **argv)
     cl_uint ndev = 0;
     if (clattn_list_devices(devs, 16, &ndev) || !ndev) return cli_error("check: no OpenCL device found");
     if (ndev > 16) ndev = 16;
-    int first = 0, last = (int)ndev - 1;
-    if (!device || strcmp(device, "all")) {
-        clattn_context *probe;
-        if (cli_open_context(device, &probe)) return 1;
-        for (int i = 0; i < (int)ndev; i++)
-            if (devs[i] == clattn_context_device(probe)) first = last = i;
-        clattn_context_destroy(probe);
-    }
+    int first, last;
+    if (cli_device_range(device, devs, (int)ndev, &first, &last)) return 1;
     const bool inject = getenv("CLATTN_TEST_INJECT_ERROR") != NULL; /* test-only hook */
     printf("%-3s %-18s %-24.24s %-8s %-11s %10s %10s %10s %-20s %s\n", "id", "case", "device", "algo", "status",
            "relL2(o)", "relL2(lse)", "max_abs", "seed", "variant / reason");

@@ -69,7 +69,6 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clat
          * segfault). The kernel has no barriers, so the group size costs nothing else. */
         v->local_size = 8;
         v->group_per_block = false;
-        v->local_mem = 0;
     } else {
         /* Tiles: 64 rows per work-group (two NVIDIA warps, one AMD wave64), the largest key
          * tile that fits the local-memory budget, at most 32 keys (the score row lives in
@@ -84,7 +83,6 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clat
         v->kernel_name = "clattn_fwd_tiles";
         v->local_size = (size_t)bm;
         v->group_per_block = true;
-        v->local_mem = (size_t)(d + dv) * bn * 4;
     }
     v->rows = bm;
     plan->nsplit = choose_splits(ctx, s, bm);
@@ -222,11 +220,12 @@ static cl_int set_combine_args(const clattn_plan *plan, cl_kernel kernel, const 
     return e;
 }
 
-clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel, cl_command_queue queue,
+clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_command_queue queue,
                                     const clattn_buffers *bf, cl_uint num_wait, const cl_event *wait,
                                     cl_event *event)
 {
     const clattn_shape *s = &plan->shape;
+    cl_kernel kernel = plan->kernel;
     const bool split = plan->nsplit > 1;
     const size_t rows_total = (size_t)(s->varlen ? s->total_q : s->batch * s->seq_q) * (size_t)s->heads_q;
     cl_mem part = NULL;

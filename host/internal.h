@@ -44,7 +44,6 @@ typedef struct clattn_variant {
     size_t local_size;        /* work-group size along dim 0; 0: let the runtime choose */
     int rows;                 /* query rows one work-item (rows) or work-group (tiles) owns */
     bool group_per_block;     /* tiles: a work-group per block of rows; rows: a work-item */
-    size_t local_mem;         /* bytes of local memory the variant declares */
 } clattn_variant;
 
 /* Program cache entry: one built cl_program per option string. */
@@ -121,8 +120,7 @@ CLATTN_HIDDEN bool clattn__fused_supports(const clattn_context *ctx, const clatt
 /* fused.c */
 CLATTN_HIDDEN void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s,
                                         clattn_plan *plan);
-CLATTN_HIDDEN clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_kernel kernel,
-                                                  cl_command_queue queue, const clattn_buffers *b,
+CLATTN_HIDDEN clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_command_queue queue, const clattn_buffers *b,
                                                   cl_uint num_wait, const cl_event *wait,
                                                   cl_event *event);
 

@@ -215,7 +215,7 @@ clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queu
 
     pthread_mutex_lock((pthread_mutex_t *)&plan->lock); /* clSetKernelArg is not thread-safe */
     if (plan->algo == CLATTN_ALGO_FUSED)
-        st = clattn__fused_enqueue(plan, plan->kernel, queue, bf, num_wait, wait, event);
+        st = clattn__fused_enqueue(plan, queue, bf, num_wait, wait, event);
     else
         st = clattn__unfused_enqueue((clattn_plan *)plan, queue, bf, num_wait, wait, event);
     pthread_mutex_unlock((pthread_mutex_t *)&plan->lock);

@@ -102,7 +102,6 @@ void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s, cl
     v->kernel_name = "clattn_softmax";
     v->rows = 1;
     v->local_size = (size_t)smw;
-    v->local_mem = (size_t)smw * 4;
     clattn__format(v->options, sizeof v->options, "-cl-std=CL1.2 -D SMW=%d %s", smw, feat);
     clattn__format(v->name, sizeof v->name, "unfused CLBlast Sgemm + softmax SMW=%d, chunks of %d rows x %d heads%s",
                    smw, plan->chunk_rows, plan->chunk_items, plan->convert ? ", f32 copies" : "");
