@@ -93,6 +93,16 @@ static void pick_cache_dir(const clattn_context_options *o, char *dir, size_t si
     else if ((env = getenv("HOME")) && env[0]) clattn__format(dir, size, "%s/.cache/clattn", env);
 }
 
+/* $CLATTN_KERNELS (rows|tiles) forces a family where the options leave it on auto: for running
+ * the same program and tests over the other family on one device. */
+static clattn_kernel_family env_family(void)
+{
+    const char *env = getenv("CLATTN_KERNELS");
+    if (env && !strcmp(env, "rows")) return CLATTN_KERNELS_ROWS;
+    if (env && !strcmp(env, "tiles")) return CLATTN_KERNELS_TILES;
+    return CLATTN_KERNELS_AUTO;
+}
+
 clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
                                             const clattn_context_options *options,
                                             clattn_context **out)
@@ -144,8 +154,9 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     }
     const size_t limit = options && options->scratch_limit ? options->scratch_limit : (size_t)256 << 20;
     ctx->scratch_limit = limit < ctx->info.max_alloc ? limit : (size_t)ctx->info.max_alloc;
-    ctx->family = options && options->kernel_family ? options->kernel_family
-                  : (ctx->info.type & CL_DEVICE_TYPE_CPU) ? CLATTN_KERNELS_ROWS : CLATTN_KERNELS_TILES;
+    ctx->family = options && options->kernel_family ? options->kernel_family : env_family();
+    if (ctx->family == CLATTN_KERNELS_AUTO)
+        ctx->family = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? CLATTN_KERNELS_ROWS : CLATTN_KERNELS_TILES;
     clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,
                  ctx->cache_dir[0] ? ctx->cache_dir : "off");
     *out = ctx;

@@ -199,7 +199,8 @@ typedef struct clattn_context_options {
     int disable_disk_cache;  /* nonzero: never read or write program binaries on disk */
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
-    clattn_kernel_family kernel_family; /* default auto: by device type */
+    clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (rows|tiles) if set,
+                                           else by device type */
     size_t scratch_limit;    /* unfused path: most bytes of scores kept at once; 0 means
                                 256 MiB; never above CL_DEVICE_MAX_MEM_ALLOC_SIZE */
 } clattn_context_options;

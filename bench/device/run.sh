@@ -1,37 +1,52 @@
 #!/usr/bin/env bash
-# Run ON the lent NVIDIA machine, in one call (under 5 minutes): sets up the NVIDIA OpenCL ICD,
-# unpacks the ICD loader and CLBlast carried as .deb files, then runs clattn's quick check, the
-# prefill and decode benchmark cases, PyTorch's scaled_dot_product_attention on the same shapes
-# (if torch is installed there), and the inline-PTX mma.sync probe. Everything it prints goes to
-# $OUT/device-run.txt too; bench/RESULTS.md records it.
+# Run ON the lent NVIDIA machine, in one call (under 5 minutes), after bench/device/prepare.sh
+# here: sets up the NVIDIA OpenCL ICD, unpacks the ICD loader, CLBlast, cJSON and OpenBLAS
+# carried as .deb files, then runs clattn's quick check, the benchmark suite (f32, then bf16 and
+# f16 on the main cases), PyTorch's scaled_dot_product_attention on the same shapes, and the
+# inline-PTX mma.sync probe. Everything it prints goes to $OUT/device-run.txt too;
+# bench/RESULTS.md records it. Extra steps: CLATTN_DEVICE_EXTRA="cmd; cmd" runs after the rest.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/clattn-device}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/device-run.txt") 2>&1
 echo "== clattn device run $(date -u +%FT%TZ), commit $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
 
-# 1. the NVIDIA ICD: the driver ships libnvidia-opencl.so.1; the loader finds it through this file
-if [ ! -e /etc/OpenCL/vendors/nvidia.icd ]; then
-  mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
-  echo "wrote /etc/OpenCL/vendors/nvidia.icd"
+# 1. the NVIDIA ICD: the driver ships libnvidia-opencl.so.1; the loader finds it through this
+#    file. Name it by full path when it is not on the linker's path.
+if command -v nvidia-smi >/dev/null && [ ! -e /etc/OpenCL/vendors/nvidia.icd ]; then
+  lib=$(ldconfig -p | awk '/libnvidia-opencl.so.1/ {print $NF; exit}')
+  [ -n "$lib" ] || lib=$(find / -xdev -name 'libnvidia-opencl.so.1' 2>/dev/null | head -1)
+  [ -n "$lib" ] || lib=$(find /usr/local/nvidia /usr/lib /usr/lib64 -name 'libnvidia-opencl.so*' 2>/dev/null | head -1)
+  mkdir -p /etc/OpenCL/vendors && echo "${lib:-libnvidia-opencl.so.1}" > /etc/OpenCL/vendors/nvidia.icd
+  echo "wrote /etc/OpenCL/vendors/nvidia.icd: $(cat /etc/OpenCL/vendors/nvidia.icd)"
 fi
-# 2. the ICD loader, CLBlast and cJSON from the carried .deb files
-PREFIX="$OUT/prefix"
+# 2. the carried libraries, unpacked into a private prefix; only clattn's processes see them
+#    (the Python peer keeps the machine's own libraries)
+PREFIX=/tmp/clattn-prefix
 for deb in bench/device/debs/*.deb; do dpkg -x "$deb" "$PREFIX"; done
-export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-export CLATTN_CACHE_DIR="$OUT/cache"
-CLATTN=build-device/bench/clattn
+LIBS="$PWD/build-device:$PREFIX/usr/lib/x86_64-linux-gnu:$PREFIX/usr/lib/x86_64-linux-gnu/openblas-pthread"
+export CLATTN_CACHE_DIR=/tmp/clattn-cache
+CLATTN=(env LD_LIBRARY_PATH="$LIBS:${LD_LIBRARY_PATH:-}" "$PWD/build-device/bench/clattn")
+step() { echo; echo "== $*"; local t0=$SECONDS; "$@"; local rc=$?; echo "== rc=$rc, $((SECONDS - t0)) s"; }
 
-"$CLATTN" devices
-# 3. correctness first, then speed: prefill and decode cases, f32 and bf16
-timeout 60 "$CLATTN" check --quick --device all
-timeout 120 "$CLATTN" bench --device all --cases 3,4,5,6,9,11,12 --budget-ms 300 --json "$OUT/prefill.json"
-timeout 60 "$CLATTN" bench --device all --cases 20,21,22 --budget-ms 300 --json "$OUT/decode.json"
-timeout 60 "$CLATTN" bench --device all --cases 4,21 --dtype bf16 --budget-ms 300 --json "$OUT/bf16.json"
+step "${CLATTN[@]}" devices
+# 3. correctness first, then speed (the CPU reference is left out of the timed algorithms)
+step timeout 60 "${CLATTN[@]}" check --quick --device all
+step timeout 120 "${CLATTN[@]}" bench --device all --cases 3,4,5,6,9,11,12,20,21,22 --algo fused,unfused \
+  --budget-ms 150 --json "$OUT/bench-f32.json"
 # 4. the peer on the same shapes, in the same call
-timeout 60 python3 bench/device/torch_sdpa.py || echo "torch SDPA peer not run"
+PYTHONUNBUFFERED=1 step timeout 90 python3 bench/device/torch_sdpa.py
 # 5. can NVIDIA's OpenCL compiler take inline PTX mma.sync (tensor cores)?
-timeout 30 build-device/bench/clattn_ptx_probe || echo "PTX probe failed to run"
+step timeout 30 env LD_LIBRARY_PATH="$LIBS" build-device/bench/clattn_ptx_probe
+# 6. the rest: the CPU family on the GPU, the full check, 16-bit storage, the other cases
+CLATTN_KERNELS=rows step timeout 60 "${CLATTN[@]}" check --quick --device all
+step timeout 90 "${CLATTN[@]}" check --device all
+step timeout 60 "${CLATTN[@]}" bench --device all --cases 3,4,5,6,9,11,21,22 --dtype bf16 --algo fused \
+  --budget-ms 150 --json "$OUT/bench-bf16.json"
+step timeout 40 "${CLATTN[@]}" bench --device all --cases 4,6,21 --dtype f16 --algo fused --budget-ms 150
+CLATTN_KERNELS=rows step timeout 60 "${CLATTN[@]}" bench --device all --cases 3,4,21 --algo fused --budget-ms 150
+step timeout 60 "${CLATTN[@]}" bench --device all --cases 1,2,7,8,10,23,24 --algo fused,unfused --budget-ms 150
+if [ -n "${CLATTN_DEVICE_EXTRA:-}" ]; then step bash -c "$CLATTN_DEVICE_EXTRA"; fi
 echo "== done"
