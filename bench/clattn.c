@@ -70,6 +70,8 @@ static void usage(FILE *f)
             "  bench [--device ID|all] [--cases LIST] [--quick] [--shape BxHqxHkvxNqxNkxD ...]\n"
             "        [--causal] [--dtype T] [--algo LIST] [--budget-ms MS] [--splits N]\n"
             "        [--json F] [--csv F] [--svg F] [--compare BASE.json] [--remeasure-peaks]\n"
+            "  tune [--device ID|all] [--classes LIST] [--quick] [--budget-ms MS] [--emit-c]\n"
+            "                   search the fused kernels' parameters, store the best per class\n"
             "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"
             "      [--layout bhsd|bshd] [--causal] [--causal-align bottom-right|top-left]\n"
             "      [--scale S] [--window L,R] [--softcap C] [--mask M.npy] [--alibi S.npy]\n"
@@ -99,5 +101,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "devices")) return cmd_devices(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tune")) return cmd_tune(argc - 2, argv + 2);
     return cli_error("unknown command '%s' (try `clattn --help`)", cmd);
 }

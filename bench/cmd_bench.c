@@ -190,19 +190,26 @@ int cmd_bench(int argc, char **argv)
                rep.devices[i].driver, rep.devices[i].peak.fma_gflops, rep.devices[i].peak.read_gbs);
     printf("\n");
     report_table(stdout, &rep);
-    if (rep.have_peers) {
-        printf("\nratios to the peers (x SGEMM rate; x OpenBLAS unfused attention, same shape; x streaming read):\n");
-        printf("%-4s %-22s %-9s %10s %10s %10s\n", "id", "BxHqxHkvxNqxNkxD", "algo", "xSGEMM", "xBLASattn", "xstream");
+    bool any_unfused = false;
+    for (int i = 0; i < rep.nrows; i++) any_unfused = any_unfused || !isnan(report_ratio_unfused(&rep, &rep.rows[i]));
+    if (rep.have_peers || any_unfused) {
+        printf("\nratios (x SGEMM rate; x OpenBLAS unfused attention, same shape; x streaming read; x clattn's "
+               "unfused CLBlast path, same case):\n");
+        printf("%-4s %-22s %-4s %-24.24s %-9s %10s %10s %10s %10s\n", "id", "BxHqxHkvxNqxNkxD", "type", "device",
+               "algo", "xSGEMM", "xBLASattn", "xstream", "xunfused");
         for (int i = 0; i < rep.nrows; i++) {
             const bench_row *w = &rep.rows[i];
             if (strcmp(w->status, "ok") || w->algo == ALGO_REFERENCE) continue;
-            char shape[64], a[16] = "-", b[16] = "-", c[16] = "-";
+            char shape[64], a[16] = "-", b[16] = "-", c[16] = "-", u[16] = "-";
             bench_case_name(&w->c, shape, sizeof shape);
             double x;
             if (!isnan(x = report_ratio_sgemm(&rep, w))) snprintf(a, sizeof a, "%.3f", x);
             if (!isnan(x = report_ratio_blas_attention(&rep, w))) snprintf(b, sizeof b, "%.3f", x);
             if (!isnan(x = report_ratio_stream(&rep, w))) snprintf(c, sizeof c, "%.3f", x);
-            printf("%-4d %-22s %-9s %10s %10s %10s\n", w->c.id, shape, bench_algo_name(w->algo), a, b, c);
+            if (!isnan(x = report_ratio_unfused(&rep, w))) snprintf(u, sizeof u, "%.2f", x);
+            printf("%-4d %-22s %-4s %-24.24s %-9s %10s %10s %10s %10s\n", w->c.id, shape,
+                   w->dtype == CLATTN_DTYPE_F32 ? "f32" : w->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16", w->device,
+                   bench_algo_name(w->algo), a, b, c, u);
         }
     }
     int rc = 0;

@@ -49,11 +49,33 @@ double report_ratio_stream(const bench_report *r, const bench_row *w)
                : NAN;
 }
 
+double report_ratio_unfused(const bench_report *r, const bench_row *w)
+{
+    if (w->algo != ALGO_FUSED || strcmp(w->status, "ok")) return NAN;
+    for (int i = 0; i < r->nrows; i++) {
+        const bench_row *u = &r->rows[i];
+        if (u->algo == ALGO_UNFUSED && !strcmp(u->status, "ok") && u->device_index == w->device_index &&
+            u->c.id == w->c.id && u->dtype == w->dtype && !memcmp(&u->c, &w->c, sizeof u->c))
+            return w->ms_median > 0 ? u->ms_median / w->ms_median : NAN;
+    }
+    return NAN;
+}
+
+/* "BM=4 BN=16 VW=16 WG=8 splits=1 (shipped (device))": the fused plan's parameters. */
+void report_params(const bench_row *w, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    if (w->algo != ALGO_FUSED || !w->tuning.rows) return;
+    const char *sp = strstr(w->variant, "splits=");
+    snprintf(buf, size, "BM=%d BN=%d VW=%d WG=%d TPR=%d %s (%s)", w->tuning.rows, w->tuning.keys,
+             w->tuning.vector_width, w->tuning.group_size, w->tuning.threads_per_row, sp ? sp : "", w->tuning_source);
+}
+
 void report_table(FILE *f, const bench_report *r)
 {
-    fprintf(f, "%-4s %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9s %9s %5s %s\n", "id", "BxHqxHkvxNqxNkxD",
-            "type", "device", "algo", "ms(med)", "spread%", "GFLOP/s", "%peak", "GB/s", "%bw", "mem_MiB",
-            "relL2", "rows", "status");
+    fprintf(f, "%-4s %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9s %9s %5s %-6s %s\n", "id",
+            "BxHqxHkvxNqxNkxD", "type", "device", "algo", "ms(med)", "spread%", "GFLOP/s", "%peak", "GB/s", "%bw",
+            "mem_MiB", "relL2", "rows", "status", "parameters");
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
         char shape[64], ms[32], spread[32], gf[32], pf[32], gb[32], pb[32], err[32];
@@ -66,9 +88,12 @@ void report_table(FILE *f, const bench_report *r)
         fmt_num(gb, sizeof gb, "%.1f", ok ? w->gbs : NAN);
         fmt_num(pb, sizeof pb, "%.1f", ok ? w->pct_bw : NAN);
         fmt_num(err, sizeof err, "%.2e", ok && w->algo != ALGO_REFERENCE ? w->rel_l2 : NAN);
-        fprintf(f, "%-4d %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9.1f %9s %5d %s%s%s\n", w->c.id, shape,
-                dtype_name(w->dtype), w->device, bench_algo_name(w->algo), ms, spread, gf, pf, gb, pb,
-                w->mem_bytes / 1048576.0, err, w->checked_rows, w->status, w->reason[0] ? ": " : "", w->reason);
+        char params[160];
+        report_params(w, params, sizeof params);
+        fprintf(f, "%-4d %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9.1f %9s %5d %-6s %s%s%s\n", w->c.id,
+                shape, dtype_name(w->dtype), w->device, bench_algo_name(w->algo), ms, spread, gf, pf, gb, pb,
+                w->mem_bytes / 1048576.0, err, w->checked_rows, w->status, params, w->reason[0] ? ": " : "",
+                w->reason);
     }
 }
 
@@ -164,6 +189,17 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddItemToObject(o, "ratio_sgemm", num(report_ratio_sgemm(r, w)));
         cJSON_AddItemToObject(o, "ratio_blas_attention", num(report_ratio_blas_attention(r, w)));
         cJSON_AddItemToObject(o, "ratio_stream", num(report_ratio_stream(r, w)));
+        cJSON_AddItemToObject(o, "ratio_unfused", num(report_ratio_unfused(r, w)));
+        if (w->algo == ALGO_FUSED && w->tuning.rows) {
+            cJSON *t = cJSON_AddObjectToObject(o, "tuning");
+            cJSON_AddNumberToObject(t, "rows", w->tuning.rows);
+            cJSON_AddNumberToObject(t, "keys", w->tuning.keys);
+            cJSON_AddNumberToObject(t, "vector_width", w->tuning.vector_width);
+            cJSON_AddNumberToObject(t, "group_size", w->tuning.group_size);
+            cJSON_AddNumberToObject(t, "split_units", w->tuning.split_units);
+            cJSON_AddNumberToObject(t, "threads_per_row", w->tuning.threads_per_row);
+            cJSON_AddStringToObject(t, "source", w->tuning_source);
+        }
         cJSON_AddItemToArray(rows, o);
     }
     char *text = cJSON_Print(root);
@@ -184,7 +220,7 @@ int report_csv(const char *path, const bench_report *r)
                             "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
                             "driver,algo,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
                             "pct_peak_flops,gbs,pct_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,seed,ratio_sgemm,"
-                            "ratio_blas_attention,ratio_stream\n",
+                            "ratio_blas_attention,ratio_stream,ratio_unfused\n",
                             BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
@@ -195,13 +231,14 @@ int report_csv(const char *path, const bench_report *r)
             if (*p == '"' || *p == '\n') *p = '\'';
         len += (size_t)snprintf(text + len, cap - len,
                                 "%d,%s,%d,%d,%d,%d,%d,%d,%d,%s,%d,\"%s\",\"%s\",%s,\"%s\",%s,\"%s\",%.6g,%.6g,%.6g,%d,%d,"
-                                "%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g\n",
+                                "%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g\n",
                                 w->c.id, shape, w->c.b, w->c.hq, w->c.hkv, w->c.nq, w->c.nk, w->c.d, w->c.causal,
                                 dtype_name(w->dtype), w->device_index, w->device, w->driver, bench_algo_name(w->algo),
                                 w->variant, w->status, reason, w->ms_median, w->ms_min, w->ms_max, w->samples,
                                 w->calls_per_sample, w->gflops, w->pct_flops, w->gbs, w->pct_bw, w->mem_bytes,
                                 w->rel_l2, w->max_abs, w->checked_rows, (unsigned long long)w->seed,
-                                report_ratio_sgemm(r, w), report_ratio_blas_attention(r, w), report_ratio_stream(r, w));
+                                report_ratio_sgemm(r, w), report_ratio_blas_attention(r, w), report_ratio_stream(r, w),
+                                report_ratio_unfused(r, w));
         if (len + 1024 > cap) {
             char *nt = realloc(text, cap *= 2);
             if (!nt) {

@@ -35,6 +35,10 @@ double report_ratio_blas_attention(const bench_report *r, const bench_row *w);
 double report_ratio_stream(const bench_report *r, const bench_row *w);
 
 void report_table(FILE *f, const bench_report *r);
+/* A fused row's time against the unfused row of the same case, device and dtype (x faster). */
+double report_ratio_unfused(const bench_report *r, const bench_row *w);
+/* The fused plan's parameters and their source, for the table. */
+void report_params(const bench_row *w, char *buf, size_t size);
 /* Each writes to a temporary file and renames it: a failure leaves no half-written file.
  * They return 0, or 1 after printing the reason. */
 int report_json(const char *path, const bench_report *r);

@@ -184,13 +184,14 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
         }
         row->mem_bytes = 0;
     } else {
-        clattn_status st = clattn_plan_create(ctx, &d, &plan);
+        clattn_status st = clattn_plan_create_tuned(ctx, &d, opts->tuning, &plan);
         if (st) {
             snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
             clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
             goto done;
         }
         snprintf(row->variant, sizeof row->variant, "%s", clattn_plan_variant(plan));
+        snprintf(row->tuning_source, sizeof row->tuning_source, "%s", clattn_plan_tuning(plan, &row->tuning));
         row->mem_bytes += (double)clattn_plan_scratch_size(plan);
         cl_int e;
         cl_context cl = clattn_context_cl_context(ctx);
@@ -199,15 +200,33 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
         for (int i = 0; i < 5 && !e; i++)
             mem[i] = clCreateBuffer(cl, i < 3 ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE, bytes[i],
                                     i < 3 ? ins[i] : NULL, &e);
+        /* outputs poisoned (all-ones bytes: NaN in every storage type), so an element the
+         * kernel never writes fails the check */
+        const cl_uchar poison = 0xff;
+        for (int i = 3; i < 5 && !e; i++) e = clEnqueueFillBuffer(queue, mem[i], &poison, 1, 0, bytes[i], 0, NULL, NULL);
         if (e) {
             snprintf(row->reason, sizeof row->reason, "allocating device buffers failed (%d)", e);
             goto done;
         }
         clattn_buffers bf = {0};
         bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
-        /* warm-up (kernel builds happened in plan creation, never timed) */
-        if ((st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL)) || (st = clFinish(queue))) {
+        /* one call, checked against the reference before any timing (kernel builds happened
+         * in plan creation, never timed); a wrong result is not timed */
+        if ((st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL)) || (st = clFinish(queue)) ||
+            (st = clEnqueueReadBuffer(queue, mem[3], CL_TRUE, 0, bytes[3], o, 0, NULL, NULL)) ||
+            (st = clEnqueueReadBuffer(queue, mem[4], CL_TRUE, 0, bytes[4], lse, 0, NULL, NULL))) {
             snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
+            goto done;
+        }
+        if (opts->inject_error) { /* test-only hook: a wrong kernel must show as wrong */
+            if (dt == CLATTN_DTYPE_F32) ((float *)o)[n.o - 1] += 1.0f;
+            else ((uint16_t *)o)[n.o - 1] ^= 0x4000;
+        }
+        check(c, dt, q, k, v, o, lse, row);
+        if (!(row->rel_l2 <= clattn_tolerance(dt))) {
+            snprintf(row->status, sizeof row->status, "wrong");
+            snprintf(row->reason, sizeof row->reason, "relative L2 error %.3g above the %s bound %.0e", row->rel_l2,
+                     dt == CLATTN_DTYPE_F32 ? "f32" : dt == CLATTN_DTYPE_F16 ? "f16" : "bf16", clattn_tolerance(dt));
             goto done;
         }
         /* Calls are enqueued back to back (pipelined) in samples of k_calls calls, k_calls
@@ -226,17 +245,10 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
             samples[ns++] = t / k_calls;
             spent += t;
         }
-        if (!st) st = clEnqueueReadBuffer(queue, mem[3], CL_TRUE, 0, bytes[3], o, 0, NULL, NULL);
-        if (!st) st = clEnqueueReadBuffer(queue, mem[4], CL_TRUE, 0, bytes[4], lse, 0, NULL, NULL);
         if (st) {
             snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
             goto done;
         }
-        if (opts->inject_error) { /* test-only hook: a wrong kernel must show as wrong */
-            if (dt == CLATTN_DTYPE_F32) ((float *)o)[n.o - 1] += 1.0f;
-            else ((uint16_t *)o)[n.o - 1] ^= 0x4000;
-        }
-        check(c, dt, q, k, v, o, lse, row);
     }
     qsort(samples, (size_t)ns, sizeof samples[0], cmp_double);
     row->samples = ns;

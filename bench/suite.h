@@ -36,6 +36,8 @@ typedef struct bench_row {
     char device[256], driver[128];
     bench_algo algo;
     char variant[256];
+    clattn_tuning tuning;      /* fused: the parameters used */
+    char tuning_source[32];    /* and where they came from (clattn_plan_tuning) */
     char status[16];   /* ok, unsupported, error, wrong */
     char reason[512];
     double ms_median, ms_min, ms_max; /* per call */
@@ -52,6 +54,7 @@ typedef struct bench_opts {
     clattn_dtype dtype;
     bool inject_error; /* test-only: perturb the device output before it is checked */
     int num_splits;    /* fused decode key splits: 0 the heuristic, 1 none, n forced */
+    const clattn_tuning *tuning; /* fused: these parameters instead of the looked-up ones */
 } bench_opts;
 
 /* Fills `row` (status and reason included) for one case and algorithm on `ctx`. */

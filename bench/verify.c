@@ -154,7 +154,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     t.cu_seqlens_q = cu_q; t.cu_seqlens_k = cu_k;
     if ((st = clattn_reference_forward(&desc, &t, msg, sizeof msg))) FAIL("reference: %s", msg);
 
-    if ((st = clattn_plan_create(ctx, &desc, &plan)))
+    if ((st = clattn_plan_create_tuned(ctx, &desc, opts ? opts->tuning : NULL, &plan)))
         FAIL("plan: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
     snprintf(res.variant, sizeof res.variant, "%s", clattn_plan_variant(plan));
 

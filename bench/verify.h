@@ -21,6 +21,7 @@ typedef struct verify_opts {
     cl_mem scratch;         /* passed as the caller's scratch buffer when set */
     float v_amplitude;      /* v alone (e.g. near the storage type's limit); 0: amplitude */
     bool inject_error;      /* test-only: perturb one output element before the comparison */
+    const clattn_tuning *tuning; /* fused: these parameters instead of the looked-up ones */
 } verify_opts;
 
 typedef struct verify_result {

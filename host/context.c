@@ -61,6 +61,10 @@ void clattn_context_cache_stats(const clattn_context *ctx, clattn_cache_stats *o
 
 cl_context clattn_context_cl_context(const clattn_context *ctx) { return ctx ? ctx->cl_ctx : NULL; }
 cl_device_id clattn_context_device(const clattn_context *ctx) { return ctx ? ctx->device : NULL; }
+clattn_kernel_family clattn_context_kernel_family(const clattn_context *ctx)
+{
+    return ctx ? ctx->family : CLATTN_KERNELS_AUTO;
+}
 
 clattn_status clattn__query_device(cl_device_id dev, clattn_device_info *info)
 {
@@ -159,6 +163,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
         ctx->family = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? CLATTN_KERNELS_ROWS : CLATTN_KERNELS_TILES;
     clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,
                  ctx->cache_dir[0] ? ctx->cache_dir : "off");
+    clattn__tuning_load(ctx);
     *out = ctx;
     return CLATTN_SUCCESS;
 }
@@ -248,6 +253,7 @@ void clattn_context_destroy(clattn_context *ctx)
 {
     if (!ctx) return;
     clattn__release_programs(ctx);
+    clattn__tuning_free(ctx);
     clReleaseDevice(ctx->device);
     clReleaseContext(ctx->cl_ctx);
     pthread_mutex_destroy(&ctx->lock);

@@ -22,6 +22,13 @@ static size_t local_budget(const clattn_context *ctx)
     return (dev < cap ? dev : cap) - 1024;
 }
 
+/* Local memory of a tiles variant: the K and V tiles, and the partial scores when rows are
+ * shared by several work-items. */
+static size_t tiles_local(int d, int dv, int bm, int bn, int tpr)
+{
+    return (size_t)(d + dv) * (size_t)bn * 4 + (tpr > 1 ? (size_t)tpr * (size_t)bn * (size_t)bm * 4 : 0);
+}
+
 const char *clattn__feature_defines(const clattn_shape *s, char *buf, size_t size)
 {
     clattn__format(buf, size, "-D DTYPE=%d -D SOFTCAP=%d -D ALIBI=%d -D MASK=%d -D SINKS=%d -D SEQUSED=%d -D VARLEN=%d",
@@ -30,62 +37,81 @@ const char *clattn__feature_defines(const clattn_shape *s, char *buf, size_t siz
     return buf;
 }
 
-/* Key splits for decode (flash-decoding): when the query rows give too few work units to fill
- * the device, the keys are split across work-groups and a combine kernel merges the partials.
- * Each split keeps at least 256 keys, so the combine stays cheap next to the streaming. */
-static int choose_splits(const clattn_context *ctx, const clattn_shape *s, int rows_per_unit)
+/* Key splits (flash-decoding): when the query rows give too few work units to fill the
+ * device (decode; or prefill on a GPU with few heads), the keys are split across work-groups
+ * and a combine kernel merges the partials. The target is `units_per_cu` work units per
+ * compute unit (tuned per device); each split keeps at least 256 keys, so the combine stays
+ * cheap next to the streaming, and the partials stay under 256 MiB. */
+static int choose_splits(const clattn_context *ctx, const clattn_shape *s, int rows_per_unit, int units_per_cu)
 {
     const int max_by_keys = s->seq_kv / 256 > 1 ? s->seq_kv / 256 : 1;
     if (s->num_splits) return s->num_splits < s->seq_kv ? s->num_splits : s->seq_kv; /* manual */
-    if (s->seq_q > 16) return 1;
     const long rows = (long)s->group * s->seq_q;
     const long units = (rows + rows_per_unit - 1) / rows_per_unit * s->heads_kv * s->batch;
-    /* 8 units per compute unit: on PoCL (2 threads) case 21 of the bench took 22.1 ms unsplit
-     * and 15.4-16.5 ms with 2-8 splits; a GPU wants many resident work-groups per unit. */
-    const long target = 8L * (long)ctx->info.compute_units;
+    /* On PoCL (2 threads) case 21 of the bench took 22.1 ms unsplit and 15.4-16.5 ms with 2-8
+     * splits; on the H100 the tiles kernel at B=1, H=8, N=2048 ran 256 work-groups on 132
+     * units, its time set by the longest group's 2048 keys. */
+    const long target = (long)units_per_cu * (long)ctx->info.compute_units;
     long n = units >= target ? 1 : (target + units - 1) / units;
     if (n > max_by_keys) n = max_by_keys;
     if (n > 64) n = 64;
+    const double part_row = ((double)s->head_dim_v + 1) * sizeof(float);
+    const double total_rows = (double)(s->varlen ? s->total_q : s->batch * s->seq_q) * s->heads_q;
+    while (n > 1 && n * total_rows * part_row > (double)(256 << 20)) n--;
     return (int)n;
 }
 
-void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clattn_plan *plan)
+/* The rows family keeps each work-item's register tile on the PoCL worker's stack: bound a
+ * work-group's private arrays (256x8 groups once overflowed it at d=128: a segfault). */
+static void bound_private(int d, int dv, int *bm, size_t *wg)
+{
+    const size_t budget = 256 * 1024;
+    while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *wg > 1) *wg /= 2;
+    while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *bm > 1) *bm /= 2;
+}
+
+void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, const clattn_tuning *t, clattn_plan *plan)
 {
     const int d = s->head_dim, dv = s->head_dim_v;
     clattn_variant *v = &plan->variant;
     char feat[160];
     clattn__feature_defines(s, feat, sizeof feat);
-    int bm, bn, vw;
+    int bm = t->rows, bn = t->keys, vw = vector_width(d, dv, t->vector_width), tpr = 1;
+    if (ctx->family == CLATTN_KERNELS_TILES && t->threads_per_row > 1) tpr = t->threads_per_row;
     const char *family;
     if (ctx->family == CLATTN_KERNELS_ROWS) {
-        /* 4 rows x 16 keys per work-item with 16-wide vectors filled AVX-512 lanes best in the
-         * first measurements on PoCL (Zen 4). */
-        bm = 4, bn = 16, vw = vector_width(d, dv, 16);
+        /* One work-item owns bm rows and streams keys bn at a time with vw-wide vectors. The
+         * kernel has no barriers, so the group size only matters to the runtime (explicit:
+         * PoCL once picked 256x8 groups whose private arrays overflowed its stack). */
+        size_t wg = (size_t)t->group_size;
+        bound_private(d, dv, &bm, &wg);
         family = "rows";
         v->source_name = "fwd_rows";
         v->kernel_name = "clattn_fwd_rows";
-        /* Small explicit work-groups: PoCL keeps every work-item's private arrays of a group
-         * on the worker's stack, and picked 256x8 groups that overflowed it at d=128 (a
-         * segfault). The kernel has no barriers, so the group size costs nothing else. */
-        v->local_size = 8;
+        v->local_size = wg;
         v->group_per_block = false;
     } else {
-        /* Tiles: 64 rows per work-group (two NVIDIA warps, one AMD wave64), the largest key
-         * tile that fits the local-memory budget, at most 32 keys (the score row lives in
-         * registers). */
-        bm = 64;
-        while ((size_t)bm > ctx->info.max_wg_size && bm > 1) bm /= 2;
-        bn = 32;
-        while (bn > 1 && (size_t)(d + dv) * bn * 4 > local_budget(ctx)) bn /= 2;
-        vw = vector_width(d, dv, 4);
+        /* Tiles: bm rows per work-group, tpr work-items per row (each a slice of the head
+         * dims), key tiles of bn rows in local memory, reduced until they fit the budget (the
+         * score row lives in registers). */
+        while (tpr > 1 && (d % tpr || dv % tpr)) tpr /= 2;
+        vw = vector_width(d / tpr, dv / tpr, t->vector_width);
+        while ((size_t)(bm * tpr) > ctx->info.max_wg_size && bm > 1) bm /= 2;
+        while (bn > 1 && tiles_local(d, dv, bm, bn, tpr) > local_budget(ctx)) bn /= 2;
         family = "tiles";
         v->source_name = "fwd_tiles";
         v->kernel_name = "clattn_fwd_tiles";
-        v->local_size = (size_t)bm;
+        v->local_size = (size_t)(bm * tpr);
         v->group_per_block = true;
     }
     v->rows = bm;
-    plan->nsplit = choose_splits(ctx, s, bm);
+    plan->tuning = *t;
+    plan->tuning.rows = bm;
+    plan->tuning.keys = bn;
+    plan->tuning.vector_width = vw;
+    plan->tuning.group_size = (int)v->local_size;
+    plan->tuning.threads_per_row = tpr;
+    plan->nsplit = choose_splits(ctx, s, bm, t->split_units);
     plan->split_len = 0;
     plan->scratch_bytes = 0;
     if (plan->nsplit > 1) {
@@ -95,11 +121,11 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, clat
     }
     const bool split = plan->nsplit > 1;
     clattn__format(v->options, sizeof v->options,
-                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D SPLIT=%d %s", d, dv,
-                   vw, bm, bn, split, feat);
-    clattn__format(v->name, sizeof v->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d %s splits=%d", family, d, dv, vw, bm,
-                   bn, s->dtype == CLATTN_DTYPE_F32 ? "f32" : s->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16",
-                   plan->nsplit);
+                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d -D SPLIT=%d %s",
+                   d, dv, vw, bm, bn, tpr, split, feat);
+    clattn__format(v->name, sizeof v->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu %s splits=%d", family, d,
+                   dv, vw, bm, bn, tpr, v->local_size,
+                   s->dtype == CLATTN_DTYPE_F32 ? "f32" : s->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16", plan->nsplit);
     if (split) {
         const size_t rows_total = (size_t)(s->varlen ? s->total_q : s->batch * s->seq_q) * (size_t)s->heads_q;
         plan->scratch_bytes = (size_t)plan->nsplit * rows_total * ((size_t)dv + 1) * sizeof(float);

@@ -61,6 +61,13 @@ typedef struct clattn_device_info {
     cl_uint compute_units, mem_base_align_bits;
 } clattn_device_info;
 
+/* A tuning entry of the user's file (tuning.c). */
+typedef struct clattn_tuned {
+    clattn_kernel_family family;
+    char cls[24];
+    clattn_tuning t;
+} clattn_tuned;
+
 struct clattn_context {
     cl_context cl_ctx;
     cl_device_id device;
@@ -69,6 +76,9 @@ struct clattn_context {
     clattn_log_fn log;
     void *log_user;
     clattn_kernel_family family; /* never AUTO: resolved at creation */
+    char tuning_path[1100];      /* the user tuning file; "" when the disk cache is off */
+    clattn_tuned *tuned;         /* its entries (and those stored since), under lock */
+    int n_tuned;
     size_t scratch_limit;        /* resolved: > 0 and <= max_alloc */
     pthread_mutex_t lock; /* guards programs, stats and last_error */
     /* fault.c: live objects clattn created, and the test-only fault hook */
@@ -91,6 +101,8 @@ struct clattn_plan {
     cl_kernel kernel2, kernel3;
     /* fused split-KV decode */
     int nsplit, split_len;
+    clattn_tuning tuning;         /* fused: the parameters used, and their source */
+    const char *tuning_source;
     /* unfused: query rows and (batch, head) items per chunk; f32 working copies */
     int chunk_rows, chunk_items;
     bool convert;                 /* q, k, v, o go through dense f32 copies in scratch */
@@ -112,6 +124,19 @@ CLATTN_HIDDEN clattn_status clattn__query_device(cl_device_id dev, clattn_device
 CLATTN_HIDDEN clattn_status clattn__get_program(clattn_context *ctx, const clattn_variant *variant,
                                                 cl_program *out);
 CLATTN_HIDDEN void clattn__release_programs(clattn_context *ctx);
+CLATTN_HIDDEN uint64_t clattn__fnv1a(uint64_t h, const char *s);
+CLATTN_HIDDEN void clattn__make_dirs(const char *dir);
+
+/* tuning.c: parameters per device and shape class (user file, shipped defaults, generic) */
+CLATTN_HIDDEN const char *clattn__tuning_class(const clattn_shape *s);
+CLATTN_HIDDEN void clattn__tuning_load(clattn_context *ctx);
+CLATTN_HIDDEN void clattn__tuning_free(clattn_context *ctx);
+/* Fills every field of *out for the shape on ctx: `given` fields (nonzero) first, the rest from
+ * the most specific source; returns that source's name. */
+CLATTN_HIDDEN const char *clattn__tuning_lookup(clattn_context *ctx, const clattn_shape *s,
+                                                const clattn_tuning *given, clattn_tuning *out);
+CLATTN_HIDDEN bool clattn__tuning_valid(const clattn_context *ctx, const clattn_tuning *t, char *why,
+                                        size_t why_size);
 
 /* plan.c: the single capability check used by dispatch, `clattn run -v` and the tests. */
 CLATTN_HIDDEN bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s,
@@ -119,7 +144,7 @@ CLATTN_HIDDEN bool clattn__fused_supports(const clattn_context *ctx, const clatt
 
 /* fused.c */
 CLATTN_HIDDEN void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s,
-                                        clattn_plan *plan);
+                                        const clattn_tuning *t, clattn_plan *plan);
 CLATTN_HIDDEN clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_command_queue queue, const clattn_buffers *b,
                                                   cl_uint num_wait, const cl_event *wait,
                                                   cl_event *event);

@@ -38,6 +38,12 @@ clattn_status clattn__make_kernel(clattn_context *ctx, const clattn_variant *v, 
 
 clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, clattn_plan **out)
 {
+    return clattn_plan_create_tuned(ctx, desc, NULL, out);
+}
+
+clattn_status clattn_plan_create_tuned(clattn_context *ctx, const clattn_desc *desc, const clattn_tuning *tuning,
+                                       clattn_plan **out)
+{
     if (!out) return ctx ? clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "out is NULL") : CLATTN_INVALID_ARGUMENT;
     *out = NULL;
     if (!ctx) return CLATTN_INVALID_ARGUMENT;
@@ -45,6 +51,8 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
     clattn_shape s;
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
+    if (tuning && !clattn__tuning_valid(ctx, tuning, msg, sizeof msg))
+        return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
 
     /* One capability check per path serves dispatch, `clattn run -v` and the tests. */
     char fwhy[192], uwhy[192];
@@ -77,8 +85,14 @@ clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, c
     p->shape = s;
     p->algo = algo;
     clattn__format(p->reason, sizeof p->reason, "%s", reason);
-    if (algo == CLATTN_ALGO_FUSED) clattn__fused_choose(ctx, &s, p);
-    else clattn__unfused_choose(ctx, &s, p);
+    if (algo == CLATTN_ALGO_FUSED) {
+        clattn_tuning t;
+        p->tuning_source = clattn__tuning_lookup(ctx, &s, tuning, &t);
+        clattn__fused_choose(ctx, &s, &t, p);
+    } else {
+        p->tuning_source = "";
+        clattn__unfused_choose(ctx, &s, p);
+    }
     if (p->scratch_bytes > ctx->info.max_alloc) {
         st = clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s needs %zu bytes of scratch, above the device's max allocation %llu",
                           p->variant.name, p->scratch_bytes, (unsigned long long)ctx->info.max_alloc);
@@ -116,6 +130,14 @@ clattn_algo clattn_plan_algo(const clattn_plan *p) { return p ? p->algo : CLATTN
 const char *clattn_plan_variant(const clattn_plan *p) { return p ? p->variant.name : ""; }
 size_t clattn_plan_scratch_size(const clattn_plan *p) { return p ? p->scratch_bytes : 0; }
 const char *clattn_plan_reason(const clattn_plan *p) { return p ? p->reason : ""; }
+
+const char *clattn_plan_tuning(const clattn_plan *p, clattn_tuning *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+    if (!p || p->algo != CLATTN_ALGO_FUSED) return "";
+    if (out) *out = p->tuning;
+    return p->tuning_source;
+}
 
 /* The caller's scratch, or the plan's own, allocated at the first execution that needs it
  * (called under the plan lock). */

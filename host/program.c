@@ -45,7 +45,7 @@ static char *assemble_source(clattn_context *ctx, const char *name)
 }
 
 /* FNV-1a over each part with a separator; two seeds give a 128-bit key. */
-static uint64_t fnv1a(uint64_t h, const char *s)
+uint64_t clattn__fnv1a(uint64_t h, const char *s)
 {
     for (; *s; s++) {
         h ^= (unsigned char)*s;
@@ -63,14 +63,14 @@ static void cache_path(const clattn_context *ctx, const char *source, const char
                            ctx->info.version, ctx->info.platform_version};
     uint64_t a = 0xcbf29ce484222325ull, b = 0x84222325cbf29ce4ull;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        a = fnv1a(a, parts[i]);
-        b = fnv1a(b ^ (uint64_t)(i + 1), parts[i]);
+        a = clattn__fnv1a(a, parts[i]);
+        b = clattn__fnv1a(b ^ (uint64_t)(i + 1), parts[i]);
     }
     clattn__format(path, size, "%s/%016llx%016llx.bin", ctx->cache_dir, (unsigned long long)a,
                    (unsigned long long)b);
 }
 
-static void make_dirs(const char *dir)
+void clattn__make_dirs(const char *dir)
 {
     char tmp[1024];
     clattn__format(tmp, sizeof tmp, "%s", dir);
@@ -126,7 +126,7 @@ static bool store_binary(clattn_context *ctx, cl_program p, const char *path)
     unsigned char *bins[1] = {bin};
     bool ok = !clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL);
     if (ok) {
-        make_dirs(ctx->cache_dir);
+        clattn__make_dirs(ctx->cache_dir);
         char tmp[1200];
         clattn__format(tmp, sizeof tmp, "%s.%ld.%p.tmp", path, (long)getpid(), (void *)p);
         FILE *f = fopen(tmp, "wb");

@@ -73,6 +73,7 @@ const char *clattn_status_string(clattn_status s)
     case CLATTN_SIZE_OVERFLOW: return "size overflows a limit";
     case CLATTN_INTERNAL_ERROR: return "internal error";
     case CLATTN_BLAS_ERROR: return "CLBlast error";
+    case CLATTN_IO_ERROR: return "file input/output error";
     default: break;
     }
     const char *cl = opencl_status_string(s);

@@ -99,7 +99,8 @@ enum {
     CLATTN_BUILD_FAILED = -2007,       /* kernel build failed; the log is in last_error */
     CLATTN_SIZE_OVERFLOW = -2008,      /* a size overflows size_t or a device limit */
     CLATTN_INTERNAL_ERROR = -2009,     /* a bug in clattn: please report */
-    CLATTN_BLAS_ERROR = -2010          /* CLBlast failed; last_error names its status */
+    CLATTN_BLAS_ERROR = -2010,         /* CLBlast failed; last_error names its status */
+    CLATTN_IO_ERROR = -2011            /* a file (the tuning file) could not be written */
 };
 
 /* A short English description of any status (clattn's own or OpenCL's). Never NULL. */
@@ -226,6 +227,8 @@ CLATTN_API void clattn_context_destroy(clattn_context *ctx); /* NULL is fine */
 
 CLATTN_API cl_context clattn_context_cl_context(const clattn_context *ctx);
 CLATTN_API cl_device_id clattn_context_device(const clattn_context *ctx);
+/* The kernel family the context's fused plans use (never AUTO). */
+CLATTN_API clattn_kernel_family clattn_context_kernel_family(const clattn_context *ctx);
 
 /* The message of the most recent failing call on this context (the OpenCL build log after
  * CLATTN_BUILD_FAILED), or "" if none. Valid until the next failing call on the context. With
@@ -260,6 +263,41 @@ CLATTN_API size_t clattn_plan_scratch_size(const clattn_plan *plan);
 /* Why the plan took its path, e.g. "auto: unfused, because fused: attention sinks is not
  * supported by the fused path yet". */
 CLATTN_API const char *clattn_plan_reason(const clattn_plan *plan);
+
+/* ---- tuning ----
+ * The fused kernels' tile sizes per device and shape class. A plan takes them from, in order:
+ * the user's tuning file for its device and driver (written by `clattn tune`, kept beside the
+ * kernel cache), the defaults shipped for that device, then for its vendor and device type,
+ * then generic values. A shape class is the phase ("prefill", or "decode": at most 16 query
+ * rows per sequence) and the head dim rounded up to 64, 128, 256 or 576, e.g. "decode-d128".
+ * Zero fields mean "the default". */
+typedef struct clattn_tuning {
+    int rows;          /* query rows per work-item (rows family) or per work-group (tiles) */
+    int keys;          /* keys per block (one softmax rescale per block) */
+    int vector_width;  /* widest vector over the head dims (reduced until it divides them) */
+    int group_size;    /* rows family: work-items per work-group (tiles: rows x threads_per_row) */
+    int split_units;   /* key splits aim for this many work units per compute unit (decode,
+                          and prefill with few rows) */
+    int threads_per_row; /* tiles family: work-items sharing a row's head dims (1, 2, 4, 8) */
+} clattn_tuning;
+
+/* Like clattn_plan_create, with the fused kernel's parameters given (NULL: as looked up).
+ * Fields left zero are looked up as usual. For tuners and benchmarks. */
+CLATTN_API clattn_status clattn_plan_create_tuned(clattn_context *ctx, const clattn_desc *desc,
+                                                  const clattn_tuning *tuning, clattn_plan **out);
+/* The parameters a fused plan uses and where they came from: "given", "user file",
+ * "shipped (device)", "shipped (vendor)" or "generic". Unfused plans: zeros and "". */
+CLATTN_API const char *clattn_plan_tuning(const clattn_plan *plan, clattn_tuning *out);
+/* The shape class of a descriptor ("prefill-d64"); NULL if the descriptor is invalid. The
+ * string is static. */
+CLATTN_API const char *clattn_tuning_class(const clattn_desc *desc);
+/* Records `tuning` as the best for the class of `desc` on this context's device and kernel
+ * family: in the context at once, and in the user's tuning file (rewritten atomically) when
+ * the disk cache is on. */
+CLATTN_API clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc,
+                                             const clattn_tuning *tuning);
+/* The user tuning file's path for this context ("" when the disk cache is off). */
+CLATTN_API const char *clattn_tuning_file(const clattn_context *ctx);
 
 /* Device buffers of one execution. Offsets are in elements of each tensor's type and let
  * a tensor be a view into a larger buffer. Unused optional members stay NULL. */

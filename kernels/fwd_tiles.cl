@@ -1,30 +1,41 @@
-/* Fused attention forward, GPU family: a work-group of BM work-items owns BM packed rows
- * (query head, position) of one KV head, one row per work-item. Key/value tiles of BN rows are
- * loaded into local memory cooperatively (consecutive work-items read consecutive elements:
- * coalesced), converted to f32 once, and read by every row of the group, so each K/V element
- * is fetched from global memory once per BM rows, and once for all query heads of a KV head.
- * Each work-item keeps its query row, the online-softmax state and the output accumulator in
- * private memory.
+/* Fused attention forward, GPU family: a work-group owns BM packed rows (query head,
+ * position) of one KV head, with TPR work-items per row, each holding a 1/TPR slice of the
+ * row's head dims (its part of q and of the output accumulator). Key/value tiles of BN rows
+ * are loaded into local memory cooperatively (consecutive work-items read consecutive
+ * elements: coalesced), converted to f32 once, and read by every row of the group, so each
+ * K/V element is fetched from global memory once per BM rows, and once for all query heads of
+ * a KV head. With TPR > 1 the partial dot products meet in local memory (one more barrier per
+ * tile); that halves or quarters each work-item's registers (d=128 spilled with TPR=1 on an
+ * H100) and multiplies the work-items in flight.
  *
  * Tuning parameters (-D):
- *   D, DV  head dims of q/k and v/o        VW  vector width (divides D and DV)
- *   BM     rows per work-group (= work-group size)
- *   BN     keys per tile; (D + DV) * BN * 4 bytes of local memory
+ *   D, DV  head dims of q/k and v/o        VW  vector width (divides D/TPR and DV/TPR)
+ *   BM     rows per work-group             TPR work-items per row (work-group: BM*TPR)
+ *   BN     keys per tile; (D + DV) * BN * 4 (+ TPR * BN * BM * 4) bytes of local memory
  *   and the switches of common.cl.
  *
- * NDRange: (ceil(group * Nq / BM) * nsplit * BM, Hkv, B), local (BM, 1, 1). Every work-item
- * reaches every barrier: rows past the end repeat the last row and are not stored. */
+ * NDRange: (ceil(group * Nq / BM) * nsplit * BM * TPR, Hkv, B), local (BM * TPR, 1, 1). Every
+ * work-item reaches every barrier: rows past the end repeat the last row and are not stored. */
 
-#define DQV (D / VW)
-#define DVV (DV / VW)
+#ifndef TPR
+#define TPR 1
+#endif
+#define DS (D / TPR)   /* a work-item's slice of the q/k dims */
+#define DVS (DV / TPR) /* and of the v/o dims */
+#define DQV (DS / VW)
+#define DVV (DVS / VW)
 
-__kernel __attribute__((reqd_work_group_size(BM, 1, 1)))
+__kernel __attribute__((reqd_work_group_size(BM * TPR, 1, 1)))
 void clattn_fwd_tiles(FWD_ARGS)
 {
     __local float ks[BN * D];
     __local float vs[BN * DV];
+#if TPR > 1
+    __local float sp[TPR * BN * BM]; /* partial scores: [part][key][row] */
+#endif
 
     const int lid = (int)get_local_id(0);
+    const int r = lid % BM, part = lid / BM;
     const int g = (int)get_global_id(1);
     const int b = (int)get_global_id(2);
 #if SPLIT
@@ -38,11 +49,11 @@ void clattn_fwd_tiles(FWD_ARGS)
     const int rows = group * sg.nq;
     if (r0 >= rows) return; /* uniform over the work-group: before any barrier */
 
-    const int p = min(r0 + lid, rows - 1);
+    const int p = min(r0 + r, rows - 1);
     const int h = g * group + p / sg.nq, i = p % sg.nq;
     __global const T *kb = k + sg.k_base + g * k_sh;
     __global const T *vb = v + sg.v_base + g * v_sh;
-    __global const T *qr = q + sg.q_base + h * q_sh + i * q_ss;
+    __global const T *qr = q + sg.q_base + h * q_sh + i * q_ss + part * DS;
 
     VEC qv[DQV], acc[DVV];
     for (int t = 0; t < DQV; t++) qv[t] = LOADV(t, qr) * scale_log2;
@@ -74,24 +85,37 @@ void clattn_fwd_tiles(FWD_ARGS)
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         const int nb = min(BN, jend - j0);
-        barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is no longer read */
-        for (int x = lid; x < BN * D; x += BM) {
+        barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile (and its partial scores) is no longer read */
+        for (int x = lid; x < BN * D; x += BM * TPR) {
             const int jj = x / D, c = x - jj * D;
             ks[x] = jj < nb ? LOAD1(kb + (j0 + jj) * k_ss + c) : 0.0f;
         }
-        for (int x = lid; x < BN * DV; x += BM) {
+        for (int x = lid; x < BN * DV; x += BM * TPR) {
             const int jj = x / DV, c = x - jj * DV;
             vs[x] = jj < nb ? LOAD1(vb + (j0 + jj) * v_ss + c) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
         float s[BN];
+        for (int jj = 0; jj < BN; jj++) {
+            __local const float *kr = ks + jj * D + part * DS;
+            VEC dot = qv[0] * vload_f(0, kr);
+            for (int t = 1; t < DQV; t++) dot = fma(qv[t], vload_f(t, kr), dot);
+            s[jj] = hsum(dot);
+        }
+#if TPR > 1
+        for (int jj = 0; jj < BN; jj++) sp[(part * BN + jj) * BM + r] = s[jj];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int jj = 0; jj < BN; jj++) {
+            float x = sp[jj * BM + r];
+            for (int u = 1; u < TPR; u++) x += sp[(u * BN + jj) * BM + r];
+            s[jj] = x;
+        }
+#endif
         float mx = m;
         for (int jj = 0; jj < BN; jj++) {
-            VEC dot = qv[0] * vload_f(0, ks + jj * D);
-            for (int t = 1; t < DQV; t++) dot = fma(qv[t], vload_f(t, ks + jj * D), dot);
             const int j = j0 + jj;
-            s[jj] = (j >= lo && j < hi && jj < nb) ? logit(hsum(dot), i, j, sg.off, softcap_log2, slope, mrow)
+            s[jj] = (j >= lo && j < hi && jj < nb) ? logit(s[jj], i, j, sg.off, softcap_log2, slope, mrow)
                                                    : -INFINITY;
             mx = nan_max(mx, s[jj]);
         }
@@ -106,22 +130,24 @@ void clattn_fwd_tiles(FWD_ARGS)
         for (int jj = 0; jj < BN; jj++) {
             const float pj = exp2(s[jj] - mx);
             l += pj;
-            if (pj != 0.0f) /* a masked key never touches acc: 0 * NaN would leak garbage */
-                for (int t = 0; t < DVV; t++) acc[t] = fma((VEC)(pj), vload_f(t, vs + jj * DV), acc[t]);
+            if (pj != 0.0f) { /* a masked key never touches acc: 0 * NaN would leak garbage */
+                __local const float *vr = vs + jj * DV + part * DVS;
+                for (int t = 0; t < DVV; t++) acc[t] = fma((VEC)(pj), vload_f(t, vr), acc[t]);
+            }
         }
     }
 
-    if (r0 + lid >= rows) return;
+    if (r0 + r >= rows) return;
     const float inv = row_inv(l), lse_r = row_lse(m, l);
     const long id = row_id(b, h, i, hq, nq, total_q, &sg);
 #if SPLIT
     const long rows_total = (long)(VARLEN ? total_q : batch * nq) * hq;
-    __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV;
+    __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV + part * DVS;
     for (int t = 0; t < DVV; t++) VSTOREF(acc[t] * inv, t, po);
-    lse[lse_off + (long)split * rows_total + id] = lse_r;
+    if (part == 0) lse[lse_off + (long)split * rows_total + id] = lse_r;
 #else
-    __global T *orow = (__global T *)o_any + sg.o_base + h * o_sh + i * o_ss;
+    __global T *orow = (__global T *)o_any + sg.o_base + h * o_sh + i * o_ss + part * DVS;
     for (int t = 0; t < DVV; t++) STOREV(acc[t] * inv, t, orow);
-    if (write_lse) lse[lse_off + id] = lse_r;
+    if (write_lse && part == 0) lse[lse_off + id] = lse_r;
 #endif
 }

@@ -14,7 +14,7 @@ ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv"
               "device_index", "device", "driver", "algo", "variant", "status", "reason", "ms_median", "ms_min",
               "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "gbs", "pct_peak_bw",
               "mem_bytes", "rel_l2", "max_abs", "checked_rows", "seed", "ratio_sgemm", "ratio_blas_attention",
-              "ratio_stream"]
+              "ratio_stream", "ratio_unfused"]
 DEVICE_FIELDS = ["index", "name", "vendor", "driver", "opencl_version", "peak_fma_gflops", "peak_read_gbs"]
 PROVENANCE_FIELDS = ["clattn_version", "commit", "build_options", "command", "date"]
 

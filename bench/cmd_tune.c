@@ -1,0 +1,247 @@
+/* `clattn tune`: searches the fused kernel's parameters (rows or work-group size, key block,
+ * vector width, work-group shape, key-split target) per device and shape class. Every
+ * candidate's output is checked against the CPU reference before it is timed (a wrong or
+ * failing candidate is reported and dropped); the winner is re-verified on awkward shapes of
+ * its class, then stored in the user's tuning file, which plans use from then on (`auto`).
+ * --emit-c prints the winners as lines for the shipped table (host/tuning_db.c). */
+#include "cli.h"
+#include "suite.h"
+#include "verify.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct tune_class {
+    const char *name;   /* as clattn_tuning_class */
+    bench_case cpu, gpu; /* the representative shape: smaller on CPU devices */
+    bench_case odd[2];  /* awkward shapes of the same class for the re-verification */
+} tune_class;
+
+static const tune_class classes[] = {
+    {"prefill-d64", {101, 1, 8, 8, 1024, 1024, 64, 0, false}, {101, 1, 8, 8, 4096, 4096, 64, 0, false},
+     {{0, 2, 6, 2, 77, 93, 64, 1, false}, {0, 1, 3, 3, 130, 61, 40, 0, false}}},
+    {"prefill-d128", {102, 1, 8, 8, 1024, 1024, 128, 0, false}, {102, 1, 8, 8, 4096, 4096, 128, 0, false},
+     {{0, 2, 8, 2, 45, 70, 128, 1, false}, {0, 1, 2, 1, 129, 129, 96, 0, false}}},
+    {"decode-d64", {103, 1, 32, 8, 1, 8192, 64, 1, false}, {103, 1, 32, 8, 1, 32768, 64, 1, false},
+     {{0, 3, 8, 2, 1, 1000, 64, 1, false}, {0, 2, 4, 1, 3, 777, 48, 1, false}}},
+    {"decode-d128", {104, 1, 32, 8, 1, 8192, 128, 1, false}, {104, 1, 32, 8, 1, 32768, 128, 1, false},
+     {{0, 3, 8, 2, 1, 1000, 128, 1, false}, {0, 2, 4, 1, 5, 613, 96, 1, false}}},
+};
+#define NCLASSES ((int)(sizeof classes / sizeof classes[0]))
+
+/* The search space per family; --quick keeps a corner of it. */
+static int candidates(clattn_kernel_family fam, bool quick, clattn_tuning *out, int max)
+{
+    int n = 0;
+    if (fam == CLATTN_KERNELS_ROWS) {
+        const int rows[] = {2, 4, 8}, keys[] = {8, 16, 32}, vw[] = {8, 16};
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++)
+                for (int c = 0; c < 2; c++) {
+                    if (quick && (rows[a] == 2 || keys[b] != 16 || vw[c] != 16)) continue;
+                    if (n < max) out[n++] = (clattn_tuning){rows[a], keys[b], vw[c], 8, 0, 1};
+                }
+    } else {
+        const int rows[] = {4, 16, 64, 128}, keys[] = {16, 32}, tpr[] = {1, 2, 4};
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 2; b++)
+                for (int c = 0; c < 3; c++) {
+                    if (quick && (rows[a] != 64 || tpr[c] == 4)) continue;
+                    if (n < max) out[n++] = (clattn_tuning){rows[a], keys[b], 4, rows[a] * tpr[c], 0, tpr[c]};
+                }
+    }
+    return n;
+}
+
+static void print_tuning(const clattn_tuning *t)
+{
+    printf("rows=%-3d keys=%-2d vw=%-2d group=%-3d split=%-2d tpr=%d", t->rows, t->keys, t->vector_width,
+           t->group_size, t->split_units, t->threads_per_row);
+}
+
+/* One candidate: checked, then timed (bench_run); returns its median ms, or -1. */
+static double try_one(clattn_context *ctx, const bench_case *c, const clattn_tuning *t, double budget_ms,
+                      clattn_tuning *used)
+{
+    bench_opts o = {0};
+    o.budget_ms = budget_ms;
+    o.tuning = t;
+    bench_row row;
+    bench_run(ctx, NULL, c, ALGO_FUSED, &o, &row);
+    *used = row.tuning;
+    printf("  ");
+    print_tuning(t);
+    if (strcmp(row.status, "ok")) {
+        printf("  %-8s %s\n", row.status, row.reason);
+        return -1;
+    }
+    printf("  %9.3f ms %9.1f GFLOP/s %8.1f GB/s  (%s)\n", row.ms_median, row.gflops, row.gbs, row.variant);
+    fflush(stdout);
+    return row.ms_median;
+}
+
+static bool reverify(clattn_context *ctx, const tune_class *k, const clattn_tuning *t)
+{
+    for (int i = 0; i < 2; i++) {
+        const bench_case *c = &k->odd[i];
+        for (int dt = 0; dt < 2; dt++) {
+            clattn_desc d = {0};
+            d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
+            d.head_dim = c->d; d.causal = c->causal; d.algo = CLATTN_ALGO_FUSED;
+            d.dtype = dt ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F32;
+            verify_opts o = {0};
+            o.seed = 0x7e57ull * 16 + (uint64_t)(i * 2 + dt);
+            o.tuning = t;
+            verify_result r;
+            const bool ok = !verify_run(ctx, &d, &o, &r) && verify_ok(&r);
+            printf("  re-verify %dx%dx%dx%dx%dx%d%s %s: %s", c->b, c->hq, c->hkv, c->nq, c->nk, c->d,
+                   c->causal ? "c" : "", dt ? "bf16" : "f32", ok ? "pass" : "FAIL");
+            if (r.error[0]) printf(" (%s)", r.error);
+            else printf(" (rel L2 %.2e)", r.o.rel_l2);
+            printf("\n");
+            if (!ok) return false;
+        }
+    }
+    return true;
+}
+
+static int cmp_cand(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int tune_device(clattn_context *ctx, const bool *want, bool quick, double budget_ms, bool emit_c,
+                       char *emit, size_t emit_size)
+{
+    char name[256] = "";
+    cl_device_type type = 0;
+    clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_NAME, sizeof name - 1, name, NULL);
+    clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    const clattn_kernel_family fam = clattn_context_kernel_family(ctx);
+    const bool cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
+    printf("== %s: %s family; tuning file %s\n", name, fam == CLATTN_KERNELS_ROWS ? "rows" : "tiles",
+           clattn_tuning_file(ctx)[0] ? clattn_tuning_file(ctx) : "(disk cache off: not stored)");
+    int failures = 0;
+    for (int k = 0; k < NCLASSES; k++) {
+        if (!want[k]) continue;
+        const tune_class *tc = &classes[k];
+        const bench_case *c = cpu ? &tc->cpu : &tc->gpu;
+        char cname[64];
+        bench_case_name(c, cname, sizeof cname);
+        printf("-- %s (%s, f32)\n", tc->name, cname);
+        clattn_tuning cand[64];
+        const int n = candidates(fam, quick, cand, 64);
+        double best_ms[64][2]; /* (ms, index) for sorting */
+        int nok = 0;
+        for (int i = 0; i < n; i++) {
+            clattn_tuning used;
+            const double ms = try_one(ctx, c, &cand[i], budget_ms, &used);
+            if (ms < 0) continue;
+            /* identical effective parameters (clamped by the device) need no second timing */
+            best_ms[nok][0] = ms;
+            best_ms[nok][1] = i;
+            nok++;
+        }
+        if (!nok) {
+            printf("  no candidate passed: nothing stored\n");
+            failures++;
+            continue;
+        }
+        qsort(best_ms, (size_t)nok, sizeof best_ms[0], cmp_cand);
+        clattn_tuning win = cand[(int)best_ms[0][1]];
+        double win_ms = best_ms[0][0];
+        /* The key-split target, around the winner (decode, and prefill where rows are few). */
+        const int splits[] = {2, 4, 16, 32};
+        for (int s = 0; s < (quick ? 0 : 4); s++) {
+            clattn_tuning t = win, used;
+            t.split_units = splits[s];
+            const double ms = try_one(ctx, c, &t, budget_ms, &used);
+            if (ms > 0 && ms < win_ms * 0.97) win = t, win_ms = ms; /* a clear gain, not noise */
+        }
+        if (!win.split_units) win.split_units = 8;
+        /* The winner must hold on awkward shapes of its class; else the next best. */
+        int rank = 0;
+        while (!reverify(ctx, tc, &win)) {
+            if (++rank >= nok) break;
+            win = cand[(int)best_ms[rank][1]];
+            win.split_units = 8;
+            win_ms = best_ms[rank][0];
+        }
+        if (rank >= nok) {
+            printf("  no candidate passed the re-verification: nothing stored\n");
+            failures++;
+            continue;
+        }
+        clattn_desc d = {0};
+        d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
+        d.head_dim = c->d; d.causal = c->causal;
+        clattn_status st = clattn_tuning_store(ctx, &d, &win);
+        printf("  best: ");
+        print_tuning(&win);
+        printf("  %.3f ms  -> %s\n", win_ms, st ? clattn_context_last_error(ctx) : "stored");
+        if (st) failures++;
+        if (emit_c) {
+            const size_t used_len = strlen(emit);
+            snprintf(emit + used_len, emit_size - used_len,
+                     "    {\"%s\", NULL, 0, %s, \"%s\", {%d, %d, %d, %d, %d, %d}}, /* %s %.3f ms */\n", name,
+                     fam == CLATTN_KERNELS_ROWS ? "ROWS" : "TILES", tc->name, win.rows, win.keys, win.vector_width,
+                     win.group_size, win.split_units, win.threads_per_row, cname, win_ms);
+        }
+    }
+    return failures;
+}
+
+int cmd_tune(int argc, char **argv)
+{
+    const char *device = NULL;
+    bool quick = false, emit_c = false, want[NCLASSES];
+    double budget_ms = 200;
+    for (int k = 0; k < NCLASSES; k++) want[k] = true;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--emit-c")) emit_c = true;
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
+        else if (!strcmp(argv[i], "--budget-ms") && i + 1 < argc) {
+            char *end;
+            budget_ms = strtod(argv[++i], &end);
+            if (*end || !(budget_ms > 0)) return cli_error("tune: --budget-ms takes a positive number");
+        } else if (!strcmp(argv[i], "--classes") && i + 1 < argc) {
+            for (int k = 0; k < NCLASSES; k++) want[k] = strstr(argv[i + 1], classes[k].name) != NULL;
+            bool any = false;
+            for (int k = 0; k < NCLASSES; k++) any = any || want[k];
+            if (!any) return cli_error("tune: --classes takes prefill-d64, prefill-d128, decode-d64, decode-d128");
+            i++;
+        } else
+            return cli_error("tune: unknown option '%s' or missing value", argv[i]);
+    }
+    cl_device_id devs[16];
+    cl_uint ndev = 0;
+    if (clattn_list_devices(devs, 16, &ndev) || !ndev) return cli_error("tune: no OpenCL device found");
+    if (ndev > 16) ndev = 16;
+    int first, last;
+    if (cli_device_range(device, devs, (int)ndev, &first, &last)) return 1;
+    static char emit[16384];
+    emit[0] = '\0';
+    int failures = 0;
+    const double t0 = cli_now_ms();
+    for (int di = first; di <= last; di++) {
+        char sel[16];
+        snprintf(sel, sizeof sel, "%d", di);
+        clattn_context *ctx;
+        if (cli_open_context(sel, &ctx)) return 1;
+        failures += tune_device(ctx, want, quick, budget_ms, emit_c, emit, sizeof emit);
+        clattn_context_destroy(ctx);
+    }
+    if (emit_c) {
+        char day[16];
+        const time_t now = time(NULL);
+        strftime(day, sizeof day, "%Y-%m-%d", gmtime(&now));
+        printf("\n/* host/tuning_db.c lines, clattn tune %s */\n%s", day, emit);
+    }
+    printf("\ntuned in %.1f s\n", (cli_now_ms() - t0) / 1000);
+    if (failures) return cli_error("tune: %d class(es) not tuned", failures);
+    return 0;
+}
