@@ -4,6 +4,7 @@
 #include "fault.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 /* Largest vector width that divides both head dims, so no lane ever reads past a row. */
 static int vector_width(int d, int dv, int max_vw)
@@ -120,11 +121,18 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, cons
         plan->nsplit = (s->seq_kv + plan->split_len - 1) / plan->split_len; /* no empty tail split */
     }
     const bool split = plan->nsplit > 1;
+    /* Rows family, 16-key score vectors (plain formula), prefill: K transposed once per call
+     * (a pass over K, next to Nq/BM passes of the kernel over it) makes each column of 16 keys
+     * one vector load. Not with splits (the scratch holds their partials). */
+    plan->kt = ctx->family == CLATTN_KERNELS_ROWS && bn == 16 && d <= 128 && s->seq_q > 16 && !split &&
+               !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
+    plan->kt_ld = plan->kt ? (long)(s->varlen ? s->total_k : s->seq_kv) + 16 : 0;
     clattn__format(v->options, sizeof v->options,
-                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d -D SPLIT=%d %s",
-                   d, dv, vw, bm, bn, tpr, split, feat);
-    clattn__format(v->name, sizeof v->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu %s splits=%d", family, d,
-                   dv, vw, bm, bn, tpr, v->local_size,
+                   "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d -D SPLIT=%d "
+                   "-D KT=%d %s",
+                   d, dv, vw, bm, bn, tpr, split, plan->kt, feat);
+    clattn__format(v->name, sizeof v->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s %s splits=%d", family,
+                   d, dv, vw, bm, bn, tpr, v->local_size, plan->kt ? " KT" : "",
                    s->dtype == CLATTN_DTYPE_F32 ? "f32" : s->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16", plan->nsplit);
     if (split) {
         const size_t rows_total = (size_t)(s->varlen ? s->total_q : s->batch * s->seq_q) * (size_t)s->heads_q;
@@ -136,12 +144,22 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, cons
         c->local_size = 0;
         clattn__format(c->options, sizeof c->options, "-cl-std=CL1.2 -D VW=1 -D DV=%d %s", dv, feat);
         clattn__format(c->name, sizeof c->name, "combine DV=%d", dv);
+    } else if (plan->kt) {
+        plan->scratch_bytes = (size_t)(s->varlen ? 1 : s->batch) * (size_t)s->heads_kv * (size_t)d *
+                              (size_t)plan->kt_ld * sizeof(float);
+        clattn_variant *c = &plan->variant2;
+        c->source_name = "convert";
+        c->kernel_name = "clattn_transpose_k";
+        c->rows = 1;
+        c->local_size = 0;
+        clattn__format(c->options, sizeof c->options, "-cl-std=CL1.2 -D VW=1 %s", feat);
+        clattn__format(c->name, sizeof c->name, "transpose K D=%d", d);
     }
 }
 
 clattn_status clattn__fused_prepare(clattn_plan *plan)
 {
-    if (plan->nsplit <= 1) return CLATTN_SUCCESS;
+    if (plan->nsplit <= 1 && !plan->kt) return CLATTN_SUCCESS;
     return clattn__make_kernel(plan->ctx, &plan->variant2, plan->variant2.kernel_name, &plan->kernel2);
 }
 
@@ -172,7 +190,7 @@ bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, ch
 /* The fused forward's arguments, in FWD_ARGS order (kernels/common.cl). Unused buffers get a
  * valid one (q), never dereferenced. */
 static cl_int set_forward_args(const clattn_plan *plan, cl_kernel kernel, const clattn_buffers *bf, cl_mem out,
-                               cl_mem lse, size_t lse_off)
+                               cl_mem lse, size_t lse_off, cl_mem kt)
 {
     const clattn_shape *s = &plan->shape;
     cl_int e = CL_SUCCESS;
@@ -214,6 +232,26 @@ static cl_int set_forward_args(const clattn_plan *plan, cl_kernel kernel, const 
     ARG(cl_int, plan->nsplit);
     ARG(cl_int, plan->split_len);
     ARG(cl_int, s->batch);
+    ARG(cl_mem, kt ? kt : bf->q);
+    ARG(cl_long, (cl_long)plan->kt_ld);
+    return e;
+}
+
+static cl_int set_transpose_args(const clattn_plan *plan, cl_kernel kernel, const clattn_buffers *bf, cl_mem kt)
+{
+    const clattn_shape *s = &plan->shape;
+    cl_int e = CL_SUCCESS;
+    cl_uint n = 0;
+    ARG(cl_mem, bf->k);
+    ARG(cl_ulong, (cl_ulong)bf->k_offset);
+    ARG(cl_long, s->k.batch);
+    ARG(cl_long, s->k.head);
+    ARG(cl_long, s->k.seq);
+    ARG(cl_int, s->heads_kv);
+    ARG(cl_int, s->varlen ? s->total_k : s->seq_kv);
+    ARG(cl_mem, kt);
+    ARG(cl_ulong, 0);
+    ARG(cl_long, (cl_long)plan->kt_ld);
     return e;
 }
 
@@ -255,13 +293,26 @@ clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_command_queue qu
     const bool split = plan->nsplit > 1;
     const size_t rows_total = (size_t)(s->varlen ? s->total_q : s->batch * s->seq_q) * (size_t)s->heads_q;
     cl_mem part = NULL;
-    if (split) {
+    if (split || plan->kt) {
         clattn_status st = clattn__plan_scratch((clattn_plan *)plan, bf, &part);
         if (st) return st;
     }
-    cl_int e = split ? set_forward_args(plan, kernel, bf, part, part, (size_t)plan->nsplit * rows_total * s->head_dim_v)
-                     : set_forward_args(plan, kernel, bf, bf->o, bf->lse, bf->lse_offset);
+    cl_int e = split ? set_forward_args(plan, kernel, bf, part, part, (size_t)plan->nsplit * rows_total * s->head_dim_v,
+                                        NULL)
+                     : set_forward_args(plan, kernel, bf, bf->o, bf->lse, bf->lse_offset, plan->kt ? part : NULL);
     if (e) return clattn__fail(plan->ctx, e, "clSetKernelArg failed (%d) for %s", e, plan->variant.name);
+    if (plan->kt && (e = set_transpose_args(plan, plan->kernel2, bf, part)))
+        return clattn__fail(plan->ctx, e, "clSetKernelArg failed (%d) for the K transpose", e);
+
+    /* K transposed first; the forward waits on it (out-of-order queues too) */
+    cl_event tr = NULL;
+    if (plan->kt) {
+        size_t tg[3] = {(size_t)plan->kt_ld, (size_t)s->head_dim, (size_t)(s->varlen ? 1 : s->batch) * s->heads_kv};
+        e = clattn__enqueue(plan->ctx, queue, plan->kernel2, 3, tg, NULL, num_wait, wait, &tr);
+        if (e) return clattn__fail(plan->ctx, e, "enqueueing the K transpose failed (%d)", e);
+        num_wait = 1;
+        wait = &tr;
+    }
 
     /* Packed rows per KV head: group query heads x the longest sequence. */
     const size_t rows = (size_t)s->group * (size_t)s->seq_q;
@@ -274,6 +325,7 @@ clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_command_queue qu
     size_t local[3] = {wg, 1, 1};
     cl_event fwd = NULL;
     e = clattn__enqueue(plan->ctx, queue, kernel, 3, global, wg ? local : NULL, num_wait, wait, split ? &fwd : event);
+    if (tr) clReleaseEvent(tr);
     if (e) return clattn__fail(plan->ctx, e, "clEnqueueNDRangeKernel failed (%d) for %s", e, plan->variant.name);
     if (!split) return CLATTN_SUCCESS;
 

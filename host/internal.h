@@ -101,6 +101,8 @@ struct clattn_plan {
     cl_kernel kernel2, kernel3;
     /* fused split-KV decode */
     int nsplit, split_len;
+    bool kt;                      /* fused rows: K transposed to f32 in scratch first */
+    long kt_ld;                   /* its row length (keys + 16 zero columns) */
     clattn_tuning tuning;         /* fused: the parameters used, and their source */
     const char *tuning_source;
     /* unfused: query rows and (batch, head) items per chunk; f32 working copies */

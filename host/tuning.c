@@ -73,8 +73,10 @@ static void file_path(clattn_context *ctx)
 {
     ctx->tuning_path[0] = '\0';
     if (!ctx->cache_dir[0]) return;
-    const char *parts[] = {ctx->info.name, ctx->info.vendor, ctx->info.driver, ctx->info.version,
-                           ctx->info.platform_version};
+    /* clattn's version is part of the key: a new release's kernels are tuned afresh (until
+     * then its shipped defaults serve) */
+    const char *parts[] = {clattn_version_string(), ctx->info.name, ctx->info.vendor, ctx->info.driver,
+                           ctx->info.version, ctx->info.platform_version};
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) h = clattn__fnv1a(h, parts[i]);
     clattn__format(ctx->tuning_path, sizeof ctx->tuning_path, "%s/tuning-%016llx.txt", ctx->cache_dir,

@@ -149,7 +149,8 @@ inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2
     float scale_log2, int top_left, int wl, int wr, float softcap_log2,                      \
     __global const float *alibi, __global const float *mask, long m_sb, long m_sh, long m_ss, \
     __global const float *sinks, __global const int *seqused_k, __global const int *cu_q,    \
-    __global const int *cu_k, int total_q, int nsplit, int split_len, int batch
+    __global const int *cu_k, int total_q, int nsplit, int split_len, int batch,             \
+    __global const float *kt, long kt_ld
 
 /* Per-(batch) geometry: where the sequence starts and how long it is. With VARLEN the batch
  * stride is unused: sequence b starts at token cu[b] of the packed tensors. */

@@ -34,3 +34,22 @@ __kernel void clattn_narrow(__global const float *src, ulong src_off, __global T
     const long base = seq_base(b, off, sb, ss, S, cu, &len);
     if (s < len) STORE1(src[src_off + ((long)bh * S + s) * Dm + d], dst + base + h * sh + s * ss + d);
 }
+
+/* The fused rows kernel's K, transposed to f32 (dims x keys) once per call, so that 16 keys'
+ * values of one head dim are one vector load (they were 16 gathered scalars). Each (batch, KV
+ * head), or each KV head over all packed tokens (varlen), gets D rows of `ld` keys; the 16
+ * columns past the end are zero, so a 16-wide load never leaves the buffer.
+ * NDRange: (ld, D, B * Hkv), or (ld, D, Hkv) with VARLEN. */
+__kernel void clattn_transpose_k(__global const T *k, ulong off, long sb, long sh, long ss, int Hkv, int Nk,
+                                 __global float *kt, ulong kt_off, long ld)
+{
+    const int j = (int)get_global_id(0), c = (int)get_global_id(1), bg = (int)get_global_id(2);
+#if VARLEN
+    const int g = bg;
+    const long src = (long)off + (long)j * ss + g * sh + c; /* Nk is total_k here */
+#else
+    const int b = bg / Hkv, g = bg % Hkv;
+    const long src = (long)off + b * sb + g * sh + (long)j * ss + c;
+#endif
+    kt[kt_off + ((long)bg * get_global_size(1) + c) * ld + j] = j < Nk ? LOAD1(k + src) : 0.0f;
+}

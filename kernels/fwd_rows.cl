@@ -22,8 +22,13 @@
 /* KVEC: 16 keys' scores at once as a float16 (q element broadcast x a column of the K tile),
  * no horizontal sum per score; for the plain formula (the optional terms are per score).
  * Measured on PoCL, 1 thread (bench/NOTES.md): d=64 prefill 1.44x faster; d=128 no gain (each
- * horizontal sum already spans twice the FMAs, and the column gathers cost twice as much). */
-#define KVEC (BN == 16 && D <= 64 && !SOFTCAP && !ALIBI && !MASK)
+ * horizontal sum already spans twice the FMAs, and the column gathers cost twice as much).
+ * KT: the host transposed K to f32 (kt: dims x keys, row length kt_ld, zero-padded), so a
+ * column of 16 keys is one vector load instead of 16 gathered scalars. */
+#ifndef KT
+#define KT 0
+#endif
+#define KVEC (BN == 16 && (D <= 64 || KT) && !SOFTCAP && !ALIBI && !MASK)
 
 inline float hsum16(float16 a)
 {
@@ -59,6 +64,13 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 
     __global const T *kb = k + sg.k_base + g * k_sh;
     __global const T *vb = v + sg.v_base + g * v_sh;
+#if KT /* this (batch, KV head)'s transposed keys; packed sequences start at their first token */
+#if VARLEN
+    __global const float *ktb = kt + (long)g * D * kt_ld + cu_k[b];
+#else
+    __global const float *ktb = kt + (long)(b * (hq / group) + g) * D * kt_ld;
+#endif
+#endif
 
     VEC qv[BM][DQV];
     VEC acc[BM][DVV];
@@ -69,16 +81,19 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     int lo[BM], hi[BM], hh[BM], ii[BM];
     __global const float *mrow[BM];
     int jbeg = sg.nk, jend = 0;
+    #pragma unroll
     for (int r = 0; r < BM; r++) {
         const int p = min(r0 + r, rows - 1); /* tail rows repeat the last row, not stored */
         const int h = g * group + p / sg.nq, i = p % sg.nq;
         hh[r] = h;
         ii[r] = i;
         __global const T *qr = q + sg.q_base + h * q_sh + i * q_ss;
+        #pragma unroll
         for (int t = 0; t < DQV; t++) qv[r][t] = LOADV(t, qr) * scale_log2;
 #if KVEC
         for (int c = 0; c < D; c++) qs[r][c] = LOAD1(qr + c) * scale_log2;
 #endif
+        #pragma unroll
         for (int t = 0; t < DVV; t++) acc[r][t] = (VEC)(0.0f);
 #if SINKS && !SPLIT
         m[r] = sinks[h] * LOG2E;
@@ -107,19 +122,34 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         float s[BM][BN];
-#if KVEC
+#if KVEC && KT
+        float16 sv[BM];
+        #pragma unroll
+        for (int r = 0; r < BM; r++) sv[r] = (float16)(0.0f);
+        __global const float *kc0 = ktb + j0;
+        for (int c = 0; c < D; c++) {
+            const float16 kc = vload16(0, kc0 + c * kt_ld);
+            #pragma unroll
+            for (int r = 0; r < BM; r++) sv[r] = fma((float16)(qs[r][c]), kc, sv[r]);
+        }
+#elif KVEC
         __global const T *kr[16];
         for (int jj = 0; jj < 16; jj++) kr[jj] = kb + min(j0 + jj, jend - 1) * k_ss;
         float16 sv[BM];
+        #pragma unroll
         for (int r = 0; r < BM; r++) sv[r] = (float16)(0.0f);
         for (int c = 0; c < D; c++) {
             const float16 kc = (float16)(LOAD1(kr[0] + c), LOAD1(kr[1] + c), LOAD1(kr[2] + c), LOAD1(kr[3] + c),
                                          LOAD1(kr[4] + c), LOAD1(kr[5] + c), LOAD1(kr[6] + c), LOAD1(kr[7] + c),
                                          LOAD1(kr[8] + c), LOAD1(kr[9] + c), LOAD1(kr[10] + c), LOAD1(kr[11] + c),
                                          LOAD1(kr[12] + c), LOAD1(kr[13] + c), LOAD1(kr[14] + c), LOAD1(kr[15] + c));
+            #pragma unroll
             for (int r = 0; r < BM; r++) sv[r] = fma((float16)(qs[r][c]), kc, sv[r]);
         }
+#endif
+#if KVEC
         const int16 jn = (int16)(j0) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        #pragma unroll
         for (int r = 0; r < BM; r++) {
             const int16 ok = (jn >= (int16)(lo[r])) & (jn < (int16)(hi[r])) & (jn < (int16)(jend));
             vstore16(select((float16)(-INFINITY), sv[r], ok), 0, s[r]);
@@ -129,7 +159,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
             const int j = min(j0 + jj, jend - 1);
             __global const T *kr = kb + j * k_ss;
             VEC kv[DQV];
+            #pragma unroll
             for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
+            #pragma unroll
             for (int r = 0; r < BM; r++) {
                 VEC dot = qv[r][0] * kv[0];
                 for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
@@ -140,6 +172,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
             }
         }
 #endif
+        #pragma unroll
         for (int r = 0; r < BM; r++) {
 #if BN == 16
             const float mx = nan_max(m[r], hmax16(vload16(0, s[r])));
@@ -154,6 +187,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
             if (mx > m[r]) { /* rescale only when the running max grows */
                 const float alpha = exp2(m[r] - mx);
                 l[r] *= alpha;
+                #pragma unroll
                 for (int t = 0; t < DVV; t++) acc[r][t] *= alpha;
                 m[r] = mx;
             }
@@ -172,27 +206,33 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         for (int jj = 0; jj < nb; jj++) {
             __global const T *vr = vb + (j0 + jj) * v_ss;
             VEC vv[DVV];
+            #pragma unroll
             for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);
             /* p = 0 (a masked key) skips the row: 0 * NaN would let garbage in a masked V row
              * (an uninitialised KV cache past seqused_k) poison rows that never see it */
+            #pragma unroll
             for (int r = 0; r < BM; r++)
                 if (s[r][jj] != 0.0f)
+                    #pragma unroll
                     for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
         }
     }
 
+    #pragma unroll
     for (int r = 0; r < BM; r++) {
-        if (r0 + r >= rows) break;
+        if (r0 + r >= rows) continue; /* tail rows repeat the last row: not stored */
         const float inv = row_inv(l[r]), lse_r = row_lse(m[r], l[r]);
         const long id = row_id(b, hh[r], ii[r], hq, nq, total_q, &sg);
 #if SPLIT
         /* partials: o (nsplit, rows_total, DV) and lse (nsplit, rows_total), f32 */
         const long rows_total = (long)(VARLEN ? total_q : batch * nq) * hq;
         __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV;
+        #pragma unroll
         for (int t = 0; t < DVV; t++) VSTOREF(acc[r][t] * inv, t, po);
         lse[lse_off + (long)split * rows_total + id] = lse_r;
 #else
         __global T *orow = (__global T *)o_any + sg.o_base + hh[r] * o_sh + ii[r] * o_ss;
+        #pragma unroll
         for (int t = 0; t < DVV; t++) STOREV(acc[r][t] * inv, t, orow);
         if (write_lse) lse[lse_off + id] = lse_r;
 #endif

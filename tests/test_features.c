@@ -79,20 +79,27 @@ static feature_case cases[] = {
     {"split_seqused_bf16", 3, 4, 2, 2, 700, 64, .seqused = 1, .splits = 4, .dtype = CLATTN_DTYPE_BF16},
     {"split_varlen", 3, 4, 2, 4, 600, 32, .varlen = 1, .splits = 3, .causal = 1},
     {"split_heuristic_long", 1, 4, 1, 1, 4100, 64},
+    /* prefill with the K transpose of the rows family: key lengths, windows, f16, varlen */
+    {"prefill_seqused", 3, 4, 2, 40, 70, 96, .seqused = 1, .causal = 1},
+    {"prefill_window_f16", 2, 4, 4, 50, 60, 128, .window = 1, .wl = 9, .wr = 3, .dtype = CLATTN_DTYPE_F16},
+    {"prefill_varlen_bf16", 3, 4, 1, 37, 45, 64, .varlen = 1, .causal = 1, .dtype = CLATTN_DTYPE_BF16},
     /* MLA-style head dims: 576 for q/k, 512 for v */
     {"mla_576_512", 1, 4, 1, 3, 40, 576, 512, .causal = 1},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED } path;
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_TILES_SHARED, PATH_UNFUSED } path;
 
 static void run_path(const feature_case *c, path p)
 {
-    clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_TILES
-                                                  ? CLATTN_KERNELS_TILES : CLATTN_KERNELS_AUTO);
+    clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_UNFUSED
+                                                  ? CLATTN_KERNELS_AUTO : CLATTN_KERNELS_TILES);
     clattn_desc d = desc_of(c);
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude, NULL, c->v_amplitude};
+    /* the tiles kernel with rows shared by 2 or 4 work-items (partial scores in local memory) */
+    const clattn_tuning shared = {16, 16, 4, 0, 0, c->d % 8 ? 2 : 4};
+    if (p == PATH_TILES_SHARED) opts.tuning = &shared;
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
     clattn_context_destroy(ctx);
@@ -102,6 +109,8 @@ ParameterizedTestParameters(features, rows) { return cr_make_param_array(feature
 ParameterizedTest(feature_case *c, features, rows, .timeout = 300) { run_path(c, PATH_ROWS); }
 ParameterizedTestParameters(features, tiles) { return cr_make_param_array(feature_case, cases, NCASES); }
 ParameterizedTest(feature_case *c, features, tiles, .timeout = 300) { run_path(c, PATH_TILES); }
+ParameterizedTestParameters(features, tiles_shared_rows) { return cr_make_param_array(feature_case, cases, NCASES); }
+ParameterizedTest(feature_case *c, features, tiles_shared_rows, .timeout = 300) { run_path(c, PATH_TILES_SHARED); }
 ParameterizedTestParameters(features, unfused) { return cr_make_param_array(feature_case, cases, NCASES); }
 ParameterizedTest(feature_case *c, features, unfused, .timeout = 300) { run_path(c, PATH_UNFUSED); }
 
@@ -125,7 +134,7 @@ Test(features, split_choice)
     d.num_splits = 0;
     d.seq_q = 512;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(plan->nsplit, 1, "prefill never splits");
+    cr_expect_eq(plan->nsplit, 1, "a prefill with enough rows does not split");
     clattn_plan_destroy(plan);
     clattn_context_destroy(ctx);
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Run ON the lent NVIDIA machine, in one call (under 5 minutes), after bench/device/prepare.sh
+# Run ON the lent NVIDIA machine, in one call (about 5 minutes), after bench/device/prepare.sh
 # here: sets up the NVIDIA OpenCL ICD, unpacks the ICD loader, CLBlast, cJSON and OpenBLAS
-# carried as .deb files, then runs clattn's quick check, the benchmark suite (f32, then bf16 and
-# f16 on the main cases), PyTorch's scaled_dot_product_attention on the same shapes, and the
-# inline-PTX mma.sync probe. Everything it prints goes to $OUT/device-run.txt too;
-# bench/RESULTS.md records it. Extra steps: CLATTN_DEVICE_EXTRA="cmd; cmd" runs after the rest.
+# carried as .deb files, then runs clattn's quick check, the tuner (`clattn tune`, whose user
+# file then serves the later steps and comes back in $OUT), the benchmark suite (f32, bf16),
+# PyTorch's scaled_dot_product_attention on the same shapes, the full check with the tuned
+# parameters, and the inline-PTX mma.sync probe. Everything it prints goes to
+# $OUT/device-run.txt too; bench/RESULTS.md records it.
+# Extra steps: CLATTN_DEVICE_EXTRA="cmd; cmd" runs after the rest.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/clattn-device}
@@ -32,21 +34,21 @@ CLATTN=(env LD_LIBRARY_PATH="$LIBS:${LD_LIBRARY_PATH:-}" "$PWD/build-device/benc
 step() { echo; echo "== $*"; local t0=$SECONDS; "$@"; local rc=$?; echo "== rc=$rc, $((SECONDS - t0)) s"; }
 
 step "${CLATTN[@]}" devices
-# 3. correctness first, then speed (the CPU reference is left out of the timed algorithms)
-step timeout 60 "${CLATTN[@]}" check --quick --device all
-step timeout 120 "${CLATTN[@]}" bench --device all --cases 3,4,5,6,9,11,12,20,21,22 --algo fused,unfused \
+# 3. correctness first, then the tuner (its user file then serves every later step), then speed
+#    (the CPU reference is left out of the timed algorithms; device 0 is the GPU)
+step timeout 60 "${CLATTN[@]}" check --quick --device 0
+step timeout 240 "${CLATTN[@]}" tune --device 0 --budget-ms 50 --emit-c
+cp /tmp/clattn-cache/tuning-*.txt "$OUT/" 2>/dev/null
+step timeout 90 "${CLATTN[@]}" bench --device 0 --cases 3,4,5,6,9,11,12,20,21,22 --algo fused,unfused \
   --budget-ms 150 --json "$OUT/bench-f32.json"
-# 4. the peer on the same shapes, in the same call
-PYTHONUNBUFFERED=1 step timeout 90 python3 bench/device/torch_sdpa.py
-# 5. can NVIDIA's OpenCL compiler take inline PTX mma.sync (tensor cores)?
-step timeout 30 env LD_LIBRARY_PATH="$LIBS" build-device/bench/clattn_ptx_probe
-# 6. the rest: the CPU family on the GPU, the full check, 16-bit storage, the other cases
-CLATTN_KERNELS=rows step timeout 60 "${CLATTN[@]}" check --quick --device all
-step timeout 90 "${CLATTN[@]}" check --device all
-step timeout 60 "${CLATTN[@]}" bench --device all --cases 3,4,5,6,9,11,21,22 --dtype bf16 --algo fused \
+step timeout 40 "${CLATTN[@]}" bench --device 0 --cases 3,4,5,6,21,22 --dtype bf16 --algo fused \
   --budget-ms 150 --json "$OUT/bench-bf16.json"
-step timeout 40 "${CLATTN[@]}" bench --device all --cases 4,6,21 --dtype f16 --algo fused --budget-ms 150
-CLATTN_KERNELS=rows step timeout 60 "${CLATTN[@]}" bench --device all --cases 3,4,21 --algo fused --budget-ms 150
-step timeout 60 "${CLATTN[@]}" bench --device all --cases 1,2,7,8,10,23,24 --algo fused,unfused --budget-ms 150
+# 4. the peer on the same shapes, in the same call
+PYTHONUNBUFFERED=1 step timeout 60 python3 bench/device/torch_sdpa.py
+# 5. every check case with the tuned parameters; the CPU family on the GPU
+step timeout 60 "${CLATTN[@]}" check --device 0
+CLATTN_KERNELS=rows step timeout 40 "${CLATTN[@]}" check --quick --device 0
+# 6. can NVIDIA's OpenCL compiler take inline PTX mma.sync (tensor cores)?
+step timeout 30 env LD_LIBRARY_PATH="$LIBS" build-device/bench/clattn_ptx_probe
 if [ -n "${CLATTN_DEVICE_EXTRA:-}" ]; then step bash -c "$CLATTN_DEVICE_EXTRA"; fi
 echo "== done"
