@@ -1,14 +1,37 @@
 /* Shipped tuning defaults, one line per device (or vendor), family and shape class, as
  * `clattn tune --emit-c` prints them. Lookup order: the user's file, a device line, a
- * vendor line, then the generic values in tuning.c. Each device line records where and
- * when it was measured. */
+ * vendor line, then the generic values in tuning.c. Fields: rows, keys, vector width, group
+ * size, split target (work units per compute unit), threads per row. */
 #include "tuning_db.h"
 
 #define ROWS CLATTN_KERNELS_ROWS
 #define TILES CLATTN_KERNELS_TILES
 
 const clattn_shipped clattn__shipped[] = {
-    /* vendor-wide: none measured yet beyond the devices below */
-    {NULL, NULL, 0, 0, NULL, {0}}, /* keeps the array non-empty; never matches */
+    /* NVIDIA H100 80GB HBM3, driver 580.159.04, clattn tune 2026-11-27 (bench/results-h100/) */
+    {"NVIDIA H100 80GB HBM3", NULL, 0, TILES, "prefill-d64", {64, 32, 4, 64, 8, 1}},   /* 1x8x8x4096x4096x64 2.661 ms */
+    {"NVIDIA H100 80GB HBM3", NULL, 0, TILES, "prefill-d128", {64, 16, 4, 128, 8, 2}}, /* 1x8x8x4096x4096x128 5.647 ms */
+    {"NVIDIA H100 80GB HBM3", NULL, 0, TILES, "decode-d64", {16, 16, 4, 64, 2, 4}},    /* 1x32x8x1x32768x64c 0.727 ms */
+    {"NVIDIA H100 80GB HBM3", NULL, 0, TILES, "decode-d128", {16, 16, 4, 64, 2, 4}},   /* 1x32x8x1x32768x128c 1.350 ms */
+    /* Other NVIDIA GPUs: the H100's choices, measured on that one card only. The d=128 rows
+     * are shared by two work-items: one work-item per row spilled registers there (8.3 ms ->
+     * 1.8 ms on case 5). Larger head dims share rows too, for the same reason. */
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "prefill-d64", {64, 32, 4, 64, 8, 1}},
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "prefill-d128", {64, 16, 4, 128, 8, 2}},
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "prefill-d256", {32, 16, 4, 128, 8, 4}},
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "prefill-d576", {16, 8, 4, 128, 8, 8}},
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "decode-d64", {16, 16, 4, 64, 2, 4}},
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "decode-d128", {16, 16, 4, 64, 2, 4}},
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "decode-d256", {16, 16, 4, 128, 2, 8}},
+    {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "decode-d576", {16, 8, 4, 128, 2, 8}},
+    /* PoCL 3.1 on a 2-core AMD EPYC (Zen 4) VM, 2 threads, clattn tune 2026-11-27. Decode
+     * timings here are bimodal (the same variant ran case 21's shape in 14.4 and in 26.5 ms
+     * within a minute), so the decode lines keep what every run's fastest timings shared: 4 rows
+     * (one read of K/V per KV head), 16 keys, 16-wide vectors, 2 key splits (one per core);
+     * bench/NOTES.md has the three runs. */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "prefill-d64", {4, 16, 16, 8, 8, 1}},  /* 1x8x8x1024x1024x64 19.570 ms */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "prefill-d128", {4, 16, 16, 8, 8, 1}}, /* 1x8x8x1024x1024x128 37.015 ms */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "decode-d64", {4, 16, 16, 8, 8, 1}},   /* 1x32x8x1x32768x64c 8.0-13.9 ms */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "decode-d128", {4, 16, 16, 8, 8, 1}},  /* 1x32x8x1x32768x128c 14.4-26.5 ms */
 };
 const int clattn__shipped_count = (int)(sizeof clattn__shipped / sizeof clattn__shipped[0]);

@@ -232,6 +232,10 @@ static space_case space[] = {
     {CLATTN_KERNELS_TILES, {128, 16, 4, 0, 0, 1}, 1, 2, 2, 150, 70, 96, 0, 0},
     {CLATTN_KERNELS_TILES, {64, 16, 4, 0, 0, 4}, 1, 3, 3, 29, 40, 40, 0, 1},
     {CLATTN_KERNELS_TILES, {16, 8, 2, 0, 0, 8}, 1, 2, 1, 21, 33, 256, 64, 1},
+    /* the shipped vendor-wide lines for large head dims */
+    {CLATTN_KERNELS_TILES, {32, 16, 4, 0, 0, 4}, 1, 4, 2, 45, 50, 256, 0, 1},
+    {CLATTN_KERNELS_TILES, {16, 8, 4, 0, 0, 8}, 1, 4, 1, 3, 70, 576, 512, 1},
+    {CLATTN_KERNELS_TILES, {16, 16, 4, 0, 0, 8}, 2, 8, 2, 1, 300, 256, 0, 1},
 };
 
 ParameterizedTestParameters(tuning, search_space)
