@@ -164,6 +164,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
             #pragma unroll
             for (int r = 0; r < BM; r++) {
                 VEC dot = qv[r][0] * kv[0];
+                #pragma unroll
                 for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
                 const int jn = j0 + jj;
                 s[r][jj] = (jn >= lo[r] && jn < hi[r] && jn < jend)
