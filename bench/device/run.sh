@@ -13,7 +13,8 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/clattn-device}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/device-run.txt") 2>&1
-echo "== clattn device run $(date -u +%FT%TZ), commit $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+# the commit the carried binary was built from (the device copy's git HEAD is not updated)
+echo "== clattn device run $(date -u +%FT%TZ), build of commit $(sed -n 's/.*"\(.*\)".*/\1/p' build-device/generated/clattn_commit.h 2>/dev/null)"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
 
 # 1. the NVIDIA ICD: the driver ships libnvidia-opencl.so.1; the loader finds it through this
