@@ -24,14 +24,14 @@ const clattn_shipped clattn__shipped[] = {
     {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "decode-d128", {16, 16, 4, 64, 2, 4}},
     {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "decode-d256", {16, 16, 4, 128, 2, 8}},
     {NULL, "NVIDIA", CL_DEVICE_TYPE_GPU, TILES, "decode-d576", {16, 8, 4, 128, 2, 8}},
-    /* PoCL 3.1 on a 2-core AMD EPYC (Zen 4) VM, 2 threads, clattn tune 2026-11-27. Decode
-     * timings here are bimodal (the same variant ran case 21's shape in 14.4 and in 26.5 ms
-     * within a minute), so the decode lines keep what every run's fastest timings shared: 4 rows
-     * (one read of K/V per KV head), 16 keys, 16-wide vectors, 2 key splits (one per core);
-     * bench/NOTES.md has the three runs. */
-    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "prefill-d64", {4, 16, 16, 8, 8, 1}},  /* 1x8x8x1024x1024x64 19.570 ms */
-    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "prefill-d128", {4, 16, 16, 8, 8, 1}}, /* 1x8x8x1024x1024x128 37.015 ms */
-    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "decode-d64", {4, 16, 16, 8, 8, 1}},   /* 1x32x8x1x32768x64c 8.0-13.9 ms */
-    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "decode-d128", {4, 16, 16, 8, 8, 1}},  /* 1x32x8x1x32768x128c 14.4-26.5 ms */
+    /* PoCL 3.1 on a 2-core AMD EPYC (Zen 4) VM, 2 threads, clattn tune 2026-11-27 with the final
+     * kernels (bench/results-pocl-tune.txt). Decode timings here are bimodal (one variant ran
+     * the 32768-key shape in 14.4 and in 26.5 ms a minute apart in an earlier run), so the
+     * tuner re-times its finalists in rounds; case 21 with 4 splits (split target 16) then ran
+     * 9.6-10.2 ms against 9.0-14.6 ms with 2, interleaved (bench/NOTES.md). */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "prefill-d64", {4, 16, 16, 8, 8, 1}},  /* 1x8x8x1024x1024x64 19.379 ms */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "prefill-d128", {4, 16, 16, 8, 8, 1}}, /* 1x8x8x1024x1024x128 34.768 ms */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "decode-d64", {4, 16, 16, 8, 8, 1}},   /* 1x32x8x1x32768x64c 5.866 ms */
+    {"pthread-skylake-avx512-AMD EPYC", NULL, 0, ROWS, "decode-d128", {4, 16, 16, 8, 16, 1}}, /* 1x32x8x1x32768x128c 7.672 ms */
 };
 const int clattn__shipped_count = (int)(sizeof clattn__shipped / sizeof clattn__shipped[0]);
