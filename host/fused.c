@@ -125,7 +125,8 @@ void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s, cons
      * (a pass over K, next to Nq/BM passes of the kernel over it) makes each column of 16 keys
      * one vector load. Not with splits (the scratch holds their partials). */
     plan->kt = ctx->family == CLATTN_KERNELS_ROWS && bn == 16 && d <= 128 && s->seq_q > 16 && !split &&
-               !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
+               !(s->softcap > 0) && !s->has_alibi && !s->has_mask &&
+               (long)(s->varlen ? 1 : s->batch) * s->heads_kv <= 65535; /* the transpose's 3rd dimension */
     plan->kt_ld = plan->kt ? (long)(s->varlen ? s->total_k : s->seq_kv) + 16 : 0;
     clattn__format(v->options, sizeof v->options,
                    "-cl-std=CL1.2 -cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d -D SPLIT=%d "
@@ -169,6 +170,13 @@ bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s, ch
     if ((int64_t)s->group * s->seq_q > INT32_MAX / 2 || (int64_t)s->seq_kv > INT32_MAX / 2) {
         clattn__format(why, why_size, "%d query heads per KV head x %d positions, or %d keys, exceed the fused "
                        "kernels' 32-bit row indices", s->group, s->seq_q, s->seq_kv);
+        return false;
+    }
+    /* KV heads and batch are the NDRange's 2nd and 3rd dimensions; NVIDIA's OpenCL maps them
+     * onto CUDA grid dimensions, which hold at most 65535 work-groups. */
+    if (s->heads_kv > 65535 || s->batch > 65535) {
+        clattn__format(why, why_size, "%d KV heads or a batch of %d exceed the 65535 work-groups a GPU grid "
+                       "dimension holds", s->heads_kv, s->batch);
         return false;
     }
     if (s->head_dim > CLATTN_FUSED_MAX_HEAD_DIM || s->head_dim_v > CLATTN_FUSED_MAX_HEAD_DIM) {

@@ -338,6 +338,28 @@ Test(api, unsupported_is_reported_with_reason)
     clattn_context_destroy(ctx);
 }
 
+/* More than 65535 KV heads or batch entries do not fit a GPU grid dimension: the fused path
+ * declines with that reason and auto falls back to the unfused path. */
+Test(api, grid_limits_fall_back)
+{
+    clattn_context *ctx = test_context();
+    clattn_desc d = {0};
+    d.batch = 65536; d.heads_q = 1; d.seq_q = 2; d.seq_kv = 3; d.head_dim = 8;
+    d.algo = CLATTN_ALGO_FUSED;
+    clattn_plan *plan = NULL;
+    cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
+    cr_expect(strstr(clattn_context_last_error(ctx), "65535"), "%s", clattn_context_last_error(ctx));
+    d.algo = CLATTN_ALGO_AUTO;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
+    cr_expect_eq(clattn_plan_algo(plan), CLATTN_ALGO_UNFUSED);
+    cr_expect(strstr(clattn_plan_reason(plan), "65535"), "%s", clattn_plan_reason(plan));
+    clattn_plan_destroy(plan);
+    d.batch = 1; d.heads_q = d.heads_kv = 70000; /* the same for KV heads */
+    d.algo = CLATTN_ALGO_FUSED;
+    cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED);
+    clattn_context_destroy(ctx);
+}
+
 /* A kernel that fails to build: the status says so and last_error carries the build log. */
 Test(api, build_failure_carries_log)
 {
