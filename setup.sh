@@ -63,5 +63,9 @@ else
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   cmake -S . -B "$build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLATTN_SANITIZE=ON >/dev/null
   cmake --build "$build-asan" -j"$(nproc)"
-  ctest --test-dir "$build-asan" --output-on-failure -E install_and_link_example
+  # A failed test runs once more: LeakSanitizer's stop-the-world tracer itself crashed once
+  # ("Tracer caught signal 11", "LeakSanitizer has encountered a fatal error") in a test's
+  # teardown with PoCL's worker threads alive, and passed in 40 reruns. A real report (a leak,
+  # an ASan or UBSan error) is deterministic and fails both runs.
+  ctest --test-dir "$build-asan" --output-on-failure --repeat until-pass:2 -E install_and_link_example
 fi
