@@ -87,6 +87,20 @@ def main():
     r = run(exe, "devices")
     expect(r.returncode == 0 and "clattn paths" in r.stdout and "local memory" in r.stdout, "devices lists what matters")
 
+    # The tuner: a class searched, checked, re-verified and stored in its own cache directory;
+    # then bench takes the stored parameters for that class and says where they came from.
+    tdir = os.path.join(work, "tune-cache")
+    r = run(exe, "tune", "--quick", "--classes", "decode-d128", "--budget-ms", "20", env={"CLATTN_CACHE_DIR": tdir})
+    files = [f for f in os.listdir(tdir) if f.startswith("tuning-")] if os.path.isdir(tdir) else []
+    stored = open(os.path.join(tdir, files[0])).read() if len(files) == 1 else ""
+    expect(r.returncode == 0 and "best:" in r.stdout and "re-verify" in r.stdout
+           and ("tiles decode-d128" in stored or "rows decode-d128" in stored), f"tune --quick checks, times, re-verifies and stores a class ({r.stderr.strip()[-200:]})")
+    tj = os.path.join(work, "tuned.json")
+    r = run(exe, "bench", "--cases", "20", "--algo", "fused", "--budget-ms", "20", "--json", tj, env={"CLATTN_CACHE_DIR": tdir})
+    row = json.load(open(tj))["rows"][0] if r.returncode == 0 else {}
+    expect((row.get("tuning") or {}).get("source") == "user file" and "(user file)" in r.stdout,
+           "bench uses the tuned parameters of the class and says where they came from")
+
     # Bad arguments: one line on stderr, non-zero exit, no output file left behind.
     out = os.path.join(work, "should_not_exist.json")
     missing = os.path.join(work, "missing.npy")
@@ -104,6 +118,8 @@ def main():
         ("unreadable file", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out]),
         ("run without --out", ["run", "--q", garbage]),
         ("check unknown device", ["check", "--device", "no-such-device"]),
+        ("tune unknown class", ["tune", "--classes", "nonsense"]),
+        ("tune bad budget", ["tune", "--budget-ms", "-1"]),
     ]
     for what, args in bad:
         if os.path.exists(out):
