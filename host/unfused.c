@@ -78,6 +78,9 @@ void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s, cl
     } else if (items * rows * row_bytes > limit) {
         p = limit / (rows * row_bytes);
     }
+    /* the softmax kernel puts a chunk's items in its NDRange's 2nd dimension, which NVIDIA's
+     * OpenCL maps onto a CUDA grid dimension of at most 65535 work-groups */
+    if (p > 65535) p = 65535;
     plan->chunk_rows = (int)r;
     plan->chunk_items = (int)p;
     size_t floats = r * p * (size_t)s->seq_kv;
@@ -235,8 +238,10 @@ static cl_int convert(clattn_plan *plan, cl_command_queue queue, bool to_f32, cl
         ARG(cl_mem, scratch);
         ARG(cl_ulong, (cl_ulong)work);
     }
-    const size_t global[3] = {(size_t)dim, (size_t)seq, (size_t)s->batch * heads};
-    if (!e) e = clattn__enqueue(plan->ctx, queue, kern, 3, global, NULL, 0, NULL, NULL);
+    /* one dimension over every element: sequences and batch x heads can each pass the 65535
+     * work-groups of a GPU grid's 2nd and 3rd dimensions (a 128K-token f16 KV cache) */
+    const size_t global = (size_t)dim * (size_t)seq * (size_t)s->batch * (size_t)heads;
+    if (!e) e = clattn__enqueue(plan->ctx, queue, kern, 1, &global, NULL, 0, NULL, NULL);
     return e;
 }
 

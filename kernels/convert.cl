@@ -1,7 +1,8 @@
 /* The unfused path's f32 working copies: widen a strided (or packed varlen) tensor of the
  * storage type into a dense, padded f32 (B, H, S, D) one for CLBlast, and narrow the f32
  * output back. Padding rows of packed sequences are zero (widen) and never written (narrow).
- * Switches (-D): DTYPE, VARLEN. NDRange: (D, S, B * H). */
+ * Switches (-D): DTYPE, VARLEN. NDRange: (D * S * B * H), one work-item per element (one
+ * dimension: S and B * H may each exceed a GPU grid dimension's 65535 work-groups). */
 
 /* Element offset of sequence b's token 0, and its length. */
 inline long seq_base(int b, ulong off, long sb, long ss, int S, __global const int *cu, int *len)
@@ -15,10 +16,15 @@ inline long seq_base(int b, ulong off, long sb, long ss, int S, __global const i
 #endif
 }
 
+/* (element index) -> head dim, position, batch x head */
+#define SPLIT_INDEX                                                                            \
+    const ulong x = get_global_id(0);                                                          \
+    const int d = (int)(x % (ulong)Dm), s = (int)(x / (ulong)Dm % (ulong)S), bh = (int)(x / ((ulong)Dm * S))
+
 __kernel void clattn_widen(__global const T *src, ulong off, long sb, long sh, long ss, int H, int S, int Dm,
                            __global const int *cu, __global float *dst, ulong dst_off)
 {
-    const int d = (int)get_global_id(0), s = (int)get_global_id(1), bh = (int)get_global_id(2);
+    SPLIT_INDEX;
     const int b = bh / H, h = bh % H;
     int len;
     const long base = seq_base(b, off, sb, ss, S, cu, &len);
@@ -28,7 +34,7 @@ __kernel void clattn_widen(__global const T *src, ulong off, long sb, long sh, l
 __kernel void clattn_narrow(__global const float *src, ulong src_off, __global T *dst, ulong off, long sb, long sh,
                             long ss, int H, int S, int Dm, __global const int *cu)
 {
-    const int d = (int)get_global_id(0), s = (int)get_global_id(1), bh = (int)get_global_id(2);
+    SPLIT_INDEX;
     const int b = bh / H, h = bh % H;
     int len;
     const long base = seq_base(b, off, sb, ss, S, cu, &len);
