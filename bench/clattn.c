@@ -30,8 +30,12 @@ int cli_open_context(const char *selector, clattn_context **ctx)
     return 0;
 }
 
-int cli_device_range(const char *device, const cl_device_id *devs, int ndev, int *first, int *last)
+int cli_select_devices(const char *cmd, const char *device, cl_device_id devs[CLI_MAX_DEVICES], int *first,
+                       int *last)
 {
+    cl_uint n = 0;
+    if (clattn_list_devices(devs, CLI_MAX_DEVICES, &n) || !n) return cli_error("%s: no OpenCL device found", cmd);
+    const int ndev = n > CLI_MAX_DEVICES ? CLI_MAX_DEVICES : (int)n;
     *first = 0;
     *last = ndev - 1;
     if (device && !strcmp(device, "all")) return 0;
@@ -51,6 +55,18 @@ double cli_event_ms(cl_event ev)
         clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL))
         return -1.0;
     return (double)(t1 - t0) * 1e-6;
+}
+
+int cli_cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double cli_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cli_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 double cli_now_ms(void)

@@ -12,10 +12,17 @@ int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Opens a context on the device `selector` (index or name substring; NULL: default pick). */
 int cli_open_context(const char *selector, clattn_context **ctx);
 
-/* The devices a --device option selects among `devs` (all platforms' devices, in order):
- * "all" -> every one; NULL -> the default pick (CLATTN_DEVICE, else first GPU, else first);
- * else an index or name substring. Sets [*first, *last]; returns 0, or 1 after an error. */
-int cli_device_range(const char *device, const cl_device_id *devs, int ndev, int *first, int *last);
+/* Lists every platform's devices into devs (at most CLI_MAX_DEVICES, in order) and sets
+ * [*first, *last] to those a --device option selects: "all" -> every one; NULL -> the default
+ * pick (CLATTN_DEVICE, else first GPU, else first); else an index or name substring. Returns
+ * 0, or 1 after printing an error that names `cmd`. */
+#define CLI_MAX_DEVICES 16
+int cli_select_devices(const char *cmd, const char *device, cl_device_id devs[CLI_MAX_DEVICES], int *first,
+                       int *last);
+
+/* qsort comparator for doubles, and the median of n values (sorts them). */
+int cli_cmp_double(const void *a, const void *b);
+double cli_median(double *v, int n);
 
 /* Milliseconds of a completed event (needs a profiling queue). */
 double cli_event_ms(cl_event ev);

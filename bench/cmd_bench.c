@@ -120,12 +120,9 @@ int cmd_bench(int argc, char **argv)
         }
     if (!ncases) return cli_error("bench: no case selected (see --cases and the suite in README.md)");
 
-    cl_device_id devs[16];
-    cl_uint ndev = 0;
-    if (clattn_list_devices(devs, 16, &ndev) || !ndev) return cli_error("bench: no OpenCL device found");
-    if (ndev > 16) ndev = 16;
+    cl_device_id devs[CLI_MAX_DEVICES];
     int first, last;
-    if (cli_device_range(device, devs, (int)ndev, &first, &last)) return 1;
+    if (cli_select_devices("bench", device, devs, &first, &last)) return 1;
     peer_figures before = {0}, after = {0};
     if (rep.have_peers) {
         fprintf(stderr, "clattn bench: measuring the peers (OpenBLAS SGEMM, OpenBLAS unfused attention, stream)...\n");

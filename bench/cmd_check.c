@@ -62,12 +62,9 @@ int cmd_check(int argc, char **argv)
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
         else return cli_error("check: unknown option '%s'", argv[i]);
     }
-    cl_device_id devs[16];
-    cl_uint ndev = 0;
-    if (clattn_list_devices(devs, 16, &ndev) || !ndev) return cli_error("check: no OpenCL device found");
-    if (ndev > 16) ndev = 16;
+    cl_device_id devs[CLI_MAX_DEVICES];
     int first, last;
-    if (cli_device_range(device, devs, (int)ndev, &first, &last)) return 1;
+    if (cli_select_devices("check", device, devs, &first, &last)) return 1;
     const bool inject = getenv("CLATTN_TEST_INJECT_ERROR") != NULL; /* test-only hook */
     printf("%-3s %-18s %-24.24s %-8s %-11s %10s %10s %10s %-20s %s\n", "id", "case", "device", "algo", "status",
            "relL2(o)", "relL2(lse)", "max_abs", "seed", "variant / reason");

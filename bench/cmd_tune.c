@@ -94,10 +94,7 @@ static bool reverify(clattn_context *ctx, const tune_class *k, const clattn_tuni
     for (int i = 0; i < 2; i++) {
         const bench_case *c = &k->odd[i];
         for (int dt = 0; dt < 2; dt++) {
-            clattn_desc d = {0};
-            d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
-            d.head_dim = c->d; d.causal = c->causal; d.algo = CLATTN_ALGO_FUSED;
-            d.dtype = dt ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F32;
+            const clattn_desc d = bench_desc(c, dt ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F32, ALGO_FUSED);
             verify_opts o = {0};
             o.seed = 0x7e57ull * 16 + (uint64_t)(i * 2 + dt);
             o.tuning = t;
@@ -112,18 +109,6 @@ static bool reverify(clattn_context *ctx, const tune_class *k, const clattn_tuni
         }
     }
     return true;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static int cmp_cand(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static int tune_device(clattn_context *ctx, const bool *want, bool quick, double budget_ms, bool emit_c,
@@ -162,7 +147,7 @@ static int tune_device(clattn_context *ctx, const bool *want, bool quick, double
             failures++;
             continue;
         }
-        qsort(ranked, (size_t)nok, sizeof ranked[0], cmp_cand);
+        qsort(ranked, (size_t)nok, sizeof ranked[0], cli_cmp_double); /* by the first of each pair */
         /* One pass is noisy where the machine is (two threads here move by up to 1.5x): the
          * finalists are timed again in interleaved rounds, and the median decides. */
         const int nfin = nok < 3 ? nok : 3, rounds = quick ? 1 : 3;
@@ -177,8 +162,7 @@ static int tune_device(clattn_context *ctx, const bool *want, bool quick, double
         int best = 0;
         double best_med = 1e30;
         for (int f = 0; f < nfin; f++) {
-            qsort(fin[f], (size_t)rounds, sizeof fin[f][0], cmp_double);
-            const double med = fin[f][rounds / 2];
+            const double med = cli_median(fin[f], rounds);
             if (med < best_med) best_med = med, best = f;
         }
         clattn_tuning win = cand[(int)ranked[best][1]];
@@ -193,9 +177,7 @@ static int tune_device(clattn_context *ctx, const bool *want, bool quick, double
         for (int sidx = 0; sidx < (quick ? 0 : 4); sidx++) {
             clattn_tuning t = win;
             t.split_units = splits[sidx];
-            clattn_desc probe = {0};
-            probe.batch = c->b; probe.heads_q = c->hq; probe.heads_kv = c->hkv; probe.seq_q = c->nq;
-            probe.seq_kv = c->nk; probe.head_dim = c->d; probe.causal = c->causal; probe.algo = CLATTN_ALGO_FUSED;
+            const clattn_desc probe = bench_desc(c, CLATTN_DTYPE_F32, ALGO_FUSED);
             clattn_plan *pp;
             if (clattn_plan_create_tuned(ctx, &probe, &t, &pp)) continue;
             char v[256];
@@ -208,14 +190,12 @@ static int tune_device(clattn_context *ctx, const bool *want, bool quick, double
             const double ms = try_one(ctx, c, &t, budget_ms, v, sizeof v);
             if (ms > 0 && ms < win_ms * 0.9) win = t, win_ms = ms;
         }
-        if (!win.split_units) win.split_units = 8;
         /* The winner must hold on awkward shapes of its class; else the next best that does. */
         const int first_pick = (int)ranked[best][1];
         bool verified = reverify(ctx, tc, &win);
         for (int rank = 0; !verified && rank < nok; rank++) {
             if ((int)ranked[rank][1] == first_pick) continue;
             win = cand[(int)ranked[rank][1]];
-            win.split_units = 8;
             win_ms = ranked[rank][0];
             verified = reverify(ctx, tc, &win);
         }
@@ -224,10 +204,8 @@ static int tune_device(clattn_context *ctx, const bool *want, bool quick, double
             failures++;
             continue;
         }
-        clattn_desc d = {0};
-        d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
-        d.head_dim = c->d; d.causal = c->causal;
-        clattn_status st = clattn_tuning_store(ctx, &d, &win);
+        const clattn_desc d = bench_desc(c, CLATTN_DTYPE_F32, ALGO_FUSED);
+        const clattn_status st = clattn_tuning_store(ctx, &d, &win);
         printf("  best: ");
         print_tuning(&win);
         printf("  %.3f ms  -> %s\n", win_ms, st ? clattn_context_last_error(ctx) : "stored");
@@ -266,12 +244,9 @@ int cmd_tune(int argc, char **argv)
         } else
             return cli_error("tune: unknown option '%s' or missing value", argv[i]);
     }
-    cl_device_id devs[16];
-    cl_uint ndev = 0;
-    if (clattn_list_devices(devs, 16, &ndev) || !ndev) return cli_error("tune: no OpenCL device found");
-    if (ndev > 16) ndev = 16;
+    cl_device_id devs[CLI_MAX_DEVICES];
     int first, last;
-    if (cli_device_range(device, devs, (int)ndev, &first, &last)) return 1;
+    if (cli_select_devices("tune", device, devs, &first, &last)) return 1;
     static char emit[16384];
     emit[0] = '\0';
     int failures = 0;

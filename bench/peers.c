@@ -7,18 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static void fill(float *x, size_t n, unsigned seed)
 {
     for (size_t i = 0; i < n; i++) {
@@ -130,10 +118,10 @@ int peers_measure(int reps, peer_figures *out)
             t_stream[r] = s;
         }
     }
-    out->sgemm_gflops = median(t_gemm, reps);
-    out->attn_gflops = median(t_attn, reps);
-    out->attn_causal_gflops = median(t_causal, reps);
-    out->stream_gbs = median(t_stream, reps);
+    out->sgemm_gflops = cli_median(t_gemm, reps);
+    out->attn_gflops = cli_median(t_attn, reps);
+    out->attn_causal_gflops = cli_median(t_causal, reps);
+    out->stream_gbs = cli_median(t_stream, reps);
     free(a); free(b); free(c); free(q); free(k); free(v); free(o); free(stream);
     return 0;
 }

@@ -54,7 +54,7 @@ const char *bench_algo_name(bench_algo a)
     return a == ALGO_FUSED ? "fused" : a == ALGO_UNFUSED ? "unfused" : "reference";
 }
 
-static clattn_desc desc_of(const bench_case *c, clattn_dtype dtype, bench_algo algo)
+clattn_desc bench_desc(const bench_case *c, clattn_dtype dtype, bench_algo algo)
 {
     clattn_desc d = {0};
     d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
@@ -70,11 +70,6 @@ static float load(const void *p, clattn_dtype t, size_t i)
     return ((const float *)p)[i];
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Error of o/lse against the reference: every row when that is cheap, else a spread of rows,
  * each computed on its own (one query row of one head against its allowed keys). */
@@ -140,7 +135,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     row->seed = 0x5eed0000ull + (uint64_t)c->id;
     row->rel_l2 = row->max_abs = NAN;
     snprintf(row->status, sizeof row->status, "error");
-    clattn_desc d = desc_of(c, dt, algo);
+    clattn_desc d = bench_desc(c, dt, algo);
     d.num_splits = opts->num_splits;
     clattn_tensor_sizes n;
     clattn_desc_tensor_sizes(&d, &n);
@@ -250,12 +245,12 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
             goto done;
         }
     }
-    qsort(samples, (size_t)ns, sizeof samples[0], cmp_double);
+    qsort(samples, (size_t)ns, sizeof samples[0], cli_cmp_double);
     row->samples = ns;
     row->calls_per_sample = k_calls;
     row->ms_min = samples[0];
     row->ms_max = samples[ns - 1];
-    row->ms_median = ns % 2 ? samples[ns / 2] : 0.5 * (samples[ns / 2 - 1] + samples[ns / 2]);
+    row->ms_median = cli_median(samples, ns);
     row->gflops = bench_flops(c) / (row->ms_median * 1e6);
     row->gbs = bench_bytes(c, dt) / (row->ms_median * 1e6);
     if (algo == ALGO_REFERENCE) {
@@ -265,11 +260,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     } else {
         row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
         row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
-        const bool ok = row->rel_l2 <= clattn_tolerance(dt);
-        snprintf(row->status, sizeof row->status, ok ? "ok" : "wrong");
-        if (!ok)
-            snprintf(row->reason, sizeof row->reason, "relative L2 error %.3g above the %s bound %.0e", row->rel_l2,
-                     dt == CLATTN_DTYPE_F32 ? "f32" : dt == CLATTN_DTYPE_F16 ? "f16" : "bf16", clattn_tolerance(dt));
+        snprintf(row->status, sizeof row->status, "ok"); /* checked before it was timed */
     }
 done:
     for (int i = 0; i < 5; i++)

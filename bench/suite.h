@@ -28,6 +28,8 @@ double bench_bytes(const bench_case *c, clattn_dtype dtype);
 
 typedef enum bench_algo { ALGO_FUSED, ALGO_UNFUSED, ALGO_REFERENCE } bench_algo;
 const char *bench_algo_name(bench_algo a);
+/* The descriptor of a case: BHSD, default scale, the algorithm forced (fused unless unfused). */
+clattn_desc bench_desc(const bench_case *c, clattn_dtype dtype, bench_algo algo);
 
 typedef struct bench_row {
     bench_case c;

@@ -4,7 +4,6 @@
 #include "fault.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 /* Largest vector width that divides both head dims, so no lane ever reads past a row. */
 static int vector_width(int d, int dv, int max_vw)

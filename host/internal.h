@@ -137,8 +137,8 @@ CLATTN_HIDDEN void clattn__tuning_free(clattn_context *ctx);
  * the most specific source; returns that source's name. */
 CLATTN_HIDDEN const char *clattn__tuning_lookup(clattn_context *ctx, const clattn_shape *s,
                                                 const clattn_tuning *given, clattn_tuning *out);
-CLATTN_HIDDEN bool clattn__tuning_valid(const clattn_context *ctx, const clattn_tuning *t, char *why,
-                                        size_t why_size);
+CLATTN_HIDDEN bool clattn__tuning_valid(const clattn_context *ctx, clattn_kernel_family family,
+                                        const clattn_tuning *t, char *why, size_t why_size);
 
 /* plan.c: the single capability check used by dispatch, `clattn run -v` and the tests. */
 CLATTN_HIDDEN bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s,

@@ -51,7 +51,7 @@ clattn_status clattn_plan_create_tuned(clattn_context *ctx, const clattn_desc *d
     clattn_shape s;
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
-    if (tuning && !clattn__tuning_valid(ctx, tuning, msg, sizeof msg))
+    if (tuning && !clattn__tuning_valid(ctx, ctx->family, tuning, msg, sizeof msg))
         return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
 
     /* One capability check per path serves dispatch, `clattn run -v` and the tests. */

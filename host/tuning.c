@@ -46,9 +46,10 @@ static clattn_tuning generic(clattn_kernel_family f)
 
 static bool pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 
-bool clattn__tuning_valid(const clattn_context *ctx, const clattn_tuning *t, char *why, size_t why_size)
+bool clattn__tuning_valid(const clattn_context *ctx, clattn_kernel_family family, const clattn_tuning *t, char *why,
+                          size_t why_size)
 {
-    const bool rows = ctx->family == CLATTN_KERNELS_ROWS;
+    const bool rows = family == CLATTN_KERNELS_ROWS;
     /* rows: each work-item keeps rows x head dim of q and o in private memory */
     const int max_rows = rows ? 16 : (int)ctx->info.max_wg_size;
     if (t->rows < 0 || t->rows > max_rows || (!rows && t->rows && !pow2(t->rows)))
@@ -132,12 +133,8 @@ void clattn__tuning_load(clattn_context *ctx)
             continue;
         }
         const clattn_kernel_family fam_id = !strcmp(fam, "rows") ? CLATTN_KERNELS_ROWS : CLATTN_KERNELS_TILES;
-        const clattn_kernel_family keep = ctx->family;
-        ctx->family = fam_id; /* validity depends on the family */
         char why[128];
-        const bool ok = clattn__tuning_valid(ctx, &t, why, sizeof why);
-        ctx->family = keep;
-        if (!ok) {
+        if (!clattn__tuning_valid(ctx, fam_id, &t, why, sizeof why)) {
             clattn__logf(ctx, "clattn: %s:%d: %s, skipped", ctx->tuning_path, lineno, why);
             continue;
         }
@@ -152,6 +149,19 @@ void clattn__tuning_free(clattn_context *ctx)
     free(ctx->tuned);
     ctx->tuned = NULL;
     ctx->n_tuned = 0;
+}
+
+/* Copies src's nonzero fields over dst; true if there was any. */
+static bool overlay(clattn_tuning *dst, const clattn_tuning *src)
+{
+    bool any = false;
+    if (src->rows) dst->rows = src->rows, any = true;
+    if (src->keys) dst->keys = src->keys, any = true;
+    if (src->vector_width) dst->vector_width = src->vector_width, any = true;
+    if (src->group_size) dst->group_size = src->group_size, any = true;
+    if (src->split_units) dst->split_units = src->split_units, any = true;
+    if (src->threads_per_row) dst->threads_per_row = src->threads_per_row, any = true;
+    return any;
 }
 
 static const clattn_tuning *shipped(const clattn_context *ctx, const char *cls, bool device_level)
@@ -171,37 +181,23 @@ const char *clattn__tuning_lookup(clattn_context *ctx, const clattn_shape *s, co
 {
     const char *cls = clattn__tuning_class(s);
     const char *source = "generic";
-    clattn_tuning t = generic(ctx->family);
-    const clattn_tuning *hit = NULL;
+    clattn_tuning found = {0};
+    bool hit = false;
     pthread_mutex_lock(&ctx->lock);
     for (int i = 0; i < ctx->n_tuned && !hit; i++)
-        if (ctx->tuned[i].family == ctx->family && !strcmp(ctx->tuned[i].cls, cls)) hit = &ctx->tuned[i].t;
-    if (hit) {
-        t = *hit;
-        source = "user file";
-    }
+        if (ctx->tuned[i].family == ctx->family && !strcmp(ctx->tuned[i].cls, cls)) {
+            found = ctx->tuned[i].t;
+            hit = true;
+            source = "user file";
+        }
     pthread_mutex_unlock(&ctx->lock);
-    if (!hit && (hit = shipped(ctx, cls, true))) t = *hit, source = "shipped (device)";
-    if (!hit && (hit = shipped(ctx, cls, false))) t = *hit, source = "shipped (vendor)";
-    const clattn_tuning base = generic(ctx->family);
-    /* a stored entry may leave a field at zero: the generic value fills it */
-    if (!t.rows) t.rows = base.rows;
-    if (!t.keys) t.keys = base.keys;
-    if (!t.vector_width) t.vector_width = base.vector_width;
-    if (!t.group_size) t.group_size = base.group_size;
-    if (!t.split_units) t.split_units = base.split_units;
-    if (!t.threads_per_row) t.threads_per_row = base.threads_per_row;
-    if (given) {
-        bool any = false;
-        if (given->rows) t.rows = given->rows, any = true;
-        if (given->keys) t.keys = given->keys, any = true;
-        if (given->vector_width) t.vector_width = given->vector_width, any = true;
-        if (given->group_size) t.group_size = given->group_size, any = true;
-        if (given->split_units) t.split_units = given->split_units, any = true;
-        if (given->threads_per_row) t.threads_per_row = given->threads_per_row, any = true;
-        if (any) source = "given";
-    }
-    *out = t;
+    const clattn_tuning *e;
+    if (!hit && (e = shipped(ctx, cls, true))) found = *e, hit = true, source = "shipped (device)";
+    if (!hit && (e = shipped(ctx, cls, false))) found = *e, hit = true, source = "shipped (vendor)";
+    /* the generic values fill any field an entry leaves at zero; given fields win over all */
+    *out = generic(ctx->family);
+    overlay(out, &found);
+    if (given && overlay(out, given)) source = "given";
     return source;
 }
 
@@ -248,7 +244,8 @@ clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, 
     char msg[512];
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
-    if (!clattn__tuning_valid(ctx, tuning, msg, sizeof msg)) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
+    if (!clattn__tuning_valid(ctx, ctx->family, tuning, msg, sizeof msg))
+        return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
     pthread_mutex_lock(&ctx->lock);
     st = put(ctx, ctx->family, clattn__tuning_class(&s), tuning) ? CLATTN_SUCCESS : CLATTN_OUT_OF_HOST_MEMORY;
     pthread_mutex_unlock(&ctx->lock);
