@@ -222,7 +222,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
         want[i] = get(ref, dt, i);
     }
     if (opts->inject_error) got[n.o / 2] += 1.0f; /* test-only: a wrong result must be caught */
-    res.o = clattn_compare(got, want, n.o);
+    res.o = clattn_compare(got, want, n.o, (size_t)(desc.head_dim_v ? desc.head_dim_v : desc.head_dim));
     const float *lse_got = (const float *)(lse + VERIFY_GUARD * 4);
     if (opts->no_lse) {
         /* lse not requested: the whole lse buffer must be untouched (still poison). */
@@ -230,7 +230,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
         for (size_t i = 0; i < n.lse; i++) untouched = untouched && (isnan(lse_got[i]) || lse_got[i] == sentinel);
         res.guards_ok = res.guards_ok && untouched;
     } else {
-        res.lse = clattn_compare(lse_got, lse_ref, n.lse);
+        res.lse = clattn_compare(lse_got, lse_ref, n.lse, 1);
     }
     res.tolerance = clattn_tolerance(dt);
     rc = 0;

@@ -1,41 +1,13 @@
-/* Contexts: wrapping the application's cl_context or picking a device; errors and logs. */
-#include "internal.h"
+/* Contexts: wrapping the application's cl_context or picking a device. */
+#include "diag.h"
+#include "family.h"
+#include "program.h"
+#include "tuning.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-void clattn__set_error(clattn_context *ctx, const char *msg)
-{
-    if (!ctx) return;
-    pthread_mutex_lock(&ctx->lock);
-    clattn__format(ctx->last_error, sizeof ctx->last_error, "%s", msg);
-    pthread_mutex_unlock(&ctx->lock);
-    if (ctx->log) ctx->log(ctx->log_user, msg);
-}
-
-clattn_status clattn__fail(clattn_context *ctx, clattn_status st, const char *fmt, ...)
-{
-    char buf[CLATTN_MSG_SIZE];
-    va_list ap;
-    va_start(ap, fmt);
-    clattn__vformat(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    clattn__set_error(ctx, buf);
-    return st;
-}
-
-void clattn__logf(clattn_context *ctx, const char *fmt, ...)
-{
-    if (!ctx || !ctx->log) return;
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    clattn__vformat(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    ctx->log(ctx->log_user, buf);
-}
 
 const char *clattn_context_last_error(const clattn_context *ctx)
 {
@@ -63,10 +35,11 @@ cl_context clattn_context_cl_context(const clattn_context *ctx) { return ctx ? c
 cl_device_id clattn_context_device(const clattn_context *ctx) { return ctx ? ctx->device : NULL; }
 clattn_kernel_family clattn_context_kernel_family(const clattn_context *ctx)
 {
-    return ctx ? ctx->family : CLATTN_KERNELS_AUTO;
+    if (!ctx) return CLATTN_KERNELS_AUTO;
+    return ctx->family != CLATTN_KERNELS_AUTO ? ctx->family : clattn__family_default(&ctx->info)->id;
 }
 
-clattn_status clattn__query_device(cl_device_id dev, clattn_device_info *info)
+static clattn_status query_device(cl_device_id dev, clattn_device_info *info)
 {
     memset(info, 0, sizeof *info);
     cl_platform_id plat = NULL;
@@ -77,10 +50,8 @@ clattn_status clattn__query_device(cl_device_id dev, clattn_device_info *info)
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof info->type, &info->type, NULL);
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof info->local_mem, &info->local_mem, NULL);
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof info->max_alloc, &info->max_alloc, NULL);
-    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof info->global_mem, &info->global_mem, NULL);
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof info->max_wg_size, &info->max_wg_size, NULL);
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof info->compute_units, &info->compute_units, NULL);
-    if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof info->mem_base_align_bits, &info->mem_base_align_bits, NULL);
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
     if (!e) e = clGetPlatformInfo(plat, CL_PLATFORM_VERSION, sizeof info->platform_version - 1, info->platform_version, NULL);
     return e;
@@ -97,14 +68,13 @@ static void pick_cache_dir(const clattn_context_options *o, char *dir, size_t si
     else if ((env = getenv("HOME")) && env[0]) clattn__format(dir, size, "%s/.cache/clattn", env);
 }
 
-/* $CLATTN_KERNELS (rows|tiles) forces a family where the options leave it on auto: for running
- * the same program and tests over the other family on one device. */
+/* $CLATTN_KERNELS (a family's name) forces a family where the options leave it on auto: for
+ * running the same program and tests over another family on one device. */
 static clattn_kernel_family env_family(void)
 {
     const char *env = getenv("CLATTN_KERNELS");
-    if (env && !strcmp(env, "rows")) return CLATTN_KERNELS_ROWS;
-    if (env && !strcmp(env, "tiles")) return CLATTN_KERNELS_TILES;
-    return CLATTN_KERNELS_AUTO;
+    const clattn_family *f = env ? clattn__family_by_name(env) : NULL;
+    return f ? f->id : CLATTN_KERNELS_AUTO;
 }
 
 clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
@@ -114,7 +84,8 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     if (!out) return CLATTN_INVALID_ARGUMENT;
     *out = NULL;
     if (!cl_ctx || !device) return CLATTN_INVALID_ARGUMENT;
-    if (options && (unsigned)options->kernel_family > CLATTN_KERNELS_TILES) return CLATTN_INVALID_ARGUMENT;
+    if (options && options->kernel_family && !clattn__family_by_id(options->kernel_family))
+        return CLATTN_INVALID_ARGUMENT;
 
     /* The device must belong to the context. */
     cl_uint ndev = 0;
@@ -130,7 +101,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
 
     clattn_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return CLATTN_OUT_OF_HOST_MEMORY;
-    if ((e = clattn__query_device(device, &ctx->info))) {
+    if ((e = query_device(device, &ctx->info))) {
         free(ctx);
         return e;
     }
@@ -156,11 +127,9 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
         ctx->log = options->log;
         ctx->log_user = options->log_user;
     }
-    const size_t limit = options && options->scratch_limit ? options->scratch_limit : (size_t)256 << 20;
+    const size_t limit = options && options->scratch_limit ? options->scratch_limit : CLATTN_SCRATCH_LIMIT_DEFAULT;
     ctx->scratch_limit = limit < ctx->info.max_alloc ? limit : (size_t)ctx->info.max_alloc;
     ctx->family = options && options->kernel_family ? options->kernel_family : env_family();
-    if (ctx->family == CLATTN_KERNELS_AUTO)
-        ctx->family = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? CLATTN_KERNELS_ROWS : CLATTN_KERNELS_TILES;
     clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,
                  ctx->cache_dir[0] ? ctx->cache_dir : "off");
     clattn__tuning_load(ctx);
@@ -182,7 +151,8 @@ static bool contains_icase(const char *hay, const char *needle)
 /* All devices of all platforms, in platform order: the global index CLATTN_DEVICE uses. */
 clattn_status clattn_list_devices(cl_device_id *devs, cl_uint cap, cl_uint *count)
 {
-    if (!count || (cap && !devs)) return CLATTN_INVALID_ARGUMENT;
+    if (count) *count = 0;
+    if (!devs) cap = 0; /* only counting */
     cl_platform_id plats[16];
     cl_uint np = 0, n = 0;
     cl_int e = clGetPlatformIDs(16, plats, &np);
@@ -203,7 +173,7 @@ clattn_status clattn_list_devices(cl_device_id *devs, cl_uint cap, cl_uint *coun
         }
         n += nd;
     }
-    *count = n;
+    if (count) *count = n;
     return CL_SUCCESS;
 }
 

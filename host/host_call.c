@@ -1,5 +1,7 @@
 /* The host-array convenience call: upload, plan, execute, download, release. */
+#include "diag.h"
 #include "fault.h"
+#include "shape.h"
 
 #include <string.h>
 
@@ -11,7 +13,6 @@ clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, 
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
     if (!t) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "tensors is NULL");
-    if ((st = clattn__check_host(&s, t, msg, sizeof msg))) return clattn__fail(ctx, st, "%s", msg);
 
     clattn_tensor_sizes need;
     clattn__sizes(&s, &need);
@@ -23,6 +24,7 @@ clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, 
         if (sizes[i].bytes > ctx->info.max_alloc)
             return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s needs %zu bytes, above the device's max allocation %llu",
                                 sizes[i].name, sizes[i].bytes, (unsigned long long)ctx->info.max_alloc);
+    if ((st = clattn__check_host(&s, t, msg, sizeof msg))) return clattn__fail(ctx, st, "%s", msg);
 
     clattn_plan *plan = NULL;
     if ((st = clattn_plan_create(ctx, desc, &plan))) return st;

@@ -1,4 +1,7 @@
-/* Library-internal declarations shared by the files of host/. Nothing here is exported. */
+/* The types every file of host/ shares: a resolved descriptor (shape), the device facts the
+ * library reads, the context and the plan, and the library's limits. Types and constants only:
+ * each module declares its functions in its own header (DESIGN.md, "Layers"). Nothing here is
+ * exported. */
 #ifndef CLATTN_INTERNAL_H
 #define CLATTN_INTERNAL_H
 
@@ -6,13 +9,27 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdarg.h>
 #include <stdbool.h>
 
 #define CLATTN_HIDDEN __attribute__((visibility("hidden")))
+
 #define CLATTN_MAX_HEAD_DIM 1024
 #define CLATTN_FUSED_MAX_HEAD_DIM 576
 #define CLATTN_MSG_SIZE 8192
+/* Every kernel is OpenCL C 1.2: the newest version every vendor's driver compiles. */
+#define CLATTN_CL_STD "-cl-std=CL1.2"
+/* NVIDIA's OpenCL maps an NDRange's 2nd and 3rd dimensions onto CUDA grid dimensions, which
+ * hold at most 65535 work-groups: no kernel may put more there. */
+#define CLATTN_GRID_MAX 65535
+/* log2(e): the kernels work in base 2 (exp2), so scale and softcap are pre-multiplied. */
+#define CLATTN_LOG2E 1.4426950408889634
+/* A descriptor with at most this many query rows per sequence is "decode": the keys dominate
+ * (tuning class, key splits), and transposing K for the rows family does not pay. */
+#define CLATTN_DECODE_MAX_ROWS 16
+/* Default bound on the unfused path's score chunks (clattn_context_options.scratch_limit). */
+#define CLATTN_SCRATCH_LIMIT_DEFAULT ((size_t)256 << 20)
+/* Bound on the split-KV partials the fused path keeps: splits are reduced until they fit. */
+#define CLATTN_SPLIT_PARTIALS_MAX ((size_t)256 << 20)
 
 /* A descriptor with every default applied and every stride resolved (elements). */
 typedef struct clattn_shape {
@@ -28,38 +45,21 @@ typedef struct clattn_shape {
     clattn_algo algo;
 } clattn_shape;
 
-/* validate.c */
-CLATTN_HIDDEN clattn_status clattn__resolve(const clattn_desc *desc, clattn_shape *shape,
-                                            char *msg, size_t msg_size);
-CLATTN_HIDDEN clattn_status clattn__sizes(const clattn_shape *s, clattn_tensor_sizes *out);
-CLATTN_HIDDEN clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensors *t,
-                                               char *msg, size_t msg_size);
-
-/* One kernel variant: the -D defines that select it and a readable name. */
-typedef struct clattn_variant {
-    const char *source_name; /* which kernels/<name>.cl file */
-    const char *kernel_name;
-    char options[512];
-    char name[160];
-    size_t local_size;        /* work-group size along dim 0; 0: let the runtime choose */
-    int rows;                 /* query rows one work-item (rows) or work-group (tiles) owns */
-    bool group_per_block;     /* tiles: a work-group per block of rows; rows: a work-item */
-} clattn_variant;
-
-/* Program cache entry: one built cl_program per option string. */
-typedef struct clattn_program_entry {
-    char *key; /* source name + options */
-    cl_program program;
-    struct clattn_program_entry *next;
-} clattn_program_entry;
-
+/* What the library reads of a device, queried once per context. */
 typedef struct clattn_device_info {
     char name[256], vendor[256], driver[128], version[128], platform_version[256];
     cl_device_type type;
-    cl_ulong local_mem, max_alloc, global_mem;
+    cl_ulong local_mem, max_alloc;
     size_t max_wg_size;
-    cl_uint compute_units, mem_base_align_bits;
+    cl_uint compute_units;
 } clattn_device_info;
+
+/* Program cache entry: one built cl_program per kernel file and option string. */
+typedef struct clattn_program_entry {
+    char *key; /* file name + options */
+    cl_program program;
+    struct clattn_program_entry *next;
+} clattn_program_entry;
 
 /* A tuning entry of the user's file (tuning.c). */
 typedef struct clattn_tuned {
@@ -75,12 +75,12 @@ struct clattn_context {
     char cache_dir[1024]; /* "" when the disk cache is off */
     clattn_log_fn log;
     void *log_user;
-    clattn_kernel_family family; /* never AUTO: resolved at creation */
+    clattn_kernel_family family; /* forced by the options or $CLATTN_KERNELS; AUTO: per plan */
     char tuning_path[1100];      /* the user tuning file; "" when the disk cache is off */
     clattn_tuned *tuned;         /* its entries (and those stored since), under lock */
     int n_tuned;
     size_t scratch_limit;        /* resolved: > 0 and <= max_alloc */
-    pthread_mutex_t lock; /* guards programs, stats and last_error */
+    pthread_mutex_t lock; /* guards programs, stats, tuned and last_error */
     /* fault.c: live objects clattn created, and the test-only fault hook */
     atomic_long live_buffers, live_kernels, live_programs;
     atomic_int fault_kind, fault_fired;
@@ -90,106 +90,21 @@ struct clattn_context {
     char last_error[CLATTN_MSG_SIZE];
 };
 
+struct clattn_path;
+
+/* A plan is generic: what a path keeps for itself lives behind `state` (path.h). */
 struct clattn_plan {
     clattn_context *ctx;
     clattn_shape shape;
-    clattn_algo algo;
-    char reason[384];
-    clattn_variant variant; /* the fused forward, or the unfused path's softmax */
-    cl_kernel kernel;       /* clSetKernelArg is not thread-safe: set and enqueued under lock */
-    clattn_variant variant2; /* fused split-KV: combine; unfused with f32 copies: widen/narrow */
-    cl_kernel kernel2, kernel3;
-    /* fused split-KV decode */
-    int nsplit, split_len;
-    bool kt;                      /* fused rows: K transposed to f32 in scratch first */
-    long kt_ld;                   /* its row length (keys + 16 zero columns) */
-    clattn_tuning tuning;         /* fused: the parameters used, and their source */
-    const char *tuning_source;
-    /* unfused: query rows and (batch, head) items per chunk; f32 working copies */
-    int chunk_rows, chunk_items;
-    bool convert;                 /* q, k, v, o go through dense f32 copies in scratch */
-    size_t work_q, work_k, work_v, work_o; /* their element offsets in scratch */
-    size_t scratch_bytes;         /* all scratch one execution needs */
-    cl_mem scratch;               /* owned; allocated at the first execution without caller scratch */
-    pthread_mutex_t lock;
+    const struct clattn_path *path; /* the path that serves it */
+    char reason[384];               /* why that path */
+    char variant[256];              /* what runs, readable */
+    clattn_tuning tuning;           /* paths with a kernel family: the parameters used */
+    const char *tuning_source;      /* and where they came from; "" for other paths */
+    size_t scratch_bytes;           /* device scratch one execution needs */
+    void *state;                    /* the path's own; released by path->release */
+    cl_mem scratch;                 /* owned; allocated at the first execution without caller scratch */
+    pthread_mutex_t lock;           /* clSetKernelArg is not thread-safe: set and enqueue under it */
 };
-
-/* context.c */
-CLATTN_HIDDEN clattn_status clattn__fail(clattn_context *ctx, clattn_status st, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-CLATTN_HIDDEN void clattn__logf(clattn_context *ctx, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-CLATTN_HIDDEN void clattn__set_error(clattn_context *ctx, const char *msg);
-CLATTN_HIDDEN clattn_status clattn__query_device(cl_device_id dev, clattn_device_info *info);
-
-/* program.c */
-CLATTN_HIDDEN clattn_status clattn__get_program(clattn_context *ctx, const clattn_variant *variant,
-                                                cl_program *out);
-CLATTN_HIDDEN void clattn__release_programs(clattn_context *ctx);
-CLATTN_HIDDEN uint64_t clattn__fnv1a(uint64_t h, const char *s);
-CLATTN_HIDDEN void clattn__make_dirs(const char *dir);
-
-/* tuning.c: parameters per device and shape class (user file, shipped defaults, generic) */
-CLATTN_HIDDEN const char *clattn__tuning_class(const clattn_shape *s);
-CLATTN_HIDDEN void clattn__tuning_load(clattn_context *ctx);
-CLATTN_HIDDEN void clattn__tuning_free(clattn_context *ctx);
-/* Fills every field of *out for the shape on ctx: `given` fields (nonzero) first, the rest from
- * the most specific source; returns that source's name. */
-CLATTN_HIDDEN const char *clattn__tuning_lookup(clattn_context *ctx, const clattn_shape *s,
-                                                const clattn_tuning *given, clattn_tuning *out);
-CLATTN_HIDDEN bool clattn__tuning_valid(const clattn_context *ctx, clattn_kernel_family family,
-                                        const clattn_tuning *t, char *why, size_t why_size);
-
-/* plan.c: the single capability check used by dispatch, `clattn run -v` and the tests. */
-CLATTN_HIDDEN bool clattn__fused_supports(const clattn_context *ctx, const clattn_shape *s,
-                                          char *why, size_t why_size);
-
-/* fused.c */
-CLATTN_HIDDEN void clattn__fused_choose(const clattn_context *ctx, const clattn_shape *s,
-                                        const clattn_tuning *t, clattn_plan *plan);
-CLATTN_HIDDEN clattn_status clattn__fused_enqueue(const clattn_plan *plan, cl_command_queue queue, const clattn_buffers *b,
-                                                  cl_uint num_wait, const cl_event *wait,
-                                                  cl_event *event);
-
-/* shared by fused.c and unfused.c: program + kernel for a variant */
-CLATTN_HIDDEN clattn_status clattn__make_kernel(clattn_context *ctx, const clattn_variant *v, const char *name,
-                                                cl_kernel *out);
-CLATTN_HIDDEN clattn_status clattn__plan_scratch(clattn_plan *plan, const clattn_buffers *b, cl_mem *out);
-CLATTN_HIDDEN const char *clattn__feature_defines(const clattn_shape *s, char *buf, size_t size);
-
-/* fused.c: kernels beyond the main one (split-KV combine) */
-CLATTN_HIDDEN clattn_status clattn__fused_prepare(clattn_plan *plan);
-
-/* unfused.c */
-CLATTN_HIDDEN bool clattn__unfused_supports(const clattn_context *ctx, const clattn_shape *s,
-                                            char *why, size_t why_size);
-CLATTN_HIDDEN void clattn__unfused_choose(const clattn_context *ctx, const clattn_shape *s,
-                                          clattn_plan *plan);
-CLATTN_HIDDEN clattn_status clattn__unfused_prepare(clattn_plan *plan);
-CLATTN_HIDDEN clattn_status clattn__unfused_enqueue(clattn_plan *plan, cl_command_queue queue,
-                                                    const clattn_buffers *b, cl_uint num_wait,
-                                                    const cl_event *wait, cl_event *event);
-
-/* Sets kernel argument n (then n++) unless an earlier one failed: the argument lists of the
- * kernels are long, and one error check at the end keeps them readable. */
-#define CLATTN_ARG(kernel, n, e, T, x)                                       \
-    do {                                                                     \
-        T val_ = (x);                                                        \
-        if (!(e)) (e) = clSetKernelArg((kernel), (n), sizeof val_, &val_);   \
-        (n)++;                                                               \
-    } while (0)
-
-/* util */
-CLATTN_HIDDEN void clattn__vformat(char *buf, size_t size, const char *fmt, va_list ap);
-CLATTN_HIDDEN void clattn__format(char *buf, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Embedded kernel sources (generated at build time from kernels/<name>.cl). */
-typedef struct clattn_embedded_source {
-    const char *name;
-    const unsigned char *data;
-    size_t size;
-} clattn_embedded_source;
-CLATTN_HIDDEN const clattn_embedded_source *clattn__find_source(const char *name);
 
 #endif

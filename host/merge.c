@@ -1,5 +1,7 @@
 /* Merging partial results over disjoint key ranges: the building block of split-KV decode
  * (the fused path uses the same combine kernel) and of sequence parallelism across devices. */
+#include "combine.h"
+#include "diag.h"
 #include "fault.h"
 
 #include <math.h>
@@ -58,14 +60,12 @@ clattn_status clattn_merge_host(const clattn_merge_desc *d, const float *o_parts
     return CLATTN_SUCCESS;
 }
 
-#define ARG(T, x) CLATTN_ARG(k, n, e, T, x)
-
 clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_merge_desc *d, cl_mem o_parts,
                            cl_mem lse_parts, cl_mem o, cl_mem lse, cl_uint num_wait, const cl_event *wait,
                            cl_event *event)
 {
-    if (!ctx) return CLATTN_INVALID_ARGUMENT;
     if (event) *event = NULL;
+    if (!ctx) return CLATTN_INVALID_ARGUMENT;
     char msg[128];
     clattn_status st = check_desc(d, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
@@ -86,37 +86,19 @@ clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const cl
             return clattn__fail(ctx, CLATTN_BUFFER_TOO_SMALL, "merge: buffer %s holds %zu bytes, needs %zu",
                                 bufs[i].name, size, bufs[i].bytes);
     }
-    clattn_variant v = {0};
-    v.source_name = "combine";
-    v.kernel_name = "clattn_combine";
-    v.rows = 1;
-    clattn__format(v.options, sizeof v.options, "-cl-std=CL1.2 -D VW=1 -D DV=%d -D DTYPE=0", d->dim);
-    clattn__format(v.name, sizeof v.name, "merge DV=%d", d->dim);
+    /* The fused path's combine kernel for f32 rows without sinks: the same program. */
+    const clattn_switches sw = {0};
+    clattn_kernel_spec spec = {0};
+    clattn__combine_spec(&spec, d->dim, &sw);
     cl_kernel k;
-    if ((st = clattn__make_kernel(ctx, &v, v.kernel_name, &k))) return st;
+    if ((st = clattn__make_kernel(ctx, &spec, &k))) return st;
     /* Dense rows: one batch, one head, `rows` positions of `dim` floats. */
-    cl_int e = CL_SUCCESS;
-    cl_uint n = 0;
-    ARG(cl_mem, o_parts);
-    ARG(cl_ulong, 0);
-    ARG(cl_mem, lse_parts);
-    ARG(cl_ulong, 0);
-    ARG(cl_int, d->n_parts);
-    ARG(cl_long, (cl_long)rows);
-    ARG(cl_mem, o);
-    ARG(cl_ulong, 0);
-    ARG(cl_long, 0);
-    ARG(cl_long, 0);
-    ARG(cl_long, (cl_long)dim);
-    ARG(cl_mem, lse ? lse : o);
-    ARG(cl_ulong, 0);
-    ARG(cl_int, lse != NULL);
-    ARG(cl_int, 1);
-    ARG(cl_int, d->rows);
-    ARG(cl_int, 0);
-    ARG(cl_mem, o_parts);
-    ARG(cl_mem, o_parts);
-    ARG(cl_int, 1);
+    const clattn_combine_call c = {.o_parts = o_parts, .lse_parts = lse_parts, .n_parts = d->n_parts,
+                                   .rows_total = rows, .o = o, .o_strides = {0, 0, (int64_t)dim}, .lse = lse,
+                                   .heads_q = 1, .seq_q = d->rows, .batch = 1};
+    clattn_args a = {k, 0, CL_SUCCESS};
+    clattn__combine_args(&a, &c);
+    cl_int e = a.err;
     if (!e) e = clattn__enqueue(ctx, queue, k, 1, &rows, NULL, num_wait, wait, event);
     clattn__release_kernel(ctx, k); /* the enqueued command keeps what it needs */
     if (e) return clattn__fail(ctx, e, "merge: enqueueing the combine kernel failed (%d)", e);

@@ -1,39 +1,56 @@
-/* Plans: a descriptor checked against a device, its algorithm and kernel variants chosen and
- * built once; execution validates the buffers and enqueues. */
+/* Plans: a descriptor checked against a device and served by the first path of the table
+ * that supports it (path.h); execution checks the buffers and hands them to the path. */
+#include "path.h"
+#include "diag.h"
 #include "fault.h"
+#include "shape.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Builds (or finds) the variant's program and creates its kernel; refuses a variant whose
- * work-group or local memory does not fit the compiled kernel on this device. */
-clattn_status clattn__make_kernel(clattn_context *ctx, const clattn_variant *v, const char *name, cl_kernel *out)
+#define PATH_ENTRY(n) &clattn__path_##n,
+static const clattn_path *const paths[] = {CLATTN_PATHS(PATH_ENTRY)};
+#undef PATH_ENTRY
+#define NPATHS (sizeof paths / sizeof paths[0])
+
+/* The path for the shape: the one the descriptor forces, or the first that supports it. The
+ * reason says why, naming each path passed over. NULL with the context's error set when none
+ * serves (or the forced one does not). */
+static const clattn_path *choose_path(clattn_context *ctx, const clattn_shape *s, char *reason, size_t reason_size)
 {
-    cl_program prog;
-    clattn_status st = clattn__get_program(ctx, v, &prog);
-    if (st) return st;
-    cl_int e;
-    cl_kernel k = clattn__create_kernel(ctx, prog, name, &e);
-    if (e) return clattn__fail(ctx, e, "clCreateKernel(%s) failed (%d)", name, e);
-    size_t wg = 0;
-    cl_ulong priv = 0, local_mem = 0;
-    e = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
-    if (!e) e = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_PRIVATE_MEM_SIZE, sizeof priv, &priv, NULL);
-    if (!e) e = clGetKernelWorkGroupInfo(k, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local_mem, &local_mem, NULL);
-    if (e) st = clattn__fail(ctx, e, "clGetKernelWorkGroupInfo failed (%d)", e);
-    else if (v->local_size > wg)
-        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %zu work-items, the kernel allows %zu", v->name,
-                          v->local_size, wg);
-    else if (local_mem > ctx->info.local_mem)
-        st = clattn__fail(ctx, CLATTN_UNSUPPORTED, "variant %s needs %llu bytes of local memory, device has %llu",
-                          v->name, (unsigned long long)local_mem, (unsigned long long)ctx->info.local_mem);
-    if (st) {
-        clattn__release_kernel(ctx, k);
-        return st;
+    char why[NPATHS][192], passed[NPATHS * 200] = "";
+    for (size_t i = 0; i < NPATHS; i++) {
+        const clattn_path *p = paths[i];
+        if (s->algo != CLATTN_ALGO_AUTO && s->algo != p->algo) continue;
+        const bool ok = p->supports(ctx, s, why[i], sizeof why[i]);
+        if (s->algo != CLATTN_ALGO_AUTO) {
+            if (!ok) {
+                clattn__fail(ctx, CLATTN_UNSUPPORTED, "%s: %s", p->name, why[i]);
+                return NULL;
+            }
+            clattn__format(reason, reason_size, "%s: forced by the descriptor", p->name);
+            return p;
+        }
+        if (ok) {
+            if (passed[0]) clattn__format(reason, reason_size, "auto: %s, because %s", p->name, passed);
+            else clattn__format(reason, reason_size, "auto: %s, %s", p->name, why[i]);
+            return p;
+        }
+        const size_t n = strlen(passed);
+        clattn__format(passed + n, sizeof passed - n, "%s%s: %s", n ? "; " : "", p->name, why[i]);
     }
-    clattn__logf(ctx, "clattn: kernel %s (%s), private memory %llu bytes", name, v->name, (unsigned long long)priv);
-    *out = k;
-    return CLATTN_SUCCESS;
+    if (s->algo != CLATTN_ALGO_AUTO)
+        clattn__fail(ctx, CLATTN_INTERNAL_ERROR, "no path implements algo %d", (int)s->algo);
+    else
+        clattn__fail(ctx, CLATTN_UNSUPPORTED, "no path serves this descriptor: %s", passed);
+    return NULL;
+}
+
+static void plan_free(clattn_plan *p)
+{
+    if (p->path) p->path->release(p);
+    clattn__release_buffer(p->ctx, p->scratch);
+    free(p);
 }
 
 clattn_status clattn_plan_create(clattn_context *ctx, const clattn_desc *desc, clattn_plan **out)
@@ -51,98 +68,62 @@ clattn_status clattn_plan_create_tuned(clattn_context *ctx, const clattn_desc *d
     clattn_shape s;
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
-    if (tuning && !clattn__tuning_valid(ctx, ctx->family, tuning, msg, sizeof msg))
-        return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
-
-    /* One capability check per path serves dispatch, `clattn run -v` and the tests. */
-    char fwhy[192], uwhy[192];
-    const bool fused_ok = clattn__fused_supports(ctx, &s, fwhy, sizeof fwhy);
-    const bool unfused_ok = clattn__unfused_supports(ctx, &s, uwhy, sizeof uwhy);
-    clattn_algo algo;
-    char reason[384];
-    if (s.algo == CLATTN_ALGO_FUSED) {
-        if (!fused_ok) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "fused: %s", fwhy);
-        algo = CLATTN_ALGO_FUSED;
-        clattn__format(reason, sizeof reason, "fused: forced by the descriptor");
-    } else if (s.algo == CLATTN_ALGO_UNFUSED) {
-        if (!unfused_ok) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "unfused: %s", uwhy);
-        algo = CLATTN_ALGO_UNFUSED;
-        clattn__format(reason, sizeof reason, "unfused: forced by the descriptor");
-    } else if (fused_ok) {
-        algo = CLATTN_ALGO_FUSED;
-        clattn__format(reason, sizeof reason, "auto: fused, %s", fwhy);
-    } else if (unfused_ok) {
-        algo = CLATTN_ALGO_UNFUSED;
-        clattn__format(reason, sizeof reason, "auto: unfused, because %s", fwhy);
-    } else {
-        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no path serves this descriptor: fused: %s; unfused: %s", fwhy,
-                            uwhy);
-    }
+    char reason[sizeof ((clattn_plan *)0)->reason];
+    const clattn_path *path = choose_path(ctx, &s, reason, sizeof reason);
+    if (!path) return CLATTN_UNSUPPORTED;
 
     clattn_plan *p = clattn__calloc(ctx, 1, sizeof *p);
     if (!p) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
     p->ctx = ctx;
     p->shape = s;
-    p->algo = algo;
-    clattn__format(p->reason, sizeof p->reason, "%s", reason);
-    if (algo == CLATTN_ALGO_FUSED) {
-        clattn_tuning t;
-        p->tuning_source = clattn__tuning_lookup(ctx, &s, tuning, &t);
-        clattn__fused_choose(ctx, &s, &t, p);
-    } else {
-        p->tuning_source = "";
-        clattn__unfused_choose(ctx, &s, p);
-    }
+    p->path = path;
+    p->tuning_source = "";
+    memcpy(p->reason, reason, sizeof reason);
+    if ((st = path->prepare(p, tuning))) goto fail;
     if (p->scratch_bytes > ctx->info.max_alloc) {
         st = clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s needs %zu bytes of scratch, above the device's max allocation %llu",
-                          p->variant.name, p->scratch_bytes, (unsigned long long)ctx->info.max_alloc);
+                          p->variant, p->scratch_bytes, (unsigned long long)ctx->info.max_alloc);
         goto fail;
     }
-    if ((st = clattn__make_kernel(ctx, &p->variant, p->variant.kernel_name, &p->kernel))) goto fail;
-    if ((st = algo == CLATTN_ALGO_FUSED ? clattn__fused_prepare(p) : clattn__unfused_prepare(p))) goto fail;
+    if ((st = path->build(p))) goto fail;
     if (pthread_mutex_init(&p->lock, NULL)) {
         st = clattn__fail(ctx, CLATTN_INTERNAL_ERROR, "pthread_mutex_init failed");
         goto fail;
     }
-    clattn__logf(ctx, "clattn: plan %s (%s)", p->variant.name, p->reason);
+    clattn__logf(ctx, "clattn: plan %s (%s)", p->variant, p->reason);
     *out = p;
     return CLATTN_SUCCESS;
 fail:
-    clattn__release_kernel(ctx, p->kernel);
-    clattn__release_kernel(ctx, p->kernel2);
-    clattn__release_kernel(ctx, p->kernel3);
-    free(p);
+    plan_free(p);
     return st;
 }
 
 void clattn_plan_destroy(clattn_plan *p)
 {
     if (!p) return;
-    clattn__release_buffer(p->ctx, p->scratch);
-    clattn__release_kernel(p->ctx, p->kernel);
-    clattn__release_kernel(p->ctx, p->kernel2);
-    clattn__release_kernel(p->ctx, p->kernel3);
     pthread_mutex_destroy(&p->lock);
-    free(p);
+    plan_free(p);
 }
 
-clattn_algo clattn_plan_algo(const clattn_plan *p) { return p ? p->algo : CLATTN_ALGO_AUTO; }
-const char *clattn_plan_variant(const clattn_plan *p) { return p ? p->variant.name : ""; }
+clattn_algo clattn_plan_algo(const clattn_plan *p) { return p ? p->path->algo : CLATTN_ALGO_AUTO; }
+const char *clattn_plan_variant(const clattn_plan *p) { return p ? p->variant : ""; }
 size_t clattn_plan_scratch_size(const clattn_plan *p) { return p ? p->scratch_bytes : 0; }
 const char *clattn_plan_reason(const clattn_plan *p) { return p ? p->reason : ""; }
 
 const char *clattn_plan_tuning(const clattn_plan *p, clattn_tuning *out)
 {
     if (out) memset(out, 0, sizeof *out);
-    if (!p || p->algo != CLATTN_ALGO_FUSED) return "";
+    if (!p || !p->tuning_source[0]) return "";
     if (out) *out = p->tuning;
     return p->tuning_source;
 }
 
 /* The caller's scratch, or the plan's own, allocated at the first execution that needs it
  * (called under the plan lock). */
-clattn_status clattn__plan_scratch(clattn_plan *plan, const clattn_buffers *b, cl_mem *out)
+static clattn_status plan_scratch(clattn_plan *plan, const clattn_buffers *b, cl_mem *out)
 {
+    *out = NULL;
+    if (!plan->scratch_bytes) return CLATTN_SUCCESS;
     if (b->scratch) {
         *out = b->scratch;
         return CLATTN_SUCCESS;
@@ -184,26 +165,46 @@ static clattn_status check_mem(clattn_context *ctx, cl_mem m, const char *name, 
     return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,
-                                  const clattn_buffers *bf, cl_uint num_wait,
-                                  const cl_event *wait, cl_event *event)
+/* Where a tensor lies: the buffer that owns the memory (a sub-buffer's parent) and the bytes
+ * from its first to its last element there. */
+typedef struct span {
+    const char *name;
+    cl_mem root;
+    size_t lo, hi;
+} span;
+
+static cl_int span_of(cl_mem m, const char *name, size_t offset, size_t elems, size_t elem_size, span *out)
 {
-    if (!plan) return CLATTN_INVALID_ARGUMENT;
+    cl_mem parent = NULL;
+    size_t origin = 0;
+    cl_int e = clGetMemObjectInfo(m, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof parent, &parent, NULL);
+    if (!e && parent) e = clGetMemObjectInfo(m, CL_MEM_OFFSET, sizeof origin, &origin, NULL);
+    out->name = name;
+    out->root = parent ? parent : m;
+    out->lo = origin + offset * elem_size; /* check_mem showed these fit the buffer */
+    out->hi = out->lo + elems * elem_size;
+    return e;
+}
+
+/* No output may share a byte with an input or another output, in one buffer or in two
+ * sub-buffers of one: the kernels read inputs after outputs were written (split partials,
+ * chunks, blocks of rows), so an overlap gives wrong results, not a fast in-place run. */
+static clattn_status check_overlap(clattn_context *ctx, const span *all, size_t n, size_t outputs)
+{
+    for (size_t i = 0; i < outputs; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (all[i].root == all[j].root && all[i].lo < all[j].hi && all[j].lo < all[i].hi)
+                return clattn__fail(ctx, CLATTN_BUFFERS_OVERLAP, "output %s overlaps %s (bytes %zu..%zu and %zu..%zu "
+                                    "of one buffer)", all[i].name, all[j].name, all[i].lo, all[i].hi, all[j].lo,
+                                    all[j].hi);
+    return CLATTN_SUCCESS;
+}
+
+/* Every buffer the shape asks for: present, in the context, large enough, and no output
+ * overlapping another tensor. */
+static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers *bf)
+{
     clattn_context *ctx = plan->ctx;
-    if (event) *event = NULL;
-    if (!queue) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "queue is NULL");
-    if (!bf) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffers is NULL");
-    if ((num_wait > 0) != (wait != NULL))
-        return clattn__fail(ctx, CL_INVALID_EVENT_WAIT_LIST, "num_wait and wait_list disagree");
-
-    cl_context qctx = NULL;
-    cl_device_id qdev = NULL;
-    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
-    if (!e) e = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL);
-    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
-    if (qctx != ctx->cl_ctx || qdev != ctx->device)
-        return clattn__fail(ctx, CL_INVALID_COMMAND_QUEUE, "queue belongs to another context or device");
-
     const clattn_shape *s = &plan->shape;
     clattn_tensor_sizes need;
     clattn_status st = clattn__sizes(s, &need);
@@ -216,8 +217,8 @@ clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queu
         return st;
     if (bf->lse && (st = check_mem(ctx, bf->lse, "lse", bf->lse_offset, need.lse, sizeof(float), true)))
         return st;
-    /* Feature tensors: present exactly when the descriptor asks for them. Their values (key
-     * lengths, cumulative offsets) live on the device and are clamped there, never trusted. */
+    /* Feature tensors: present exactly when the descriptor asks for them. The integers among
+     * them (key lengths, cumulative offsets) live on the device: the kernels clamp them. */
     const struct { bool want; cl_mem m; const char *name; size_t elems; } extra[] = {
         {s->has_mask, bf->mask, "mask", need.mask},
         {s->has_alibi, bf->alibi_slopes, "alibi_slopes", (size_t)s->heads_q},
@@ -235,11 +236,61 @@ clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queu
     }
     if (bf->scratch && (st = check_mem(ctx, bf->scratch, "scratch", 0, plan->scratch_bytes, 1, true))) return st;
 
-    pthread_mutex_lock((pthread_mutex_t *)&plan->lock); /* clSetKernelArg is not thread-safe */
-    if (plan->algo == CLATTN_ALGO_FUSED)
-        st = clattn__fused_enqueue(plan, queue, bf, num_wait, wait, event);
-    else
-        st = clattn__unfused_enqueue((clattn_plan *)plan, queue, bf, num_wait, wait, event);
-    pthread_mutex_unlock((pthread_mutex_t *)&plan->lock);
+    /* outputs first: each is compared with everything after it */
+    const struct { cl_mem m; const char *name; size_t off, elems, es; } t[] = {
+        {bf->o, "o", bf->o_offset, need.o, es},
+        {bf->lse, "lse", bf->lse_offset, need.lse, sizeof(float)},
+        {plan->scratch_bytes ? bf->scratch : NULL, "scratch", 0, plan->scratch_bytes, 1},
+        {bf->q, "q", bf->q_offset, need.q, es},
+        {bf->k, "k", bf->k_offset, need.k, es},
+        {bf->v, "v", bf->v_offset, need.v, es},
+        {s->has_mask ? bf->mask : NULL, "mask", 0, need.mask, 4},
+        {s->has_alibi ? bf->alibi_slopes : NULL, "alibi_slopes", 0, (size_t)s->heads_q, 4},
+        {s->has_sinks ? bf->sinks : NULL, "sinks", 0, (size_t)s->heads_q, 4},
+        {s->has_seqused_k ? bf->seqused_k : NULL, "seqused_k", 0, (size_t)s->batch, 4},
+        {s->varlen ? bf->cu_seqlens_q : NULL, "cu_seqlens_q", 0, (size_t)s->batch + 1, 4},
+        {s->varlen ? bf->cu_seqlens_k : NULL, "cu_seqlens_k", 0, (size_t)s->batch + 1, 4},
+    };
+    span spans[sizeof t / sizeof t[0]];
+    size_t n = 0, outputs = 0;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        if (!t[i].m) continue;
+        const cl_int e = span_of(t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, &spans[n++]);
+        if (e) return clattn__fail(ctx, e, "buffer %s: clGetMemObjectInfo failed (%d)", t[i].name, e);
+        if (i < 3) outputs = n;
+    }
+    return check_overlap(ctx, spans, n, outputs);
+}
+
+clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,
+                                  const clattn_buffers *bf, cl_uint num_wait,
+                                  const cl_event *wait, cl_event *event)
+{
+    if (event) *event = NULL;
+    if (!plan) return CLATTN_INVALID_ARGUMENT;
+    clattn_context *ctx = plan->ctx;
+    if (!queue) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "queue is NULL");
+    if (!bf) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffers is NULL");
+    if ((num_wait > 0) != (wait != NULL))
+        return clattn__fail(ctx, CL_INVALID_EVENT_WAIT_LIST, "num_wait and wait_list disagree");
+
+    cl_context qctx = NULL;
+    cl_device_id qdev = NULL;
+    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+    if (!e) e = clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL);
+    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
+    if (qctx != ctx->cl_ctx || qdev != ctx->device)
+        return clattn__fail(ctx, CL_INVALID_COMMAND_QUEUE, "queue belongs to another context or device");
+    clattn_status st = check_buffers(plan, bf);
+    if (st) return st;
+
+    /* The plan's own scratch and its kernels' arguments are shared by every caller: one
+     * execution at a time sets and enqueues them. */
+    clattn_plan *mut = (clattn_plan *)plan;
+    pthread_mutex_lock(&mut->lock);
+    clattn_launch l = {queue, bf, NULL, num_wait, wait, event};
+    st = plan_scratch(mut, bf, &l.scratch);
+    if (!st) st = plan->path->enqueue(plan, &l);
+    pthread_mutex_unlock(&mut->lock);
     return st;
 }

@@ -2,7 +2,8 @@
  * feature. It is the oracle for every device path, so it stays simple rather than fast;
  * rows are spread over the cores with
  * plain threads. */
-#include "internal.h"
+#include "shape.h"
+#include "diag.h"
 
 #include <math.h>
 #include <stdlib.h>

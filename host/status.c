@@ -1,7 +1,5 @@
-/* Status strings, version and small formatting helpers. */
+/* Status strings, version and element sizes. */
 #include "internal.h"
-
-#include <stdio.h>
 
 #define CLATTN_STR2(x) #x
 #define CLATTN_STR(x) CLATTN_STR2(x)
@@ -74,26 +72,12 @@ const char *clattn_status_string(clattn_status s)
     case CLATTN_INTERNAL_ERROR: return "internal error";
     case CLATTN_BLAS_ERROR: return "CLBlast error";
     case CLATTN_IO_ERROR: return "file input/output error";
+    case CLATTN_BUFFERS_OVERLAP: return "an output overlaps an input or another output";
     default: break;
     }
     const char *cl = opencl_status_string(s);
     if (cl) return cl;
     return s < 0 && s > -1000 ? "OpenCL: error" : "unknown status";
-}
-
-void clattn__vformat(char *buf, size_t size, const char *fmt, va_list ap)
-{
-    if (!buf || size == 0) return;
-    int n = vsnprintf(buf, size, fmt, ap);
-    if (n < 0) buf[0] = '\0';
-}
-
-void clattn__format(char *buf, size_t size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    clattn__vformat(buf, size, fmt, ap);
-    va_end(ap);
 }
 
 size_t clattn_dtype_size(clattn_dtype dtype)

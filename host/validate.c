@@ -1,6 +1,7 @@
 /* Descriptor checks: every field is checked here, with a message that names it, before a
  * plan, the reference or the host call does anything. */
-#include "internal.h"
+#include "shape.h"
+#include "diag.h"
 
 #include <limits.h>
 #include <math.h>
@@ -219,8 +220,10 @@ clattn_status clattn_desc_tensor_sizes(const clattn_desc *desc, clattn_tensor_si
     clattn_shape s;
     clattn_status st = clattn__resolve(desc, &s, NULL, 0);
     if (st) return st;
-    if (!out) return CLATTN_INVALID_ARGUMENT;
-    return clattn__sizes(&s, out);
+    clattn_tensor_sizes sizes;
+    st = clattn__sizes(&s, &sizes);
+    if (!st && out) *out = sizes;
+    return st;
 }
 
 /* Host arrays of the reference and the host call: present and large enough. */
@@ -281,6 +284,26 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
                 }
         }
     }
+    /* No output may share memory with an input or the other output (as for device buffers). */
+    const size_t es = clattn_dtype_size(s->dtype), nb = (size_t)s->batch;
+    const struct { const void *p; size_t bytes; const char *name; } r[] = {
+        {t->o, need.o * es, "o"}, {t->lse, need.lse * 4, "lse"},
+        {t->q, need.q * es, "q"}, {t->k, need.k * es, "k"}, {t->v, need.v * es, "v"},
+        {s->has_mask ? t->mask : NULL, need.mask * 4, "mask"},
+        {s->has_alibi ? t->alibi_slopes : NULL, (size_t)s->heads_q * 4, "alibi_slopes"},
+        {s->has_sinks ? t->sinks : NULL, (size_t)s->heads_q * 4, "sinks"},
+        {s->has_seqused_k ? t->seqused_k : NULL, nb * 4, "seqused_k"},
+        {s->varlen ? t->cu_seqlens_q : NULL, (nb + 1) * 4, "cu_seqlens_q"},
+        {s->varlen ? t->cu_seqlens_k : NULL, (nb + 1) * 4, "cu_seqlens_k"},
+    };
+    for (size_t i = 0; i < 2; i++)
+        for (size_t j = i + 1; j < sizeof r / sizeof r[0]; j++) {
+            const uintptr_t a = (uintptr_t)r[i].p, b = (uintptr_t)r[j].p;
+            if (a && b && a < b + r[j].bytes && b < a + r[i].bytes) {
+                clattn__format(msg, msg_size, "output %s overlaps %s in host memory", r[i].name, r[j].name);
+                return CLATTN_BUFFERS_OVERLAP;
+            }
+        }
     if (s->has_seqused_k) {
         if (!t->seqused_k) {
             clattn__format(msg, msg_size, "has_seqused_k is set but seqused_k is NULL");
@@ -296,3 +319,8 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
     return CLATTN_SUCCESS;
 }
 
+
+size_t clattn__rows_total(const clattn_shape *s)
+{
+    return (size_t)(s->varlen ? s->total_q : s->seq_q) * (size_t)(s->varlen ? 1 : s->batch) * (size_t)s->heads_q;
+}

@@ -32,6 +32,22 @@
  * cl_context and cl_device_id) and releases only what it retained. An out-event is a new
  * reference that the caller releases. The library never aborts, exits or prints.
  *
+ * Device-side integers (cu_seqlens_q/k, seqused_k, and the block tables to come) are input
+ * like any other, but they live on the device where the host cannot check them before a
+ * launch. So the kernels clamp them, once per sequence, and no value can make any kernel read
+ * or write outside its buffers: sequence b holds the packed tokens from
+ * s = clamp(cu[b], 0, total) to clamp(cu[b+1], s, total) - 1, at most seq_q (seq_kv) of them;
+ * seqused_k[b] is clamped to 0 .. the sequence's key count. Output rows (o, lse) of tokens that
+ * no clamped sequence covers are left untouched. Offsets that decrease make sequences overlap:
+ * which sequence's result a shared row then holds, or whether it is written, is unspecified.
+ *
+ * Aliasing: no output (o, lse, a caller's scratch) may share a byte with an input or another
+ * output, in one cl_mem or in two sub-buffers of one; execution refuses it with
+ * CLATTN_BUFFERS_OVERLAP before anything is enqueued (spans from first to last element are
+ * compared, so interleaved strided views count as overlapping). In place (o = q) is refused
+ * too: the kernels read inputs after outputs are written (key splits, chunks). Host arrays
+ * of the reference and the host call follow the same rule.
+ *
  * Failures: a call that fails releases everything it created (plans, kernels, buffers; a
  * program it built stays in the context's cache and is released with the context) and writes
  * nothing the caller owns, with one exception: when an enqueue itself fails (an OpenCL or
@@ -100,7 +116,8 @@ enum {
     CLATTN_SIZE_OVERFLOW = -2008,      /* a size overflows size_t or a device limit */
     CLATTN_INTERNAL_ERROR = -2009,     /* a bug in clattn: please report */
     CLATTN_BLAS_ERROR = -2010,         /* CLBlast failed; last_error names its status */
-    CLATTN_IO_ERROR = -2011            /* a file (the tuning file) could not be written */
+    CLATTN_IO_ERROR = -2011,           /* a file (the tuning file) could not be written */
+    CLATTN_BUFFERS_OVERLAP = -2012     /* an output shares memory with an input or another output */
 };
 
 /* A short English description of any status (clattn's own or OpenCL's). Never NULL. */
@@ -152,7 +169,8 @@ typedef struct clattn_strides {
  * sequences are packed along the token axis, q (total_q, heads_q, head_dim), k/v (total_k,
  * heads_kv, ...), o (total_q, heads_q, head_dim_v) with BSHD strides (or STRIDED: the batch
  * strides are then ignored); sequence b holds tokens cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1
- * (int32, batch+1 entries, non-decreasing, from 0). seq_q/seq_kv are the longest lengths;
+ * (int32, batch+1 entries, non-decreasing, from 0; on the device they are clamped, see the
+ * rule for device-side integers above). seq_q/seq_kv are the longest lengths;
  * lse is (heads_q, total_q). Alignment, windows and ALiBi use each sequence's own lengths;
  * a mask is indexed by (b, h, position in the sequence, key position). */
 typedef struct clattn_desc {

@@ -4,8 +4,10 @@
  * A partial with lse_s = -inf (no key in its range) weighs nothing; a row with no key at all
  * gets o = 0 and lse = -inf (or the sink).
  *
- * Tuning parameters (-D): DV the row length, DTYPE the output storage, SINKS, VARLEN.
+ * Parameters (-D): DV the row length.
+ * Switches (-D): DTYPE (the output storage), SINKS, VARLEN.
  * Partials are f32: o (nsplit, rows_total, DV), lse (nsplit, rows_total); row id as in lse.
+ * With VARLEN, nq is the longest sequence and cu_q the packed offsets (clamped, common.cl).
  * NDRange: (rows_total). */
 
 __kernel void clattn_combine(__global const float *po_buf, ulong po_off, __global const float *plse_buf, ulong plse_off,
@@ -21,6 +23,16 @@ __kernel void clattn_combine(__global const float *po_buf, ulong po_off, __globa
     long dst;
 #if VARLEN
     const int h = (int)(id / total_q), tok = (int)(id % total_q);
+    /* the sequence of token tok: the last whose (clamped) start is at or before it; a token
+     * that no clamped range covers was never computed, and is left untouched */
+    int lo = 0, hi = batch - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (clamp(cu_q[mid], 0, total_q) <= tok) lo = mid;
+        else hi = mid - 1;
+    }
+    const int2 r = seq_range(cu_q, lo, total_q, nq);
+    if (tok < r.x || tok >= r.x + r.y) return;
     dst = (long)o_off + tok * o_ss + h * o_sh;
 #else
     const int i = (int)(id % nq), h = (int)(id / nq % hq), b = (int)(id / ((long)nq * hq));

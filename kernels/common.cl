@@ -1,11 +1,13 @@
 /* Prelude shared by every clattn kernel. Portable OpenCL C 1.2: no extension is needed
  * (vload_half/vstore_half work on half pointers without cl_khr_fp16).
  *
- * Switches (-D), each 0 unless given:
+ * Parameters and switches (-D), each 0 unless given (VW: 4):
  *   VW       vector width over the head dims (1, 2, 4, 8, 16)
  *   DTYPE    storage of q, k, v, o: 0 f32, 1 f16, 2 bf16 (arithmetic is always f32)
  *   SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN   the formula's optional terms
  *   SPLIT    write partial (o, lse) per key split to scratch for the combine kernel
+ * Each file's header names the switches it reads ("Switches (-D): ..."), and the host passes
+ * it exactly those (host/kernel.c): a switch a file ignores would only build its program twice.
  *
  * Rows: the fused kernels work on rows packed over the query heads of one KV head: packed row
  * p of KV head g is query head h = g*group + p / nq_b and position i = p % nq_b, so K and V are
@@ -149,35 +151,51 @@ inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2
     float scale_log2, int top_left, int wl, int wr, float softcap_log2,                      \
     __global const float *alibi, __global const float *mask, long m_sb, long m_sh, long m_ss, \
     __global const float *sinks, __global const int *seqused_k, __global const int *cu_q,    \
-    __global const int *cu_k, int total_q, int nsplit, int split_len, int batch,             \
+    __global const int *cu_k, int total_q, int total_k, int nsplit, int split_len,           \
+    long rows_total,                                                                         \
     __global const float *kt, long kt_ld
 
+/* A packed sequence's tokens from device-side offsets, which are input like any other: start
+ * clamped to [0, total], end to [start, total], and at most `longest` tokens (the plan's
+ * seq_q or seq_kv, which bound the mask and the launch). So no value of cu[] can make a kernel
+ * read or write outside its buffers; tokens no clamped range covers are left untouched.
+ * Returns (first token, length). */
+inline int2 seq_range(__global const int *cu, int b, int total, int longest)
+{
+    const int s = clamp(cu[b], 0, total);
+    const int e = clamp(cu[b + 1], s, total);
+    return (int2)(s, min(e - s, longest));
+}
+
 /* Per-(batch) geometry: where the sequence starts and how long it is. With VARLEN the batch
- * stride is unused: sequence b starts at token cu[b] of the packed tensors. */
+ * stride is unused: sequence b starts at token cu[b] of the packed tensors. Key lengths
+ * (seqused_k) are clamped to the sequence's keys. */
 typedef struct seq_geom {
     long q_base, k_base, v_base, o_base; /* element offsets of token 0, head 0 */
-    int nq, nk, off, q_tok0;             /* lengths, alignment offset, first packed q token */
+    int nq, nk, off, q_tok0, k_tok0;     /* lengths, alignment offset, first packed q and k token */
 } seq_geom;
 
 inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb, ulong v_off, long v_sb,
                           ulong o_off, long o_sb, long q_ss, long k_ss, long v_ss, long o_ss, int nq,
                           int nk, int top_left, __global const int *seqused_k, __global const int *cu_q,
-                          __global const int *cu_k)
+                          __global const int *cu_k, int total_q, int total_k)
 {
     seq_geom s;
 #if VARLEN
-    const int q0 = cu_q[b], k0 = cu_k[b];
-    s.nq = cu_q[b + 1] - q0;
-    s.nk = cu_k[b + 1] - k0;
-    s.q_tok0 = q0;
-    s.q_base = (long)q_off + q0 * q_ss;
-    s.o_base = (long)o_off + q0 * o_ss;
-    s.k_base = (long)k_off + k0 * k_ss;
-    s.v_base = (long)v_off + k0 * v_ss;
+    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
+    s.nq = rq.y;
+    s.nk = rk.y;
+    s.q_tok0 = rq.x;
+    s.k_tok0 = rk.x;
+    s.q_base = (long)q_off + rq.x * q_ss;
+    s.o_base = (long)o_off + rq.x * o_ss;
+    s.k_base = (long)k_off + rk.x * k_ss;
+    s.v_base = (long)v_off + rk.x * v_ss;
 #else
     s.nq = nq;
     s.nk = nk;
     s.q_tok0 = 0;
+    s.k_tok0 = 0;
     s.q_base = (long)q_off + b * q_sb;
     s.o_base = (long)o_off + b * o_sb;
     s.k_base = (long)k_off + b * k_sb;

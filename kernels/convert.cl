@@ -1,15 +1,17 @@
 /* The unfused path's f32 working copies: widen a strided (or packed varlen) tensor of the
  * storage type into a dense, padded f32 (B, H, S, D) one for CLBlast, and narrow the f32
  * output back. Padding rows of packed sequences are zero (widen) and never written (narrow).
- * Switches (-D): DTYPE, VARLEN. NDRange: (D * S * B * H), one work-item per element (one
+ * Switches (-D): DTYPE, VARLEN.
+ * NDRange: (D * S * B * H), one work-item per element (one
  * dimension: S and B * H may each exceed a GPU grid dimension's 65535 work-groups). */
 
-/* Element offset of sequence b's token 0, and its length. */
-inline long seq_base(int b, ulong off, long sb, long ss, int S, __global const int *cu, int *len)
+/* Element offset of sequence b's token 0, and its length (offsets clamped: common.cl). */
+inline long seq_base(int b, ulong off, long sb, long ss, int S, __global const int *cu, int total, int *len)
 {
 #if VARLEN
-    *len = cu[b + 1] - cu[b];
-    return (long)off + (long)cu[b] * ss;
+    const int2 r = seq_range(cu, b, total, S);
+    *len = r.y;
+    return (long)off + (long)r.x * ss;
 #else
     *len = S;
     return (long)off + b * sb;
@@ -22,22 +24,22 @@ inline long seq_base(int b, ulong off, long sb, long ss, int S, __global const i
     const int d = (int)(x % (ulong)Dm), s = (int)(x / (ulong)Dm % (ulong)S), bh = (int)(x / ((ulong)Dm * S))
 
 __kernel void clattn_widen(__global const T *src, ulong off, long sb, long sh, long ss, int H, int S, int Dm,
-                           __global const int *cu, __global float *dst, ulong dst_off)
+                           __global const int *cu, int total, __global float *dst, ulong dst_off)
 {
     SPLIT_INDEX;
     const int b = bh / H, h = bh % H;
     int len;
-    const long base = seq_base(b, off, sb, ss, S, cu, &len);
+    const long base = seq_base(b, off, sb, ss, S, cu, total, &len);
     dst[dst_off + ((long)bh * S + s) * Dm + d] = s < len ? LOAD1(src + base + h * sh + s * ss + d) : 0.0f;
 }
 
 __kernel void clattn_narrow(__global const float *src, ulong src_off, __global T *dst, ulong off, long sb, long sh,
-                            long ss, int H, int S, int Dm, __global const int *cu)
+                            long ss, int H, int S, int Dm, __global const int *cu, int total)
 {
     SPLIT_INDEX;
     const int b = bh / H, h = bh % H;
     int len;
-    const long base = seq_base(b, off, sb, ss, S, cu, &len);
+    const long base = seq_base(b, off, sb, ss, S, cu, total, &len);
     if (s < len) STORE1(src[src_off + ((long)bh * S + s) * Dm + d], dst + base + h * sh + s * ss + d);
 }
 

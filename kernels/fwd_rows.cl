@@ -8,7 +8,7 @@
  *   D   head dim of q and k        DV  head dim of v and o
  *   VW  vector width (divides D and DV)
  *   BM  packed rows per work-item  BN  keys per block (one rescale per block)
- *   and the switches of common.cl.
+ * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv, B). Scores are kept in the log2 domain: q is
  * pre-scaled by scale * log2(e) so that exp2 serves. Masked scores are -INFINITY and a row's
@@ -58,7 +58,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     const int r0 = (int)get_global_id(0) * BM;
 #endif
     const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
-                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k);
+                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
     const int rows = group * sg.nq;
     if (r0 >= rows) return;
 
@@ -66,7 +66,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     __global const T *vb = v + sg.v_base + g * v_sh;
 #if KT /* this (batch, KV head)'s transposed keys; packed sequences start at their first token */
 #if VARLEN
-    __global const float *ktb = kt + (long)g * D * kt_ld + cu_k[b];
+    __global const float *ktb = kt + (long)g * D * kt_ld + sg.k_tok0;
 #else
     __global const float *ktb = kt + (long)(b * (hq / group) + g) * D * kt_ld;
 #endif
@@ -226,7 +226,6 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         const long id = row_id(b, hh[r], ii[r], hq, nq, total_q, &sg);
 #if SPLIT
         /* partials: o (nsplit, rows_total, DV) and lse (nsplit, rows_total), f32 */
-        const long rows_total = (long)(VARLEN ? total_q : batch * nq) * hq;
         __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV;
         #pragma unroll
         for (int t = 0; t < DVV; t++) VSTOREF(acc[r][t] * inv, t, po);

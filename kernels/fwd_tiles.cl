@@ -12,7 +12,7 @@
  *   D, DV  head dims of q/k and v/o        VW  vector width (divides D/TPR and DV/TPR)
  *   BM     rows per work-group             TPR work-items per row (work-group: BM*TPR)
  *   BN     keys per tile; (D + DV) * BN * 4 (+ TPR * BN * BM * 4) bytes of local memory
- *   and the switches of common.cl.
+ * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit * BM * TPR, Hkv, B), local (BM * TPR, 1, 1). Every
  * work-item reaches every barrier: rows past the end repeat the last row and are not stored. */
@@ -45,7 +45,7 @@ void clattn_fwd_tiles(FWD_ARGS)
     const int r0 = (int)get_group_id(0) * BM;
 #endif
     const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
-                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k);
+                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
     const int rows = group * sg.nq;
     if (r0 >= rows) return; /* uniform over the work-group: before any barrier */
 
@@ -141,7 +141,6 @@ void clattn_fwd_tiles(FWD_ARGS)
     const float inv = row_inv(l), lse_r = row_lse(m, l);
     const long id = row_id(b, h, i, hq, nq, total_q, &sg);
 #if SPLIT
-    const long rows_total = (long)(VARLEN ? total_q : batch * nq) * hq;
     __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV + part * DVS;
     for (int t = 0; t < DVV; t++) VSTOREF(acc[t] * inv, t, po);
     if (part == 0) lse[lse_off + (long)split * rows_total + id] = lse_r;

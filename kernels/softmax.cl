@@ -39,11 +39,11 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
                     __global float *lse, ulong lse_off, int write_lse,
                     float softcap,
                     __global const float *alibi, int has_alibi,
-                    __global const float *mask, ulong mask_off, long m_sb, long m_sh, long m_ss,
+                    __global const float *mask, long m_sb, long m_sh, long m_ss,
                     int has_mask,
                     __global const float *sinks, int has_sinks,
                     __global const int *seqused_k, __global const int *cu_q, __global const int *cu_k,
-                    int total_q, int top_left, int wl, int wr)
+                    int total_q, int total_k, int top_left, int wl, int wr)
 {
     const int lid = (int)get_local_id(0);
     const int r = (int)get_group_id(0);
@@ -52,10 +52,11 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     const int bh = bh0 + p, b = bh / hq, h = bh % hq, i = r0 + r;
     __global float *row = s + ((long)p * rows + r) * nk;
 
-#if VARLEN
-    const int nq_b = cu_q[b + 1] - cu_q[b];
-    int klen = cu_k[b + 1] - cu_k[b];
-    const long lse_id = (long)h * total_q + cu_q[b] + i;
+#if VARLEN /* packed offsets clamped (common.cl): rows past a clamped sequence are padding */
+    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
+    const int nq_b = rq.y;
+    int klen = rk.y;
+    const long lse_id = (long)h * total_q + rq.x + i;
 #else
     const int nq_b = nq;
     int klen = nk;
@@ -71,7 +72,7 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     }
     const int lo = row_lo(i, off, wl), hi = row_hi(i, off, wr, klen);
     const float slope = has_alibi ? alibi[h] : 0.0f;
-    __global const float *mrow = mask + mask_off + b * m_sb + h * m_sh + i * m_ss;
+    __global const float *mrow = mask + b * m_sb + h * m_sh + i * m_ss;
     const float sink = has_sinks ? sinks[h] : -INFINITY;
 
     /* pass 1: final logits in place, running max */

@@ -2,7 +2,10 @@
  * naming it; bad buffers are refused before anything is launched or written; ownership of
  * the application's OpenCL objects; status strings; version. */
 #include "harness.h"
-#include "internal.h"
+#include "kernel.h"
+#include "path.h"
+#include "program.h"
+#include "shape.h"
 
 #include <limits.h>
 #include <math.h>
@@ -137,28 +140,46 @@ Test(api, host_arrays_too_small)
     free(q); free(k); free(v); free(o);
 }
 
+/* OpenCL's codes keep their numbers: clattn's own band (-2000..-2029) stays clear of them and
+ * of CLBlast's (-1007..-1024, -2039..-2050). Constants: checked when the test compiles. */
+_Static_assert(CLATTN_INVALID_ARGUMENT == -2000 && CLATTN_BUFFERS_OVERLAP >= -2029, "clattn's status band moved");
+
+/* Every code of clattn's band has its own description, and the list below is every code the
+ * library has: a code added to the header without a string, or without a line here, fails. */
 Test(api, status_strings)
 {
     const clattn_status all[] = {CLATTN_SUCCESS, CLATTN_INVALID_ARGUMENT, CLATTN_INVALID_SHAPE,
                                  CLATTN_INVALID_STRIDES, CLATTN_BUFFER_TOO_SMALL, CLATTN_UNSUPPORTED,
                                  CLATTN_OUT_OF_HOST_MEMORY, CLATTN_NO_DEVICE, CLATTN_BUILD_FAILED,
-                                 CLATTN_SIZE_OVERFLOW, CLATTN_INTERNAL_ERROR};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        cr_expect(clattn_status_string(all[i]) && clattn_status_string(all[i])[0]);
-        for (size_t j = 0; j < i; j++) cr_expect_str_neq(clattn_status_string(all[i]), clattn_status_string(all[j]));
+                                 CLATTN_SIZE_OVERFLOW, CLATTN_INTERNAL_ERROR, CLATTN_BLAS_ERROR,
+                                 CLATTN_IO_ERROR, CLATTN_BUFFERS_OVERLAP};
+    const size_t n = sizeof all / sizeof all[0];
+    for (size_t i = 0; i < n; i++) {
+        const char *s = clattn_status_string(all[i]);
+        cr_expect(s && s[0] && strcmp(s, "unknown status"), "status %d has no description", all[i]);
+        for (size_t j = 0; j < i; j++) cr_expect_str_neq(s, clattn_status_string(all[j]));
+    }
+    for (clattn_status st = -2029; st <= -2000; st++) {
+        bool listed = false;
+        for (size_t i = 0; i < n; i++) listed = listed || all[i] == st;
+        if (!listed)
+            cr_expect_str_eq(clattn_status_string(st), "unknown status", "status %d has a description but is not "
+                             "in this test's list", st);
     }
     cr_expect_str_eq(clattn_status_string(CL_OUT_OF_RESOURCES), "OpenCL: out of resources");
     cr_expect_str_eq(clattn_status_string(12345), "unknown status");
-    /* OpenCL's codes keep their numbers: clattn's own band does not collide with them */
-    cr_expect(CLATTN_INVALID_ARGUMENT < -1100);
 }
 
+/* The library's version is CMake's project version (both read from the header's macros: a
+ * change of their format that CMake's regex misses would show here), and the number agrees
+ * with the string. */
 Test(api, version)
 {
-    char want[32];
-    snprintf(want, sizeof want, "%d.%d.%d", CLATTN_VERSION_MAJOR, CLATTN_VERSION_MINOR, CLATTN_VERSION_PATCH);
-    cr_expect_str_eq(clattn_version_string(), want);
-    cr_expect_eq(clattn_version_number(), CLATTN_VERSION_NUMBER);
+    cr_expect_str_eq(clattn_version_string(), CLATTN_CMAKE_VERSION);
+    int a = -1, b = -1, c = -1, end = 0;
+    cr_assert_eq(sscanf(clattn_version_string(), "%d.%d.%d%n", &a, &b, &c, &end), 3);
+    cr_expect_eq((size_t)end, strlen(clattn_version_string()));
+    cr_expect_eq(clattn_version_number(), (unsigned)(a * 10000 + b * 100 + c));
 }
 
 static cl_uint refcount(cl_context c)
@@ -332,9 +353,9 @@ Test(api, unsupported_is_reported_with_reason)
     clattn_shape s;
     cr_assert_eq(clattn__resolve(&d, &s, NULL, 0), CLATTN_SUCCESS);
     char why[128];
-    cr_expect(!clattn__fused_supports(ctx, &s, why, sizeof why));
+    cr_expect(!clattn__path_fused.supports(ctx, &s, why, sizeof why));
     s.head_dim = s.head_dim_v = 64;
-    cr_expect(clattn__fused_supports(ctx, &s, why, sizeof why));
+    cr_expect(clattn__path_fused.supports(ctx, &s, why, sizeof why));
     clattn_context_destroy(ctx);
 }
 
@@ -364,16 +385,205 @@ Test(api, grid_limits_fall_back)
 Test(api, build_failure_carries_log)
 {
     clattn_context *ctx = test_context();
-    clattn_variant v;
-    memset(&v, 0, sizeof v);
-    v.source_name = "fwd_rows";
-    v.kernel_name = "clattn_fwd_rows";
-    snprintf(v.options, sizeof v.options, "-D D=64 -D DV=64 -D VW=3 -D BM=1 -D BN=4");
-    snprintf(v.name, sizeof v.name, "broken variant");
     cl_program p = NULL;
-    clattn_status st = clattn__get_program(ctx, &v, &p);
+    clattn_status st = clattn__get_program(ctx, "fwd_rows", "-D D=64 -D DV=64 -D VW=3 -D BM=1 -D BN=4",
+                                           "broken variant", &p);
     cr_expect_eq(st, CLATTN_BUILD_FAILED, "got %d", st);
     cr_expect(strstr(clattn_context_last_error(ctx), "VW must be"), "log missing: %s", clattn_context_last_error(ctx));
     cr_expect(strstr(clattn_context_last_error(ctx), "kernels/common.cl"), "#line file name missing");
+    clattn_context_destroy(ctx);
+}
+
+/* Each kernel file gets exactly the switches its header names (host/kernel.c's table), and
+ * names every switch its own preprocessor lines test: a switch the table omits would be
+ * silently 0 in that file. */
+Test(api, kernel_switches)
+{
+    const char *files[] = {"fwd_rows", "fwd_tiles", "combine", "convert", "softmax"};
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        const clattn_embedded_source *src = clattn__find_source(files[f]);
+        cr_assert(src, "no embedded source %s", files[f]);
+        char *text = strndup((const char *)src->data, src->size);
+        const char *doc = strstr(text, "Switches (-D):");
+        cr_assert(doc, "kernels/%s.cl names no switches", files[f]);
+        const char *doc_end = strchr(doc, '.');
+        const unsigned table = clattn__file_switches(files[f]);
+        for (unsigned bit = 1; bit <= CLATTN_SW_VARLEN; bit <<= 1) {
+            const char *name = clattn__switch_name(bit);
+            const char *at = strstr(doc, name);
+            const bool documented = at && at < doc_end;
+            cr_expect_eq(documented, (table & bit) != 0, "kernels/%s.cl: %s is %sin its header but %sin the table",
+                         files[f], name, documented ? "" : "not ", table & bit ? "" : "not ");
+            /* its own #if / #elif lines */
+            for (const char *line = text; line; line = strchr(line + 1, '\n')) {
+                const char *l = line + (*line == '\n');
+                while (*l == ' ') l++;
+                if (strncmp(l, "#if", 3) && strncmp(l, "#elif", 5)) continue;
+                const char *eol = strchr(l, '\n');
+                const char *use = strstr(l, name);
+                cr_expect(!(use && (!eol || use < eol)) || (table & bit), "kernels/%s.cl tests %s, which it is not given",
+                          files[f], name);
+            }
+        }
+        free(text);
+    }
+}
+
+/* The options of a file hold only its switches, in one order: the fused path's combine and
+ * clattn_merge's name one program. */
+Test(api, kernel_options_per_file)
+{
+    const clattn_switches all = {2, true, true, true, true, true, true}, none = {0};
+    clattn_kernel_spec a = {.file = "softmax"}, b = {.file = "softmax"};
+    clattn__kernel_options(&a, "-D SMW=1", &all);
+    cr_expect_str_eq(a.options, CLATTN_CL_STD " -D SMW=1 -D SEQUSED=1 -D VARLEN=1");
+    clattn_switches merge_like = {0};
+    merge_like.softcap = merge_like.alibi = merge_like.mask = merge_like.seqused = true; /* combine ignores them */
+    a.file = b.file = "combine";
+    clattn__kernel_options(&a, "-D DV=64", &merge_like);
+    clattn__kernel_options(&b, "-D DV=64", &none);
+    cr_expect_str_eq(a.options, b.options);
+    cr_expect_str_eq(b.options, CLATTN_CL_STD " -D DV=64 -D DTYPE=0 -D SINKS=0 -D VARLEN=0");
+}
+
+/* A kernel whose setter sets a different number of arguments than the kernel takes is refused
+ * when the plan is made, with a message naming both counts. */
+Test(api, kernel_argument_count)
+{
+    clattn_context *ctx = test_context();
+    clattn_kernel_spec k = {.file = "combine", .function = "clattn_combine"};
+    const clattn_switches sw = {0};
+    clattn__kernel_options(&k, "-D DV=8", &sw);
+    snprintf(k.name, sizeof k.name, "combine with one argument too many");
+    k.num_args = 21; /* the kernel takes 20 */
+    cl_kernel kern = NULL;
+    cr_expect_eq(clattn__make_kernel(ctx, &k, &kern), CLATTN_INTERNAL_ERROR);
+    cr_expect_null(kern);
+    cr_expect(strstr(clattn_context_last_error(ctx), "takes 20 arguments but its setter sets 21"), "%s",
+              clattn_context_last_error(ctx));
+    k.num_args = 20;
+    cr_expect_eq(clattn__make_kernel(ctx, &k, &kern), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    if (kern) clReleaseKernel(kern);
+    clattn_context_destroy(ctx);
+}
+
+/* After a failure every out pointer is NULL, the event included, whatever the failure. */
+Test(api, event_null_after_failure)
+{
+    cl_event ev = (cl_event)0x1;
+    cr_expect_eq(clattn_plan_execute(NULL, NULL, NULL, 0, NULL, &ev), CLATTN_INVALID_ARGUMENT);
+    cr_expect_null(ev, "clattn_plan_execute(NULL, ...) left the event");
+    ev = (cl_event)0x1;
+    const clattn_merge_desc md = {2, 3, 4};
+    cr_expect_eq(clattn_merge(NULL, NULL, &md, NULL, NULL, NULL, NULL, 0, NULL, &ev), CLATTN_INVALID_ARGUMENT);
+    cr_expect_null(ev, "clattn_merge(NULL, ...) left the event");
+}
+
+/* The queries whose pointers the header calls optional accept NULL. */
+Test(api, optional_pointers_may_be_null)
+{
+    cl_device_id id = NULL;
+    cl_uint n = 0;
+    cr_expect_eq(clattn_list_devices(&id, 1, NULL), CLATTN_SUCCESS);
+    cr_expect_eq(clattn_list_devices(NULL, 0, &n), CLATTN_SUCCESS);
+    cl_uint m = 12345;
+    cr_expect_eq(clattn_list_devices(NULL, 4, &m), CLATTN_SUCCESS, "no array: only counted");
+    cr_expect_eq(m, n);
+    const clattn_desc d = good();
+    cr_expect_eq(clattn_desc_tensor_sizes(&d, NULL), CLATTN_SUCCESS);
+    clattn_desc bad = good();
+    bad.batch = 0;
+    cr_expect_eq(clattn_desc_tensor_sizes(&bad, NULL), CLATTN_INVALID_SHAPE);
+}
+
+/* Sizes past 2^32 are computed in size_t: a split plan over 2^32 rows is refused with its true
+ * scratch size (it was computed in int and came out 0), and messages print true numbers. */
+Test(api, sizes_past_32_bits)
+{
+    clattn_context *ctx = test_context();
+    clattn_desc d = {0};
+    d.batch = 16384; d.heads_q = 1; d.seq_q = 262144; d.seq_kv = 512; d.head_dim = 8;
+    d.num_splits = 2; d.algo = CLATTN_ALGO_FUSED;
+    clattn_plan *plan = NULL;
+    /* 2 splits x 2^32 rows x (8 + 1) floats */
+    cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SIZE_OVERFLOW, "%s", clattn_context_last_error(ctx));
+    cr_expect(strstr(clattn_context_last_error(ctx), "309237645312 bytes"), "%s", clattn_context_last_error(ctx));
+    clattn_plan_destroy(plan);
+    d.batch = 8192; d.seq_q = 262145; /* 2147491840 rows: past INT_MAX */
+    cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SIZE_OVERFLOW, "%s", clattn_context_last_error(ctx));
+    cr_expect(strstr(clattn_context_last_error(ctx), "154619412480 bytes"), "%s", clattn_context_last_error(ctx));
+    clattn_context_destroy(ctx);
+}
+
+/* An output sharing memory with an input or another output is refused before anything runs:
+ * the same cl_mem, or two sub-buffers of one parent; disjoint parts of one buffer are fine. */
+Test(api, overlapping_outputs_refused)
+{
+    clattn_context *ctx = test_context();
+    const clattn_desc d = good();
+    clattn_tensor_sizes n;
+    clattn_desc_tensor_sizes(&d, &n);
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_device_id dev = clattn_context_device(ctx);
+    cl_int e;
+    cl_command_queue q = clCreateCommandQueue(cl, dev, 0, &e);
+    cl_uint align_bits = 1024;
+    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    const size_t al = align_bits / 8, total = n.q + n.k + n.v + n.o + n.lse;
+    const size_t bytes = (total + n.o) * 4 + 4 * al;
+    float *host = malloc(bytes);
+    uint64_t rng = 17;
+    clattn_rng_fill(host, bytes / 4, &rng, 1.0f);
+    cl_mem big = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, host, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+    /* two sub-buffers of `big` that overlap: [0, k bytes) and [al, al + o bytes) */
+    cl_buffer_region rk = {0, n.k * 4}, ro = {al, n.o * 4}, rfar = {(total * 4 / al + 1) * al, n.o * 4};
+    cl_mem sub_k = clCreateSubBuffer(big, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &rk, &e);
+    cl_mem sub_o = clCreateSubBuffer(big, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &ro, &e);
+    cl_mem sub_far = clCreateSubBuffer(big, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &rfar, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    const size_t oq = 0, ok = n.q, ov = n.q + n.k, oo = n.q + n.k + n.v, ol = oo + n.o;
+    struct { const char *what; clattn_buffers b; } cases[] = {
+        {"output o overlaps k", {.q = big, .k = big, .v = big, .o = big, .q_offset = oq, .k_offset = ok,
+                                 .v_offset = ov, .o_offset = ok}},
+        {"output o overlaps q", {.q = big, .k = big, .v = big, .o = big, .q_offset = oq, .k_offset = ok,
+                                 .v_offset = ov, .o_offset = oq + 3}},
+        {"output o overlaps lse", {.q = big, .k = big, .v = big, .o = big, .lse = big, .q_offset = oq,
+                                   .k_offset = ok, .v_offset = ov, .o_offset = oo, .lse_offset = oo + n.o - 1}},
+        {"output o overlaps k", {.q = big, .k = sub_k, .v = big, .o = sub_o, .q_offset = oo, .v_offset = ov}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cl_event ev = (cl_event)0x1;
+        const clattn_status st = clattn_plan_execute(plan, q, &cases[i].b, 0, NULL, &ev);
+        cr_expect_eq(st, CLATTN_BUFFERS_OVERLAP, "case %zu: got %d (%s)", i, st, clattn_context_last_error(ctx));
+        cr_expect_null(ev);
+        cr_expect(strstr(clattn_context_last_error(ctx), cases[i].what), "case %zu: '%s' lacks '%s'", i,
+                  clattn_context_last_error(ctx), cases[i].what);
+    }
+    float *back = malloc(bytes);
+    cr_assert_eq(clEnqueueReadBuffer(q, big, CL_TRUE, 0, bytes, back, 0, NULL, NULL), CL_SUCCESS);
+    cr_expect(!memcmp(back, host, bytes), "a refused call wrote the buffer");
+    /* disjoint parts of one buffer, and a sub-buffer past the inputs: served */
+    const clattn_buffers fine = {.q = big, .k = big, .v = big, .o = big, .lse = big, .q_offset = oq,
+                                 .k_offset = ok, .v_offset = ov, .o_offset = oo, .lse_offset = ol};
+    cr_expect_eq(clattn_plan_execute(plan, q, &fine, 0, NULL, NULL), CLATTN_SUCCESS, "%s",
+                 clattn_context_last_error(ctx));
+    const clattn_buffers far = {.q = big, .k = big, .v = big, .o = sub_far, .k_offset = ok, .v_offset = ov};
+    cr_expect_eq(clattn_plan_execute(plan, q, &far, 0, NULL, NULL), CLATTN_SUCCESS, "%s",
+                 clattn_context_last_error(ctx));
+    clFinish(q);
+    /* host arrays: the reference refuses o overlapping k */
+    clattn_host_tensors t = {0};
+    t.q = host; t.k = host + n.q; t.v = host + n.q + n.k; t.o = host + n.q + 1;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o;
+    char msg[256];
+    cr_expect_eq(clattn_reference_forward(&d, &t, msg, sizeof msg), CLATTN_BUFFERS_OVERLAP);
+    cr_expect(strstr(msg, "output o overlaps k"), "%s", msg);
+    clattn_plan_destroy(plan);
+    clReleaseMemObject(sub_k); clReleaseMemObject(sub_o); clReleaseMemObject(sub_far); clReleaseMemObject(big);
+    clReleaseCommandQueue(q);
+    free(host); free(back);
     clattn_context_destroy(ctx);
 }

@@ -118,7 +118,9 @@ static void sweep(path p, clattn_fault_kind kind)
     cl_uint ndev = 0;
     if (clattn_list_devices(&dev, 1, &ndev) || !ndev) cr_skip_test("no OpenCL device");
     int covered = 0;
-    for (long nth = 1; nth < 200; nth++) {
+    bool all_covered = false;
+    /* injection points until one past the last; the bound only stops a runaway */
+    for (long nth = 1; nth <= 1000 && !all_covered; nth++) {
         clattn_context_options o = {0};
         o.disable_disk_cache = 1; /* every program is built from source: build faults reachable */
         clattn_context *ctx;
@@ -132,6 +134,7 @@ static void sweep(path p, clattn_fault_kind kind)
             cr_expect_eq(st, CLATTN_SUCCESS, "%s, %s #%ld: no fault fired but status %d (%s)", path_name[p],
                          kind_name[kind], nth, st, clattn_context_last_error(ctx));
             clattn_context_destroy(ctx);
+            all_covered = true;
             break;
         }
         covered++;
@@ -156,6 +159,8 @@ static void sweep(path p, clattn_fault_kind kind)
                   r.o.rel_l2);
         clattn_context_destroy(ctx);
     }
+    cr_expect(all_covered, "%s, %s: more than %d injection points, not all were tried", path_name[p],
+              kind_name[kind], covered);
     cr_log_info("%s, %s: %d injection points", path_name[p], kind_name[kind], covered);
     fprintf(stderr, "faults: %s, %s: %d injection points\n", path_name[p], kind_name[kind], covered);
 }

@@ -3,7 +3,6 @@
  * per-batch key lengths, packed varlen batches, f16/bf16 storage, split-KV decode, head dims
  * to 576/512; then the unfused path's chunked scratch, caller scratch, events and fallback. */
 #include "harness.h"
-#include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -114,6 +113,21 @@ ParameterizedTest(feature_case *c, features, tiles_shared_rows, .timeout = 300) 
 ParameterizedTestParameters(features, unfused) { return cr_make_param_array(feature_case, cases, NCASES); }
 ParameterizedTest(feature_case *c, features, unfused, .timeout = 300) { run_path(c, PATH_UNFUSED); }
 
+/* The split count and the unfused chunking, as the plan's variant names them (the paths keep
+ * them private). */
+static int splits_of(const clattn_plan *p)
+{
+    const char *v = strstr(clattn_plan_variant(p), "splits=");
+    return v ? atoi(v + 7) : -1;
+}
+
+static void chunks_of(const clattn_plan *p, int *rows, int *items)
+{
+    const char *v = strstr(clattn_plan_variant(p), "chunks of ");
+    *rows = *items = -1;
+    if (v) sscanf(v, "chunks of %d rows x %d heads", rows, items);
+}
+
 /* The split count: forced values are honoured, the heuristic splits a long decode and never
  * a prefill, and the plan's scratch holds the partials. */
 Test(features, split_choice)
@@ -123,18 +137,19 @@ Test(features, split_choice)
     d.batch = 1; d.heads_q = 4; d.heads_kv = 1; d.seq_q = 1; d.seq_kv = 8192; d.head_dim = 64;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_gt(plan->nsplit, 1, "a one-row decode over 8192 keys should split (got %d)", plan->nsplit);
-    cr_expect_eq(clattn_plan_scratch_size(plan), (size_t)plan->nsplit * 4 * (64 + 1) * 4);
+    const int n = splits_of(plan);
+    cr_expect_gt(n, 1, "a one-row decode over 8192 keys should split (got %d)", n);
+    cr_expect_eq(clattn_plan_scratch_size(plan), (size_t)n * 4 * (64 + 1) * 4);
     clattn_plan_destroy(plan);
     d.num_splits = 1;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(plan->nsplit, 1);
+    cr_expect_eq(splits_of(plan), 1);
     cr_expect_eq(clattn_plan_scratch_size(plan), 0);
     clattn_plan_destroy(plan);
     d.num_splits = 0;
     d.seq_q = 512;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(plan->nsplit, 1, "a prefill with enough rows does not split");
+    cr_expect_eq(splits_of(plan), 1, "a prefill with enough rows does not split");
     clattn_plan_destroy(plan);
     clattn_context_destroy(ctx);
 }
@@ -176,7 +191,7 @@ Test(features, merge_equals_whole, .timeout = 120)
     clattn_merge_desc md = {2, rows, D};
     float *o = malloc(n.o * 4), *lse = malloc(n.lse * 4);
     cr_assert_eq(clattn_merge_host(&md, parts, lparts, o, lse), CLATTN_SUCCESS);
-    clattn_error eo = clattn_compare(o, whole, n.o), el = clattn_compare(lse, lwhole, n.lse);
+    clattn_error eo = clattn_compare(o, whole, n.o, D), el = clattn_compare(lse, lwhole, n.lse, 1);
     cr_expect(clattn_error_ok(&eo, 1e-6) && clattn_error_ok(&el, 1e-6), "host merge: %.3e %.3e", eo.rel_l2, el.rel_l2);
 
     cl_context cl = clattn_context_cl_context(ctx);
@@ -192,8 +207,8 @@ Test(features, merge_equals_whole, .timeout = 120)
     for (size_t i = 0; i < n.o; i++) o[i] = NAN;
     cr_assert_eq(clEnqueueReadBuffer(qu, om, CL_TRUE, 0, n.o * 4, o, 1, &ev, NULL), CL_SUCCESS);
     cr_assert_eq(clEnqueueReadBuffer(qu, lm, CL_TRUE, 0, n.lse * 4, lse, 1, &ev, NULL), CL_SUCCESS);
-    eo = clattn_compare(o, whole, n.o);
-    el = clattn_compare(lse, lwhole, n.lse);
+    eo = clattn_compare(o, whole, n.o, D);
+    el = clattn_compare(lse, lwhole, n.lse, 1);
     cr_expect(clattn_error_ok(&eo, 1e-5) && clattn_error_ok(&el, 1e-5), "device merge: %.3e %.3e", eo.rel_l2, el.rel_l2);
     clattn_merge_desc bad = {0, rows, D};
     cr_expect_eq(clattn_merge(ctx, qu, &bad, pm, lpm, om, lm, 0, NULL, NULL), CLATTN_INVALID_SHAPE);
@@ -227,8 +242,10 @@ Test(features, chunked_rows, .timeout = 300)
     d.algo = CLATTN_ALGO_UNFUSED;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(plan->chunk_rows, 7);
-    cr_expect_eq(plan->chunk_items, 1);
+    int rows, items;
+    chunks_of(plan, &rows, &items);
+    cr_expect_eq(rows, 7);
+    cr_expect_eq(items, 1);
     cr_expect_eq(clattn_plan_scratch_size(plan), 7 * 100 * 4);
     clattn_plan_destroy(plan);
     run_opts opts = {seed_for("chunked_rows"), false, false, NULL};
@@ -247,8 +264,10 @@ Test(features, chunked_items, .timeout = 300)
     d.algo = CLATTN_ALGO_UNFUSED;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(plan->chunk_rows, 20);
-    cr_expect_eq(plan->chunk_items, 3);
+    int rows, items;
+    chunks_of(plan, &rows, &items);
+    cr_expect_eq(rows, 20);
+    cr_expect_eq(items, 3);
     clattn_plan_destroy(plan);
     run_opts opts = {seed_for("chunked_items"), false, false, NULL};
     run_result r = run_and_compare(ctx, &d, &opts);
@@ -265,8 +284,10 @@ Test(features, chunked_items_mha, .timeout = 300)
     d.algo = CLATTN_ALGO_UNFUSED;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(plan->chunk_rows, d.seq_q);
-    cr_expect_eq(plan->chunk_items, 2);
+    int rows, items;
+    chunks_of(plan, &rows, &items);
+    cr_expect_eq(rows, d.seq_q);
+    cr_expect_eq(items, 2);
     clattn_plan_destroy(plan);
     run_opts opts = {seed_for("chunked_items_mha"), false, false, NULL};
     run_result r = run_and_compare(ctx, &d, &opts);
@@ -379,7 +400,9 @@ Test(features, event_covers_every_chunk, .timeout = 300)
     cr_assert_eq(e, CL_SUCCESS);
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
-    cr_expect_eq(plan->chunk_rows, 4, "several chunks of rows: the event must cover them all");
+    int rows, items;
+    chunks_of(plan, &rows, &items);
+    cr_expect_eq(rows, 4, "several chunks of rows: the event must cover them all");
     clattn_buffers bf = {qm, km, vm, om};
     cl_event done = NULL;
     cr_assert_eq(clattn_plan_execute(plan, qu, &bf, 1, &gate, &done), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
@@ -391,7 +414,7 @@ Test(features, event_covers_every_chunk, .timeout = 300)
     /* read without any further synchronisation on the queue: a non-blocking read into host
      * memory waits only for `done` */
     cr_assert_eq(clEnqueueReadBuffer(qu, om, CL_TRUE, 0, n.o * 4, o, 1, &done, NULL), CL_SUCCESS);
-    clattn_error err = clattn_compare(o, ref, n.o);
+    clattn_error err = clattn_compare(o, ref, n.o, (size_t)d.head_dim);
     cr_expect(clattn_error_ok(&err, 1e-5), "rel L2 %.3e", err.rel_l2);
     clReleaseEvent(done); clReleaseEvent(gate);
     clattn_plan_destroy(plan);

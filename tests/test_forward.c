@@ -209,7 +209,8 @@ Test(forward, element_offsets, .timeout = 120)
     cr_assert_eq(clattn_plan_execute(plan, qu, &bf, 0, NULL, &ev), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
     float *got = malloc((off + n.o + off + n.lse) * 4);
     cr_assert_eq(clEnqueueReadBuffer(qu, out, CL_TRUE, 0, (off + n.o + off + n.lse) * 4, got, 1, &ev, NULL), CL_SUCCESS);
-    clattn_error eo = clattn_compare(got + off, ref, n.o), el = clattn_compare(got + off + n.o + off, lref, n.lse);
+    clattn_error eo = clattn_compare(got + off, ref, n.o, (size_t)d.head_dim),
+                 el = clattn_compare(got + off + n.o + off, lref, n.lse, 1);
     cr_expect(clattn_error_ok(&eo, 1e-5), "o rel L2 %.3e", eo.rel_l2);
     cr_expect(clattn_error_ok(&el, 1e-5), "lse rel L2 %.3e", el.rel_l2);
     clReleaseEvent(ev);

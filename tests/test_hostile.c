@@ -52,7 +52,8 @@ static void run(host_case *c, clattn_kernel_family family, bool unfused, const c
     t.o = c->o;
     t.lse = c->lse;
     cr_assert_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
-    const clattn_error eo = clattn_compare(c->o, c->ref, c->n.o), el = clattn_compare(c->lse, c->lse_ref, c->n.lse);
+    const clattn_error eo = clattn_compare(c->o, c->ref, c->n.o, (size_t)c->d.head_dim),
+                       el = clattn_compare(c->lse, c->lse_ref, c->n.lse, 1);
     const char *fam = unfused ? "unfused" : family == CLATTN_KERNELS_ROWS ? "rows" : "tiles";
     cr_expect(clattn_error_ok(&eo, 1e-5), "%s (%s): o rel L2 %.3e, %zu NaN/inf mismatches", what, fam, eo.rel_l2,
               eo.mismatched_special);

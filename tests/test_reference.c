@@ -288,3 +288,37 @@ ParameterizedTest(feat *f, reference, versus_naive)
     }
     free(q); free(k); free(v); free(o); free(tmp); free(lse); free(mask); free(on); free(ln);
 }
+
+/* The comparison itself: one wrong row among many passes the whole-tensor bound but fails the
+ * worst-row check; a single wrong element fails it too; NaN never passes; rows near zero are
+ * judged against the typical row, not held to a tighter bound. */
+Test(reference, compare_catches_one_wrong_row)
+{
+    enum { ROWS = 4000, DIM = 64 };
+    float *ref = malloc(sizeof(float) * ROWS * DIM), *out = malloc(sizeof(float) * ROWS * DIM);
+    uint64_t rng = 99;
+    clattn_rng_fill(ref, ROWS * DIM, &rng, 1.0f);
+    for (int i = 0; i < ROWS * DIM; i++) out[i] = ref[i] * (1.0f + 1e-7f);
+    clattn_error e = clattn_compare(out, ref, ROWS * DIM, DIM);
+    cr_expect(clattn_error_ok(&e, 1e-5), "a faithful copy: rel %.2e worst row %.2e", e.rel_l2, e.worst_row);
+    for (int c = 0; c < DIM; c++) out[1234 * DIM + c] = ref[1234 * DIM + c] * 1.0003f; /* row 1234: 3e-4 off */
+    e = clattn_compare(out, ref, ROWS * DIM, DIM);
+    cr_expect(e.rel_l2 <= 1e-5, "the whole hides the row: rel %.2e", e.rel_l2);
+    cr_expect(!clattn_error_ok(&e, 1e-5), "one wrong row must fail (worst row %.2e)", e.worst_row);
+    cr_expect_eq(e.worst_row_index, 1234);
+    for (int c = 0; c < DIM; c++) out[1234 * DIM + c] = ref[1234 * DIM + c];
+    out[77] += 0.05f; /* one element */
+    e = clattn_compare(out, ref, ROWS * DIM, DIM);
+    cr_expect(!clattn_error_ok(&e, 1e-5), "one wrong element must fail (max abs %.2e)", e.max_abs);
+    out[77] = NAN;
+    e = clattn_compare(out, ref, ROWS * DIM, DIM);
+    cr_expect(!clattn_error_ok(&e, 1e-5), "NaN must fail");
+    /* a row of tiny values with a tiny absolute error is fine */
+    out[77] = ref[77];
+    for (int c = 0; c < DIM; c++) ref[5 * DIM + c] = out[5 * DIM + c] = 1e-6f * (float)c;
+    out[5 * DIM + 3] += 1e-9f;
+    e = clattn_compare(out, ref, ROWS * DIM, DIM);
+    cr_expect(clattn_error_ok(&e, 1e-5), "a tiny row's tiny error: worst row %.2e", e.worst_row);
+    free(ref);
+    free(out);
+}

@@ -3,6 +3,7 @@
 #include "harness.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +55,7 @@ static void *work(void *arg)
             w->failures++;
             snprintf(w->why, sizeof w->why, "thread %d iteration %d: status %d", w->id, it, st);
         } else {
-            clattn_error err = clattn_compare(o, ref, n.o);
+            clattn_error err = clattn_compare(o, ref, n.o, (size_t)d.head_dim);
             if (!clattn_error_ok(&err, 1e-5)) {
                 w->failures++;
                 snprintf(w->why, sizeof w->why, "thread %d iteration %d: rel L2 %.3e", w->id, it, err.rel_l2);
@@ -107,11 +108,11 @@ static void *exec_plan(void *arg)
     void **a = arg;
     clattn_context *ctx = a[0];
     const clattn_desc *d = a[1];
-    int *fail = a[2];
+    atomic_int *fail = a[2];
     verify_opts opts = {seed_for("shared_plan") + (uint64_t)(uintptr_t)a[3], false, false, NULL};
     /* verify_run returns its failures: Criterion assertions belong to the test's own thread */
     verify_result r;
-    if (verify_run(ctx, d, &opts, &r) || !verify_ok(&r)) (*fail)++;
+    if (verify_run(ctx, d, &opts, &r) || !verify_ok(&r)) atomic_fetch_add(fail, 1);
     return NULL;
 }
 
@@ -120,7 +121,7 @@ Test(threads, concurrent_executions, .timeout = 300)
     clattn_context *ctx = test_context();
     clattn_desc d = {0};
     d.batch = 2; d.heads_q = 4; d.seq_q = 40; d.seq_kv = 50; d.head_dim = 64; d.causal = 1;
-    int fail = 0;
+    atomic_int fail = 0; /* three threads count into it */
     pthread_t th[3];
     void *args[3][4];
     for (int i = 0; i < 3; i++) {
@@ -128,6 +129,6 @@ Test(threads, concurrent_executions, .timeout = 300)
         pthread_create(&th[i], NULL, exec_plan, args[i]);
     }
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
-    cr_expect_eq(fail, 0);
+    cr_expect_eq(atomic_load(&fail), 0);
     clattn_context_destroy(ctx);
 }

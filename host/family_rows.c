@@ -1,0 +1,64 @@
+/* The rows family (kernels/fwd_rows.cl), made for CPU devices: one work-item owns a register
+ * tile of query rows and streams the keys with explicit vectors, no barriers. */
+#include "family.h"
+#include "diag.h"
+#include "params.h"
+
+/* Each work-item keeps rows x head dim of q and o in private memory: at most 16 rows. */
+#define MAX_ROWS 16
+
+static bool valid(const clattn_device_info *dev, const clattn_tuning *t, char *why, size_t why_size)
+{
+    if (t->rows < 0 || t->rows > MAX_ROWS) {
+        clattn__format(why, why_size, "tuning rows %d outside 1..%d", t->rows, MAX_ROWS);
+        return false;
+    }
+    return clattn__tuning_common_valid(dev, t, why, why_size);
+}
+
+static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *why, size_t why_size)
+{
+    clattn__format(why, why_size, "the fused kernel serves this descriptor");
+    return true;
+}
+
+/* PoCL keeps each work-item's register tile on its worker's stack: bound a work-group's
+ * private arrays (256x8 groups once overflowed it at d=128: a segfault). */
+static void bound_private(int d, int dv, int *bm, size_t *wg)
+{
+    const size_t budget = 256 * 1024;
+    while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *wg > 1) *wg /= 2;
+    while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *bm > 1) *bm /= 2;
+}
+
+/* One work-item owns `rows` rows and streams keys `keys` at a time with vw-wide vectors. The
+ * kernel has no barriers, so the group size only matters to the runtime (explicit: PoCL once
+ * picked 256x8 groups whose private arrays overflowed its stack). */
+static void choose(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t, clattn_fwd_fit *f)
+{
+    const int d = s->head_dim, dv = s->head_dim_v;
+    int bm = t->rows;
+    size_t wg = (size_t)t->group_size;
+    bound_private(d, dv, &bm, &wg);
+    f->rows = bm;
+    f->keys = t->keys;
+    f->vector_width = clattn__vector_width(d, dv, t->vector_width);
+    f->threads_per_row = 1;
+    f->local_size = wg;
+    f->group_per_block = false;
+    /* 16-key score vectors of the plain formula (the optional terms are per score) */
+    f->kt_capable = t->keys == 16 && d <= 128 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
+}
+
+const clattn_family clattn__family_rows = {
+    .id = CLATTN_KERNELS_ROWS,
+    .name = "rows",
+    .default_for = CL_DEVICE_TYPE_CPU,
+    /* the first measurements on PoCL */
+    .generic = {.rows = 4, .keys = 16, .vector_width = 16, .group_size = 8, .split_units = 8, .threads_per_row = 1},
+    .fwd_file = "fwd_rows",
+    .fwd_function = "clattn_fwd_rows",
+    .valid = valid,
+    .serves = serves,
+    .choose = choose,
+};

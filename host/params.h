@@ -1,0 +1,17 @@
+/* Kernel parameters: the bounds every family's parameters share and the helpers the family
+ * files use to fit them to a shape. Below family.c, so the family files need nothing of the
+ * table that lists them. */
+#ifndef CLATTN_PARAMS_H
+#define CLATTN_PARAMS_H
+
+#include "internal.h"
+
+CLATTN_HIDDEN bool clattn__pow2(int x);
+/* Bounds every family shares (keys, vector width, group size, split target, threads per row);
+ * false with why. */
+CLATTN_HIDDEN bool clattn__tuning_common_valid(const clattn_device_info *dev, const clattn_tuning *t, char *why,
+                                               size_t why_size);
+/* Largest vector width up to max_vw that divides both dims, so no lane reads past a row. */
+CLATTN_HIDDEN int clattn__vector_width(int d, int dv, int max_vw);
+
+#endif

@@ -1,0 +1,399 @@
+/* The unfused path: for chunks of query rows of every (batch, head), S = scale * Q K^T with
+ * CLBlast's GEMM (GQA through buffer offsets: K and V are never copied), one softmax kernel
+ * that applies every feature of the formula and writes lse, then O = P V with the same GEMM.
+ * It serves every descriptor on every device, and is the second implementation the fused
+ * kernels are checked against on the device itself. Never CLBlast's half GEMM: it
+ * accumulates in half. */
+#include "path.h"
+#include "diag.h"
+#include "fault.h"
+#include "kernel.h"
+#include "shape.h"
+
+#include <clblast_c.h>
+#include <limits.h>
+#include <stdlib.h>
+
+typedef struct unfused {
+    int chunk_rows, chunk_items;  /* query rows and (batch, head) items per chunk */
+    bool convert;                 /* q, k, v, o go through dense f32 copies in scratch */
+    size_t work_q, work_k, work_v, work_o; /* their element offsets in scratch */
+    clattn_kernel_spec softmax_spec, widen_spec, narrow_spec;
+    cl_kernel softmax, widen, narrow;
+} unfused;
+
+static const char *clblast_name(CLBlastStatusCode c)
+{
+    switch (c) {
+    case CLBlastNotImplemented: return "NotImplemented";
+    case CLBlastInvalidMatrixA: return "InvalidMatrixA";
+    case CLBlastInvalidMatrixB: return "InvalidMatrixB";
+    case CLBlastInvalidMatrixC: return "InvalidMatrixC";
+    case CLBlastInvalidDimension: return "InvalidDimension";
+    case CLBlastInvalidLeadDimA: return "InvalidLeadDimA";
+    case CLBlastInvalidLeadDimB: return "InvalidLeadDimB";
+    case CLBlastInvalidLeadDimC: return "InvalidLeadDimC";
+    case CLBlastInsufficientMemoryA: return "InsufficientMemoryA";
+    case CLBlastInsufficientMemoryB: return "InsufficientMemoryB";
+    case CLBlastInsufficientMemoryC: return "InsufficientMemoryC";
+    case CLBlastInsufficientMemoryTemp: return "InsufficientMemoryTemp";
+    case CLBlastInvalidBatchCount: return "InvalidBatchCount";
+    case CLBlastInvalidLocalMemUsage: return "InvalidLocalMemUsage";
+    case CLBlastDatabaseError: return "DatabaseError";
+    case CLBlastUnknownError: return "UnknownError";
+    case CLBlastUnexpectedError: return "UnexpectedError";
+    default: return "OpenCL error";
+    }
+}
+
+/* CLBlast codes in OpenCL's range keep their numbers; CLBlast's own become CLATTN_BLAS_ERROR. */
+static clattn_status blas_fail(const clattn_plan *plan, CLBlastStatusCode c, const char *what)
+{
+    const clattn_status st = c > -1000 ? (clattn_status)c : CLATTN_BLAS_ERROR;
+    return clattn__fail(plan->ctx, st, "CLBlast %s failed: %s (%d)", what, clblast_name(c), (int)c);
+}
+
+/* Leading dimension for CLBlast: a stride, or the row length when only one row is read. */
+static size_t ld(int64_t stride, int rows, int cols)
+{
+    return rows <= 1 && stride < cols ? (size_t)cols : (size_t)stride;
+}
+
+/* q, k, v, o go through dense f32 copies when CLBlast cannot read them in place: f16/bf16
+ * storage (never CLBlast's half GEMM: it accumulates in half), packed sequences (their offsets
+ * live on the device), or sequence strides shorter than a row. */
+static bool needs_copies(const clattn_shape *s)
+{
+    return s->dtype != CLATTN_DTYPE_F32 || s->varlen || (s->seq_q > 1 && s->q.seq < s->head_dim) ||
+           (s->seq_kv > 1 && (s->k.seq < s->head_dim || s->v.seq < s->head_dim_v));
+}
+
+static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
+{
+    if ((size_t)s->seq_kv * sizeof(float) > ctx->scratch_limit) {
+        clattn__format(why, why_size, "one row of scores (%d keys) exceeds the scratch limit of %zu bytes",
+                       s->seq_kv, ctx->scratch_limit);
+        return false;
+    }
+    /* (batch, head) items are counted in 32-bit ints, on the host and in the softmax kernel */
+    if ((int64_t)s->batch * s->heads_q > INT_MAX) {
+        clattn__format(why, why_size, "batch %d x %d query heads exceed the unfused path's 32-bit item indices",
+                       s->batch, s->heads_q);
+        return false;
+    }
+    clattn__format(why, why_size, "the unfused path serves this descriptor");
+    return true;
+}
+
+/* The softmax kernel's arguments (kernels/softmax.cl); unused buffers get `scores`. */
+static void softmax_args(clattn_args *a, const clattn_shape *s, const clattn_buffers *bf, cl_mem scores, int rows,
+                         int bh0, int r0)
+{
+    CLATTN_ARG(a, cl_mem, scores);
+    CLATTN_ARG(a, cl_int, rows);
+    CLATTN_ARG(a, cl_int, s->seq_kv);
+    CLATTN_ARG(a, cl_int, bh0);
+    CLATTN_ARG(a, cl_int, r0);
+    CLATTN_ARG(a, cl_int, s->seq_q);
+    CLATTN_ARG(a, cl_int, s->heads_q);
+    CLATTN_ARG(a, cl_mem, bf->lse ? bf->lse : scores);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)bf->lse_offset);
+    CLATTN_ARG(a, cl_int, bf->lse != NULL);
+    CLATTN_ARG(a, cl_float, s->softcap);
+    CLATTN_ARG(a, cl_mem, s->has_alibi ? bf->alibi_slopes : scores);
+    CLATTN_ARG(a, cl_int, s->has_alibi);
+    CLATTN_ARG(a, cl_mem, s->has_mask ? bf->mask : scores);
+    CLATTN_ARG(a, cl_long, s->mask.batch);
+    CLATTN_ARG(a, cl_long, s->mask.head);
+    CLATTN_ARG(a, cl_long, s->mask.seq);
+    CLATTN_ARG(a, cl_int, s->has_mask);
+    CLATTN_ARG(a, cl_mem, s->has_sinks ? bf->sinks : scores);
+    CLATTN_ARG(a, cl_int, s->has_sinks);
+    CLATTN_ARG(a, cl_mem, s->has_seqused_k ? bf->seqused_k : scores);
+    CLATTN_ARG(a, cl_mem, s->varlen ? bf->cu_seqlens_q : scores);
+    CLATTN_ARG(a, cl_mem, s->varlen ? bf->cu_seqlens_k : scores);
+    CLATTN_ARG(a, cl_int, s->total_q);
+    CLATTN_ARG(a, cl_int, s->total_k);
+    CLATTN_ARG(a, cl_int, s->top_left);
+    CLATTN_ARG(a, cl_int, s->window_left);
+    CLATTN_ARG(a, cl_int, s->window_right);
+}
+
+/* One tensor of the caller and its dense f32 copy (kernels/convert.cl). */
+typedef struct copy {
+    cl_mem user;
+    size_t off;
+    const clattn_strides *st;
+    int heads, seq, dim;
+    cl_mem cu;     /* varlen offsets, or NULL */
+    int total;     /* varlen: the tensor's packed token count */
+    cl_mem scratch;
+    size_t work;   /* the copy's element offset in scratch */
+} copy;
+
+static void widen_args(clattn_args *a, const copy *c)
+{
+    CLATTN_ARG(a, cl_mem, c->user);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->off);
+    CLATTN_ARG(a, cl_long, c->st ? c->st->batch : 0);
+    CLATTN_ARG(a, cl_long, c->st ? c->st->head : 0);
+    CLATTN_ARG(a, cl_long, c->st ? c->st->seq : 0);
+    CLATTN_ARG(a, cl_int, c->heads);
+    CLATTN_ARG(a, cl_int, c->seq);
+    CLATTN_ARG(a, cl_int, c->dim);
+    CLATTN_ARG(a, cl_mem, c->cu ? c->cu : c->scratch);
+    CLATTN_ARG(a, cl_int, c->total);
+    CLATTN_ARG(a, cl_mem, c->scratch);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->work);
+}
+
+static void narrow_args(clattn_args *a, const copy *c)
+{
+    CLATTN_ARG(a, cl_mem, c->scratch);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->work);
+    CLATTN_ARG(a, cl_mem, c->user);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->off);
+    CLATTN_ARG(a, cl_long, c->st ? c->st->batch : 0);
+    CLATTN_ARG(a, cl_long, c->st ? c->st->head : 0);
+    CLATTN_ARG(a, cl_long, c->st ? c->st->seq : 0);
+    CLATTN_ARG(a, cl_int, c->heads);
+    CLATTN_ARG(a, cl_int, c->seq);
+    CLATTN_ARG(a, cl_int, c->dim);
+    CLATTN_ARG(a, cl_mem, c->cu ? c->cu : c->scratch);
+    CLATTN_ARG(a, cl_int, c->total);
+}
+
+/* Chunking: all (batch, head) items and all rows at once when the scores fit the limit;
+ * else all rows of as many items as fit; else as many rows of one item as fit. */
+static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
+{
+    clattn_context *ctx = p->ctx;
+    const clattn_shape *s = &p->shape;
+    unfused *u = clattn__calloc(ctx, 1, sizeof *u);
+    if (!u) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
+    p->state = u;
+    const size_t row_bytes = (size_t)s->seq_kv * sizeof(float), limit = ctx->scratch_limit;
+    const size_t items = (size_t)s->batch * (size_t)s->heads_q, rows = (size_t)s->seq_q;
+    size_t r = rows, n = items;
+    if (rows * row_bytes > limit) {
+        n = 1;
+        r = limit / row_bytes;
+    } else if (items > limit / (rows * row_bytes)) { /* rows * row_bytes < 2^64: both are ints */
+        n = limit / (rows * row_bytes);
+    }
+    /* the softmax kernel puts a chunk's items in its NDRange's 2nd dimension */
+    if (n > CLATTN_GRID_MAX) n = CLATTN_GRID_MAX;
+    u->chunk_rows = (int)r;
+    u->chunk_items = (int)n;
+    size_t floats = r * n * (size_t)s->seq_kv, t[4];
+    u->convert = needs_copies(s);
+    if (u->convert) { /* dense padded f32 (B, H, N, D) copies after the scores */
+        if (!clattn__product(&t[0], (size_t)s->batch, (size_t)s->heads_q, (size_t)s->seq_q, (size_t)s->head_dim) ||
+            !clattn__product(&t[1], (size_t)s->batch, (size_t)s->heads_kv, (size_t)s->seq_kv, (size_t)s->head_dim) ||
+            !clattn__product(&t[2], (size_t)s->batch, (size_t)s->heads_kv, (size_t)s->seq_kv, (size_t)s->head_dim_v) ||
+            !clattn__product(&t[3], (size_t)s->batch, (size_t)s->heads_q, (size_t)s->seq_q, (size_t)s->head_dim_v) ||
+            __builtin_add_overflow(floats, t[0], &u->work_k) || __builtin_add_overflow(u->work_k, t[1], &u->work_v) ||
+            __builtin_add_overflow(u->work_v, t[2], &u->work_o) || __builtin_add_overflow(u->work_o, t[3], &floats) ||
+            floats > SIZE_MAX / sizeof(float))
+            return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "the unfused path's f32 copies of batch %d x %d/%d heads "
+                                "x %d/%d positions overflow size_t", s->batch, s->heads_q, s->heads_kv, s->seq_q,
+                                s->seq_kv);
+        u->work_q = r * n * (size_t)s->seq_kv;
+    }
+    p->scratch_bytes = floats * sizeof(float);
+
+    /* The softmax kernel: one work-item per row on CPUs (no barriers), a work-group per row
+     * elsewhere. */
+    int smw = (ctx->info.type & CL_DEVICE_TYPE_CPU) ? 1 : 128;
+    while ((size_t)smw > ctx->info.max_wg_size && smw > 1) smw /= 2;
+    const clattn_switches sw = clattn__switches(s);
+    const clattn_buffers none = {0};
+    clattn_kernel_spec *k = &u->softmax_spec;
+    k->file = "softmax";
+    k->function = "clattn_softmax";
+    k->local_size = (size_t)smw;
+    char params[32];
+    clattn__format(params, sizeof params, "-D SMW=%d", smw);
+    clattn__kernel_options(k, params, &sw);
+    clattn__format(k->name, sizeof k->name, "softmax SMW=%d", smw);
+    clattn_args count = {0};
+    softmax_args(&count, s, &none, NULL, 0, 0, 0);
+    k->num_args = count.n;
+    clattn__format(p->variant, sizeof p->variant,
+                   "unfused CLBlast Sgemm + softmax SMW=%d, chunks of %d rows x %d heads%s", smw, u->chunk_rows,
+                   u->chunk_items, u->convert ? ", f32 copies" : "");
+    if (u->convert) {
+        const copy c0 = {0};
+        clattn_kernel_spec *w = &u->widen_spec, *nw = &u->narrow_spec;
+        w->file = nw->file = "convert";
+        w->function = "clattn_widen";
+        nw->function = "clattn_narrow";
+        clattn__kernel_options(w, "", &sw);
+        clattn__kernel_options(nw, "", &sw);
+        clattn__format(w->name, sizeof w->name, "widen");
+        clattn__format(nw->name, sizeof nw->name, "narrow");
+        count = (clattn_args){0};
+        widen_args(&count, &c0);
+        w->num_args = count.n;
+        count = (clattn_args){0};
+        narrow_args(&count, &c0);
+        nw->num_args = count.n;
+    }
+    return CLATTN_SUCCESS;
+}
+
+static clattn_status build(clattn_plan *p)
+{
+    unfused *u = p->state;
+    clattn_status st = clattn__make_kernel(p->ctx, &u->softmax_spec, &u->softmax);
+    if (!st && u->convert) st = clattn__make_kernel(p->ctx, &u->widen_spec, &u->widen);
+    if (!st && u->convert) st = clattn__make_kernel(p->ctx, &u->narrow_spec, &u->narrow);
+    return st;
+}
+
+static clattn_status softmax(const clattn_plan *p, cl_command_queue queue, const clattn_buffers *bf, cl_mem scores,
+                             int rows, int items, int bh0, int r0)
+{
+    const unfused *u = p->state;
+    clattn_args a = {u->softmax, 0, CL_SUCCESS};
+    softmax_args(&a, &p->shape, bf, scores, rows, bh0, r0);
+    if (a.err) return clattn__fail(p->ctx, a.err, "clSetKernelArg failed (%d) for the softmax kernel", a.err);
+    const size_t global[2] = {(size_t)rows * u->softmax_spec.local_size, (size_t)items};
+    const size_t local[2] = {u->softmax_spec.local_size, 1};
+    const cl_int e = clattn__enqueue(p->ctx, queue, u->softmax, 2, global, local, 0, NULL, NULL);
+    if (e) return clattn__fail(p->ctx, e, "clEnqueueNDRangeKernel failed (%d) for the softmax kernel", e);
+    return CLATTN_SUCCESS;
+}
+
+/* One CLBlast SGEMM per (batch, head) item of the chunk; GQA through offsets (K and V are
+ * never copied). Not CLBlast's strided-batched GEMM: in CLBlast 1.5.3 it returns wrong results
+ * when B carries a non-zero offset at large sizes (M = K = 4096 or 8192 with N = 64 on PoCL:
+ * max error 35-49 against a float64 GEMM; plain CLBlastSgemm with the same offsets is right).
+ * `clattn bench` caught it as "wrong" rows 10 and 11. Nor the pointer-offset batched GEMM: it
+ * uploads its offset arrays with blocking writes, which would block behind a wait list. */
+static clattn_status gemms(const clattn_plan *p, const clattn_shape *s, cl_command_queue queue,
+                           const clattn_buffers *bf, const clattn_buffers *user, cl_mem scores, int bh0, int np,
+                           int r0, int nr)
+{
+    const int nk = s->seq_kv;
+    for (int bh = bh0; bh < bh0 + np; bh++) {
+        const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
+        if (clattn__enqueue_fault(p->ctx)) return blas_fail(p, CLBlastOpenCLOutOfResources, "Sgemm (S = Q K^T)");
+        CLBlastStatusCode c = CLBlastSgemm(
+            CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)nr, (size_t)nk,
+            (size_t)s->head_dim, s->scale,
+            bf->q, bf->q_offset + b * s->q.batch + h * s->q.head + (size_t)r0 * s->q.seq, ld(s->q.seq, nr, s->head_dim),
+            bf->k, bf->k_offset + b * s->k.batch + g * s->k.head, ld(s->k.seq, nk, s->head_dim),
+            0.0f, scores, (size_t)(bh - bh0) * nr * nk, (size_t)nk, &queue, NULL);
+        if (c) return blas_fail(p, c, "Sgemm (S = Q K^T)");
+    }
+    clattn_status st = softmax(p, queue, user, scores, nr, np, bh0, r0);
+    if (st) return st;
+    for (int bh = bh0; bh < bh0 + np; bh++) {
+        const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
+        if (clattn__enqueue_fault(p->ctx)) return blas_fail(p, CLBlastOpenCLOutOfResources, "Sgemm (O = P V)");
+        CLBlastStatusCode c = CLBlastSgemm(
+            CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, (size_t)nr, (size_t)s->head_dim_v,
+            (size_t)nk, 1.0f, scores, (size_t)(bh - bh0) * nr * nk, (size_t)nk,
+            bf->v, bf->v_offset + b * s->v.batch + g * s->v.head, ld(s->v.seq, nk, s->head_dim_v),
+            0.0f, bf->o, bf->o_offset + b * s->o.batch + h * s->o.head + (size_t)r0 * s->o.seq,
+            ld(s->o.seq, nr, s->head_dim_v), &queue, NULL);
+        if (c) return blas_fail(p, c, "Sgemm (O = P V)");
+    }
+    return CLATTN_SUCCESS;
+}
+
+/* Widens (to_f32) a tensor of the caller into its dense f32 copy, or narrows o back: one
+ * NDRange dimension over every element, since sequences and batch x heads can each pass a
+ * GPU grid dimension's limit (a 128K-token f16 KV cache). */
+static cl_int convert(const clattn_plan *p, cl_command_queue queue, bool to_f32, const copy *c)
+{
+    const unfused *u = p->state;
+    cl_kernel kern = to_f32 ? u->widen : u->narrow;
+    clattn_args a = {kern, 0, CL_SUCCESS};
+    if (to_f32) widen_args(&a, c);
+    else narrow_args(&a, c);
+    const size_t global = (size_t)c->dim * (size_t)c->seq * (size_t)p->shape.batch * (size_t)c->heads;
+    return a.err ? a.err : clattn__enqueue(p->ctx, queue, kern, 1, &global, NULL, 0, NULL, NULL);
+}
+
+static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
+{
+    const clattn_shape *s = &p->shape;
+    const unfused *u = p->state;
+    clattn_context *ctx = p->ctx;
+    const clattn_buffers *bf = l->buffers;
+    cl_command_queue queue = l->queue;
+    cl_command_queue_properties props = 0;
+    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED,
+                            "the unfused path needs an in-order queue (CLBlast chains its kernels in order)");
+    /* The caller's wait list gates everything after it on this in-order queue. */
+    if (l->num_wait && (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES
+                                                       : clEnqueueBarrierWithWaitList(queue, l->num_wait, l->wait, NULL)))
+        return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
+
+    /* The GEMMs read the caller's tensors in place, or the dense f32 copies. */
+    clattn_shape w = *s;
+    clattn_buffers in = *bf;
+    cl_mem scratch = l->scratch;
+    if (u->convert) {
+        cl_mem cq = s->varlen ? bf->cu_seqlens_q : NULL, ck = s->varlen ? bf->cu_seqlens_k : NULL;
+        const copy cp[3] = {
+            {bf->q, bf->q_offset, &s->q, s->heads_q, s->seq_q, s->head_dim, cq, s->total_q, scratch, u->work_q},
+            {bf->k, bf->k_offset, &s->k, s->heads_kv, s->seq_kv, s->head_dim, ck, s->total_k, scratch, u->work_k},
+            {bf->v, bf->v_offset, &s->v, s->heads_kv, s->seq_kv, s->head_dim_v, ck, s->total_k, scratch, u->work_v}};
+        for (int i = 0; i < 3 && !e; i++) e = convert(p, queue, true, &cp[i]);
+        if (e) return clattn__fail(ctx, e, "enqueueing the f32 copies failed (%d)", e);
+        w.dtype = CLATTN_DTYPE_F32;
+        w.q = (clattn_strides){(int64_t)s->heads_q * s->seq_q * s->head_dim, (int64_t)s->seq_q * s->head_dim, s->head_dim};
+        w.k = (clattn_strides){(int64_t)s->heads_kv * s->seq_kv * s->head_dim, (int64_t)s->seq_kv * s->head_dim, s->head_dim};
+        w.v = (clattn_strides){(int64_t)s->heads_kv * s->seq_kv * s->head_dim_v, (int64_t)s->seq_kv * s->head_dim_v, s->head_dim_v};
+        w.o = (clattn_strides){(int64_t)s->heads_q * s->seq_q * s->head_dim_v, (int64_t)s->seq_q * s->head_dim_v, s->head_dim_v};
+        in.q = in.k = in.v = in.o = scratch;
+        in.q_offset = u->work_q;
+        in.k_offset = u->work_k;
+        in.v_offset = u->work_v;
+        in.o_offset = u->work_o;
+    }
+    clattn_status st = CLATTN_SUCCESS;
+    const int items = s->batch * s->heads_q, P = u->chunk_items, R = u->chunk_rows; /* < 2^31: supports() */
+    for (int bh0 = 0; bh0 < items && !st; bh0 += P)
+        for (int r0 = 0; r0 < s->seq_q && !st; r0 += R)
+            st = gemms(p, &w, queue, &in, bf, scratch, bh0, items - bh0 < P ? items - bh0 : P, r0,
+                       s->seq_q - r0 < R ? s->seq_q - r0 : R);
+    if (!st && u->convert) {
+        const copy co = {bf->o, bf->o_offset, &s->o, s->heads_q, s->seq_q, s->head_dim_v,
+                         s->varlen ? bf->cu_seqlens_q : NULL, s->total_q, scratch, u->work_o};
+        if ((e = convert(p, queue, false, &co))) st = clattn__fail(ctx, e, "enqueueing the output copy failed (%d)", e);
+    }
+    /* On an in-order queue a marker completes after everything enqueued before it: the one
+     * event that covers every chunk's GEMM -> softmax -> GEMM. */
+    if (!st && l->event &&
+        (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES : clEnqueueMarkerWithWaitList(queue, 0, NULL, l->event)))
+        st = clattn__fail(ctx, e, "clEnqueueMarkerWithWaitList failed (%d)", e);
+    return st;
+}
+
+static void release(clattn_plan *p)
+{
+    unfused *u = p->state;
+    if (!u) return;
+    clattn__release_kernel(p->ctx, u->softmax);
+    clattn__release_kernel(p->ctx, u->widen);
+    clattn__release_kernel(p->ctx, u->narrow);
+    free(u);
+    p->state = NULL;
+}
+
+const clattn_path clattn__path_unfused = {
+    .name = "unfused",
+    .algo = CLATTN_ALGO_UNFUSED,
+    .supports = supports,
+    .prepare = prepare,
+    .build = build,
+    .enqueue = enqueue,
+    .release = release,
+};

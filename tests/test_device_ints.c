@@ -1,0 +1,212 @@
+/* Device-side integers are input like any other: cu_seqlens_q/k and seqused_k filled with
+ * garbage (negative, decreasing, past the totals, INT_MIN, INT_MAX) must never make a kernel
+ * read or write outside its buffers. Every tensor lives in a sub-buffer with guard bytes on
+ * both sides inside its parent; after each run every input's parent must be byte-identical and
+ * every output's guards intact, and the output rows of tokens no clamped sequence covers must
+ * be untouched (include/clattn.h states the rule). Every path and family, with and without key
+ * splits, the rows family's K transpose included. */
+#include "harness.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+TestSuite(device_ints, .fini = leak_check);
+
+#define GUARD_BYTE 0xa7
+#define NTENSORS 11
+
+enum { T_Q, T_K, T_V, T_MASK, T_ALIBI, T_USED, T_CUQ, T_CUK, T_O, T_LSE, T_SCRATCH };
+static const char *tensor_name[NTENSORS] = {"q", "k", "v", "mask", "alibi", "seqused_k", "cu_seqlens_q",
+                                            "cu_seqlens_k", "o", "lse", "scratch"};
+
+typedef struct guarded {
+    cl_mem parent, sub;
+    size_t bytes, pad, total;
+    unsigned char *image; /* the parent's contents as written */
+} guarded;
+
+/* A sub-buffer of `bytes` (host data, or guard bytes when NULL) at `pad` bytes into a parent
+ * filled with guard bytes around it. */
+static void make(cl_context cl, guarded *g, const void *data, size_t bytes, size_t pad)
+{
+    cl_int e;
+    g->bytes = bytes;
+    g->pad = pad;
+    g->total = pad + (bytes + pad - 1) / pad * pad + pad;
+    g->image = malloc(g->total);
+    memset(g->image, GUARD_BYTE, g->total);
+    if (data) memcpy(g->image + pad, data, bytes);
+    g->parent = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, g->total, g->image, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+    cl_buffer_region r = {pad, bytes};
+    g->sub = clCreateSubBuffer(g->parent, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+}
+
+static unsigned char *read_back(cl_command_queue q, const guarded *g)
+{
+    unsigned char *b = malloc(g->total);
+    cr_assert_eq(clEnqueueReadBuffer(q, g->parent, CL_TRUE, 0, g->total, b, 0, NULL, NULL), CL_SUCCESS);
+    return b;
+}
+
+static void drop(guarded *g)
+{
+    if (g->sub) clReleaseMemObject(g->sub);
+    if (g->parent) clReleaseMemObject(g->parent);
+    free(g->image);
+    memset(g, 0, sizeof *g);
+}
+
+/* A garbage offset or length: extremes, just past the ends, negatives, or a plausible value. */
+static int32_t garbage(uint64_t *rng, int total)
+{
+    switch (clattn_rng_next(rng) % 9) {
+    case 0: return INT32_MIN;
+    case 1: return INT32_MAX;
+    case 2: return -1 - (int32_t)(clattn_rng_next(rng) % 1000);
+    case 3: return total;
+    case 4: return total + 1 + (int32_t)(clattn_rng_next(rng) % 1000);
+    case 5: return 0;
+    default: return (int32_t)(clattn_rng_next(rng) % (uint64_t)(total + 1));
+    }
+}
+
+/* The host's copy of the kernels' clamp (kernels/common.cl, seq_range): is token `tok` in a
+ * clamped sequence? */
+static bool covered(const int32_t *cu, int batch, int total, int longest, int tok)
+{
+    for (int b = 0; b < batch; b++) {
+        const int s = cu[b] < 0 ? 0 : cu[b] > total ? total : cu[b];
+        const int e = cu[b + 1] < s ? s : cu[b + 1] > total ? total : cu[b + 1];
+        const int len = e - s < longest ? e - s : longest;
+        if (tok >= s && tok < s + len) return true;
+    }
+    return false;
+}
+
+typedef struct trial_case {
+    char name[40]; /* inline: Criterion copies parameters into a new process, where pointers dangle */
+    clattn_kernel_family family; /* with algo fused */
+    clattn_algo algo;
+    int varlen, seqused, splits, seq_q, mask;
+} trial_case;
+
+static void trials(const trial_case *c, int n_trials)
+{
+    clattn_context *ctx = test_context_family(c->family);
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_device_id dev = clattn_context_device(ctx);
+    cl_uint align_bits = 1024;
+    clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    const size_t pad = align_bits / 8 > 64 ? align_bits / 8 : 64;
+    cl_int e;
+    cl_command_queue queue = clCreateCommandQueue(cl, dev, 0, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+
+    clattn_desc d = {0};
+    d.batch = 3; d.heads_q = 4; d.heads_kv = 2; d.seq_q = c->seq_q; d.seq_kv = 40; d.head_dim = 16;
+    d.causal = 1; d.algo = c->algo; d.num_splits = c->splits; d.has_seqused_k = c->seqused;
+    d.has_mask = c->mask; d.has_alibi = c->mask;
+    if (c->varlen) {
+        d.varlen = 1; d.layout = CLATTN_LAYOUT_BSHD; d.total_q = 2 * c->seq_q + 3; d.total_k = 70;
+    }
+    clattn_tensor_sizes n;
+    cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
+    uint64_t rng = seed_for(c->name);
+    float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4), *mask = malloc(n.mask * 4 + 4);
+    float alibi[4] = {0.5f, 0.25f, 0.125f, 0.0625f};
+    clattn_rng_fill(q, n.q, &rng, 1);
+    clattn_rng_fill(k, n.k, &rng, 1);
+    clattn_rng_fill(v, n.v, &rng, 1);
+    clattn_rng_fill(mask, n.mask, &rng, 1);
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS, "%s: %s", c->name, clattn_context_last_error(ctx));
+    const size_t scratch = clattn_plan_scratch_size(plan);
+    const int nb = d.batch;
+
+    for (int trial = 0; trial < n_trials; trial++) {
+        int32_t cuq[4], cuk[4], used[3];
+        for (int i = 0; i <= nb; i++) {
+            cuq[i] = garbage(&rng, d.total_q);
+            cuk[i] = garbage(&rng, d.total_k);
+        }
+        for (int i = 0; i < nb; i++) used[i] = garbage(&rng, d.seq_kv);
+        guarded g[NTENSORS];
+        memset(g, 0, sizeof g);
+        make(cl, &g[T_Q], q, n.q * 4, pad);
+        make(cl, &g[T_K], k, n.k * 4, pad);
+        make(cl, &g[T_V], v, n.v * 4, pad);
+        if (c->mask) make(cl, &g[T_MASK], mask, n.mask * 4, pad);
+        if (c->mask) make(cl, &g[T_ALIBI], alibi, sizeof alibi, pad);
+        if (c->seqused) make(cl, &g[T_USED], used, sizeof(int32_t) * nb, pad);
+        if (c->varlen) make(cl, &g[T_CUQ], cuq, sizeof(int32_t) * (nb + 1), pad);
+        if (c->varlen) make(cl, &g[T_CUK], cuk, sizeof(int32_t) * (nb + 1), pad);
+        make(cl, &g[T_O], NULL, n.o * 4, pad);
+        make(cl, &g[T_LSE], NULL, n.lse * 4, pad);
+        if (scratch) make(cl, &g[T_SCRATCH], NULL, scratch, pad);
+        clattn_buffers bf = {0};
+        bf.q = g[T_Q].sub; bf.k = g[T_K].sub; bf.v = g[T_V].sub; bf.o = g[T_O].sub; bf.lse = g[T_LSE].sub;
+        bf.mask = g[T_MASK].sub; bf.alibi_slopes = g[T_ALIBI].sub; bf.seqused_k = g[T_USED].sub;
+        bf.cu_seqlens_q = g[T_CUQ].sub; bf.cu_seqlens_k = g[T_CUK].sub; bf.scratch = g[T_SCRATCH].sub;
+        cl_event ev = NULL;
+        const clattn_status st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev);
+        cr_expect_eq(st, CLATTN_SUCCESS, "%s, trial %d: %s", c->name, trial, clattn_context_last_error(ctx));
+        if (ev) {
+            clWaitForEvents(1, &ev);
+            clReleaseEvent(ev);
+        }
+        clFinish(queue);
+        for (int t = 0; t < NTENSORS; t++) {
+            if (!g[t].parent) continue;
+            unsigned char *b = read_back(queue, &g[t]);
+            const bool output = t >= T_O;
+            size_t bad = g[t].total;
+            for (size_t i = 0; i < g[t].total && bad == g[t].total; i++) {
+                const bool inside = i >= g[t].pad && i < g[t].pad + g[t].bytes;
+                if ((output ? !inside : true) && b[i] != g[t].image[i]) bad = i;
+            }
+            cr_expect_eq(bad, g[t].total, "%s, trial %d: %s byte %lld (relative to the tensor) changed", c->name,
+                         trial, tensor_name[t], (long long)bad - (long long)g[t].pad);
+            if (t == T_O && c->varlen) { /* rows of tokens no clamped sequence covers: untouched */
+                const size_t row = (size_t)d.heads_q * d.head_dim * 4;
+                for (int tok = 0; tok < d.total_q; tok++)
+                    if (!covered(cuq, nb, d.total_q, d.seq_q, tok))
+                        cr_expect(!memcmp(b + g[t].pad + tok * row, g[t].image + g[t].pad + tok * row, row),
+                                  "%s, trial %d: o row of token %d (in no sequence) was written", c->name, trial,
+                                  tok);
+            }
+            free(b);
+        }
+        for (int t = 0; t < NTENSORS; t++) drop(&g[t]);
+    }
+    clattn_plan_destroy(plan);
+    clReleaseCommandQueue(queue);
+    free(q); free(k); free(v); free(mask);
+    clattn_context_destroy(ctx);
+}
+
+#define FUSED_CASES(fam, tag)                                                                            \
+    {tag " varlen", fam, CLATTN_ALGO_FUSED, 1, 0, 1, 20, 0},                                              \
+    {tag " varlen seqused", fam, CLATTN_ALGO_FUSED, 1, 1, 1, 20, 0},                                      \
+    {tag " varlen seqused splits", fam, CLATTN_ALGO_FUSED, 1, 1, 3, 20, 0},                               \
+    {tag " varlen mask alibi", fam, CLATTN_ALGO_FUSED, 1, 1, 1, 7, 1},                                    \
+    {tag " seqused decode splits", fam, CLATTN_ALGO_FUSED, 0, 1, 3, 1, 0}
+
+ParameterizedTestParameters(device_ints, garbage)
+{
+    static trial_case cases[] = {
+        FUSED_CASES(CLATTN_KERNELS_ROWS, "rows"),
+        FUSED_CASES(CLATTN_KERNELS_TILES, "tiles"),
+        {"unfused varlen seqused", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 20, 0},
+        {"unfused varlen mask alibi", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 7, 1},
+        {"unfused seqused", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 0, 1, 0, 5, 0},
+    };
+    return cr_make_param_array(trial_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(trial_case *c, device_ints, garbage, .timeout = 600)
+{
+    trials(c, 40);
+}
