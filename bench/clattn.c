@@ -48,15 +48,6 @@ int cli_select_devices(const char *cmd, const char *device, cl_device_id devs[CL
     return 0;
 }
 
-double cli_event_ms(cl_event ev)
-{
-    cl_ulong t0 = 0, t1 = 0;
-    if (clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) ||
-        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL))
-        return -1.0;
-    return (double)(t1 - t0) * 1e-6;
-}
-
 int cli_cmp_double(const void *a, const void *b)
 {
     const double x = *(const double *)a, y = *(const double *)b;

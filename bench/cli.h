@@ -24,8 +24,8 @@ int cli_select_devices(const char *cmd, const char *device, cl_device_id devs[CL
 int cli_cmp_double(const void *a, const void *b);
 double cli_median(double *v, int n);
 
-/* Milliseconds of a completed event (needs a profiling queue). */
-double cli_event_ms(cl_event ev);
+/* Milliseconds on a monotonic clock: every timing of the program is wall time, none comes from
+ * event profiling. */
 double cli_now_ms(void);
 
 int cmd_run(int argc, char **argv);

@@ -270,8 +270,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
         goto done;
     }
     cl_int e;
-    queue = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx),
-                                 CL_QUEUE_PROFILING_ENABLE, &e);
+    queue = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx), 0, &e);
     const void *host[4] = {t->q, t->k, t->v, t->o};
     const size_t bytes[5] = {need.q * es, need.k * es, need.v * es, need.o * es, need.lse * 4};
     for (int i = 0; i < 5 && !e; i++) {
