@@ -107,27 +107,48 @@ def main():
     garbage = os.path.join(work, "garbage.npy")
     with open(garbage, "wb") as f:
         f.write(b"this is not a numpy file")
+    # (what, arguments, text the message must hold: the option or entry it names)
     bad = [
-        ("unknown flag", ["bench", "--frobnicate", "--json", out]),
-        ("malformed shape", ["bench", "--shape", "1x2x3", "--json", out]),
-        ("non-divisible heads", ["bench", "--shape", "1x6x4x8x8x32", "--json", out]),
-        ("unknown device", ["bench", "--device", "no-such-device", "--cases", "12", "--json", out]),
-        ("unwritable output", ["bench", "--cases", "12", "--json", "/nonexistent-dir/r.json"]),
-        ("unknown command", ["frobnicate"]),
-        ("missing file", ["run", "--q", missing, "--k", missing, "--v", missing, "--out", out]),
-        ("unreadable file", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out]),
-        ("run without --out", ["run", "--q", garbage]),
-        ("check unknown device", ["check", "--device", "no-such-device"]),
-        ("tune unknown class", ["tune", "--classes", "nonsense"]),
-        ("tune bad budget", ["tune", "--budget-ms", "-1"]),
+        ("unknown flag", ["bench", "--frobnicate", "--json", out], "'--frobnicate'"),
+        ("abbreviated flag", ["bench", "--cas", "12", "--json", out], "'--cas'"),
+        ("missing value", ["bench", "--cases", "12", "--json"], "--json needs a value"),
+        ("value given to a flag", ["bench", "--causal=yes", "--json", out], "--causal takes no value"),
+        ("stray argument", ["bench", "12", "--json", out], "'12'"),
+        ("malformed shape", ["bench", "--shape", "1x2x3", "--json", out], "1x2x3"),
+        ("non-divisible heads", ["bench", "--shape", "1x6x4x8x8x32", "--json", out], "1x6x4x8x8x32"),
+        ("unknown case id", ["bench", "--cases", "12,99", "--json", out], "'99'"),
+        ("malformed case id", ["bench", "--cases", "12x", "--json", out], "'12x'"),
+        ("unknown algorithm in a list", ["bench", "--algo", "fused,nonsense", "--json", out], "'nonsense'"),
+        ("empty algorithm list entry", ["bench", "--algo", "fused,", "--json", out], "''"),
+        ("unknown dtype", ["bench", "--dtype", "f64", "--json", out], "'f64'"),
+        ("trailing garbage in a count", ["bench", "--splits", "4x", "--json", out], "'4x'"),
+        ("out-of-range count", ["bench", "--splits", "99999999999999999999", "--json", out], "--splits"),
+        ("NaN budget", ["bench", "--budget-ms", "nan", "--json", out], "'nan'"),
+        ("unknown device", ["bench", "--device", "no-such-device", "--cases", "12", "--json", out], "no-such-device"),
+        ("unwritable output", ["bench", "--cases", "12", "--json", "/nonexistent-dir/r.json"], "/nonexistent-dir"),
+        ("unknown command", ["frobnicate"], "frobnicate"),
+        ("missing file", ["run", "--q", missing, "--k", missing, "--v", missing, "--out", out], "missing.npy"),
+        ("unreadable file", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out], "garbage.npy"),
+        ("run without --out", ["run", "--q", garbage], "--out"),
+        ("run scale with trailing garbage", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out,
+                                             "--scale", "0.5x"], "'0.5x'"),
+        ("run malformed window", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out,
+                                  "--window", "3,4x"], "'3,4x'"),
+        ("check unknown device", ["check", "--device", "no-such-device"], "no-such-device"),
+        ("check stray argument", ["check", "--quick", "extra"], "'extra'"),
+        ("devices unknown option", ["devices", "--frobnicate"], "'--frobnicate'"),
+        ("tune unknown class", ["tune", "--classes", "nonsense"], "'nonsense'"),
+        ("tune unknown class among known ones", ["tune", "--classes", "nonsense,decode-d64"],
+         "'nonsense' (valid: prefill-d64, prefill-d128, decode-d64, decode-d128)"),
+        ("tune bad budget", ["tune", "--budget-ms", "-1"], "'-1'"),
     ]
-    for what, args in bad:
+    for what, args, names in bad:
         if os.path.exists(out):
             os.remove(out)
         r = run(exe, *args)
         one_line = len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("clattn: ")
-        expect(r.returncode != 0 and one_line and not os.path.exists(out),
-               f"{what}: one-line error, non-zero exit, nothing written ({r.stderr.strip()[:100]})")
+        expect(r.returncode != 0 and one_line and names in r.stderr and not os.path.exists(out),
+               f"{what}: one-line error naming {names}, non-zero exit, nothing written ({r.stderr.strip()[:100]})")
     # Hostile .npy files: each refused with one line, a non-zero exit, and nothing written.
     import numpy as np
     good = os.path.join(work, "good.npy")
