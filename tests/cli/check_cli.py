@@ -4,6 +4,7 @@ SVG is well-formed with one bar per ok row, `check` passes and fails when a wron
 injected (test-only hook), and bad arguments give one line on stderr, a non-zero exit, and no
 output file. usage: check_cli.py CLATTN_BINARY WORKDIR"""
 import csv
+import io
 import json
 import os
 import subprocess
@@ -55,10 +56,15 @@ def main():
     expect(all(row["rel_l2"] is not None and row["rel_l2"] <= 1e-5 for row in ok_rows if row["algo"] != "reference"),
            "device rows carry their error against the reference, within bound")
     expect({row["case"] for row in rows} == {12, 20}, "rows carry the suite's case ids")
-    with open(c) as f:
-        lines = [ln for ln in f if not ln.startswith("#")]
-    table = list(csv.DictReader(lines))
-    expect(len(table) == len(rows) and all(k in table[0] for k in ROW_FIELDS), "CSV has every row and field")
+    with open(c, newline="") as f:  # RFC 4180: a quoted field may hold a line break
+        comment, body = f.read().split("\n", 1)
+    table = list(csv.DictReader(io.StringIO(body, newline="")))
+    expect(comment.startswith("# clattn bench, format_version 1") and len(table) == len(rows) > 0
+           and all(k in table[0] for k in ROW_FIELDS), "CSV has its provenance line, every row and field")
+    text_fields = ["shape", "dtype", "device", "driver", "algo", "variant", "status", "reason"]
+    differ = [(k, t[k], row[k]) for t, row in zip(table, rows) for k in text_fields if t[k] != row[k]]
+    expect(len(table) == len(rows) > 0 and not differ and any("," in row["variant"] for row in rows),
+           f"CSV text fields (commas among them) read back equal to the JSON's ({differ[:2]})")
     svg = ET.parse(s).getroot()
     bars = [e for e in svg.iter() if e.tag.endswith("rect") and e.get("class") == "bar"]
     expect(len(bars) == len(ok_rows), f"SVG is well-formed with one bar per ok row ({len(bars)} bars, {len(ok_rows)} rows)")
