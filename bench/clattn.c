@@ -162,6 +162,7 @@ static void usage(FILE *f)
             "  bench [--device ID|all] [--cases LIST] [--quick] [--shape BxHqxHkvxNqxNkxD ...]\n"
             "        [--causal] [--dtype f32|f16|bf16] [--algo LIST] [--budget-ms MS] [--splits N] [--peers]\n"
             "        [--json F] [--csv F] [--svg F] [--compare BASE.json] [--remeasure-peaks]\n"
+            "                   the numbered suite (or the shapes); fails when a row is wrong or none ran\n"
             "  tune [--device ID|all] [--classes LIST] [--quick] [--budget-ms MS] [--emit-c]\n"
             "                   search the fused kernels' parameters, store the best per class\n"
             "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"

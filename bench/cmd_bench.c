@@ -196,7 +196,7 @@ int cmd_bench(int argc, char **argv)
     const int nalgo = algos[0] + algos[1] + algos[2];
     rep.rows = calloc((size_t)(last - first + 1) * (size_t)ncases * 3, sizeof(bench_row));
     if (!rep.rows) return cli_error("bench: out of memory");
-    int done = 0, total = (last - first + 1) * ncases * nalgo, failures = 0;
+    int done = 0, total = (last - first + 1) * ncases * nalgo, failures = 0, ran = 0;
     for (int di = first; di <= last; di++) {
         char sel[16];
         snprintf(sel, sizeof sel, "%d", di);
@@ -228,6 +228,7 @@ int cmd_bench(int argc, char **argv)
                 snprintf(row->device, sizeof row->device, "%s", a == ALGO_REFERENCE ? "CPU reference" : bd->name);
                 snprintf(row->driver, sizeof row->driver, "%s", a == ALGO_REFERENCE ? "" : bd->driver);
                 failures += !strcmp(row->status, "error") || !strcmp(row->status, "wrong");
+                ran += !strcmp(row->status, "ok");
             }
         clattn_context_destroy(ctx);
     }
@@ -281,5 +282,7 @@ int cmd_bench(int argc, char **argv)
     if (compare && report_compare(stdout, compare, &rep)) rc = 1;
     free(rep.rows);
     if (failures) return cli_error("bench: %d row(s) failed or gave wrong results", failures);
+    /* A run that measured nothing is no result, even when every row was refused for a reason. */
+    if (!ran) return cli_error("bench: no row ran: every case was unsupported or skipped");
     return rc;
 }
