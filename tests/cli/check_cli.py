@@ -11,6 +11,11 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+try:
+    import numpy as np
+except ImportError:  # one line, not a traceback, and before a minute of checks
+    sys.exit("check_cli.py: python3's numpy is missing (apt-get install python3-numpy)")
+
 ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv", "head_dim", "causal", "dtype",
               "device_index", "device", "driver", "algo", "variant", "status", "reason", "ms_median", "ms_min",
               "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "gbs", "pct_peak_bw",
@@ -168,7 +173,6 @@ def main():
         expect(r.returncode != 0 and one_line and names in r.stderr and not os.path.exists(out),
                f"{what}: one-line error naming {names}, non-zero exit, nothing written ({r.stderr.strip()[:100]})")
     # Hostile .npy files: each refused with one line, a non-zero exit, and nothing written.
-    import numpy as np
     good = os.path.join(work, "good.npy")
     np.save(good, np.ones((1, 2, 4, 8), np.float32))
     raw = open(good, "rb").read()
