@@ -1,8 +1,12 @@
 /* The clattn program: cross-vendor benchmarking and correctness comparison. */
 #include "cli.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -48,13 +52,85 @@ int cli_select_devices(const char *cmd, const char *device, cl_device_id devs[CL
     return 0;
 }
 
-double cli_event_ms(cl_event ev)
+/* The option an argument spells: "--name" of "--name=value", else the short option `c`. */
+static void option_name(const char *arg, int c, char *buf, size_t size)
 {
-    cl_ulong t0 = 0, t1 = 0;
-    if (clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) ||
-        clGetEventProfilingInfo(ev, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL))
-        return -1.0;
-    return (double)(t1 - t0) * 1e-6;
+    if (!strncmp(arg, "--", 2)) snprintf(buf, size, "%.*s", (int)strcspn(arg, "="), arg);
+    else snprintf(buf, size, "-%c", c);
+}
+
+/* Whether `name` ("--x") is a long option that takes no value. */
+static bool is_flag(const struct option *longopts, const char *name)
+{
+    for (const struct option *o = longopts; o->name; o++)
+        if (!strcmp(o->name, name + 2)) return o->has_arg == no_argument;
+    return false;
+}
+
+int cli_next_option(const char *cmd, int argc, char **argv, const char *shortopts, const struct option *longopts)
+{
+    char spec[64];
+    /* '+': stop at the first non-option instead of moving it to the end (it is refused below);
+     * ':': a missing value returns ':' rather than '?'. */
+    snprintf(spec, sizeof spec, "+:%s", shortopts);
+    opterr = 0; /* getopt's own messages name the program, not the command: ours replace them */
+    const int at = optind > 0 ? optind : 1; /* the argument this call reads (optind 0: a fresh parse) */
+    int index = -1;
+    const int c = getopt_long(argc, argv, spec, longopts, &index);
+    if (c == -1) {
+        if (optind < argc) return cli_error("%s: unexpected argument '%s'", cmd, argv[optind]), '?';
+        return -1;
+    }
+    char name[128];
+    option_name(argv[at], optopt, name, sizeof name);
+    if (c == ':') return cli_error("%s: %s needs a value", cmd, name), '?';
+    if (c == '?') {
+        if (strchr(argv[at], '=') && !strncmp(argv[at], "--", 2) && is_flag(longopts, name))
+            return cli_error("%s: %s takes no value", cmd, name), '?';
+        return cli_error("%s: unknown option '%s'", cmd, name), '?';
+    }
+    /* getopt_long takes any unambiguous prefix ("--cas" for "--cases"): refused, so that a
+     * script's abbreviation cannot change meaning when an option sharing it is added. */
+    if (index >= 0 && strcmp(name + 2, longopts[index].name))
+        return cli_error("%s: unknown option '%s'", cmd, name), '?';
+    return c;
+}
+
+bool cli_parse_long(const char *text, long lo, long hi, long *out)
+{
+    if (!*text || isspace((unsigned char)*text)) return false; /* strtol would skip the space */
+    char *end;
+    errno = 0;
+    const long x = strtol(text, &end, 10);
+    if (*end || errno == ERANGE || x < lo || x > hi) return false;
+    *out = x;
+    return true;
+}
+
+bool cli_parse_double(const char *text, double *out)
+{
+    if (!*text || isspace((unsigned char)*text)) return false;
+    char *end;
+    errno = 0;
+    const double x = strtod(text, &end);
+    if (*end || errno == ERANGE || !isfinite(x)) return false;
+    *out = x;
+    return true;
+}
+
+bool cli_list_next(const char **rest, const char **item, size_t *len)
+{
+    if (!*rest) return false;
+    const char *comma = strchr(*rest, ',');
+    *item = *rest;
+    *len = comma ? (size_t)(comma - *rest) : strlen(*rest);
+    *rest = comma ? comma + 1 : NULL;
+    return true;
+}
+
+bool cli_list_item_is(const char *item, size_t len, const char *name)
+{
+    return strlen(name) == len && !strncmp(item, name, len);
 }
 
 int cli_cmp_double(const void *a, const void *b)
@@ -84,8 +160,9 @@ static void usage(FILE *f)
             "  check [--device ID|all] [--quick]\n"
             "                   correctness sweep against the CPU reference\n"
             "  bench [--device ID|all] [--cases LIST] [--quick] [--shape BxHqxHkvxNqxNkxD ...]\n"
-            "        [--causal] [--dtype T] [--algo LIST] [--budget-ms MS] [--splits N]\n"
+            "        [--causal] [--dtype f32|f16|bf16] [--algo LIST] [--budget-ms MS] [--splits N] [--peers]\n"
             "        [--json F] [--csv F] [--svg F] [--compare BASE.json] [--remeasure-peaks]\n"
+            "                   the numbered suite (or the shapes); fails when a row is wrong or none ran\n"
             "  tune [--device ID|all] [--classes LIST] [--quick] [--budget-ms MS] [--emit-c]\n"
             "                   search the fused kernels' parameters, store the best per class\n"
             "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"
@@ -113,10 +190,11 @@ int main(int argc, char **argv)
         printf("clattn %s\n", clattn_version_string());
         return 0;
     }
-    if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
-    if (!strcmp(cmd, "devices")) return cmd_devices(argc - 2, argv + 2);
-    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
-    if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
-    if (!strcmp(cmd, "tune")) return cmd_tune(argc - 2, argv + 2);
+    /* argv[0] of a command is its name, as getopt_long expects */
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "devices")) return cmd_devices(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "check")) return cmd_check(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
     return cli_error("unknown command '%s' (try `clattn --help`)", cmd);
 }

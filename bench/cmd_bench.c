@@ -18,71 +18,142 @@ static int parse_shape(const char *s, bench_case *c)
     return 0;
 }
 
-static int parse_algos(const char *s, bool want[3])
+static int parse_algos(const char *list, bool want[3])
 {
     want[0] = want[1] = want[2] = false;
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", s);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        if (!strcmp(tok, "fused")) want[ALGO_FUSED] = true;
-        else if (!strcmp(tok, "unfused")) want[ALGO_UNFUSED] = true;
-        else if (!strcmp(tok, "reference")) want[ALGO_REFERENCE] = true;
-        else if (!strcmp(tok, "all")) want[0] = want[1] = want[2] = true;
-        else return cli_error("bench: --algo takes fused, unfused, reference or all, comma-separated (got '%s')", tok);
+    const char *item;
+    size_t len;
+    while (cli_list_next(&list, &item, &len)) {
+        if (cli_list_item_is(item, len, "fused")) want[ALGO_FUSED] = true;
+        else if (cli_list_item_is(item, len, "unfused")) want[ALGO_UNFUSED] = true;
+        else if (cli_list_item_is(item, len, "reference")) want[ALGO_REFERENCE] = true;
+        else if (cli_list_item_is(item, len, "all")) want[0] = want[1] = want[2] = true;
+        else
+            return cli_error("bench: --algo: unknown algorithm '%.*s' (valid: fused, unfused, reference, all; "
+                             "comma-separated)", (int)len, item);
     }
     return 0;
 }
 
+/* The suite index of a --cases entry (a case id), or -1. */
+static int suite_index(const char *item, size_t len)
+{
+    char text[16];
+    long id;
+    if (len >= sizeof text) return -1;
+    memcpy(text, item, len);
+    text[len] = '\0';
+    if (!cli_parse_long(text, 0, 1 << 30, &id)) return -1;
+    for (int i = 0; i < bench_suite_size; i++)
+        if (bench_suite[i].id == id) return i;
+    return -1;
+}
+
+/* --cases: suite ids, each one that exists (a mistyped id would silently measure less). */
+static int parse_cases(const char *list, bool pick[])
+{
+    for (int i = 0; i < bench_suite_size; i++) pick[i] = false;
+    const char *item;
+    size_t len;
+    while (cli_list_next(&list, &item, &len)) {
+        const int i = suite_index(item, len);
+        if (i < 0) {
+            char valid[256] = "";
+            for (int k = 0; k < bench_suite_size; k++) {
+                const size_t used = strlen(valid);
+                snprintf(valid + used, sizeof valid - used, "%s%d", k ? ", " : "", bench_suite[k].id);
+            }
+            return cli_error("bench: --cases: no suite case '%.*s' (ids: %s)", (int)len, item, valid);
+        }
+        pick[i] = true;
+    }
+    return 0;
+}
+
+/* Appends " word" to the recorded command line, truncating at its end. */
+static void record_arg(char *command, size_t size, const char *word)
+{
+    const size_t used = strlen(command);
+    if (used + 1 < size) snprintf(command + used, size - used, " %s", word);
+}
+
+enum {
+    OPT_CAUSAL = 256, OPT_QUICK, OPT_REMEASURE, OPT_PEERS, OPT_DEVICE, OPT_JSON, OPT_CSV, OPT_SVG, OPT_COMPARE,
+    OPT_CASES, OPT_ALGO, OPT_SHAPE, OPT_DTYPE, OPT_SPLITS, OPT_BUDGET
+};
+
+static const struct option bench_options[] = {
+    {"causal", no_argument, NULL, OPT_CAUSAL},
+    {"quick", no_argument, NULL, OPT_QUICK},
+    {"remeasure-peaks", no_argument, NULL, OPT_REMEASURE},
+    {"peers", no_argument, NULL, OPT_PEERS},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"json", required_argument, NULL, OPT_JSON},
+    {"csv", required_argument, NULL, OPT_CSV},
+    {"svg", required_argument, NULL, OPT_SVG},
+    {"compare", required_argument, NULL, OPT_COMPARE},
+    {"cases", required_argument, NULL, OPT_CASES},
+    {"algo", required_argument, NULL, OPT_ALGO},
+    {"shape", required_argument, NULL, OPT_SHAPE},
+    {"dtype", required_argument, NULL, OPT_DTYPE},
+    {"splits", required_argument, NULL, OPT_SPLITS},
+    {"budget-ms", required_argument, NULL, OPT_BUDGET},
+    {NULL, 0, NULL, 0},
+};
+
 int cmd_bench(int argc, char **argv)
 {
-    const char *device = NULL, *json = NULL, *csv = NULL, *svg = NULL, *compare = NULL, *cases_sel = NULL;
+    const char *device = NULL, *json = NULL, *csv = NULL, *svg = NULL, *compare = NULL;
     bench_case custom[32];
     int ncustom = 0, causal = 0, quick = 0, remeasure = 0;
-    bool algos[3] = {true, true, true};
+    bool algos[3] = {true, true, true}, have_cases = false, pick[64]; /* pick: per suite index, as list[64] */
     bench_opts opts = {1000.0, CLATTN_DTYPE_F32, false, 0};
     bench_report rep;
     memset(&rep, 0, sizeof rep);
-    size_t cl = 0;
-    cl += (size_t)snprintf(rep.command + cl, sizeof rep.command - cl, "clattn bench");
-    for (int i = 0; i < argc; i++) {
-        cl += (size_t)snprintf(rep.command + cl, sizeof rep.command - cl > cl ? sizeof rep.command - cl : 0, " %s", argv[i]);
-        const char *f = argv[i];
-        if (!strcmp(f, "--causal")) { causal = 1; continue; }
-        if (!strcmp(f, "--quick")) { quick = 1; continue; }
-        if (!strcmp(f, "--remeasure-peaks")) { remeasure = 1; continue; }
-        if (!strcmp(f, "--peers")) { rep.have_peers = true; continue; }
-        if (i + 1 >= argc) return cli_error("bench: unknown option '%s' or missing value", f);
-        const char *v = argv[++i];
-        cl += (size_t)snprintf(rep.command + cl, sizeof rep.command - cl > cl ? sizeof rep.command - cl : 0, " %s", v);
-        if (!strcmp(f, "--device")) device = v;
-        else if (!strcmp(f, "--json")) json = v;
-        else if (!strcmp(f, "--csv")) csv = v;
-        else if (!strcmp(f, "--svg")) svg = v;
-        else if (!strcmp(f, "--compare")) compare = v;
-        else if (!strcmp(f, "--cases")) cases_sel = v;
-        else if (!strcmp(f, "--algo")) {
+    snprintf(rep.command, sizeof rep.command, "clattn bench");
+    for (int i = 1; i < argc; i++) record_arg(rep.command, sizeof rep.command, argv[i]);
+    optind = 0;
+    for (int c; (c = cli_next_option("bench", argc, argv, "", bench_options)) != -1;) {
+        const char *v = optarg;
+        long n;
+        switch (c) {
+        case OPT_CAUSAL: causal = 1; break;
+        case OPT_QUICK: quick = 1; break;
+        case OPT_REMEASURE: remeasure = 1; break;
+        case OPT_PEERS: rep.have_peers = true; break;
+        case OPT_DEVICE: device = v; break;
+        case OPT_JSON: json = v; break;
+        case OPT_CSV: csv = v; break;
+        case OPT_SVG: svg = v; break;
+        case OPT_COMPARE: compare = v; break;
+        case OPT_CASES:
+            if (parse_cases(v, pick)) return 1;
+            have_cases = true;
+            break;
+        case OPT_ALGO:
             if (parse_algos(v, algos)) return 1;
-        } else if (!strcmp(f, "--shape")) {
+            break;
+        case OPT_SHAPE:
             if (ncustom == 32) return cli_error("bench: at most 32 --shape cases");
             if (parse_shape(v, &custom[ncustom])) return 1;
             custom[ncustom].id = 100 + ncustom;
             ncustom++;
-        } else if (!strcmp(f, "--dtype")) {
+            break;
+        case OPT_DTYPE:
             if (!strcmp(v, "f32")) opts.dtype = CLATTN_DTYPE_F32;
             else if (!strcmp(v, "f16")) opts.dtype = CLATTN_DTYPE_F16;
             else if (!strcmp(v, "bf16")) opts.dtype = CLATTN_DTYPE_BF16;
             else return cli_error("bench: --dtype must be f32, f16 or bf16 (got '%s')", v);
-        } else if (!strcmp(f, "--splits")) {
-            char *end;
-            const long ns = strtol(v, &end, 10);
-            if (*end || ns < 1 || ns > 1024) return cli_error("bench: --splits wants 1..1024 (got '%s')", v);
-            opts.num_splits = (int)ns;
-        } else if (!strcmp(f, "--budget-ms")) {
-            char *end;
-            opts.budget_ms = strtod(v, &end);
-            if (*end || opts.budget_ms <= 0) return cli_error("bench: --budget-ms wants a positive number (got '%s')", v);
-        } else {
-            return cli_error("bench: unknown option '%s'", f);
+            break;
+        case OPT_SPLITS:
+            if (!cli_parse_long(v, 1, 1024, &n)) return cli_error("bench: --splits wants 1..1024 (got '%s')", v);
+            opts.num_splits = (int)n;
+            break;
+        case OPT_BUDGET:
+            if (!cli_parse_double(v, &opts.budget_ms) || opts.budget_ms <= 0)
+                return cli_error("bench: --budget-ms wants a positive number (got '%s')", v);
+            break;
+        default: return 1; /* reported */
         }
     }
     opts.inject_error = getenv("CLATTN_TEST_INJECT_ERROR") != NULL; /* test-only hook */
@@ -109,13 +180,7 @@ int cmd_bench(int argc, char **argv)
         for (int i = 0; i < bench_suite_size; i++) {
             const bench_case *c = &bench_suite[i];
             if (quick && !c->quick) continue;
-            if (cases_sel) {
-                char buf[256], *save = NULL;
-                bool hit = false;
-                snprintf(buf, sizeof buf, "%s", cases_sel);
-                for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) hit = hit || atoi(t) == c->id;
-                if (!hit) continue;
-            }
+            if (have_cases && !pick[i]) continue;
             list[ncases++] = *c;
         }
     if (!ncases) return cli_error("bench: no case selected (see --cases and the suite in README.md)");
@@ -131,7 +196,7 @@ int cmd_bench(int argc, char **argv)
     const int nalgo = algos[0] + algos[1] + algos[2];
     rep.rows = calloc((size_t)(last - first + 1) * (size_t)ncases * 3, sizeof(bench_row));
     if (!rep.rows) return cli_error("bench: out of memory");
-    int done = 0, total = (last - first + 1) * ncases * nalgo, failures = 0;
+    int done = 0, total = (last - first + 1) * ncases * nalgo, failures = 0, ran = 0;
     for (int di = first; di <= last; di++) {
         char sel[16];
         snprintf(sel, sizeof sel, "%d", di);
@@ -163,6 +228,7 @@ int cmd_bench(int argc, char **argv)
                 snprintf(row->device, sizeof row->device, "%s", a == ALGO_REFERENCE ? "CPU reference" : bd->name);
                 snprintf(row->driver, sizeof row->driver, "%s", a == ALGO_REFERENCE ? "" : bd->driver);
                 failures += !strcmp(row->status, "error") || !strcmp(row->status, "wrong");
+                ran += !strcmp(row->status, "ok");
             }
         clattn_context_destroy(ctx);
     }
@@ -216,5 +282,7 @@ int cmd_bench(int argc, char **argv)
     if (compare && report_compare(stdout, compare, &rep)) rc = 1;
     free(rep.rows);
     if (failures) return cli_error("bench: %d row(s) failed or gave wrong results", failures);
+    /* A run that measured nothing is no result, even when every row was refused for a reason. */
+    if (!ran) return cli_error("bench: no row ran: every case was unsupported or skipped");
     return rc;
 }

@@ -55,12 +55,16 @@ static clattn_desc desc_of(const check_case *c, clattn_algo algo)
 
 int cmd_check(int argc, char **argv)
 {
+    enum { OPT_QUICK = 256, OPT_DEVICE };
+    static const struct option check_options[] = {
+        {"quick", no_argument, NULL, OPT_QUICK}, {"device", required_argument, NULL, OPT_DEVICE}, {NULL, 0, NULL, 0}};
     const char *device = NULL;
     int quick = 0;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
-        else return cli_error("check: unknown option '%s'", argv[i]);
+    optind = 0;
+    for (int c; (c = cli_next_option("check", argc, argv, "", check_options)) != -1;) {
+        if (c == OPT_QUICK) quick = 1;
+        else if (c == OPT_DEVICE) device = optarg;
+        else return 1; /* reported */
     }
     cl_device_id devs[CLI_MAX_DEVICES];
     int first, last;

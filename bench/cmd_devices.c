@@ -42,7 +42,9 @@ static void algorithms(int index, char *buf, size_t size)
 
 int cmd_devices(int argc, char **argv)
 {
-    if (argc > 0) return cli_error("devices: unknown option '%s'", argv[0]);
+    static const struct option opts[] = {{NULL, 0, NULL, 0}}; /* none: every argument is refused */
+    optind = 0;
+    if (cli_next_option("devices", argc, argv, "", opts) != -1) return 1;
     cl_device_id devs[64];
     cl_uint n = 0;
     clattn_status st = clattn_list_devices(devs, 64, &n);

@@ -3,7 +3,6 @@
 #include "cli.h"
 #include "npy.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,62 +14,113 @@ typedef struct run_args {
     int causal, window, wl, wr, verbose, splits;
 } run_args;
 
+/* --window L,R: each side -1 (unbounded) up to 2^30. */
+static int parse_window(const char *val, run_args *a)
+{
+    char left[32];
+    const char *comma = strchr(val, ',');
+    const size_t n = comma ? (size_t)(comma - val) : 0;
+    long l, r;
+    if (!comma || n >= sizeof left) return cli_error("run: --window wants L,R (got '%s')", val);
+    memcpy(left, val, n);
+    left[n] = '\0';
+    if (!cli_parse_long(left, -1, 1 << 30, &l) || !cli_parse_long(comma + 1, -1, 1 << 30, &r))
+        return cli_error("run: --window wants L,R with each side in -1..2^30 (got '%s')", val);
+    a->window = 1;
+    a->wl = (int)l;
+    a->wr = (int)r;
+    return 0;
+}
+
+enum {
+    OPT_Q = 256, OPT_K, OPT_V, OPT_OUT, OPT_LSE, OPT_MASK, OPT_ALIBI, OPT_SINKS, OPT_SEQUSED_K, OPT_SEQLENS_Q,
+    OPT_SEQLENS_K, OPT_DEVICE, OPT_LAYOUT, OPT_ALGO, OPT_DTYPE, OPT_ALIGN, OPT_CAUSAL, OPT_SCALE, OPT_SOFTCAP,
+    OPT_WINDOW, OPT_SPLITS
+};
+
+static const struct option run_options[] = {
+    {"q", required_argument, NULL, OPT_Q},
+    {"k", required_argument, NULL, OPT_K},
+    {"v", required_argument, NULL, OPT_V},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"lse", required_argument, NULL, OPT_LSE},
+    {"mask", required_argument, NULL, OPT_MASK},
+    {"alibi", required_argument, NULL, OPT_ALIBI},
+    {"sinks", required_argument, NULL, OPT_SINKS},
+    {"seqused-k", required_argument, NULL, OPT_SEQUSED_K},
+    {"seqlens-q", required_argument, NULL, OPT_SEQLENS_Q},
+    {"seqlens-k", required_argument, NULL, OPT_SEQLENS_K},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"layout", required_argument, NULL, OPT_LAYOUT},
+    {"algo", required_argument, NULL, OPT_ALGO},
+    {"dtype", required_argument, NULL, OPT_DTYPE},
+    {"causal-align", required_argument, NULL, OPT_ALIGN},
+    {"causal", no_argument, NULL, OPT_CAUSAL},
+    {"scale", required_argument, NULL, OPT_SCALE},
+    {"softcap", required_argument, NULL, OPT_SOFTCAP},
+    {"window", required_argument, NULL, OPT_WINDOW},
+    {"splits", required_argument, NULL, OPT_SPLITS},
+    {"verbose", no_argument, NULL, 'v'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The option's string field, or NULL for the others. */
+static const char **string_field(run_args *a, int opt)
+{
+    switch (opt) {
+    case OPT_Q: return &a->q;
+    case OPT_K: return &a->k;
+    case OPT_V: return &a->v;
+    case OPT_OUT: return &a->out;
+    case OPT_LSE: return &a->lse;
+    case OPT_MASK: return &a->mask;
+    case OPT_ALIBI: return &a->alibi;
+    case OPT_SINKS: return &a->sinks;
+    case OPT_SEQUSED_K: return &a->seqused_k;
+    case OPT_SEQLENS_Q: return &a->seqlens_q;
+    case OPT_SEQLENS_K: return &a->seqlens_k;
+    case OPT_DEVICE: return &a->device;
+    case OPT_LAYOUT: return &a->layout;
+    case OPT_ALGO: return &a->algo;
+    case OPT_DTYPE: return &a->dtype;
+    case OPT_ALIGN: return &a->align;
+    default: return NULL;
+    }
+}
+
 static int parse_args(int argc, char **argv, run_args *a)
 {
     memset(a, 0, sizeof *a);
-    for (int i = 0; i < argc; i++) {
-        const char *f = argv[i];
-        const char **str = NULL;
-        if (!strcmp(f, "--causal")) { a->causal = 1; continue; }
-        if (!strcmp(f, "-v") || !strcmp(f, "--verbose")) { a->verbose = 1; continue; }
-        if (!strcmp(f, "--q")) str = &a->q;
-        else if (!strcmp(f, "--k")) str = &a->k;
-        else if (!strcmp(f, "--v")) str = &a->v;
-        else if (!strcmp(f, "--out")) str = &a->out;
-        else if (!strcmp(f, "--lse")) str = &a->lse;
-        else if (!strcmp(f, "--mask")) str = &a->mask;
-        else if (!strcmp(f, "--alibi")) str = &a->alibi;
-        else if (!strcmp(f, "--sinks")) str = &a->sinks;
-        else if (!strcmp(f, "--seqused-k")) str = &a->seqused_k;
-        else if (!strcmp(f, "--seqlens-q")) str = &a->seqlens_q;
-        else if (!strcmp(f, "--seqlens-k")) str = &a->seqlens_k;
-        else if (!strcmp(f, "--device")) str = &a->device;
-        else if (!strcmp(f, "--layout")) str = &a->layout;
-        else if (!strcmp(f, "--algo")) str = &a->algo;
-        else if (!strcmp(f, "--dtype")) str = &a->dtype;
-        else if (!strcmp(f, "--causal-align")) str = &a->align;
-        else if (strcmp(f, "--scale") && strcmp(f, "--softcap") && strcmp(f, "--window") && strcmp(f, "--splits"))
-            return cli_error("run: unknown option '%s'", f);
-        if (i + 1 >= argc) return cli_error("run: %s needs a value", f);
-        const char *val = argv[++i];
-        if (str) { *str = val; continue; }
-        char *end;
-        if (!strcmp(f, "--splits")) {
-            long n = strtol(val, &end, 10);
-            if (end == val || *end || n < 1 || n > 1024) return cli_error("run: --splits wants 1..1024 (got '%s')", val);
+    optind = 0;
+    for (int c; (c = cli_next_option("run", argc, argv, "v", run_options)) != -1;) {
+        const char **str = string_field(a, c);
+        long n;
+        double x;
+        if (str) {
+            *str = optarg;
+            continue;
+        }
+        switch (c) {
+        case OPT_CAUSAL: a->causal = 1; break;
+        case 'v': a->verbose = 1; break;
+        case OPT_SPLITS:
+            if (!cli_parse_long(optarg, 1, 1024, &n)) return cli_error("run: --splits wants 1..1024 (got '%s')", optarg);
             a->splits = (int)n;
-            continue;
-        }
-        if (!strcmp(f, "--window")) {
-            long l = strtol(val, &end, 10), r;
-            if (end == val || *end != ',') return cli_error("run: --window wants L,R (got '%s')", val);
-            const char *rs = end + 1;
-            r = strtol(rs, &end, 10);
-            if (end == rs || *end || l < -1 || r < -1 || l > 1 << 30 || r > 1 << 30)
-                return cli_error("run: --window wants L,R with each side >= -1 (got '%s')", val);
-            a->window = 1;
-            a->wl = (int)l;
-            a->wr = (int)r;
-            continue;
-        }
-        double x = strtod(val, &end);
-        if (end == val || *end || !isfinite(x)) return cli_error("run: %s wants a number (got '%s')", f, val);
-        if (!strcmp(f, "--scale")) {
+            break;
+        case OPT_WINDOW:
+            if (parse_window(optarg, a)) return 1;
+            break;
+        case OPT_SCALE:
+            if (!cli_parse_double(optarg, &x)) return cli_error("run: --scale wants a number (got '%s')", optarg);
             if (x == 0) return cli_error("run: --scale must be nonzero");
             a->scale = x;
-        } else {
+            break;
+        case OPT_SOFTCAP:
+            if (!cli_parse_double(optarg, &x)) return cli_error("run: --softcap wants a number (got '%s')", optarg);
             if (x <= 0) return cli_error("run: --softcap must be > 0");
             a->softcap = x;
+            break;
+        default: return 1; /* reported */
         }
     }
     if (!a->q || !a->k || !a->v || !a->out) return cli_error("run: --q, --k, --v and --out are required");
@@ -270,8 +320,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
         goto done;
     }
     cl_int e;
-    queue = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx),
-                                 CL_QUEUE_PROFILING_ENABLE, &e);
+    queue = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx), 0, &e);
     const void *host[4] = {t->q, t->k, t->v, t->o};
     const size_t bytes[5] = {need.q * es, need.k * es, need.v * es, need.o * es, need.lse * 4};
     for (int i = 0; i < 5 && !e; i++) {

@@ -221,28 +221,57 @@ static int tune_device(clattn_context *ctx, const bool *want, bool quick, double
     return failures;
 }
 
+/* --classes: every entry must name a class (an unknown one would otherwise tune nothing or
+ * less than asked, silently). */
+static int parse_classes(const char *list, bool want[NCLASSES])
+{
+    for (int k = 0; k < NCLASSES; k++) want[k] = false;
+    const char *item;
+    size_t len;
+    while (cli_list_next(&list, &item, &len)) {
+        int k = 0;
+        while (k < NCLASSES && !cli_list_item_is(item, len, classes[k].name)) k++;
+        if (k == NCLASSES) {
+            char valid[256] = "";
+            for (int i = 0; i < NCLASSES; i++) {
+                const size_t used = strlen(valid);
+                snprintf(valid + used, sizeof valid - used, "%s%s", i ? ", " : "", classes[i].name);
+            }
+            return cli_error("tune: --classes: unknown class '%.*s' (valid: %s)", (int)len, item, valid);
+        }
+        want[k] = true;
+    }
+    return 0;
+}
+
 int cmd_tune(int argc, char **argv)
 {
+    enum { OPT_QUICK = 256, OPT_EMIT_C, OPT_DEVICE, OPT_BUDGET, OPT_CLASSES };
+    static const struct option opts[] = {{"quick", no_argument, NULL, OPT_QUICK},
+                                         {"emit-c", no_argument, NULL, OPT_EMIT_C},
+                                         {"device", required_argument, NULL, OPT_DEVICE},
+                                         {"budget-ms", required_argument, NULL, OPT_BUDGET},
+                                         {"classes", required_argument, NULL, OPT_CLASSES},
+                                         {NULL, 0, NULL, 0}};
     const char *device = NULL;
     bool quick = false, emit_c = false, want[NCLASSES];
     double budget_ms = 200;
     for (int k = 0; k < NCLASSES; k++) want[k] = true;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = true;
-        else if (!strcmp(argv[i], "--emit-c")) emit_c = true;
-        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
-        else if (!strcmp(argv[i], "--budget-ms") && i + 1 < argc) {
-            char *end;
-            budget_ms = strtod(argv[++i], &end);
-            if (*end || !(budget_ms > 0)) return cli_error("tune: --budget-ms takes a positive number");
-        } else if (!strcmp(argv[i], "--classes") && i + 1 < argc) {
-            for (int k = 0; k < NCLASSES; k++) want[k] = strstr(argv[i + 1], classes[k].name) != NULL;
-            bool any = false;
-            for (int k = 0; k < NCLASSES; k++) any = any || want[k];
-            if (!any) return cli_error("tune: --classes takes prefill-d64, prefill-d128, decode-d64, decode-d128");
-            i++;
-        } else
-            return cli_error("tune: unknown option '%s' or missing value", argv[i]);
+    optind = 0;
+    for (int c; (c = cli_next_option("tune", argc, argv, "", opts)) != -1;) {
+        switch (c) {
+        case OPT_QUICK: quick = true; break;
+        case OPT_EMIT_C: emit_c = true; break;
+        case OPT_DEVICE: device = optarg; break;
+        case OPT_BUDGET:
+            if (!cli_parse_double(optarg, &budget_ms) || budget_ms <= 0)
+                return cli_error("tune: --budget-ms takes a positive number (got '%s')", optarg);
+            break;
+        case OPT_CLASSES:
+            if (parse_classes(optarg, want)) return 1;
+            break;
+        default: return 1; /* reported */
+        }
     }
     cl_device_id devs[CLI_MAX_DEVICES];
     int first, last;

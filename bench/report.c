@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -210,46 +211,91 @@ int report_json(const char *path, const bench_report *r)
     return rc;
 }
 
+/* A growing text; `failed` once an allocation failed (later appends do nothing). */
+typedef struct text_buf {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} text_buf;
+
+static void text_printf(text_buf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_printf(text_buf *t, const char *fmt, ...)
+{
+    if (t->failed) return;
+    va_list ap;
+    va_start(ap, fmt);
+    const int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        t->failed = true;
+        return;
+    }
+    if (t->len + (size_t)n + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 4096;
+        while (t->len + (size_t)n + 1 > cap) cap *= 2;
+        char *s = realloc(t->s, cap);
+        if (!s) {
+            t->failed = true;
+            return;
+        }
+        t->s = s;
+        t->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)n;
+}
+
+/* One RFC 4180 field, then `after`: enclosed in double quotes, inner ones doubled, when it
+ * holds a comma, a double quote, CR or LF (device names and reasons are free text); as is
+ * otherwise. */
+static void csv_field(text_buf *t, const char *field, const char *after)
+{
+    if (!field[strcspn(field, ",\"\r\n")]) {
+        text_printf(t, "%s%s", field, after);
+        return;
+    }
+    text_printf(t, "\"");
+    for (const char *p = field; *p; p++) {
+        const size_t run = strcspn(p, "\"");
+        text_printf(t, "%.*s", (int)run, p);
+        p += run;
+        if (!*p) break;
+        text_printf(t, "\"\"");
+    }
+    text_printf(t, "\"%s", after);
+}
+
 int report_csv(const char *path, const bench_report *r)
 {
-    size_t cap = 4096 + (size_t)r->nrows * 1024, len = 0;
-    char *text = malloc(cap);
-    if (!text) return cli_error("out of memory writing %s", path);
-    len += (size_t)snprintf(text + len, cap - len,
-                            "# clattn bench, format_version %d, clattn %s, commit %s\n"
-                            "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
-                            "driver,algo,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
-                            "pct_peak_flops,gbs,pct_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,seed,ratio_sgemm,"
-                            "ratio_blas_attention,ratio_stream,ratio_unfused\n",
-                            BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
+    text_buf t = {0};
+    text_printf(&t,
+                "# clattn bench, format_version %d, clattn %s, commit %s\n"
+                "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
+                "driver,algo,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
+                "pct_peak_flops,gbs,pct_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,seed,ratio_sgemm,"
+                "ratio_blas_attention,ratio_stream,ratio_unfused\n",
+                BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
-        char shape[64], reason[512];
+        char shape[64];
         bench_case_name(&w->c, shape, sizeof shape);
-        snprintf(reason, sizeof reason, "%s", w->reason);
-        for (char *p = reason; *p; p++)
-            if (*p == '"' || *p == '\n') *p = '\'';
-        len += (size_t)snprintf(text + len, cap - len,
-                                "%d,%s,%d,%d,%d,%d,%d,%d,%d,%s,%d,\"%s\",\"%s\",%s,\"%s\",%s,\"%s\",%.6g,%.6g,%.6g,%d,%d,"
-                                "%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g\n",
-                                w->c.id, shape, w->c.b, w->c.hq, w->c.hkv, w->c.nq, w->c.nk, w->c.d, w->c.causal,
-                                dtype_name(w->dtype), w->device_index, w->device, w->driver, bench_algo_name(w->algo),
-                                w->variant, w->status, reason, w->ms_median, w->ms_min, w->ms_max, w->samples,
-                                w->calls_per_sample, w->gflops, w->pct_flops, w->gbs, w->pct_bw, w->mem_bytes,
-                                w->rel_l2, w->max_abs, w->checked_rows, (unsigned long long)w->seed,
-                                report_ratio_sgemm(r, w), report_ratio_blas_attention(r, w), report_ratio_stream(r, w),
-                                report_ratio_unfused(r, w));
-        if (len + 1024 > cap) {
-            char *nt = realloc(text, cap *= 2);
-            if (!nt) {
-                free(text);
-                return cli_error("out of memory writing %s", path);
-            }
-            text = nt;
-        }
+        text_printf(&t, "%d,", w->c.id);
+        csv_field(&t, shape, ",");
+        text_printf(&t, "%d,%d,%d,%d,%d,%d,%d,", w->c.b, w->c.hq, w->c.hkv, w->c.nq, w->c.nk, w->c.d, w->c.causal);
+        csv_field(&t, dtype_name(w->dtype), ",");
+        text_printf(&t, "%d,", w->device_index);
+        const char *text[] = {w->device, w->driver, bench_algo_name(w->algo), w->variant, w->status, w->reason};
+        for (size_t k = 0; k < sizeof text / sizeof text[0]; k++) csv_field(&t, text[k], ",");
+        text_printf(&t, "%.6g,%.6g,%.6g,%d,%d,%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g\n",
+                    w->ms_median, w->ms_min, w->ms_max, w->samples, w->calls_per_sample, w->gflops, w->pct_flops,
+                    w->gbs, w->pct_bw, w->mem_bytes, w->rel_l2, w->max_abs, w->checked_rows,
+                    (unsigned long long)w->seed, report_ratio_sgemm(r, w), report_ratio_blas_attention(r, w),
+                    report_ratio_stream(r, w), report_ratio_unfused(r, w));
     }
-    int rc = write_atomic(path, text);
-    free(text);
+    const int rc = t.failed ? cli_error("out of memory writing %s", path) : write_atomic(path, t.s);
+    free(t.s);
     return rc;
 }
 

@@ -2,7 +2,12 @@
 """An independent float64 implementation of DESIGN.md's formula, in NumPy, used to check
 `clattn run`. It shares no code with the library: scores are materialised whole and every
 mask is an explicit boolean matrix."""
-import numpy as np
+import sys
+
+try:
+    import numpy as np
+except ImportError:  # one line, not a traceback
+    sys.exit("attention64.py: python3's numpy is missing (apt-get install python3-numpy)")
 
 
 def attention64_varlen(q, k, v, cu_q, cu_k, **kw):

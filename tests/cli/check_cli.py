@@ -4,11 +4,17 @@ SVG is well-formed with one bar per ok row, `check` passes and fails when a wron
 injected (test-only hook), and bad arguments give one line on stderr, a non-zero exit, and no
 output file. usage: check_cli.py CLATTN_BINARY WORKDIR"""
 import csv
+import io
 import json
 import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+
+try:
+    import numpy as np
+except ImportError:  # one line, not a traceback, and before a minute of checks
+    sys.exit("check_cli.py: python3's numpy is missing (apt-get install python3-numpy)")
 
 ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv", "head_dim", "causal", "dtype",
               "device_index", "device", "driver", "algo", "variant", "status", "reason", "ms_median", "ms_min",
@@ -49,19 +55,29 @@ def main():
     expect(len(doc["devices"]) >= 1 and all(k in doc["devices"][0] for k in DEVICE_FIELDS), "JSON devices have every field")
     rows = doc["rows"]
     expect(len(rows) == 6, f"JSON has one row per case x algorithm (got {len(rows)})")
-    expect(all(all(k in row for k in ROW_FIELDS) for row in rows), "every JSON row has every documented field")
+    # each all() below also needs its list non-empty: all() of nothing passes
+    expect(len(rows) > 0 and all(all(k in row for k in ROW_FIELDS) for row in rows),
+           "every JSON row has every documented field")
     ok_rows = [row for row in rows if row["status"] == "ok"]
-    expect(all(row["gflops"] > 0 and row["ms_median"] > 0 for row in ok_rows), "ok rows have a time and a rate")
-    expect(all(row["rel_l2"] is not None and row["rel_l2"] <= 1e-5 for row in ok_rows if row["algo"] != "reference"),
-           "device rows carry their error against the reference, within bound")
+    expect(len(ok_rows) > 0 and all(row["gflops"] > 0 and row["ms_median"] > 0 for row in ok_rows),
+           f"ok rows have a time and a rate ({len(ok_rows)} ok rows)")
+    device_rows = [row for row in ok_rows if row["algo"] != "reference"]
+    expect(len(device_rows) > 0 and all(row["rel_l2"] is not None and row["rel_l2"] <= 1e-5 for row in device_rows),
+           f"device rows carry their error against the reference, within bound ({len(device_rows)} device rows)")
     expect({row["case"] for row in rows} == {12, 20}, "rows carry the suite's case ids")
-    with open(c) as f:
-        lines = [ln for ln in f if not ln.startswith("#")]
-    table = list(csv.DictReader(lines))
-    expect(len(table) == len(rows) and all(k in table[0] for k in ROW_FIELDS), "CSV has every row and field")
+    with open(c, newline="") as f:  # RFC 4180: a quoted field may hold a line break
+        comment, body = f.read().split("\n", 1)
+    table = list(csv.DictReader(io.StringIO(body, newline="")))
+    expect(comment.startswith("# clattn bench, format_version 1") and len(table) == len(rows) > 0
+           and all(k in table[0] for k in ROW_FIELDS), "CSV has its provenance line, every row and field")
+    text_fields = ["shape", "dtype", "device", "driver", "algo", "variant", "status", "reason"]
+    differ = [(k, t[k], row[k]) for t, row in zip(table, rows) for k in text_fields if t[k] != row[k]]
+    expect(len(table) == len(rows) > 0 and not differ and any("," in row["variant"] for row in rows),
+           f"CSV text fields (commas among them) read back equal to the JSON's ({differ[:2]})")
     svg = ET.parse(s).getroot()
     bars = [e for e in svg.iter() if e.tag.endswith("rect") and e.get("class") == "bar"]
-    expect(len(bars) == len(ok_rows), f"SVG is well-formed with one bar per ok row ({len(bars)} bars, {len(ok_rows)} rows)")
+    expect(len(bars) == len(ok_rows) > 0,
+           f"SVG is well-formed with one bar per ok row ({len(bars)} bars, {len(ok_rows)} rows)")
     texts = " ".join(t.text or "" for t in svg.iter() if t.tag.endswith("text"))
     expect("GFLOP/s" in texts and "case id" in texts, "SVG has labelled axes")
 
@@ -83,6 +99,13 @@ def main():
     expect(r.returncode != 0 and "FAIL" in r.stdout, "check fails when a wrong result is injected")
     r = run(exe, "bench", "--cases", "12", "--algo", "fused", "--budget-ms", "20", env={"CLATTN_TEST_INJECT_ERROR": "1"})
     expect(r.returncode != 0 and "wrong" in r.stdout, "bench marks an injected wrong result as wrong and exits non-zero")
+
+    # Head dim 640 is past the fused path's limit: every row unsupported, so nothing ran.
+    r = run(exe, "bench", "--shape", "1x1x1x4x4x640", "--algo", "fused", "--budget-ms", "20")
+    last = (r.stderr.strip().splitlines() or [""])[-1]
+    expect(r.returncode != 0 and "unsupported" in r.stdout
+           and last == "clattn: bench: no row ran: every case was unsupported or skipped",
+           f"bench exits non-zero when no row ran ({last})")
 
     r = run(exe, "devices")
     expect(r.returncode == 0 and "clattn paths" in r.stdout and "local memory" in r.stdout, "devices lists what matters")
@@ -107,29 +130,49 @@ def main():
     garbage = os.path.join(work, "garbage.npy")
     with open(garbage, "wb") as f:
         f.write(b"this is not a numpy file")
+    # (what, arguments, text the message must hold: the option or entry it names)
     bad = [
-        ("unknown flag", ["bench", "--frobnicate", "--json", out]),
-        ("malformed shape", ["bench", "--shape", "1x2x3", "--json", out]),
-        ("non-divisible heads", ["bench", "--shape", "1x6x4x8x8x32", "--json", out]),
-        ("unknown device", ["bench", "--device", "no-such-device", "--cases", "12", "--json", out]),
-        ("unwritable output", ["bench", "--cases", "12", "--json", "/nonexistent-dir/r.json"]),
-        ("unknown command", ["frobnicate"]),
-        ("missing file", ["run", "--q", missing, "--k", missing, "--v", missing, "--out", out]),
-        ("unreadable file", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out]),
-        ("run without --out", ["run", "--q", garbage]),
-        ("check unknown device", ["check", "--device", "no-such-device"]),
-        ("tune unknown class", ["tune", "--classes", "nonsense"]),
-        ("tune bad budget", ["tune", "--budget-ms", "-1"]),
+        ("unknown flag", ["bench", "--frobnicate", "--json", out], "'--frobnicate'"),
+        ("abbreviated flag", ["bench", "--cas", "12", "--json", out], "'--cas'"),
+        ("missing value", ["bench", "--cases", "12", "--json"], "--json needs a value"),
+        ("value given to a flag", ["bench", "--causal=yes", "--json", out], "--causal takes no value"),
+        ("stray argument", ["bench", "12", "--json", out], "'12'"),
+        ("malformed shape", ["bench", "--shape", "1x2x3", "--json", out], "1x2x3"),
+        ("non-divisible heads", ["bench", "--shape", "1x6x4x8x8x32", "--json", out], "1x6x4x8x8x32"),
+        ("unknown case id", ["bench", "--cases", "12,99", "--json", out], "'99'"),
+        ("malformed case id", ["bench", "--cases", "12x", "--json", out], "'12x'"),
+        ("unknown algorithm in a list", ["bench", "--algo", "fused,nonsense", "--json", out], "'nonsense'"),
+        ("empty algorithm list entry", ["bench", "--algo", "fused,", "--json", out], "''"),
+        ("unknown dtype", ["bench", "--dtype", "f64", "--json", out], "'f64'"),
+        ("trailing garbage in a count", ["bench", "--splits", "4x", "--json", out], "'4x'"),
+        ("out-of-range count", ["bench", "--splits", "99999999999999999999", "--json", out], "--splits"),
+        ("NaN budget", ["bench", "--budget-ms", "nan", "--json", out], "'nan'"),
+        ("unknown device", ["bench", "--device", "no-such-device", "--cases", "12", "--json", out], "no-such-device"),
+        ("unwritable output", ["bench", "--cases", "12", "--json", "/nonexistent-dir/r.json"], "/nonexistent-dir"),
+        ("unknown command", ["frobnicate"], "frobnicate"),
+        ("missing file", ["run", "--q", missing, "--k", missing, "--v", missing, "--out", out], "missing.npy"),
+        ("unreadable file", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out], "garbage.npy"),
+        ("run without --out", ["run", "--q", garbage], "--out"),
+        ("run scale with trailing garbage", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out,
+                                             "--scale", "0.5x"], "'0.5x'"),
+        ("run malformed window", ["run", "--q", garbage, "--k", garbage, "--v", garbage, "--out", out,
+                                  "--window", "3,4x"], "'3,4x'"),
+        ("check unknown device", ["check", "--device", "no-such-device"], "no-such-device"),
+        ("check stray argument", ["check", "--quick", "extra"], "'extra'"),
+        ("devices unknown option", ["devices", "--frobnicate"], "'--frobnicate'"),
+        ("tune unknown class", ["tune", "--classes", "nonsense"], "'nonsense'"),
+        ("tune unknown class among known ones", ["tune", "--classes", "nonsense,decode-d64"],
+         "'nonsense' (valid: prefill-d64, prefill-d128, decode-d64, decode-d128)"),
+        ("tune bad budget", ["tune", "--budget-ms", "-1"], "'-1'"),
     ]
-    for what, args in bad:
+    for what, args, names in bad:
         if os.path.exists(out):
             os.remove(out)
         r = run(exe, *args)
         one_line = len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("clattn: ")
-        expect(r.returncode != 0 and one_line and not os.path.exists(out),
-               f"{what}: one-line error, non-zero exit, nothing written ({r.stderr.strip()[:100]})")
+        expect(r.returncode != 0 and one_line and names in r.stderr and not os.path.exists(out),
+               f"{what}: one-line error naming {names}, non-zero exit, nothing written ({r.stderr.strip()[:100]})")
     # Hostile .npy files: each refused with one line, a non-zero exit, and nothing written.
-    import numpy as np
     good = os.path.join(work, "good.npy")
     np.save(good, np.ones((1, 2, 4, 8), np.float32))
     raw = open(good, "rb").read()

@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # one line, not a traceback
+    sys.exit("check_run.py: python3's numpy is missing (apt-get install python3-numpy)")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from attention64 import attention64, attention64_varlen  # noqa: E402
