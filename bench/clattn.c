@@ -25,7 +25,7 @@ int cli_error(const char *fmt, ...)
 
 int cli_open_context(const char *selector, clattn_context **ctx)
 {
-    clattn_context_options opt = {0};
+    clattn_context_options opt = CLATTN_CONTEXT_OPTIONS_INIT;
     opt.device = selector;
     clattn_status st = clattn_context_create(&opt, ctx);
     if (st == CLATTN_NO_DEVICE && selector)

@@ -40,7 +40,7 @@ static const check_case cases[] = {
 
 static clattn_desc desc_of(const check_case *c, clattn_algo algo)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
     d.head_dim = c->d; d.head_dim_v = c->dv; d.causal = c->causal;
     d.causal_align = c->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;

@@ -22,12 +22,12 @@ static void algorithms(int index, char *buf, size_t size)
         {CLATTN_KERNELS_TILES, CLATTN_ALGO_FUSED, "fused-tiles"},
         {CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, "unfused"}};
     for (int i = 0; i < 3; i++) {
-        clattn_context_options o = {0};
+        clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
         o.device = sel;
         o.kernel_family = paths[i].fam;
         clattn_context *ctx;
         if (clattn_context_create(&o, &ctx)) continue;
-        clattn_desc d = {0};
+        clattn_desc d = CLATTN_DESC_INIT;
         d.batch = 1; d.heads_q = 1; d.seq_q = 4; d.seq_kv = 4; d.head_dim = 64; d.algo = paths[i].algo;
         clattn_plan *plan;
         if (!clattn_plan_create(ctx, &d, &plan)) {

@@ -177,7 +177,7 @@ static int read_input(const char *path, npy_array *a)
 /* Builds the descriptor from the tensors' shapes and the flags. */
 static int make_desc(const run_args *a, run_inputs *in, clattn_desc *d)
 {
-    memset(d, 0, sizeof *d);
+    *d = (clattn_desc)CLATTN_DESC_INIT;
     bool bshd = false;
     if (a->layout) {
         if (!strcmp(a->layout, "bshd")) bshd = true;
@@ -307,7 +307,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     cl_command_queue queue = NULL;
     cl_mem mem[11] = {0};
     cl_event ev = NULL;
-    clattn_tensor_sizes need;
+    clattn_tensor_sizes need = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(d, &need);
     const size_t es = clattn_dtype_size(d->dtype);
     double t0 = cli_now_ms();
@@ -340,7 +340,7 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
         rc = cli_error("run: OpenCL buffer or queue creation failed: %s (%d)", clattn_status_string(e), e);
         goto done;
     }
-    clattn_buffers bf = {0};
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
     bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
     bf.mask = mem[5]; bf.alibi_slopes = mem[6]; bf.sinks = mem[7]; bf.seqused_k = mem[8];
     bf.cu_seqlens_q = mem[9]; bf.cu_seqlens_k = mem[10];
@@ -386,9 +386,9 @@ int cmd_run(int argc, char **argv)
         (a.sinks && read_input(a.sinks, &in.sinks)) || (a.seqused_k && read_input(a.seqused_k, &in.seqused)) ||
         (a.seqlens_q && (read_input(a.seqlens_q, &in.lens_q) || read_input(a.seqlens_k, &in.lens_k))))
         goto done;
-    clattn_desc d;
+    clattn_desc d = CLATTN_DESC_INIT;
     if (make_desc(&a, &in, &d)) goto done;
-    clattn_tensor_sizes need;
+    clattn_tensor_sizes need = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &need);
     o = calloc(need.o, clattn_dtype_size(d.dtype));
     lse = a.lse ? calloc(need.lse, sizeof(float)) : NULL;
@@ -396,7 +396,7 @@ int cmd_run(int argc, char **argv)
         cli_error("run: out of memory");
         goto done;
     }
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = in.q.data; t.k = in.k.data; t.v = in.v.data; t.o = o; t.lse = lse;
     t.q_len = in.q.count; t.k_len = in.k.count; t.v_len = in.v.count; t.o_len = need.o; t.lse_len = need.lse;
     t.mask = in.mask.data; t.mask_len = in.mask.count;

@@ -48,7 +48,7 @@ static int candidates(clattn_kernel_family fam, bool quick, bool decode, clattn_
                 for (int c = 0; c < 2; c++) {
                     if (decode && rows[a] < 4) continue;
                     if (quick && (rows[a] == 2 || keys[b] != 16 || vw[c] != 16)) continue;
-                    if (n < max) out[n++] = (clattn_tuning){rows[a], keys[b], vw[c], 8, 8, 1};
+                    if (n < max) out[n++] = (clattn_tuning){sizeof(clattn_tuning), rows[a], keys[b], vw[c], 8, 8, 1};
                 }
     } else {
         const int rows[] = {4, 16, 64, 128}, keys[] = {16, 32}, tpr[] = {1, 2, 4};
@@ -56,7 +56,7 @@ static int candidates(clattn_kernel_family fam, bool quick, bool decode, clattn_
             for (int b = 0; b < 2; b++)
                 for (int c = 0; c < 3; c++) {
                     if (quick && (rows[a] != 64 || tpr[c] == 4)) continue;
-                    if (n < max) out[n++] = (clattn_tuning){rows[a], keys[b], 4, rows[a] * tpr[c], 8, tpr[c]};
+                    if (n < max) out[n++] = (clattn_tuning){sizeof(clattn_tuning), rows[a], keys[b], 4, rows[a] * tpr[c], 8, tpr[c]};
                 }
     }
     return n;

@@ -1,5 +1,6 @@
 #include "peak.h"
 #include "cli.h"
+#include "files.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,10 +56,8 @@ static void cache_file(const char *name, const char *driver, unsigned cus, char 
         path[0] = '\0';
         return;
     }
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const char *p = name; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
-    for (const char *p = driver; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
-    snprintf(path, size, "%s/peak-%016llx-%ucu.txt", base, (unsigned long long)h, cus);
+    const char *parts[] = {name, driver};
+    snprintf(path, size, "%s/peak-%016llx-%ucu.txt", base, (unsigned long long)files_hash(parts, 2), cus);
 }
 
 /* Best wall time of `runs` launches, after one warm-up. */

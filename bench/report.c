@@ -1,5 +1,6 @@
 #include "report.h"
 #include "cli.h"
+#include "files.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -98,21 +99,12 @@ void report_table(FILE *f, const bench_report *r)
     }
 }
 
-/* Writes `text` to path through a temporary file and a rename. */
+/* Writes `text` to path atomically (a failed write leaves the old file). */
 static int write_atomic(const char *path, const char *text)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return cli_error("cannot write %s: %s", path, strerror(errno));
-    int ok = fputs(text, f) >= 0;
-    if (fclose(f)) ok = 0;
-    if (!ok || rename(tmp, path)) {
-        const int saved = errno;
-        remove(tmp);
-        return cli_error("cannot write %s: %s", path, strerror(saved));
-    }
-    return 0;
+    const files_chunk all = {text, strlen(text)};
+    const int e = files_write_atomic(path, &all, 1);
+    return e ? cli_error("cannot write %s: %s", path, strerror(e)) : 0;
 }
 
 static cJSON *num(double x) { return isfinite(x) ? cJSON_CreateNumber(x) : cJSON_CreateNull(); }

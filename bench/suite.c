@@ -56,7 +56,7 @@ const char *bench_algo_name(bench_algo a)
 
 clattn_desc bench_desc(const bench_case *c, clattn_dtype dtype, bench_algo algo)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
     d.head_dim = c->d; d.causal = c->causal; d.dtype = dtype;
     d.algo = algo == ALGO_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
@@ -94,10 +94,10 @@ static void check(const bench_case *c, clattn_dtype dt, const void *q, const voi
         if (hi <= 0) {
             for (int x = 0; x < c->d; x++) ro[x] = 0.0f;
         } else {
-            clattn_desc d = {0};
+            clattn_desc d = CLATTN_DESC_INIT;
             d.batch = 1; d.heads_q = 1; d.seq_q = 1; d.seq_kv = hi; d.head_dim = c->d; d.dtype = dt;
             d.scale = (float)(1.0 / sqrt((double)c->d));
-            clattn_host_tensors t = {0};
+            clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
             t.q = (const char *)q + orow * es;
             t.k = (const char *)k + (((size_t)b * c->hkv + g) * c->nk) * c->d * es;
             t.v = (const char *)v + (((size_t)b * c->hkv + g) * c->nk) * c->d * es;
@@ -137,7 +137,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     snprintf(row->status, sizeof row->status, "error");
     clattn_desc d = bench_desc(c, dt, algo);
     d.num_splits = opts->num_splits;
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     const size_t es = clattn_dtype_size(dt);
     row->mem_bytes = (double)((n.q + n.k + n.v + n.o) * es + n.lse * 4);
@@ -168,7 +168,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     int ns = 0, k_calls = 1;
     if (algo == ALGO_REFERENCE) {
         snprintf(row->variant, sizeof row->variant, "CPU reference, double accumulation");
-        clattn_host_tensors t = {0};
+        clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
         t.q = q; t.k = k; t.v = v; t.o = o; t.lse = lse;
         t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
         for (double spent = 0; ns < 3 || (spent < opts->budget_ms && ns < 10);) {
@@ -186,6 +186,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
             goto done;
         }
         snprintf(row->variant, sizeof row->variant, "%s", clattn_plan_variant(plan));
+        row->tuning = (clattn_tuning)CLATTN_TUNING_INIT;
         snprintf(row->tuning_source, sizeof row->tuning_source, "%s", clattn_plan_tuning(plan, &row->tuning));
         row->mem_bytes += (double)clattn_plan_scratch_size(plan);
         cl_int e;
@@ -203,7 +204,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
             snprintf(row->reason, sizeof row->reason, "allocating device buffers failed (%d)", e);
             goto done;
         }
-        clattn_buffers bf = {0};
+        clattn_buffers bf = CLATTN_BUFFERS_INIT;
         bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
         /* one call, checked against the reference before any timing (kernel builds happened
          * in plan creation, never timed); a wrong result is not timed */

@@ -33,10 +33,10 @@ int main(void)
     clattn_context *ctx;
     CHECK_CL(clattn_context_create_from_cl(cl, dev, NULL, &ctx));
 
-    clattn_desc d = {0}; /* zero means default: f32, BHSD, scale 1/sqrt(d), fused if possible */
+    clattn_desc d = CLATTN_DESC_INIT; /* zero means default: f32, BHSD, scale 1/sqrt(d), fused if possible */
     d.batch = 1; d.heads_q = 8; d.heads_kv = 2; d.seq_q = 100; d.seq_kv = 100; d.head_dim = 64;
     d.causal = 1;
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     CHECK_CL(clattn_desc_tensor_sizes(&d, &n));
     float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4);
     float *o = malloc(n.o * 4), *ref = malloc(n.o * 4);
@@ -60,14 +60,14 @@ int main(void)
         fprintf(stderr, "plan: %s: %s\n", clattn_status_string(st), clattn_context_last_error(ctx));
         return 1;
     }
-    clattn_buffers bufs = {0};
+    clattn_buffers bufs = CLATTN_BUFFERS_INIT;
     bufs.q = qm; bufs.k = km; bufs.v = vm; bufs.o = om;
     cl_event done;
     CHECK_CL(clattn_plan_execute(plan, queue, &bufs, 0, NULL, &done));
     CHECK_CL(clEnqueueReadBuffer(queue, om, CL_TRUE, 0, n.o * 4, o, 1, &done, NULL));
     clReleaseEvent(done);
 
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = q; t.k = k; t.v = v; t.o = ref;
     t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o;
     CHECK_CL(clattn_reference_forward(&d, &t, NULL, 0));

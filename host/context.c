@@ -1,4 +1,5 @@
 /* Contexts: wrapping the application's cl_context or picking a device. */
+#include "abi.h"
 #include "diag.h"
 #include "family.h"
 #include "program.h"
@@ -23,12 +24,13 @@ size_t clattn_context_copy_last_error(const clattn_context *ctx, char *buf, size
     return strlen(buf);
 }
 
-void clattn_context_cache_stats(const clattn_context *ctx, clattn_cache_stats *out)
+clattn_status clattn_context_cache_stats(const clattn_context *ctx, clattn_cache_stats *out)
 {
-    if (!ctx || !out) return;
+    if (!ctx || !out) return CLATTN_INVALID_ARGUMENT;
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
-    *out = ctx->stats;
+    const clattn_cache_stats now = ctx->stats;
     pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+    return clattn__struct_out(out, &now, sizeof now, "clattn_cache_stats", NULL, 0);
 }
 
 cl_context clattn_context_cl_context(const clattn_context *ctx) { return ctx ? ctx->cl_ctx : NULL; }
@@ -78,14 +80,18 @@ static clattn_kernel_family env_family(void)
 }
 
 clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id device,
-                                            const clattn_context_options *options,
+                                            const clattn_context_options *caller,
                                             clattn_context **out)
 {
     if (!out) return CLATTN_INVALID_ARGUMENT;
     *out = NULL;
     if (!cl_ctx || !device) return CLATTN_INVALID_ARGUMENT;
-    if (options && options->kernel_family && !clattn__family_by_id(options->kernel_family))
-        return CLATTN_INVALID_ARGUMENT;
+    /* the options as this library knows them (NULL: all defaults) */
+    clattn_context_options opts = CLATTN_CONTEXT_OPTIONS_INIT;
+    clattn_status st;
+    if (caller && (st = clattn__struct_in(&opts, sizeof opts, caller, "clattn_context_options", NULL, 0))) return st;
+    const clattn_context_options *options = &opts;
+    if (options->kernel_family && !clattn__family_by_id(options->kernel_family)) return CLATTN_INVALID_ARGUMENT;
 
     /* The device must belong to the context. */
     cl_uint ndev = 0;
@@ -123,13 +129,11 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     ctx->cl_ctx = cl_ctx;
     ctx->device = device;
     pick_cache_dir(options, ctx->cache_dir, sizeof ctx->cache_dir);
-    if (options) {
-        ctx->log = options->log;
-        ctx->log_user = options->log_user;
-    }
-    const size_t limit = options && options->scratch_limit ? options->scratch_limit : CLATTN_SCRATCH_LIMIT_DEFAULT;
+    ctx->log = options->log;
+    ctx->log_user = options->log_user;
+    const size_t limit = options->scratch_limit ? options->scratch_limit : CLATTN_SCRATCH_LIMIT_DEFAULT;
     ctx->scratch_limit = limit < ctx->info.max_alloc ? limit : (size_t)ctx->info.max_alloc;
-    ctx->family = options && options->kernel_family ? options->kernel_family : env_family();
+    ctx->family = options->kernel_family ? options->kernel_family : env_family();
     clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,
                  ctx->cache_dir[0] ? ctx->cache_dir : "off");
     clattn__tuning_load(ctx);
@@ -181,6 +185,10 @@ clattn_status clattn_context_create(const clattn_context_options *options, clatt
 {
     if (!out) return CLATTN_INVALID_ARGUMENT;
     *out = NULL;
+    clattn_context_options opts = CLATTN_CONTEXT_OPTIONS_INIT;
+    clattn_status abi;
+    if (options && (abi = clattn__struct_in(&opts, sizeof opts, options, "clattn_context_options", NULL, 0)))
+        return abi;
     cl_device_id devs[64];
     cl_uint n = 0;
     cl_int e = clattn_list_devices(devs, 64, &n);
@@ -189,7 +197,7 @@ clattn_status clattn_context_create(const clattn_context_options *options, clatt
     if (n > 64) n = 64;
 
     long pick = -1;
-    const char *want = options && options->device ? options->device : getenv("CLATTN_DEVICE");
+    const char *want = opts.device ? opts.device : getenv("CLATTN_DEVICE");
     if (want && want[0]) {
         char *end;
         long idx = strtol(want, &end, 10);

@@ -1,18 +1,23 @@
 /* The host-array convenience call: upload, plan, execute, download, release. */
+#include "abi.h"
 #include "diag.h"
 #include "fault.h"
 #include "shape.h"
 
 #include <string.h>
 
-clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, const clattn_host_tensors *t)
+clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, const clattn_host_tensors *caller)
 {
     if (!ctx) return CLATTN_INVALID_ARGUMENT;
     char msg[512];
     clattn_shape s;
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
-    if (!t) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "tensors is NULL");
+    if (!caller) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "tensors is NULL");
+    clattn_host_tensors copy;
+    if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_host_tensors", msg, sizeof msg)))
+        return clattn__fail(ctx, st, "%s", msg);
+    const clattn_host_tensors *t = &copy;
 
     clattn_tensor_sizes need;
     clattn__sizes(&s, &need);
@@ -31,8 +36,7 @@ clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, 
 
     cl_int e = CL_SUCCESS;
     cl_command_queue queue = clCreateCommandQueue(ctx->cl_ctx, ctx->device, 0, &e);
-    clattn_buffers bf;
-    memset(&bf, 0, sizeof bf);
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
     const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
     if (!e) bf.q = clattn__create_buffer(ctx, in, need.q * es, (void *)t->q, &e);
     if (!e) bf.k = clattn__create_buffer(ctx, in, need.k * es, (void *)t->k, &e);

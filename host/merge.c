@@ -1,17 +1,21 @@
 /* Merging partial results over disjoint key ranges: the building block of split-KV decode
  * (the fused path uses the same combine kernel) and of sequence parallelism across devices. */
 #include "combine.h"
+#include "abi.h"
 #include "diag.h"
 #include "fault.h"
 
 #include <math.h>
 
-static clattn_status check_desc(const clattn_merge_desc *d, char *msg, size_t size)
+/* The caller's descriptor copied into *d, and checked. */
+static clattn_status check_desc(const clattn_merge_desc *caller, clattn_merge_desc *d, char *msg, size_t size)
 {
-    if (!d) {
+    if (!caller) {
         clattn__format(msg, size, "merge descriptor is NULL");
         return CLATTN_INVALID_ARGUMENT;
     }
+    clattn_status st = clattn__struct_in(d, sizeof *d, caller, "clattn_merge_desc", msg, size);
+    if (st) return st;
     if (d->n_parts < 1 || d->rows < 1 || d->dim < 1 || d->dim > CLATTN_MAX_HEAD_DIM) {
         clattn__format(msg, size, "merge needs n_parts >= 1, rows >= 1 and dim in 1..%d (got %d, %d, %d)",
                        CLATTN_MAX_HEAD_DIM, d->n_parts, d->rows, d->dim);
@@ -26,11 +30,13 @@ static clattn_status check_desc(const clattn_merge_desc *d, char *msg, size_t si
     return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_merge_host(const clattn_merge_desc *d, const float *o_parts, const float *lse_parts, float *o,
+clattn_status clattn_merge_host(const clattn_merge_desc *caller, const float *o_parts, const float *lse_parts, float *o,
                                 float *lse)
 {
     char msg[128];
-    clattn_status st = check_desc(d, msg, sizeof msg);
+    clattn_merge_desc desc;
+    const clattn_merge_desc *d = &desc;
+    clattn_status st = check_desc(caller, &desc, msg, sizeof msg);
     if (st) return st;
     if (!o_parts || !lse_parts || !o) return CLATTN_INVALID_ARGUMENT;
     const size_t rows = (size_t)d->rows, dim = (size_t)d->dim;
@@ -60,14 +66,16 @@ clattn_status clattn_merge_host(const clattn_merge_desc *d, const float *o_parts
     return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_merge_desc *d, cl_mem o_parts,
+clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_merge_desc *caller, cl_mem o_parts,
                            cl_mem lse_parts, cl_mem o, cl_mem lse, cl_uint num_wait, const cl_event *wait,
                            cl_event *event)
 {
     if (event) *event = NULL;
     if (!ctx) return CLATTN_INVALID_ARGUMENT;
     char msg[128];
-    clattn_status st = check_desc(d, msg, sizeof msg);
+    clattn_merge_desc desc;
+    const clattn_merge_desc *d = &desc;
+    clattn_status st = check_desc(caller, &desc, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
     if (!queue || !o_parts || !lse_parts || !o)
         return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "merge: queue, o_parts, lse_parts and o are required");

@@ -1,6 +1,7 @@
 /* Plans: a descriptor checked against a device and served by the first path of the table
  * that supports it (path.h); execution checks the buffers and hands them to the path. */
 #include "path.h"
+#include "abi.h"
 #include "diag.h"
 #include "fault.h"
 #include "shape.h"
@@ -68,6 +69,9 @@ clattn_status clattn_plan_create_tuned(clattn_context *ctx, const clattn_desc *d
     clattn_shape s;
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
+    clattn_tuning given;
+    if (tuning && (st = clattn__struct_in(&given, sizeof given, tuning, "clattn_tuning", msg, sizeof msg)))
+        return clattn__fail(ctx, st, "%s", msg);
     char reason[sizeof ((clattn_plan *)0)->reason];
     const clattn_path *path = choose_path(ctx, &s, reason, sizeof reason);
     if (!path) return CLATTN_UNSUPPORTED;
@@ -79,7 +83,7 @@ clattn_status clattn_plan_create_tuned(clattn_context *ctx, const clattn_desc *d
     p->path = path;
     p->tuning_source = "";
     memcpy(p->reason, reason, sizeof reason);
-    if ((st = path->prepare(p, tuning))) goto fail;
+    if ((st = path->prepare(p, tuning ? &given : NULL))) goto fail;
     if (p->scratch_bytes > ctx->info.max_alloc) {
         st = clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s needs %zu bytes of scratch, above the device's max allocation %llu",
                           p->variant, p->scratch_bytes, (unsigned long long)ctx->info.max_alloc);
@@ -112,10 +116,10 @@ const char *clattn_plan_reason(const clattn_plan *p) { return p ? p->reason : ""
 
 const char *clattn_plan_tuning(const clattn_plan *p, clattn_tuning *out)
 {
-    if (out) memset(out, 0, sizeof *out);
-    if (!p || !p->tuning_source[0]) return "";
-    if (out) *out = p->tuning;
-    return p->tuning_source;
+    const clattn_tuning none = CLATTN_TUNING_INIT;
+    const bool has = p && p->tuning_source[0];
+    if (out && clattn__struct_out(out, has ? &p->tuning : &none, sizeof none, "clattn_tuning", NULL, 0)) return "";
+    return has ? p->tuning_source : "";
 }
 
 /* The caller's scratch, or the plan's own, allocated at the first execution that needs it
@@ -263,14 +267,19 @@ static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers
 }
 
 clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,
-                                  const clattn_buffers *bf, cl_uint num_wait,
+                                  const clattn_buffers *caller, cl_uint num_wait,
                                   const cl_event *wait, cl_event *event)
 {
     if (event) *event = NULL;
     if (!plan) return CLATTN_INVALID_ARGUMENT;
     clattn_context *ctx = plan->ctx;
     if (!queue) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "queue is NULL");
-    if (!bf) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffers is NULL");
+    if (!caller) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffers is NULL");
+    clattn_buffers copy;
+    char msg[256];
+    clattn_status st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_buffers", msg, sizeof msg);
+    if (st) return clattn__fail(ctx, st, "%s", msg);
+    const clattn_buffers *bf = &copy;
     if ((num_wait > 0) != (wait != NULL))
         return clattn__fail(ctx, CL_INVALID_EVENT_WAIT_LIST, "num_wait and wait_list disagree");
 
@@ -281,8 +290,7 @@ clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queu
     if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
     if (qctx != ctx->cl_ctx || qdev != ctx->device)
         return clattn__fail(ctx, CL_INVALID_COMMAND_QUEUE, "queue belongs to another context or device");
-    clattn_status st = check_buffers(plan, bf);
-    if (st) return st;
+    if ((st = check_buffers(plan, bf))) return st;
 
     /* The plan's own scratch and its kernels' arguments are shared by every caller: one
      * execution at a time sets and enqueues them. */

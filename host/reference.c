@@ -3,6 +3,7 @@
  * rows are spread over the cores with
  * plain threads. */
 #include "shape.h"
+#include "abi.h"
 #include "diag.h"
 
 #include <math.h>
@@ -138,16 +139,19 @@ static void *ref_worker(void *arg)
     return NULL;
 }
 
-clattn_status clattn_reference_forward(const clattn_desc *desc, const clattn_host_tensors *t,
+clattn_status clattn_reference_forward(const clattn_desc *desc, const clattn_host_tensors *caller,
                                        char *msg, size_t msg_size)
 {
     clattn_shape s;
     clattn_status st = clattn__resolve(desc, &s, msg, msg_size);
     if (st) return st;
-    if (!t) {
+    if (!caller) {
         clattn__format(msg, msg_size, "tensors is NULL");
         return CLATTN_INVALID_ARGUMENT;
     }
+    clattn_host_tensors copy;
+    if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_host_tensors", msg, msg_size))) return st;
+    const clattn_host_tensors *t = &copy;
     if ((st = clattn__check_host(&s, t, msg, msg_size))) return st;
 
     /* Rows of different (batch, head) pairs are independent: spread them over the cores. */

@@ -1,5 +1,6 @@
 /* Tuning parameters: shape classes, the user's tuning file, the shipped defaults, lookup. */
 #include "tuning.h"
+#include "abi.h"
 #include "diag.h"
 #include "disk.h"
 #include "shape.h"
@@ -192,14 +193,18 @@ static clattn_status write_file(clattn_context *ctx)
     return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, const clattn_tuning *tuning)
+clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, const clattn_tuning *caller)
 {
     if (!ctx) return CLATTN_INVALID_ARGUMENT;
-    if (!desc || !tuning) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "desc and tuning must not be NULL");
+    if (!desc || !caller) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "desc and tuning must not be NULL");
     clattn_shape s;
     char msg[512];
     clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
+    clattn_tuning copy;
+    if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_tuning", msg, sizeof msg)))
+        return clattn__fail(ctx, st, "%s", msg);
+    const clattn_tuning *tuning = &copy;
     /* stored for the family a plan of this descriptor uses */
     const clattn_family *family = clattn__family_pick(ctx, &s, msg, sizeof msg);
     if (!family) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no kernel family serves this descriptor: %s", msg);

@@ -1,6 +1,7 @@
 /* Descriptor checks: every field is checked here, with a message that names it, before a
  * plan, the reference or the host call does anything. */
 #include "shape.h"
+#include "abi.h"
 #include "diag.h"
 
 #include <limits.h>
@@ -62,11 +63,15 @@ static clattn_status check_strides(const char *name, const clattn_strides *s, ch
     return CLATTN_SUCCESS;
 }
 
-clattn_status clattn__resolve(const clattn_desc *d, clattn_shape *s, char *msg, size_t msg_size)
+clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *msg, size_t msg_size)
 {
     if (msg && msg_size) msg[0] = '\0';
-    if (!d) FAIL(CLATTN_INVALID_ARGUMENT, "descriptor is NULL");
+    if (!caller) FAIL(CLATTN_INVALID_ARGUMENT, "descriptor is NULL");
     memset(s, 0, sizeof *s);
+    clattn_desc copy;
+    const clattn_status abi = clattn__struct_in(&copy, sizeof copy, caller, "clattn_desc", msg, msg_size);
+    if (abi) return abi;
+    const clattn_desc *d = &copy;
     int heads_kv = d->heads_kv ? d->heads_kv : d->heads_q;
     int head_dim_v = d->head_dim_v ? d->head_dim_v : d->head_dim;
     if (d->batch < 1) FAIL(CLATTN_INVALID_SHAPE, "batch must be >= 1 (got %d)", d->batch);
@@ -222,7 +227,7 @@ clattn_status clattn_desc_tensor_sizes(const clattn_desc *desc, clattn_tensor_si
     if (st) return st;
     clattn_tensor_sizes sizes;
     st = clattn__sizes(&s, &sizes);
-    if (!st && out) *out = sizes;
+    if (!st && out) st = clattn__struct_out(out, &sizes, sizeof sizes, "clattn_tensor_sizes", NULL, 0);
     return st;
 }
 

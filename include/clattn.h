@@ -18,8 +18,21 @@
  * value into a row; the unfused path multiplies P (0 there) by V in a GEMM, so masked K/V must
  * be finite for it.
  *
- * Versioning and ABI: the ABI is stable within a major version (the SONAME carries it);
- * structs only grow at their end, and a zero-initialised field always means the default.
+ * Versioning and ABI: from 1.0 the ABI is stable within a major version; before it, within a
+ * minor version (the SONAME carries it: libclattn.so.0.2). Every struct the caller allocates
+ * and passes by pointer starts with `struct_size`, which the caller sets to sizeof the struct
+ * in the header it compiled against; the CLATTN_<NAME>_INIT macros do it and zero the rest:
+ *
+ *     clattn_desc d = CLATTN_DESC_INIT;      (was: clattn_desc d = {0};)
+ *
+ * Why a size field: structs only grow at their end, and the size tells the library how much of
+ * a struct the caller has. A library newer than the caller's header reads the fields it has
+ * and treats the rest as zero, which always means the default; a library older than the
+ * header accepts the larger struct when the fields it does not know are zero, and refuses it
+ * (CLATTN_UNSUPPORTED, naming the struct) when the caller set one. Structs the library fills
+ * (clattn_tensor_sizes, clattn_cache_stats, clattn_plan_tuning's) are written up to their
+ * struct_size only. A struct_size of 0 (a struct zeroed instead of initialised with its macro)
+ * is refused with CLATTN_INVALID_ARGUMENT and a message that says so.
  *
  * Thread safety: a clattn_context may be used from several threads at once (plans are
  * created and programs built under the context's lock). A clattn_plan is immutable after
@@ -76,7 +89,7 @@ extern "C" {
 
 /* ---- version: the single source of truth (CMake reads these three lines) ---- */
 #define CLATTN_VERSION_MAJOR 0
-#define CLATTN_VERSION_MINOR 1
+#define CLATTN_VERSION_MINOR 2
 #define CLATTN_VERSION_PATCH 0
 #define CLATTN_VERSION_NUMBER \
     (CLATTN_VERSION_MAJOR * 10000 + CLATTN_VERSION_MINOR * 100 + CLATTN_VERSION_PATCH)
@@ -152,7 +165,7 @@ typedef struct clattn_strides {
     int64_t batch, head, seq;
 } clattn_strides;
 
-/* ---- the attention descriptor: zero-initialise, then set what you need ----
+/* ---- the attention descriptor: CLATTN_DESC_INIT, then set what you need ----
  * Tensor shapes (element strides from `layout`, or `*_strides` with CLATTN_LAYOUT_STRIDED):
  *   q    (batch, heads_q,  seq_q,  head_dim)      dtype
  *   k    (batch, heads_kv, seq_kv, head_dim)      dtype
@@ -174,6 +187,7 @@ typedef struct clattn_strides {
  * lse is (heads_q, total_q). Alignment, windows and ALiBi use each sequence's own lengths;
  * a mask is indexed by (b, h, position in the sequence, key position). */
 typedef struct clattn_desc {
+    size_t struct_size; /* sizeof(clattn_desc): set by CLATTN_DESC_INIT */
     int batch, heads_q, heads_kv, seq_q, seq_kv; /* all >= 1; heads_kv 0 means heads_q */
     int head_dim;                                /* 1..1024 (fused: up to 576) */
     int head_dim_v;                              /* 0 means head_dim */
@@ -196,6 +210,7 @@ typedef struct clattn_desc {
     int num_splits;                              /* fused decode: key splits; 0 heuristic, 1 none */
     clattn_algo algo;                            /* default auto */
 } clattn_desc;
+#define CLATTN_DESC_INIT {sizeof(clattn_desc)}
 
 /* Which family of fused kernels a context uses. Auto picks by device type; forcing one is
  * for testing and benchmarking (both are correct on every device). */
@@ -211,6 +226,7 @@ typedef struct clattn_context clattn_context;
 typedef void (*clattn_log_fn)(void *user, const char *message);
 
 typedef struct clattn_context_options {
+    size_t struct_size; /* sizeof(clattn_context_options): set by CLATTN_CONTEXT_OPTIONS_INIT */
     const char *device;      /* clattn_context_create only: a selector as $CLATTN_DEVICE takes
                                 (index or name substring); NULL: $CLATTN_DEVICE, else default */
     const char *cache_dir;   /* NULL: $CLATTN_CACHE_DIR, else $XDG_CACHE_HOME/clattn,
@@ -223,6 +239,7 @@ typedef struct clattn_context_options {
     size_t scratch_limit;    /* unfused path: most bytes of scores kept at once; 0 means
                                 256 MiB; never above CL_DEVICE_MAX_MEM_ALLOC_SIZE */
 } clattn_context_options;
+#define CLATTN_CONTEXT_OPTIONS_INIT {sizeof(clattn_context_options)}
 
 /* Wraps the application's own context and device. Both are retained and released on
  * destroy, and never otherwise touched. `options` may be NULL. */
@@ -256,12 +273,14 @@ CLATTN_API size_t clattn_context_copy_last_error(const clattn_context *ctx, char
 
 /* Program-cache counters, for diagnostics and tests. */
 typedef struct clattn_cache_stats {
+    size_t struct_size; /* sizeof(clattn_cache_stats): set by CLATTN_CACHE_STATS_INIT */
     uint64_t memory_hits;       /* variant already built in this context */
     uint64_t disk_hits;         /* program loaded from an on-disk binary */
     uint64_t source_builds;     /* program compiled from source */
     uint64_t disk_writes;       /* binaries written to disk */
 } clattn_cache_stats;
-CLATTN_API void clattn_context_cache_stats(const clattn_context *ctx, clattn_cache_stats *out);
+#define CLATTN_CACHE_STATS_INIT {sizeof(clattn_cache_stats)}
+CLATTN_API clattn_status clattn_context_cache_stats(const clattn_context *ctx, clattn_cache_stats *out);
 
 /* ---- plans ---- */
 typedef struct clattn_plan clattn_plan;
@@ -290,6 +309,7 @@ CLATTN_API const char *clattn_plan_reason(const clattn_plan *plan);
  * rows per sequence) and the head dim rounded up to 64, 128, 256 or 576, e.g. "decode-d128".
  * Zero fields mean "the default". */
 typedef struct clattn_tuning {
+    size_t struct_size; /* sizeof(clattn_tuning): set by CLATTN_TUNING_INIT */
     int rows;          /* query rows per work-item (rows family) or per work-group (tiles) */
     int keys;          /* keys per block (one softmax rescale per block) */
     int vector_width;  /* widest vector over the head dims (reduced until it divides them) */
@@ -298,6 +318,7 @@ typedef struct clattn_tuning {
                           and prefill with few rows) */
     int threads_per_row; /* tiles family: work-items sharing a row's head dims (1, 2, 4, 8) */
 } clattn_tuning;
+#define CLATTN_TUNING_INIT {sizeof(clattn_tuning)}
 
 /* Like clattn_plan_create, with the fused kernel's parameters given (NULL: as looked up).
  * Fields left zero are looked up as usual. For tuners and benchmarks. */
@@ -320,6 +341,7 @@ CLATTN_API const char *clattn_tuning_file(const clattn_context *ctx);
 /* Device buffers of one execution. Offsets are in elements of each tensor's type and let
  * a tensor be a view into a larger buffer. Unused optional members stay NULL. */
 typedef struct clattn_buffers {
+    size_t struct_size; /* sizeof(clattn_buffers): set by CLATTN_BUFFERS_INIT */
     cl_mem q, k, v, o;                       /* required */
     cl_mem lse;                              /* optional output */
     cl_mem mask, alibi_slopes, sinks, seqused_k; /* when the descriptor asks for them */
@@ -327,6 +349,7 @@ typedef struct clattn_buffers {
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
     cl_mem cu_seqlens_q, cu_seqlens_k;       /* varlen */
 } clattn_buffers;
+#define CLATTN_BUFFERS_INIT {sizeof(clattn_buffers)}
 
 /* Enqueues the attention on `queue` (which must belong to the plan's context and device;
  * the unfused path also needs it in-order, as CLBlast does)
@@ -344,6 +367,7 @@ CLATTN_API clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command
  * Each tensor as a host pointer, laid out as the descriptor says; lengths are in elements.
  * For f16/bf16 the pointers hold uint16_t bit patterns. */
 typedef struct clattn_host_tensors {
+    size_t struct_size; /* sizeof(clattn_host_tensors): set by CLATTN_HOST_TENSORS_INIT */
     const void *q, *k, *v;
     void *o;
     float *lse;                                  /* optional */
@@ -352,6 +376,7 @@ typedef struct clattn_host_tensors {
     size_t q_len, k_len, v_len, o_len, lse_len, mask_len; /* elements available */
     const int32_t *cu_seqlens_q, *cu_seqlens_k;  /* varlen */
 } clattn_host_tensors;
+#define CLATTN_HOST_TENSORS_INIT {sizeof(clattn_host_tensors)}
 
 /* Copies the host arrays to the device, runs the plan made for `desc`, waits and copies o
  * (and lse) back. Convenience for programs that hold plain arrays. */
@@ -371,8 +396,10 @@ CLATTN_API clattn_status clattn_reference_forward(const clattn_desc *desc,
  * Partials are dense f32: o_parts (n_parts, rows, dim), lse_parts (n_parts, rows); o (rows,
  * dim) and lse (rows). A part with lse_p = -inf weighs nothing; a row with no part gets 0/-inf. */
 typedef struct clattn_merge_desc {
+    size_t struct_size; /* sizeof(clattn_merge_desc): set by CLATTN_MERGE_DESC_INIT */
     int n_parts, rows, dim; /* all >= 1 */
 } clattn_merge_desc;
+#define CLATTN_MERGE_DESC_INIT {sizeof(clattn_merge_desc)}
 
 CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue,
                                       const clattn_merge_desc *desc, cl_mem o_parts,
@@ -388,8 +415,10 @@ CLATTN_API clattn_status clattn_desc_validate(const clattn_desc *desc, char *mes
 /* Element counts each tensor needs for `desc` (what the host call and the buffer checks use).
  * Any pointer may be NULL. Returns CLATTN_SIZE_OVERFLOW if a count overflows. */
 typedef struct clattn_tensor_sizes {
+    size_t struct_size; /* sizeof(clattn_tensor_sizes): set by CLATTN_TENSOR_SIZES_INIT */
     size_t q, k, v, o, lse, mask; /* elements; mask is 0 without a mask */
 } clattn_tensor_sizes;
+#define CLATTN_TENSOR_SIZES_INIT {sizeof(clattn_tensor_sizes)}
 CLATTN_API clattn_status clattn_desc_tensor_sizes(const clattn_desc *desc, clattn_tensor_sizes *out);
 
 /* Size in bytes of one element of dtype (4, 2, 2). */

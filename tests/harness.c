@@ -1,4 +1,5 @@
 #include "harness.h"
+#include "files.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -34,7 +35,7 @@ clattn_context *test_context_family(clattn_kernel_family family)
     if (clattn_list_devices(&dev, 1, &n) != CLATTN_SUCCESS || n == 0)
         cr_skip_test("no OpenCL device on this machine");
     clattn_context *ctx = NULL;
-    clattn_context_options opt = {0};
+    clattn_context_options opt = CLATTN_CONTEXT_OPTIONS_INIT;
     opt.kernel_family = family;
     clattn_status st = clattn_context_create(&opt, &ctx);
     cr_assert_eq(st, CLATTN_SUCCESS, "clattn_context_create: %s", clattn_status_string(st));
@@ -43,9 +44,7 @@ clattn_context *test_context_family(clattn_kernel_family family)
 
 uint64_t seed_for(const char *name)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (; *name; name++) h = (h ^ (unsigned char)*name) * 0x100000001b3ull;
-    return h;
+    return files_hash(&name, 1);
 }
 
 run_result run_and_compare(clattn_context *ctx, const clattn_desc *desc, const run_opts *opts)

@@ -1,7 +1,7 @@
 # Installs the built tree into a fresh prefix, then builds examples/app.c against it twice:
 # through find_package(clattn) and through pkg-config, runs both, and checks that the shared
 # library exports only clattn_ symbols.
-# cmake -DSOURCE_DIR=... -DBINARY_DIR=... -DWORK_DIR=... -DLIBDIR=lib -P install_test.cmake
+# cmake -DSOURCE_DIR=... -DBINARY_DIR=... -DWORK_DIR=... -DLIBDIR=lib -DSONAME=libclattn.so.0.2 -P install_test.cmake
 file(REMOVE_RECURSE "${WORK_DIR}")
 set(prefix "${WORK_DIR}/prefix")
 
@@ -21,7 +21,7 @@ foreach(f include/clattn.h)
 endforeach()
 set(libdir "${prefix}/${LIBDIR}")
 set(pcdir "${libdir}/pkgconfig")
-set(so "${libdir}/libclattn.so.0")
+set(so "${libdir}/${SONAME}")
 foreach(f "${pcdir}/clattn.pc" "${so}" "${libdir}/libclattn.a" "${libdir}/cmake/clattn/clattnConfig.cmake"
         "${libdir}/cmake/clattn/clattnConfigVersion.cmake")
   if(NOT EXISTS "${f}")

@@ -16,7 +16,7 @@ TestSuite(api, .fini = leak_check);
 
 static clattn_desc good(void)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 2; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 5; d.seq_kv = 7; d.head_dim = 32;
     return d;
 }
@@ -101,7 +101,7 @@ ParameterizedTest(bad_case *c, api, invalid_descriptor)
     cr_expect_eq(st, c->want, "%s: got %d (%s), want %d: %s", c->what, st, clattn_status_string(st), c->want, msg);
     cr_expect(strstr(msg, c->what) != NULL, "message '%s' does not name '%s'", msg, c->what);
     /* The same refusal through the reference and through plan creation on a device. */
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     cr_expect_eq(clattn_reference_forward(&d, &t, NULL, 0), c->want);
     clattn_context *ctx = test_context();
     clattn_plan *plan = (clattn_plan *)0x1;
@@ -121,7 +121,7 @@ Test(api, null_arguments)
     clattn_context_destroy(NULL);
     clattn_plan_destroy(NULL);
     clattn_desc d = good();
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     char msg[128];
     cr_expect_eq(clattn_reference_forward(&d, &t, msg, sizeof msg), CLATTN_INVALID_ARGUMENT);
     cr_expect(strstr(msg, "q is NULL"), "%s", msg);
@@ -130,10 +130,10 @@ Test(api, null_arguments)
 Test(api, host_arrays_too_small)
 {
     clattn_desc d = good();
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     float *q = calloc(n.q, 4), *k = calloc(n.k, 4), *v = calloc(n.v, 4), *o = calloc(n.o, 4);
-    clattn_host_tensors t = {q, k, v, o, NULL, NULL, NULL, NULL, NULL, n.q, n.k - 1, n.v, n.o, 0, 0};
+    clattn_host_tensors t = {sizeof(clattn_host_tensors), q, k, v, o, NULL, NULL, NULL, NULL, NULL, n.q, n.k - 1, n.v, n.o, 0, 0};
     char msg[256];
     cr_expect_eq(clattn_reference_forward(&d, &t, msg, sizeof msg), CLATTN_BUFFER_TOO_SMALL);
     cr_expect(strstr(msg, "k holds"), "%s", msg);
@@ -224,7 +224,7 @@ Test(api, device_selection)
     char name[256] = "";
     clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
     clattn_context *ctx = NULL;
-    clattn_context_options o = {0};
+    clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
     o.device = "no-such-device-anywhere";
     cr_expect_eq(clattn_context_create(&o, &ctx), CLATTN_NO_DEVICE);
     cr_expect_null(ctx);
@@ -251,7 +251,7 @@ Test(api, bad_buffers_refused_and_untouched)
 {
     clattn_context *ctx = test_context();
     clattn_desc d = good();
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     cl_context cl = clattn_context_cl_context(ctx);
     cl_int e;
@@ -271,12 +271,12 @@ Test(api, bad_buffers_refused_and_untouched)
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
 
     struct { const char *what; clattn_buffers b; clattn_status want; } cases[] = {
-        {"v holds", {qm, km, small, om}, CLATTN_BUFFER_TOO_SMALL},
-        {"q is NULL", {NULL, km, vm, om}, CLATTN_INVALID_ARGUMENT},
-        {"read-only", {qm, km, vm, ro}, CLATTN_INVALID_ARGUMENT},
-        {"o holds", {qm, km, vm, om, .o_offset = 1}, CLATTN_BUFFER_TOO_SMALL},
-        {"lse holds", {qm, km, vm, om, .lse = small_rw}, CLATTN_BUFFER_TOO_SMALL},
-        {"offset + size overflows", {qm, km, vm, om, .q_offset = SIZE_MAX - 3}, CLATTN_SIZE_OVERFLOW},
+        {"v holds", {sizeof(clattn_buffers), qm, km, small, om}, CLATTN_BUFFER_TOO_SMALL},
+        {"q is NULL", {sizeof(clattn_buffers), NULL, km, vm, om}, CLATTN_INVALID_ARGUMENT},
+        {"read-only", {sizeof(clattn_buffers), qm, km, vm, ro}, CLATTN_INVALID_ARGUMENT},
+        {"o holds", {sizeof(clattn_buffers), qm, km, vm, om, .o_offset = 1}, CLATTN_BUFFER_TOO_SMALL},
+        {"lse holds", {sizeof(clattn_buffers), qm, km, vm, om, .lse = small_rw}, CLATTN_BUFFER_TOO_SMALL},
+        {"offset + size overflows", {sizeof(clattn_buffers), qm, km, vm, om, .q_offset = SIZE_MAX - 3}, CLATTN_SIZE_OVERFLOW},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cl_event ev = (cl_event)0x1;
@@ -287,7 +287,7 @@ Test(api, bad_buffers_refused_and_untouched)
                   clattn_context_last_error(ctx));
     }
     /* wait list inconsistent */
-    clattn_buffers ok = {qm, km, vm, om};
+    clattn_buffers ok = {sizeof(clattn_buffers), qm, km, vm, om};
     cr_expect_eq(clattn_plan_execute(plan, q, &ok, 1, NULL, NULL), CL_INVALID_EVENT_WAIT_LIST);
     /* a queue of another context */
     cl_context other = clCreateContext(NULL, 1, (cl_device_id[]){clattn_context_device(ctx)}, NULL, NULL, &e);
@@ -313,13 +313,13 @@ Test(api, tensors_above_max_alloc)
     clattn_context *ctx = test_context();
     cl_ulong max_alloc = 0;
     clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof max_alloc, &max_alloc, NULL);
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 1; d.seq_kv = 4; d.head_dim = 1024;
     d.seq_q = (int)(max_alloc / (1024 * 4) + 1); /* q is one row more than the device can hold */
     float small[16] = {0};
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = small; t.k = small; t.v = small; t.o = small;  /* never read: refused first */
     t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o;
     cr_expect_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SIZE_OVERFLOW);
@@ -332,7 +332,7 @@ Test(api, unsupported_is_reported_with_reason)
     cl_device_id dev;
     cl_uint n = 0;
     if (clattn_list_devices(&dev, 1, &n) || !n) cr_skip_test("no OpenCL device");
-    clattn_context_options o = {0};
+    clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
     o.scratch_limit = 256; /* 64 keys of scores */
     clattn_context *ctx;
     cr_assert_eq(clattn_context_create(&o, &ctx), CLATTN_SUCCESS);
@@ -364,7 +364,7 @@ Test(api, unsupported_is_reported_with_reason)
 Test(api, grid_limits_fall_back)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 65536; d.heads_q = 1; d.seq_q = 2; d.seq_kv = 3; d.head_dim = 8;
     d.algo = CLATTN_ALGO_FUSED;
     clattn_plan *plan = NULL;
@@ -474,7 +474,7 @@ Test(api, event_null_after_failure)
     cr_expect_eq(clattn_plan_execute(NULL, NULL, NULL, 0, NULL, &ev), CLATTN_INVALID_ARGUMENT);
     cr_expect_null(ev, "clattn_plan_execute(NULL, ...) left the event");
     ev = (cl_event)0x1;
-    const clattn_merge_desc md = {2, 3, 4};
+    const clattn_merge_desc md = {sizeof(clattn_merge_desc), 2, 3, 4};
     cr_expect_eq(clattn_merge(NULL, NULL, &md, NULL, NULL, NULL, NULL, 0, NULL, &ev), CLATTN_INVALID_ARGUMENT);
     cr_expect_null(ev, "clattn_merge(NULL, ...) left the event");
 }
@@ -501,7 +501,7 @@ Test(api, optional_pointers_may_be_null)
 Test(api, sizes_past_32_bits)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 16384; d.heads_q = 1; d.seq_q = 262144; d.seq_kv = 512; d.head_dim = 8;
     d.num_splits = 2; d.algo = CLATTN_ALGO_FUSED;
     clattn_plan *plan = NULL;
@@ -521,7 +521,7 @@ Test(api, overlapping_outputs_refused)
 {
     clattn_context *ctx = test_context();
     const clattn_desc d = good();
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     cl_context cl = clattn_context_cl_context(ctx);
     cl_device_id dev = clattn_context_device(ctx);
@@ -546,13 +546,13 @@ Test(api, overlapping_outputs_refused)
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
     const size_t oq = 0, ok = n.q, ov = n.q + n.k, oo = n.q + n.k + n.v, ol = oo + n.o;
     struct { const char *what; clattn_buffers b; } cases[] = {
-        {"output o overlaps k", {.q = big, .k = big, .v = big, .o = big, .q_offset = oq, .k_offset = ok,
+        {"output o overlaps k", {.struct_size = sizeof(clattn_buffers), .q = big, .k = big, .v = big, .o = big, .q_offset = oq, .k_offset = ok,
                                  .v_offset = ov, .o_offset = ok}},
-        {"output o overlaps q", {.q = big, .k = big, .v = big, .o = big, .q_offset = oq, .k_offset = ok,
+        {"output o overlaps q", {.struct_size = sizeof(clattn_buffers), .q = big, .k = big, .v = big, .o = big, .q_offset = oq, .k_offset = ok,
                                  .v_offset = ov, .o_offset = oq + 3}},
-        {"output o overlaps lse", {.q = big, .k = big, .v = big, .o = big, .lse = big, .q_offset = oq,
+        {"output o overlaps lse", {.struct_size = sizeof(clattn_buffers), .q = big, .k = big, .v = big, .o = big, .lse = big, .q_offset = oq,
                                    .k_offset = ok, .v_offset = ov, .o_offset = oo, .lse_offset = oo + n.o - 1}},
-        {"output o overlaps k", {.q = big, .k = sub_k, .v = big, .o = sub_o, .q_offset = oo, .v_offset = ov}},
+        {"output o overlaps k", {.struct_size = sizeof(clattn_buffers), .q = big, .k = sub_k, .v = big, .o = sub_o, .q_offset = oo, .v_offset = ov}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cl_event ev = (cl_event)0x1;
@@ -566,16 +566,16 @@ Test(api, overlapping_outputs_refused)
     cr_assert_eq(clEnqueueReadBuffer(q, big, CL_TRUE, 0, bytes, back, 0, NULL, NULL), CL_SUCCESS);
     cr_expect(!memcmp(back, host, bytes), "a refused call wrote the buffer");
     /* disjoint parts of one buffer, and a sub-buffer past the inputs: served */
-    const clattn_buffers fine = {.q = big, .k = big, .v = big, .o = big, .lse = big, .q_offset = oq,
+    const clattn_buffers fine = {.struct_size = sizeof(clattn_buffers), .q = big, .k = big, .v = big, .o = big, .lse = big, .q_offset = oq,
                                  .k_offset = ok, .v_offset = ov, .o_offset = oo, .lse_offset = ol};
     cr_expect_eq(clattn_plan_execute(plan, q, &fine, 0, NULL, NULL), CLATTN_SUCCESS, "%s",
                  clattn_context_last_error(ctx));
-    const clattn_buffers far = {.q = big, .k = big, .v = big, .o = sub_far, .k_offset = ok, .v_offset = ov};
+    const clattn_buffers far = {.struct_size = sizeof(clattn_buffers), .q = big, .k = big, .v = big, .o = sub_far, .k_offset = ok, .v_offset = ov};
     cr_expect_eq(clattn_plan_execute(plan, q, &far, 0, NULL, NULL), CLATTN_SUCCESS, "%s",
                  clattn_context_last_error(ctx));
     clFinish(q);
     /* host arrays: the reference refuses o overlapping k */
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = host; t.k = host + n.q; t.v = host + n.q + n.k; t.o = host + n.q + 1;
     t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o;
     char msg[256];
@@ -585,5 +585,54 @@ Test(api, overlapping_outputs_refused)
     clReleaseMemObject(sub_k); clReleaseMemObject(sub_o); clReleaseMemObject(sub_far); clReleaseMemObject(big);
     clReleaseCommandQueue(q);
     free(host); free(back);
+    clattn_context_destroy(ctx);
+}
+
+/* The ABI rule (include/clattn.h): struct_size says how much of a struct the caller has. */
+Test(api, struct_size_rule)
+{
+    char msg[256] = "";
+    /* zeroed instead of initialised: refused, and the message says what to do */
+    clattn_desc zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    zeroed.batch = zeroed.heads_q = zeroed.seq_q = zeroed.seq_kv = 1;
+    zeroed.head_dim = 8;
+    cr_expect_eq(clattn_desc_validate(&zeroed, msg, sizeof msg), CLATTN_INVALID_ARGUMENT);
+    cr_expect(strstr(msg, "clattn_desc.struct_size is 0") && strstr(msg, "_INIT"), "%s", msg);
+    /* an older header's smaller struct: the fields it lacks are defaults */
+    clattn_desc d = good();
+    d.algo = CLATTN_ALGO_UNFUSED; /* past the older struct's end: must be ignored */
+    d.struct_size = offsetof(clattn_desc, num_splits);
+    clattn_context *ctx = test_context();
+    clattn_plan *plan;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    cr_expect_str_eq(clattn_plan_reason(plan), "auto: fused, the fused kernel serves this descriptor", "%s",
+                     clattn_plan_reason(plan));
+    clattn_plan_destroy(plan);
+    /* a newer header's larger struct: fine while its extra fields are zero, refused otherwise */
+    struct { clattn_desc d; int64_t future_field; } newer;
+    memset(&newer, 0, sizeof newer); /* as a newer header's _INIT macro would */
+    newer.d = good();
+    newer.d.struct_size = sizeof newer;
+    cr_expect_eq(clattn_desc_validate(&newer.d, msg, sizeof msg), CLATTN_SUCCESS, "%s", msg);
+    newer.future_field = 1;
+    cr_expect_eq(clattn_plan_create(ctx, &newer.d, &plan), CLATTN_UNSUPPORTED);
+    cr_expect(strstr(clattn_context_last_error(ctx), "newer header"), "%s", clattn_context_last_error(ctx));
+    /* an output struct is written no further than its struct_size */
+    struct { clattn_tensor_sizes n; unsigned char canary[64]; } out;
+    memset(&out, 0x5a, sizeof out);
+    out.n.struct_size = offsetof(clattn_tensor_sizes, v); /* an older caller knowing q and k only */
+    const clattn_desc g = good();
+    cr_assert_eq(clattn_desc_tensor_sizes(&g, &out.n), CLATTN_SUCCESS);
+    cr_expect_eq(out.n.q, 2 * 4 * 5 * 32);
+    cr_expect_eq(out.n.k, 2 * 2 * 7 * 32);
+    const unsigned char *past = (const unsigned char *)&out.n + offsetof(clattn_tensor_sizes, v);
+    for (size_t i = 0; i < sizeof out - offsetof(clattn_tensor_sizes, v); i++)
+        cr_expect_eq(past[i], 0x5a, "byte %zu past struct_size written", i);
+    /* garbage sizes: refused, nothing written */
+    clattn_cache_stats stats;
+    memset(&stats, 0x33, sizeof stats);
+    cr_expect_eq(clattn_context_cache_stats(ctx, &stats), CLATTN_INVALID_ARGUMENT);
+    cr_expect_eq(stats.memory_hits, 0x3333333333333333ull);
     clattn_context_destroy(ctx);
 }

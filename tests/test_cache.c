@@ -12,7 +12,7 @@ TestSuite(cache, .fini = leak_check);
 
 static clattn_desc small_desc(void)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     /* a short query (decode class): one program per plan, no K transpose, so the counts below
      * are exact */
     d.batch = 1; d.heads_q = 2; d.seq_q = 9; d.seq_kv = 23; d.head_dim = 48; d.causal = 1;
@@ -24,7 +24,7 @@ static clattn_context *open_with(const char *dir, int disable)
     cl_device_id dev;
     cl_uint n = 0;
     if (clattn_list_devices(&dev, 1, &n) || !n) cr_skip_test("no OpenCL device");
-    clattn_context_options o = {0};
+    clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
     o.cache_dir = dir;
     o.disable_disk_cache = disable;
     clattn_context *ctx = NULL;
@@ -65,7 +65,7 @@ static char *fresh_dir(void)
 Test(cache, second_context_loads_from_disk, .timeout = 120)
 {
     const char *dir = fresh_dir();
-    clattn_cache_stats s;
+    clattn_cache_stats s = CLATTN_CACHE_STATS_INIT;
     clattn_context *a = open_with(dir, 0);
     plan_and_check(a, "cold");
     plan_and_check(a, "memory"); /* same variant again: memory hit */
@@ -103,7 +103,7 @@ Test(cache, corrupt_binary_falls_back_to_source, .timeout = 120)
     fclose(f);
     clattn_context *b = open_with(dir, 0);
     plan_and_check(b, "after corruption");
-    clattn_cache_stats s;
+    clattn_cache_stats s = CLATTN_CACHE_STATS_INIT;
     clattn_context_cache_stats(b, &s);
     cr_expect_eq(s.disk_hits, 0);
     cr_expect_eq(s.source_builds, 1);
@@ -121,7 +121,7 @@ Test(cache, unusable_directory_still_works, .timeout = 120)
     snprintf(dir, sizeof dir, "%s/sub", file);
     clattn_context *a = open_with(dir, 0);
     plan_and_check(a, "unwritable");
-    clattn_cache_stats s;
+    clattn_cache_stats s = CLATTN_CACHE_STATS_INIT;
     clattn_context_cache_stats(a, &s);
     cr_expect_eq(s.source_builds, 1);
     cr_expect_eq(s.disk_writes, 0);
@@ -134,7 +134,7 @@ Test(cache, disabled_writes_nothing, .timeout = 120)
     const char *dir = fresh_dir();
     clattn_context *a = open_with(dir, 1);
     plan_and_check(a, "disabled");
-    clattn_cache_stats s;
+    clattn_cache_stats s = CLATTN_CACHE_STATS_INIT;
     clattn_context_cache_stats(a, &s);
     cr_expect_eq(s.disk_writes, 0);
     cr_expect_eq(count_files(dir, ".bin"), 0);

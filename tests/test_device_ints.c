@@ -105,14 +105,14 @@ static void trials(const trial_case *c, int n_trials)
     cl_command_queue queue = clCreateCommandQueue(cl, dev, 0, &e);
     cr_assert_eq(e, CL_SUCCESS);
 
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 3; d.heads_q = 4; d.heads_kv = 2; d.seq_q = c->seq_q; d.seq_kv = 40; d.head_dim = 16;
     d.causal = 1; d.algo = c->algo; d.num_splits = c->splits; d.has_seqused_k = c->seqused;
     d.has_mask = c->mask; d.has_alibi = c->mask;
     if (c->varlen) {
         d.varlen = 1; d.layout = CLATTN_LAYOUT_BSHD; d.total_q = 2 * c->seq_q + 3; d.total_k = 70;
     }
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
     uint64_t rng = seed_for(c->name);
     float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4), *mask = malloc(n.mask * 4 + 4);
@@ -146,7 +146,7 @@ static void trials(const trial_case *c, int n_trials)
         make(cl, &g[T_O], NULL, n.o * 4, pad);
         make(cl, &g[T_LSE], NULL, n.lse * 4, pad);
         if (scratch) make(cl, &g[T_SCRATCH], NULL, scratch, pad);
-        clattn_buffers bf = {0};
+        clattn_buffers bf = CLATTN_BUFFERS_INIT;
         bf.q = g[T_Q].sub; bf.k = g[T_K].sub; bf.v = g[T_V].sub; bf.o = g[T_O].sub; bf.lse = g[T_LSE].sub;
         bf.mask = g[T_MASK].sub; bf.alibi_slopes = g[T_ALIBI].sub; bf.seqused_k = g[T_USED].sub;
         bf.cu_seqlens_q = g[T_CUQ].sub; bf.cu_seqlens_k = g[T_CUK].sub; bf.scratch = g[T_SCRATCH].sub;

@@ -17,7 +17,7 @@ static const char *kind_name[] = {"", "host alloc", "buffer", "build", "kernel",
 
 static clattn_desc desc_for(path p)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 2; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 9; d.seq_kv = 33; d.head_dim = 32; d.causal = 1;
     if (p == FUSED_SPLIT) {
         d.seq_q = 1;
@@ -61,7 +61,7 @@ static long cached_programs(clattn_context *ctx)
 static clattn_status attempt(clattn_context *ctx, path p, bool *wrote)
 {
     clattn_desc d = desc_for(p);
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     const size_t es = clattn_dtype_size(d.dtype);
     unsigned char *host = malloc((n.q + n.k + n.v + n.o) * es), *back = malloc(n.o * es);
@@ -72,7 +72,7 @@ static clattn_status attempt(clattn_context *ctx, path p, bool *wrote)
     *wrote = false;
     clattn_status st;
     if (p == HOST_CALL) {
-        clattn_host_tensors t = {0};
+        clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
         t.q = host; t.k = host + n.q * es; t.v = host + (n.q + n.k) * es; t.o = back; t.lse = lse;
         t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
         memcpy(back, host + (n.q + n.k + n.v) * es, n.o * es);
@@ -89,7 +89,7 @@ static clattn_status attempt(clattn_context *ctx, path p, bool *wrote)
         clattn_plan *plan = NULL;
         st = clattn_plan_create(ctx, &d, &plan);
         if (!st) {
-            clattn_buffers bf = {0};
+            clattn_buffers bf = CLATTN_BUFFERS_INIT;
             bf.q = bf.k = bf.v = bf.o = in;
             bf.k_offset = n.q; bf.v_offset = n.q + n.k; bf.o_offset = n.q + n.k + n.v;
             bf.cu_seqlens_q = cuq; bf.cu_seqlens_k = cuk; bf.sinks = sk;
@@ -121,7 +121,7 @@ static void sweep(path p, clattn_fault_kind kind)
     bool all_covered = false;
     /* injection points until one past the last; the bound only stops a runaway */
     for (long nth = 1; nth <= 1000 && !all_covered; nth++) {
-        clattn_context_options o = {0};
+        clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
         o.disable_disk_cache = 1; /* every program is built from source: build faults reachable */
         clattn_context *ctx;
         cr_assert_eq(clattn_context_create(&o, &ctx), CLATTN_SUCCESS);

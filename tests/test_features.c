@@ -21,7 +21,7 @@ typedef struct feature_case {
 
 static clattn_desc desc_of(const feature_case *c)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
     d.head_dim = c->d; d.head_dim_v = c->dv;
     d.causal = c->causal; d.causal_align = c->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
@@ -97,7 +97,7 @@ static void run_path(const feature_case *c, path p)
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude, NULL, c->v_amplitude};
     /* the tiles kernel with rows shared by 2 or 4 work-items (partial scores in local memory) */
-    const clattn_tuning shared = {16, 16, 4, 0, 0, c->d % 8 ? 2 : 4};
+    const clattn_tuning shared = {sizeof(clattn_tuning), 16, 16, 4, 0, 0, c->d % 8 ? 2 : 4};
     if (p == PATH_TILES_SHARED) opts.tuning = &shared;
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
@@ -133,7 +133,7 @@ static void chunks_of(const clattn_plan *p, int *rows, int *items)
 Test(features, split_choice)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 4; d.heads_kv = 1; d.seq_q = 1; d.seq_kv = 8192; d.head_dim = 64;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
@@ -160,16 +160,16 @@ Test(features, merge_equals_whole, .timeout = 120)
 {
     clattn_context *ctx = test_context();
     const int H = 3, NQ = 5, NK = 90, D = 32, A = 37, rows = H * NQ;
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = H; d.seq_q = NQ; d.seq_kv = NK; d.head_dim = D;
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4);
     float *whole = malloc(n.o * 4), *lwhole = malloc(n.lse * 4);
     float *parts = malloc(2 * n.o * 4), *lparts = malloc(2 * n.lse * 4);
     uint64_t rng = 31337;
     clattn_rng_fill(q, n.q, &rng, 1); clattn_rng_fill(k, n.k, &rng, 1); clattn_rng_fill(v, n.v, &rng, 1);
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = q; t.k = k; t.v = v; t.o = whole; t.lse = lwhole;
     t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
     cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
@@ -188,7 +188,7 @@ Test(features, merge_equals_whole, .timeout = 120)
     t.k_len = t.v_len = n.k - (size_t)A * D; t.o = parts + n.o; t.lse = lparts + n.lse;
     cr_assert_eq(clattn_reference_forward(&d1, &t, NULL, 0), CLATTN_SUCCESS);
 
-    clattn_merge_desc md = {2, rows, D};
+    clattn_merge_desc md = {sizeof(clattn_merge_desc), 2, rows, D};
     float *o = malloc(n.o * 4), *lse = malloc(n.lse * 4);
     cr_assert_eq(clattn_merge_host(&md, parts, lparts, o, lse), CLATTN_SUCCESS);
     clattn_error eo = clattn_compare(o, whole, n.o, D), el = clattn_compare(lse, lwhole, n.lse, 1);
@@ -210,9 +210,9 @@ Test(features, merge_equals_whole, .timeout = 120)
     eo = clattn_compare(o, whole, n.o, D);
     el = clattn_compare(lse, lwhole, n.lse, 1);
     cr_expect(clattn_error_ok(&eo, 1e-5) && clattn_error_ok(&el, 1e-5), "device merge: %.3e %.3e", eo.rel_l2, el.rel_l2);
-    clattn_merge_desc bad = {0, rows, D};
+    clattn_merge_desc bad = {sizeof(clattn_merge_desc), 0, rows, D};
     cr_expect_eq(clattn_merge(ctx, qu, &bad, pm, lpm, om, lm, 0, NULL, NULL), CLATTN_INVALID_SHAPE);
-    clattn_merge_desc big = {3, rows, D};
+    clattn_merge_desc big = {sizeof(clattn_merge_desc), 3, rows, D};
     cr_expect_eq(clattn_merge(ctx, qu, &big, pm, lpm, om, lm, 0, NULL, NULL), CLATTN_BUFFER_TOO_SMALL);
     clReleaseEvent(ev);
     clReleaseMemObject(pm); clReleaseMemObject(lpm); clReleaseMemObject(om); clReleaseMemObject(lm);
@@ -226,7 +226,7 @@ static clattn_context *limited(size_t limit)
     cl_device_id dev;
     cl_uint n = 0;
     if (clattn_list_devices(&dev, 1, &n) || !n) cr_skip_test("no OpenCL device");
-    clattn_context_options o = {0};
+    clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
     o.scratch_limit = limit;
     clattn_context *ctx;
     cr_assert_eq(clattn_context_create(&o, &ctx), CLATTN_SUCCESS);
@@ -237,7 +237,7 @@ static clattn_context *limited(size_t limit)
 Test(features, chunked_rows, .timeout = 300)
 {
     clattn_context *ctx = limited(7 * 100 * 4); /* 7 rows of 100 keys */
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 2; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 30; d.seq_kv = 100; d.head_dim = 32; d.causal = 1;
     d.algo = CLATTN_ALGO_UNFUSED;
     clattn_plan *plan;
@@ -258,7 +258,7 @@ Test(features, chunked_rows, .timeout = 300)
 Test(features, chunked_items, .timeout = 300)
 {
     clattn_context *ctx = limited(3 * 20 * 50 * 4 + 100);
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 2; d.heads_q = 4; d.heads_kv = 1; d.seq_q = 20; d.seq_kv = 50; d.head_dim = 64;
     d.has_sinks = 1;
     d.algo = CLATTN_ALGO_UNFUSED;
@@ -279,7 +279,7 @@ Test(features, chunked_items, .timeout = 300)
 Test(features, chunked_items_mha, .timeout = 300)
 {
     clattn_context *ctx = limited(2 * 24 * 40 * 4);
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 8; d.seq_q = 24; d.seq_kv = 40; d.head_dim = 32; d.causal = 1;
     d.algo = CLATTN_ALGO_UNFUSED;
     clattn_plan *plan;
@@ -300,7 +300,7 @@ Test(features, chunked_items_mha, .timeout = 300)
 Test(features, unfused_large_gemm_offsets, .timeout = 600)
 {
     clattn_context *ctx = limited((size_t)4096 * 4096 * 4); /* one head's scores per chunk */
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 2; d.seq_q = 4096; d.seq_kv = 4096; d.head_dim = 64; d.causal = 1;
     d.algo = CLATTN_ALGO_UNFUSED;
     run_opts opts = {seed_for("unfused_large_gemm_offsets"), false, false, NULL};
@@ -312,7 +312,7 @@ Test(features, unfused_large_gemm_offsets, .timeout = 600)
 Test(features, caller_scratch, .timeout = 300)
 {
     clattn_context *ctx = limited(5 * 64 * 4);
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 2; d.seq_q = 12; d.seq_kv = 64; d.head_dim = 32; d.algo = CLATTN_ALGO_UNFUSED;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
@@ -326,7 +326,7 @@ Test(features, caller_scratch, .timeout = 300)
     expect_ok(&r, "caller_scratch", opts.seed);
     cl_command_queue q = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx), 0, &e);
     cl_mem big = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, 1 << 16, NULL, &e);
-    clattn_buffers bf = {big, big, big, big, .scratch = small};
+    clattn_buffers bf = {sizeof(clattn_buffers), big, big, big, big, .scratch = small};
     cr_expect_eq(clattn_plan_execute(plan, q, &bf, 0, NULL, NULL), CLATTN_BUFFER_TOO_SMALL);
     cr_expect(strstr(clattn_context_last_error(ctx), "scratch"), "%s", clattn_context_last_error(ctx));
     clReleaseCommandQueue(q);
@@ -342,7 +342,7 @@ Test(features, caller_scratch, .timeout = 300)
 Test(features, auto_falls_back, .timeout = 300)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 2; d.seq_q = 5; d.seq_kv = 9; d.head_dim = 640;
     clattn_plan *plan;
     cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS);
@@ -364,10 +364,12 @@ Test(features, auto_falls_back, .timeout = 300)
                                                 CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &e);
     if (e == CL_SUCCESS) {
         cl_mem m = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, 1 << 16, NULL, &e);
-        clattn_buffers bf = {m, m, m, m};
+        cl_mem mo = clCreateBuffer(clattn_context_cl_context(ctx), CL_MEM_READ_WRITE, 1 << 16, NULL, &e);
+        clattn_buffers bf = {sizeof(clattn_buffers), m, m, m, mo};
         cr_expect_eq(clattn_plan_execute(plan, ooo, &bf, 0, NULL, NULL), CLATTN_UNSUPPORTED);
         cr_expect(strstr(clattn_context_last_error(ctx), "in-order"), "%s", clattn_context_last_error(ctx));
         clReleaseMemObject(m);
+        clReleaseMemObject(mo);
         clReleaseCommandQueue(ooo);
     }
     clattn_plan_destroy(plan);
@@ -380,14 +382,14 @@ Test(features, event_covers_every_chunk, .timeout = 300)
 {
     clattn_context *ctx = limited(4 * 80 * 4);
     cl_context cl = clattn_context_cl_context(ctx);
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 2; d.heads_q = 2; d.seq_q = 30; d.seq_kv = 80; d.head_dim = 32; d.algo = CLATTN_ALGO_UNFUSED;
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4), *o = malloc(n.o * 4), *ref = malloc(n.o * 4);
     uint64_t rng = 4242;
     clattn_rng_fill(q, n.q, &rng, 1); clattn_rng_fill(k, n.k, &rng, 1); clattn_rng_fill(v, n.v, &rng, 1);
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = q; t.k = k; t.v = v; t.o = ref; t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o;
     cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
     cl_int e;
@@ -403,7 +405,7 @@ Test(features, event_covers_every_chunk, .timeout = 300)
     int rows, items;
     chunks_of(plan, &rows, &items);
     cr_expect_eq(rows, 4, "several chunks of rows: the event must cover them all");
-    clattn_buffers bf = {qm, km, vm, om};
+    clattn_buffers bf = {sizeof(clattn_buffers), qm, km, vm, om};
     cl_event done = NULL;
     cr_assert_eq(clattn_plan_execute(plan, qu, &bf, 1, &gate, &done), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
     cl_int status = 0;

@@ -22,7 +22,7 @@ typedef struct fused_case {
 
 static clattn_desc desc_of(const fused_case *c)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
     d.head_dim = c->d; d.head_dim_v = c->dv; d.layout = (clattn_layout)c->layout;
     d.causal = c->causal; d.causal_align = c->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
@@ -109,7 +109,7 @@ ParameterizedTest(fused_case *c, forward, unfused, .timeout = 300) { sweep(c, PA
 Test(forward, strided_packed_qkv, .timeout = 300)
 {
     const int B = 2, H = 3, N = 21, D = 64;
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = B; d.heads_q = H; d.seq_q = N; d.seq_kv = N; d.head_dim = D; d.causal = 1;
     d.layout = CLATTN_LAYOUT_STRIDED;
     const int64_t row = 3 * H * D;
@@ -129,7 +129,7 @@ Test(forward, strided_packed_qkv, .timeout = 300)
 
 Test(forward, sub_buffers, .timeout = 300)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 45; d.seq_kv = 77; d.head_dim = 64; d.causal = 1;
     for (path p = PATH_ROWS; p <= PATH_UNFUSED; p++) {
         clattn_context *ctx = context_for(p);
@@ -144,7 +144,7 @@ Test(forward, sub_buffers, .timeout = 300)
 Test(forward, without_lse_leaves_lse_alone, .timeout = 120)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 2; d.seq_q = 33; d.seq_kv = 33; d.head_dim = 64;
     run_opts opts = {seed_for("no_lse"), true, false, NULL};
     run_result r = run_and_compare(ctx, &d, &opts);
@@ -157,9 +157,9 @@ Test(forward, without_lse_leaves_lse_alone, .timeout = 120)
 Test(forward, empty_rows_are_zero_not_nan, .timeout = 120)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 1; d.seq_q = 8; d.seq_kv = 3; d.head_dim = 32; d.causal = 1;
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     float q[8 * 32], k[3 * 32], v[3 * 32], o[8 * 32], lse[8];
     uint64_t rng = 77;
@@ -167,7 +167,7 @@ Test(forward, empty_rows_are_zero_not_nan, .timeout = 120)
     clattn_rng_fill(k, n.k, &rng, 1.0f);
     clattn_rng_fill(v, n.v, &rng, 1.0f);
     for (int i = 0; i < 8 * 32; i++) o[i] = NAN;
-    clattn_host_tensors t = {q, k, v, o, lse, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, n.lse, 0};
+    clattn_host_tensors t = {sizeof(clattn_host_tensors), q, k, v, o, lse, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, n.lse, 0};
     cr_assert_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
     for (int i = 0; i < 5; i++) { /* rows 0..4 see no key: j <= i + 3 - 8 < 0 */
         cr_expect(isinf(lse[i]) && lse[i] < 0, "row %d lse = %g, want -inf", i, lse[i]);
@@ -181,16 +181,16 @@ Test(forward, empty_rows_are_zero_not_nan, .timeout = 120)
 Test(forward, element_offsets, .timeout = 120)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 2; d.seq_q = 10; d.seq_kv = 12; d.head_dim = 32;
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &n);
     const size_t off = 13;
     float *all = malloc((off + n.q + off + n.k + off + n.v) * 4), *ref = malloc(n.o * 4), *lref = malloc(n.lse * 4);
     uint64_t rng = 99;
     clattn_rng_fill(all, off + n.q + off + n.k + off + n.v, &rng, 1.0f);
     const float *q = all + off, *k = q + n.q + off, *v = k + n.k + off;
-    clattn_host_tensors t = {q, k, v, ref, lref, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, n.lse, 0};
+    clattn_host_tensors t = {sizeof(clattn_host_tensors), q, k, v, ref, lref, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, n.lse, 0};
     cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
     cl_context cl = clattn_context_cl_context(ctx);
     cl_int e;
@@ -199,7 +199,7 @@ Test(forward, element_offsets, .timeout = 120)
     cr_assert_eq(e, CL_SUCCESS);
     cl_mem out = clCreateBuffer(cl, CL_MEM_READ_WRITE, (off + n.o + off + n.lse) * 4, NULL, &e);
     cr_assert_eq(e, CL_SUCCESS);
-    clattn_buffers bf = {0};
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
     bf.q = in; bf.k = in; bf.v = in; bf.o = out; bf.lse = out;
     bf.q_offset = off; bf.k_offset = off + n.q + off; bf.v_offset = bf.k_offset + n.k + off;
     bf.o_offset = off; bf.lse_offset = off + n.o + off;
@@ -224,7 +224,7 @@ Test(forward, element_offsets, .timeout = 120)
 Test(forward, long_sequence, .timeout = 300)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 1; d.heads_q = 2; d.seq_q = 600; d.seq_kv = 1100; d.head_dim = 64; d.causal = 1;
     run_opts opts = {seed_for("long_sequence"), false, false, NULL};
     run_result r = run_and_compare(ctx, &d, &opts);

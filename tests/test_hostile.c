@@ -22,6 +22,8 @@ typedef struct host_case {
 static void setup(host_case *c, int nq, int nk, int d, uint64_t seed, float amp)
 {
     memset(c, 0, sizeof *c);
+    c->d = (clattn_desc)CLATTN_DESC_INIT;
+    c->n = (clattn_tensor_sizes)CLATTN_TENSOR_SIZES_INIT;
     c->d.batch = 2; c->d.heads_q = 2; c->d.heads_kv = 1; c->d.seq_q = nq; c->d.seq_kv = nk; c->d.head_dim = d;
     clattn_desc_tensor_sizes(&c->d, &c->n);
     c->q = malloc(c->n.q * 4); c->k = malloc(c->n.k * 4); c->v = malloc(c->n.v * 4);
@@ -44,7 +46,7 @@ static void run(host_case *c, clattn_kernel_family family, bool unfused, const c
     clattn_context *ctx = test_context_family(family);
     clattn_desc d = c->d;
     d.algo = unfused ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = c->q; t.k = c->k; t.v = c->v; t.o = c->ref; t.lse = c->lse_ref; t.seqused_k = c->used;
     t.q_len = c->n.q; t.k_len = c->n.k; t.v_len = c->n.v; t.o_len = c->n.o; t.lse_len = c->n.lse;
     cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);

@@ -3,9 +3,11 @@
 #include "npy.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 TestSuite(npy, .fini = leak_check);
@@ -79,11 +81,38 @@ Test(npy, refusals)
     cr_expect(strstr(err, "/nonexistent/dir/x.npy"));
 }
 
+/* A write that fails at the last step (the target is a directory, so the rename fails)
+ * reports it and leaves nothing behind: no temporary file in the directory, the target as it
+ * was. A writer that forgot its temporary file fails here. */
 Test(npy, write_failure_leaves_nothing)
 {
     float d[2] = {1, 2};
     int64_t shape[1] = {2};
-    char err[256];
-    cr_expect_eq(npy_write("/nonexistent-dir/out.npy", NPY_F32, 1, shape, d, err, sizeof err), -1);
-    cr_expect(access("/nonexistent-dir/out.npy", F_OK) != 0);
+    char err[256], dir[] = "/tmp/clattn-npy-XXXXXX", target[64];
+    cr_assert(mkdtemp(dir), "mkdtemp");
+    snprintf(target, sizeof target, "%s/out.npy", dir);
+    cr_assert_eq(mkdir(target, 0755), 0);
+    cr_expect_eq(npy_write(target, NPY_F32, 1, shape, d, err, sizeof err), -1);
+    cr_expect(strstr(err, target), "%s", err);
+    DIR *dd = opendir(dir);
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(dd));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            entries++;
+            cr_expect_str_eq(e->d_name, "out.npy", "left behind: %s", e->d_name);
+        }
+    closedir(dd);
+    cr_expect_eq(entries, 1);
+    struct stat st;
+    cr_expect(stat(target, &st) == 0 && S_ISDIR(st.st_mode), "the target changed");
+    rmdir(target);
+    rmdir(dir);
+    /* and a good write lands whole */
+    snprintf(target, sizeof target, "/tmp/clattn-npy-ok-%ld.npy", (long)getpid());
+    cr_expect_eq(npy_write(target, NPY_F32, 1, shape, d, err, sizeof err), 0, "%s", err);
+    npy_array a;
+    cr_expect_eq(npy_read(target, &a, err, sizeof err), 0, "%s", err);
+    cr_expect(a.count == 2 && ((float *)a.data)[1] == 2.0f);
+    npy_free(&a);
+    remove(target);
 }

@@ -10,7 +10,7 @@ TestSuite(reference, .fini = leak_check);
 
 static clattn_desc tiny(int nq, int nk, int d)
 {
-    clattn_desc x = {0};
+    clattn_desc x = CLATTN_DESC_INIT;
     x.batch = 1; x.heads_q = 1; x.seq_q = nq; x.seq_kv = nk; x.head_dim = d; x.scale = 1.0f;
     return x;
 }
@@ -23,7 +23,7 @@ static void run_ref(const clattn_desc *d, clattn_host_tensors *t)
 }
 
 #define HOST(qp, kp, vp, op, lp, nq_, nk_, nv_, no_)                                      \
-    clattn_host_tensors t = {0};                                                         \
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;                                                         \
     t.q = qp; t.k = kp; t.v = vp; t.o = op; t.lse = lp;                                  \
     t.q_len = nq_; t.k_len = nk_; t.v_len = nv_; t.o_len = no_; t.lse_len = 16
 
@@ -242,7 +242,7 @@ ParameterizedTestParameters(reference, versus_naive)
 
 ParameterizedTest(feat *f, reference, versus_naive)
 {
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = f->b; d.heads_q = f->hq; d.heads_kv = f->hkv; d.seq_q = f->nq; d.seq_kv = f->nk;
     d.head_dim = f->d; d.head_dim_v = f->dv; d.layout = (clattn_layout)f->layout; d.causal = f->causal;
     d.causal_align = f->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
@@ -250,7 +250,7 @@ ParameterizedTest(feat *f, reference, versus_naive)
     d.has_mask = f->mask; d.has_alibi = f->alibi; d.has_sinks = f->sinks; d.has_seqused_k = f->seqlens;
     d.dtype = (clattn_dtype)f->dtype;
     if (f->mask) d.mask_strides = (clattn_strides){0, (int64_t)f->nq * f->nk, f->nk}; /* broadcast over batch */
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
     const size_t es = clattn_dtype_size(d.dtype);
     uint64_t rng = seed_for(f->name);
@@ -271,7 +271,7 @@ ParameterizedTest(feat *f, reference, versus_naive)
         sinks[h] = clattn_rng_uniform(&rng) * 3;
         lens[h] = (int32_t)(clattn_rng_next(&rng) % (uint64_t)(f->nk + 1));
     }
-    clattn_host_tensors t = {q, k, v, o, lse, mask, alibi, sinks, lens, n.q, n.k, n.v, n.o, n.lse, n.mask};
+    clattn_host_tensors t = {sizeof(clattn_host_tensors), q, k, v, o, lse, mask, alibi, sinks, lens, n.q, n.k, n.v, n.o, n.lse, n.mask};
     char msg[256];
     cr_assert_eq(clattn_reference_forward(&d, &t, msg, sizeof msg), CLATTN_SUCCESS, "%s", msg);
     double *on = malloc(sizeof(double) * n.o), *ln = malloc(sizeof(double) * n.lse);

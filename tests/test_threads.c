@@ -26,11 +26,11 @@ static void *work(void *arg)
         return NULL;
     }
     for (int it = 0; it < 4; it++) {
-        clattn_desc d = {0};
+        clattn_desc d = CLATTN_DESC_INIT;
         d.batch = 1 + it % 2; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 17 + 5 * w->id + it; d.seq_kv = 31 + it;
         d.head_dim = (w->id % 2) ? 64 : 32; /* two variants, each wanted by two threads */
         d.causal = it % 2;
-        clattn_tensor_sizes n;
+        clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
         clattn_desc_tensor_sizes(&d, &n);
         float *qh = malloc(n.q * 4), *kh = malloc(n.k * 4), *vh = malloc(n.v * 4);
         float *o = malloc(n.o * 4), *ref = malloc(n.o * 4);
@@ -38,7 +38,7 @@ static void *work(void *arg)
         clattn_rng_fill(qh, n.q, &rng, 1);
         clattn_rng_fill(kh, n.k, &rng, 1);
         clattn_rng_fill(vh, n.v, &rng, 1);
-        clattn_host_tensors t = {qh, kh, vh, ref, NULL, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, 0, 0};
+        clattn_host_tensors t = {sizeof(clattn_host_tensors), qh, kh, vh, ref, NULL, NULL, NULL, NULL, NULL, n.q, n.k, n.v, n.o, 0, 0};
         clattn_reference_forward(&d, &t, NULL, 0);
         clattn_plan *plan = NULL;
         cl_context cl = clattn_context_cl_context(w->ctx);
@@ -48,7 +48,7 @@ static void *work(void *arg)
         cl_mem om = clCreateBuffer(cl, CL_MEM_READ_WRITE, n.o * 4, NULL, &e);
         clattn_status st = clattn_plan_create(w->ctx, &d, &plan);
         cl_event ev = NULL;
-        clattn_buffers bf = {qm, km, vm, om};
+        clattn_buffers bf = {sizeof(clattn_buffers), qm, km, vm, om};
         if (!st) st = clattn_plan_execute(plan, q, &bf, 0, NULL, &ev);
         if (!st) st = clEnqueueReadBuffer(q, om, CL_TRUE, 0, n.o * 4, o, 1, &ev, NULL);
         if (st) {
@@ -75,7 +75,7 @@ Test(threads, four_threads_share_one_context, .timeout = 300)
     cl_device_id dev;
     cl_uint n = 0;
     if (clattn_list_devices(&dev, 1, &n) || !n) cr_skip_test("no OpenCL device");
-    clattn_context_options o = {0};
+    clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
     o.disable_disk_cache = 1; /* every program is built here: duplicates would show */
     clattn_context *ctx;
     cr_assert_eq(clattn_context_create(&o, &ctx), CLATTN_SUCCESS);
@@ -90,7 +90,7 @@ Test(threads, four_threads_share_one_context, .timeout = 300)
     }
     for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
     for (int i = 0; i < N; i++) cr_expect_eq(w[i].failures, 0, "%s", w[i].why);
-    clattn_cache_stats s;
+    clattn_cache_stats s = CLATTN_CACHE_STATS_INIT;
     clattn_context_cache_stats(ctx, &s);
     /* every call is a prefill of the plain formula: the rows family transposes K first, with a
      * program shared by both head dims (the tiles family has no transpose) */
@@ -119,7 +119,7 @@ static void *exec_plan(void *arg)
 Test(threads, concurrent_executions, .timeout = 300)
 {
     clattn_context *ctx = test_context();
-    clattn_desc d = {0};
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = 2; d.heads_q = 4; d.seq_q = 40; d.seq_kv = 50; d.head_dim = 64; d.causal = 1;
     atomic_int fail = 0; /* three threads count into it */
     pthread_t th[3];

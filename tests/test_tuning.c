@@ -16,7 +16,7 @@ static clattn_context *context_in(const char *dir, clattn_kernel_family fam)
     cl_device_id dev;
     cl_uint n = 0;
     if (clattn_list_devices(&dev, 1, &n) != CLATTN_SUCCESS || n == 0) cr_skip_test("no OpenCL device");
-    clattn_context_options o = {0};
+    clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
     o.cache_dir = dir;
     o.disable_disk_cache = dir == NULL;
     o.kernel_family = fam;
@@ -27,7 +27,7 @@ static clattn_context *context_in(const char *dir, clattn_kernel_family fam)
 
 static clattn_desc shape(int nq, int nk, int d)
 {
-    clattn_desc x = {0};
+    clattn_desc x = CLATTN_DESC_INIT;
     x.batch = 1; x.heads_q = 4; x.heads_kv = 2; x.seq_q = nq; x.seq_kv = nk; x.head_dim = d;
     x.algo = CLATTN_ALGO_FUSED;
     return x;
@@ -52,8 +52,10 @@ Test(tuning, invalid_values_rejected)
 {
     clattn_context *ctx = context_in(NULL, CLATTN_KERNELS_AUTO);
     const clattn_desc d = shape(40, 50, 64);
-    const clattn_tuning bad[] = {{.rows = -1}, {.keys = 24}, {.vector_width = 3}, {.group_size = 1 << 30},
-                                 {.split_units = 1000}, {.threads_per_row = 3}, {.rows = 17, .keys = 16}};
+#define T(...) {.struct_size = sizeof(clattn_tuning), __VA_ARGS__}
+    const clattn_tuning bad[] = {T(.rows = -1), T(.keys = 24), T(.vector_width = 3), T(.group_size = 1 << 30),
+                                 T(.split_units = 1000), T(.threads_per_row = 3), T(.rows = 17, .keys = 16)};
+#undef T
     const char *field[] = {"rows", "keys", "vector_width", "group_size", "split_units", "threads_per_row", "rows"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         clattn_plan *p = (clattn_plan *)0x1;
@@ -70,10 +72,10 @@ Test(tuning, given_parameters_used)
 {
     clattn_context *ctx = context_in(NULL, CLATTN_KERNELS_ROWS);
     clattn_desc d = shape(40, 50, 64);
-    clattn_tuning t = {.rows = 2, .keys = 32, .vector_width = 8};
+    clattn_tuning t = {.struct_size = sizeof(clattn_tuning), .rows = 2, .keys = 32, .vector_width = 8};
     clattn_plan *p;
     cr_assert_eq(clattn_plan_create_tuned(ctx, &d, &t, &p), CLATTN_SUCCESS);
-    clattn_tuning got;
+    clattn_tuning got = CLATTN_TUNING_INIT;
     cr_expect_str_eq(clattn_plan_tuning(p, &got), "given");
     cr_expect_eq(got.rows, 2);
     cr_expect_eq(got.keys, 32);
@@ -104,7 +106,7 @@ Test(tuning, user_file_round_trip, .timeout = 120)
     const char *path = clattn_tuning_file(ctx);
     cr_assert(strstr(path, dir) == path, "the file lives in the cache dir: %s", path);
     const clattn_desc prefill = shape(64, 80, 64), decode = shape(1, 600, 128);
-    const clattn_tuning t = {.rows = 8, .keys = 8, .vector_width = 8, .group_size = 4, .split_units = 3};
+    const clattn_tuning t = {.struct_size = sizeof(clattn_tuning), .rows = 8, .keys = 8, .vector_width = 8, .group_size = 4, .split_units = 3};
     cr_assert_eq(clattn_tuning_store(ctx, &prefill, &t), CLATTN_SUCCESS);
     cr_assert_eq(access(path, R_OK), 0, "%s written", path);
     clattn_context_destroy(ctx);
@@ -112,7 +114,7 @@ Test(tuning, user_file_round_trip, .timeout = 120)
     ctx = context_in(dir, CLATTN_KERNELS_ROWS); /* a new context reads the file */
     clattn_plan *p;
     cr_assert_eq(clattn_plan_create(ctx, &prefill, &p), CLATTN_SUCCESS);
-    clattn_tuning got;
+    clattn_tuning got = CLATTN_TUNING_INIT;
     cr_expect_str_eq(clattn_plan_tuning(p, &got), "user file");
     cr_expect(got.rows == 8 && got.keys == 8 && got.vector_width == 8 && got.group_size == 4 && got.split_units == 3,
               "%d %d %d %d %d", got.rows, got.keys, got.vector_width, got.group_size, got.split_units);
@@ -155,7 +157,7 @@ Test(tuning, malformed_lines_skipped)
     fclose(f);
     ctx = context_in(dir, CLATTN_KERNELS_ROWS);
     clattn_plan *p;
-    clattn_tuning got;
+    clattn_tuning got = CLATTN_TUNING_INIT;
     const clattn_desc pre = shape(64, 64, 32), dec = shape(1, 64, 64);
     cr_assert_eq(clattn_plan_create(ctx, &pre, &p), CLATTN_SUCCESS);
     cr_expect_str_eq(clattn_plan_tuning(p, &got), "user file");
@@ -207,7 +209,7 @@ Test(tuning, prefill_split, .timeout = 120)
         clattn_context *ctx = context_in(NULL, (clattn_kernel_family)fam);
         clattn_desc d = shape(40, 1100, 64);
         d.heads_q = 2; d.heads_kv = 1; d.causal = 1;
-        const clattn_tuning t = {.rows = 4, .split_units = 256};
+        const clattn_tuning t = {.struct_size = sizeof(clattn_tuning), .rows = 4, .split_units = 256};
         clattn_plan *p;
         cr_assert_eq(clattn_plan_create_tuned(ctx, &d, &t, &p), CLATTN_SUCCESS);
         const char *sp = strstr(clattn_plan_variant(p), "splits=");
@@ -228,20 +230,20 @@ typedef struct space_case {
 } space_case;
 
 static space_case space[] = {
-    {CLATTN_KERNELS_ROWS, {2, 8, 8, 8}, 2, 6, 2, 37, 53, 64, 0, 1},
-    {CLATTN_KERNELS_ROWS, {8, 32, 16, 8}, 2, 6, 2, 37, 53, 64, 0, 1},
-    {CLATTN_KERNELS_ROWS, {8, 8, 16, 4}, 1, 4, 1, 3, 301, 128, 0, 1},
-    {CLATTN_KERNELS_ROWS, {2, 32, 8, 16}, 1, 3, 3, 29, 40, 40, 0, 0},
-    {CLATTN_KERNELS_ROWS, {16, 16, 16, 8}, 1, 2, 1, 21, 33, 256, 64, 1},
-    {CLATTN_KERNELS_TILES, {4, 16, 4, 0, 0, 4}, 2, 6, 2, 37, 53, 64, 0, 1},
-    {CLATTN_KERNELS_TILES, {16, 32, 4, 0, 0, 2}, 1, 4, 1, 3, 301, 128, 0, 1},
-    {CLATTN_KERNELS_TILES, {128, 16, 4, 0, 0, 1}, 1, 2, 2, 150, 70, 96, 0, 0},
-    {CLATTN_KERNELS_TILES, {64, 16, 4, 0, 0, 4}, 1, 3, 3, 29, 40, 40, 0, 1},
-    {CLATTN_KERNELS_TILES, {16, 8, 2, 0, 0, 8}, 1, 2, 1, 21, 33, 256, 64, 1},
+    {CLATTN_KERNELS_ROWS, {sizeof(clattn_tuning), 2, 8, 8, 8}, 2, 6, 2, 37, 53, 64, 0, 1},
+    {CLATTN_KERNELS_ROWS, {sizeof(clattn_tuning), 8, 32, 16, 8}, 2, 6, 2, 37, 53, 64, 0, 1},
+    {CLATTN_KERNELS_ROWS, {sizeof(clattn_tuning), 8, 8, 16, 4}, 1, 4, 1, 3, 301, 128, 0, 1},
+    {CLATTN_KERNELS_ROWS, {sizeof(clattn_tuning), 2, 32, 8, 16}, 1, 3, 3, 29, 40, 40, 0, 0},
+    {CLATTN_KERNELS_ROWS, {sizeof(clattn_tuning), 16, 16, 16, 8}, 1, 2, 1, 21, 33, 256, 64, 1},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 4, 16, 4, 0, 0, 4}, 2, 6, 2, 37, 53, 64, 0, 1},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 16, 32, 4, 0, 0, 2}, 1, 4, 1, 3, 301, 128, 0, 1},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 128, 16, 4, 0, 0, 1}, 1, 2, 2, 150, 70, 96, 0, 0},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 64, 16, 4, 0, 0, 4}, 1, 3, 3, 29, 40, 40, 0, 1},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 16, 8, 2, 0, 0, 8}, 1, 2, 1, 21, 33, 256, 64, 1},
     /* the shipped vendor-wide lines for large head dims */
-    {CLATTN_KERNELS_TILES, {32, 16, 4, 0, 0, 4}, 1, 4, 2, 45, 50, 256, 0, 1},
-    {CLATTN_KERNELS_TILES, {16, 8, 4, 0, 0, 8}, 1, 4, 1, 3, 70, 576, 512, 1},
-    {CLATTN_KERNELS_TILES, {16, 16, 4, 0, 0, 8}, 2, 8, 2, 1, 300, 256, 0, 1},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 32, 16, 4, 0, 0, 4}, 1, 4, 2, 45, 50, 256, 0, 1},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 16, 8, 4, 0, 0, 8}, 1, 4, 1, 3, 70, 576, 512, 1},
+    {CLATTN_KERNELS_TILES, {sizeof(clattn_tuning), 16, 16, 4, 0, 0, 8}, 2, 8, 2, 1, 300, 256, 0, 1},
 };
 
 ParameterizedTestParameters(tuning, search_space)
@@ -253,7 +255,7 @@ ParameterizedTest(space_case *c, tuning, search_space, .timeout = 300)
 {
     clattn_context *ctx = context_in(NULL, (clattn_kernel_family)c->family);
     for (int dt = 0; dt < 2; dt++) {
-        clattn_desc d = {0};
+        clattn_desc d = CLATTN_DESC_INIT;
         d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
         d.head_dim = c->d; d.head_dim_v = c->dv; d.causal = c->causal; d.algo = CLATTN_ALGO_FUSED;
         d.dtype = dt ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;

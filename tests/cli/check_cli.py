@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -113,6 +114,7 @@ def main():
     # The tuner: a class searched, checked, re-verified and stored in its own cache directory;
     # then bench takes the stored parameters for that class and says where they came from.
     tdir = os.path.join(work, "tune-cache")
+    shutil.rmtree(tdir, ignore_errors=True)  # a file from an earlier run (another version) would be a second
     r = run(exe, "tune", "--quick", "--classes", "decode-d128", "--budget-ms", "20", env={"CLATTN_CACHE_DIR": tdir})
     files = [f for f in os.listdir(tdir) if f.startswith("tuning-")] if os.path.isdir(tdir) else []
     stored = open(os.path.join(tdir, files[0])).read() if len(files) == 1 else ""

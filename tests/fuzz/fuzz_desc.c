@@ -40,8 +40,7 @@ static int small_or_any(reader *r, int mod, int shift)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     reader r = {data, size};
-    clattn_desc d;
-    memset(&d, 0, sizeof d);
+    clattn_desc d = CLATTN_DESC_INIT;
     d.batch = small_or_any(&r, 4, 0);
     d.heads_q = small_or_any(&r, 9, 0);
     d.heads_kv = small_or_any(&r, 5, 0);
@@ -83,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     char msg[256];
     if (clattn_desc_validate(&d, msg, sizeof msg) != CLATTN_SUCCESS) return 0;
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     if (clattn_desc_tensor_sizes(&d, &n) != CLATTN_SUCCESS) abort(); /* validate said yes */
     const size_t cap = 1 << 16;
     if (n.q > cap || n.k > cap || n.v > cap || n.o > cap || n.mask > cap || d.batch > 64 || d.heads_q > 64 ||
@@ -106,8 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cuq[b + 1] = cuq[b] + (int32_t)(take(&r, 1) % (uint32_t)(d.seq_q + 2));
         cuk[b + 1] = cuk[b] + (int32_t)(take(&r, 1) % (uint32_t)(d.seq_kv + 2));
     }
-    clattn_host_tensors t;
-    memset(&t, 0, sizeof t);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = q; t.k = k; t.v = v; t.o = o; t.lse = lse; t.mask = mask; t.alibi_slopes = alibi; t.sinks = sinks;
     t.seqused_k = used; t.cu_seqlens_q = cuq; t.cu_seqlens_k = cuk;
     t.q_len = len[0]; t.k_len = len[1]; t.v_len = len[2]; t.o_len = len[3]; t.lse_len = len[4]; t.mask_len = len[5];

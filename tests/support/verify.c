@@ -111,7 +111,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     }
     clattn_status st = clattn_desc_validate(&desc, msg, sizeof msg);
     if (st) FAIL("descriptor invalid: %s", msg);
-    clattn_tensor_sizes n;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&desc, &n);
     const clattn_dtype dt = desc.dtype;
     const size_t es = clattn_dtype_size(dt), gb = VERIFY_GUARD * es;
@@ -147,7 +147,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     if (!ref || !lse_ref) FAIL("out of host memory");
     for (size_t i = 0; i < n.o; i++) put(ref, dt, i, sentinel);
     for (size_t i = 0; i < n.lse; i++) lse_ref[i] = sentinel;
-    clattn_host_tensors t = {0};
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
     t.q = q; t.k = k; t.v = v; t.o = ref; t.lse = lse_ref;
     t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
     t.mask = mask; t.mask_len = n.mask; t.alibi_slopes = alibi; t.sinks = sinks; t.seqused_k = lens;
@@ -184,7 +184,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     if (!e) lm = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, (n.lse + 2 * VERIFY_GUARD) * 4, lse, &e);
     if (e) FAIL("creating output buffers: %d", e);
 
-    clattn_buffers bf = {0};
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
     bf.q = ins[0]; bf.k = ins[1]; bf.v = ins[2]; bf.o = om; bf.o_offset = VERIFY_GUARD;
     bf.scratch = opts->scratch;
     const void *fhost[6] = {mask, alibi, sinks, lens, cu_q, cu_k};

@@ -1,6 +1,7 @@
 /* .npy reader and writer (format versions 1, 2 and 3), strict: anything that is not a
  * plain little-endian C-order array of a supported type is refused with a reason. */
 #include "npy.h"
+#include "files.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -166,20 +167,11 @@ int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, c
     /* Pad with spaces so that magic + header ends on a 64-byte boundary, then '\n'. */
     while ((10 + n + 1) % 64) h[n++] = ' ';
     h[n++] = '\n';
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) ERR("%s: %s", path, strerror(errno));
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff),
                              (unsigned char)(n >> 8)};
-    int ok = fwrite(pre, 1, 10, f) == 10 && fwrite(h, 1, (size_t)n, f) == (size_t)n &&
-             fwrite(data, npy_type_size(type), count, f) == count;
-    if (fclose(f)) ok = 0;
-    if (!ok || rename(tmp, path)) {
-        int saved = errno;
-        remove(tmp);
-        ERR("%s: cannot write (%s)", path, strerror(saved));
-    }
+    const files_chunk parts[3] = {{pre, 10}, {h, (size_t)n}, {data, count * npy_type_size(type)}};
+    const int e = files_write_atomic(path, parts, 3);
+    if (e) ERR("%s: cannot write (%s)", path, strerror(e));
     return 0;
 }
 

@@ -1,0 +1,36 @@
+# Configures and builds the library by itself (shared only; no program, no tests), then checks
+# that libclattn.so needs none of the program's libraries (cJSON, OpenBLAS) nor Criterion.
+# cmake -DSOURCE_DIR=... -DWORK_DIR=... [-DGENERATOR=...] -P library_alone.cmake
+file(REMOVE_RECURSE "${WORK_DIR}")
+
+function(run)
+  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGV}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}${err}" PARENT_SCOPE)
+endfunction()
+
+set(gen "")
+if(GENERATOR)
+  set(gen -G "${GENERATOR}")
+endif()
+run(${CMAKE_COMMAND} -S "${SOURCE_DIR}" -B "${WORK_DIR}" ${gen} -DCMAKE_BUILD_TYPE=Release
+    -DCLATTN_BUILD_SHARED=ON -DCLATTN_BUILD_STATIC=OFF -DCLATTN_BUILD_TOOLS=OFF -DCLATTN_BUILD_TESTS=OFF)
+if(last_output MATCHES "cjson|openblas|criterion")
+  message(FATAL_ERROR "configuring the library alone looked for a tool's dependency:\n${last_output}")
+endif()
+run(${CMAKE_COMMAND} --build "${WORK_DIR}" --parallel 2)
+file(GLOB so "${WORK_DIR}/libclattn.so.*.*.*")
+if(NOT so)
+  message(FATAL_ERROR "no libclattn.so built in ${WORK_DIR}")
+endif()
+if(EXISTS "${WORK_DIR}/libclattn.a")
+  message(FATAL_ERROR "CLATTN_BUILD_STATIC=OFF still built libclattn.a")
+endif()
+run(readelf -d ${so})
+string(REGEX MATCHALL "NEEDED[^\n]*" needed "${last_output}")
+if(needed MATCHES "cjson|openblas|criterion")
+  message(FATAL_ERROR "libclattn.so depends on a tool's library: ${needed}")
+endif()
+message(STATUS "library alone: ${needed}")
