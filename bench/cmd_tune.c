@@ -131,7 +131,7 @@ static int tune_device(clattn_context *ctx, const bool *want, bool quick, double
         bench_case_name(c, cname, sizeof cname);
         printf("-- %s (%s, f32)\n", tc->name, cname);
         clattn_tuning cand[64];
-        const int n = candidates(fam, quick, c->nq <= 16, cand, 64);
+        const int n = candidates(fam, quick, bench_is_decode(c), cand, 64);
         double ranked[64][2]; /* (ms, candidate index), sorted by time */
         char variants[64][256];
         int nok = 0;

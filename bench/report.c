@@ -46,7 +46,7 @@ double report_ratio_blas_attention(const bench_report *r, const bench_row *w)
 
 double report_ratio_stream(const bench_report *r, const bench_row *w)
 {
-    return r->have_peers && !strcmp(w->status, "ok") && w->c.nq <= 16 && r->peers.stream_gbs > 0
+    return r->have_peers && !strcmp(w->status, "ok") && bench_is_decode(&w->c) && r->peers.stream_gbs > 0
                ? w->gbs / r->peers.stream_gbs
                : NAN;
 }

@@ -63,6 +63,13 @@ clattn_desc bench_desc(const bench_case *c, clattn_dtype dtype, bench_algo algo)
     return d;
 }
 
+bool bench_is_decode(const bench_case *c)
+{
+    const clattn_desc d = bench_desc(c, CLATTN_DTYPE_F32, ALGO_FUSED);
+    const char *cls = clattn_tuning_class(&d);
+    return cls && !strncmp(cls, "decode", 6);
+}
+
 static float load(const void *p, clattn_dtype t, size_t i)
 {
     if (t == CLATTN_DTYPE_F16) return clattn_f16_to_f32(((const uint16_t *)p)[i]);

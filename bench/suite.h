@@ -30,6 +30,8 @@ typedef enum bench_algo { ALGO_FUSED, ALGO_UNFUSED, ALGO_REFERENCE } bench_algo;
 const char *bench_algo_name(bench_algo a);
 /* The descriptor of a case: BHSD, default scale, the algorithm forced (fused unless unfused). */
 clattn_desc bench_desc(const bench_case *c, clattn_dtype dtype, bench_algo algo);
+/* Whether the library counts the case as decode (its tuning class): the keys dominate. */
+bool bench_is_decode(const bench_case *c);
 
 typedef struct bench_row {
     bench_case c;
