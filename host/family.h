@@ -17,6 +17,16 @@ typedef struct clattn_fwd_fit {
     bool kt_capable;      /* the kernel can read K transposed to f32 (KT=1) for this variant */
 } clattn_fwd_fit;
 
+/* A family's backward variant for one shape: its two kernels' geometry. */
+typedef struct clattn_bwd_fit {
+    int rows;             /* dQ kernel: packed rows per work-item (rows) or work-group (tiles) */
+    int keys;             /* dK/dV kernel: keys per work-item (rows) or work-group (tiles) */
+    int vector_width;     /* over the head dims */
+    size_t q_local, kv_local;             /* work-group sizes; 0: the runtime chooses */
+    bool q_group_per_block, kv_group_per_block; /* a work-group per block (else a work-item) */
+    bool transposed;      /* the dQ kernel reads K and V transposed to f32 */
+} clattn_bwd_fit;
+
 typedef struct clattn_family {
     clattn_kernel_family id;
     const char *name;            /* "rows": $CLATTN_KERNELS, the tuning file, variant names */
@@ -29,6 +39,11 @@ typedef struct clattn_family {
     bool (*serves)(const clattn_device_info *dev, const clattn_shape *s, char *why, size_t why_size);
     /* The forward variant for the shape from complete parameters t. */
     void (*choose)(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t, clattn_fwd_fit *out);
+    /* The backward pass: kernels/<bwd_file>.cl with its dK/dV and dQ kernels (NULL: none), and
+     * its variant for a shape. `serves` answers for the shape's pass. */
+    const char *bwd_file, *bwd_kv_function, *bwd_q_function;
+    void (*choose_backward)(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t,
+                            clattn_bwd_fit *out);
 } clattn_family;
 
 /* Families in table order; NULL past the end. */

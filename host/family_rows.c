@@ -16,8 +16,16 @@ static bool valid(const clattn_device_info *dev, const clattn_tuning *t, char *w
     return clattn__tuning_common_valid(dev, t, why, why_size);
 }
 
+/* The backward's dK/dV work-item keeps 16 keys' K, V, dK and dV columns: 64 (d + dv) floats. */
+#define BWD_MAX_HEAD_DIM 256
+
 static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *why, size_t why_size)
 {
+    if (s->pass == CLATTN_PASS_BACKWARD && (s->head_dim > BWD_MAX_HEAD_DIM || s->head_dim_v > BWD_MAX_HEAD_DIM)) {
+        clattn__format(why, why_size, "head dims above %d (got %d/%d) are not supported by the fused backward",
+                       BWD_MAX_HEAD_DIM, s->head_dim, s->head_dim_v);
+        return false;
+    }
     clattn__format(why, why_size, "the fused kernel serves this descriptor");
     return true;
 }
@@ -50,6 +58,27 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->kt_capable = t->keys == 16 && d <= 128 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
 }
 
+/* dQ: BM rows per work-item streaming 16 keys at a time from K and V transposed to f32; dK/dV:
+ * 16 keys per work-item. Work-groups bounded as in the forward (each work-item's arrays live on
+ * PoCL's worker stack). */
+static void choose_backward(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t,
+                            clattn_bwd_fit *f)
+{
+    const int d = s->head_dim, dv = s->head_dim_v;
+    int bm = t->rows;
+    size_t wg = (size_t)t->group_size;
+    bound_private(d, dv, &bm, &wg);
+    f->rows = bm;
+    f->keys = 16;
+    f->vector_width = clattn__vector_width(d, dv, t->vector_width);
+    f->q_local = wg;
+    size_t kv_wg = (size_t)t->group_size;
+    while (kv_wg > 1 && kv_wg * (size_t)(2 * d + 2 * dv) * 16 * 4 > 256 * 1024) kv_wg /= 2;
+    f->kv_local = kv_wg;
+    f->q_group_per_block = f->kv_group_per_block = false;
+    f->transposed = true;
+}
+
 const clattn_family clattn__family_rows = {
     .id = CLATTN_KERNELS_ROWS,
     .name = "rows",
@@ -61,4 +90,8 @@ const clattn_family clattn__family_rows = {
     .valid = valid,
     .serves = serves,
     .choose = choose,
+    .bwd_file = "bwd_rows",
+    .bwd_kv_function = "clattn_bwd_kv_rows",
+    .bwd_q_function = "clattn_bwd_q_rows",
+    .choose_backward = choose_backward,
 };

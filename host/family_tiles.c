@@ -30,6 +30,10 @@ static bool valid(const clattn_device_info *dev, const clattn_tuning *t, char *w
 
 static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *why, size_t why_size)
 {
+    if (s->pass == CLATTN_PASS_BACKWARD) {
+        clattn__format(why, why_size, "the tiles family has no backward kernels yet");
+        return false;
+    }
     if ((size_t)(s->head_dim + s->head_dim_v) * 4 > local_budget(dev)) {
         clattn__format(why, why_size, "head dims %d/%d need more local memory than the device has", s->head_dim,
                        s->head_dim_v);

@@ -1,4 +1,5 @@
-/* The host-array convenience call: upload, plan, execute, download, release. */
+/* The host-array calls: upload, plan, execute, download, release; for the forward and the
+ * backward pass. */
 #include "abi.h"
 #include "diag.h"
 #include "fault.h"
@@ -6,7 +7,18 @@
 
 #include <string.h>
 
-clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, const clattn_host_tensors *caller)
+/* One tensor between host and device: where its buffer goes in clattn_buffers, its host
+ * array, its bytes, and whether it is uploaded, read back, or both (a strided output keeps
+ * the caller's elements its view skips, so it is uploaded too). */
+typedef struct transfer {
+    cl_mem *slot;
+    void *host;
+    size_t bytes;
+    bool upload, download;
+} transfer;
+
+static clattn_status run(clattn_context *ctx, const clattn_desc *desc, const clattn_host_tensors *caller,
+                         clattn_pass pass)
 {
     if (!ctx) return CLATTN_INVALID_ARGUMENT;
     char msg[512];
@@ -18,64 +30,79 @@ clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, 
     if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_host_tensors", msg, sizeof msg)))
         return clattn__fail(ctx, st, "%s", msg);
     const clattn_host_tensors *t = &copy;
+    clattn_desc plan_desc; /* the caller's descriptor at this library's size, for this pass */
+    if ((st = clattn__struct_in(&plan_desc, sizeof plan_desc, desc, "clattn_desc", msg, sizeof msg)))
+        return clattn__fail(ctx, st, "%s", msg);
+    plan_desc.pass = pass;
+    const bool fwd = pass == CLATTN_PASS_FORWARD;
 
     clattn_tensor_sizes need;
     clattn__sizes(&s, &need);
-    const size_t es = clattn_dtype_size(s.dtype);
+    const size_t es = clattn_dtype_size(s.dtype), hq = (size_t)s.heads_q, nb = (size_t)s.batch;
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
+    const transfer x[] = {
+        {&bf.q, (void *)t->q, need.q * es, true, false},
+        {&bf.k, (void *)t->k, need.k * es, true, false},
+        {&bf.v, (void *)t->v, need.v * es, true, false},
+        {&bf.o, t->o, need.o * es, true, fwd},
+        {&bf.lse, t->lse, t->lse ? need.lse * 4 : 0, !fwd, fwd},
+        {&bf.mask, (void *)t->mask, s.has_mask ? need.mask * 4 : 0, true, false},
+        {&bf.alibi_slopes, (void *)t->alibi_slopes, s.has_alibi ? hq * 4 : 0, true, false},
+        {&bf.sinks, (void *)t->sinks, s.has_sinks ? hq * 4 : 0, true, false},
+        {&bf.seqused_k, (void *)t->seqused_k, s.has_seqused_k ? nb * 4 : 0, true, false},
+        {&bf.cu_seqlens_q, (void *)t->cu_seqlens_q, s.varlen ? (nb + 1) * 4 : 0, true, false},
+        {&bf.cu_seqlens_k, (void *)t->cu_seqlens_k, s.varlen ? (nb + 1) * 4 : 0, true, false},
+        {&bf.d_o, (void *)t->d_o, fwd ? 0 : need.o * es, true, false},
+        {&bf.dq, t->dq, fwd ? 0 : need.q * es, true, true},
+        {&bf.dk, t->dk, fwd ? 0 : need.k * es, true, true},
+        {&bf.dv, t->dv, fwd ? 0 : need.v * es, true, true},
+        {&bf.dsinks, t->dsinks, !fwd && s.has_sinks ? hq * 4 : 0, false, true},
+    };
+    const size_t n = sizeof x / sizeof x[0];
     /* every tensor must fit one device allocation, checked before anything is created */
-    const struct { const char *name; size_t bytes; } sizes[] = {
-        {"q", need.q * es}, {"k", need.k * es}, {"v", need.v * es}, {"o", need.o * es}, {"mask", need.mask * 4}};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        if (sizes[i].bytes > ctx->info.max_alloc)
+    static const char *names[] = {"q", "k", "v", "o", "lse", "mask", "alibi_slopes", "sinks", "seqused_k",
+                                  "cu_seqlens_q", "cu_seqlens_k", "d_o", "dq", "dk", "dv", "dsinks"};
+    for (size_t i = 0; i < n; i++)
+        if (x[i].bytes > ctx->info.max_alloc)
             return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s needs %zu bytes, above the device's max allocation %llu",
-                                sizes[i].name, sizes[i].bytes, (unsigned long long)ctx->info.max_alloc);
-    if ((st = clattn__check_host(&s, t, msg, sizeof msg))) return clattn__fail(ctx, st, "%s", msg);
+                                names[i], x[i].bytes, (unsigned long long)ctx->info.max_alloc);
+    const clattn_host_use use = fwd ? CLATTN_HOST_FORWARD : CLATTN_HOST_BACKWARD;
+    if ((st = clattn__check_host(&s, t, use, msg, sizeof msg))) return clattn__fail(ctx, st, "%s", msg);
 
     clattn_plan *plan = NULL;
-    if ((st = clattn_plan_create(ctx, desc, &plan))) return st;
-
+    if ((st = clattn_plan_create(ctx, &plan_desc, &plan))) return st;
     cl_int e = CL_SUCCESS;
     cl_command_queue queue = clCreateCommandQueue(ctx->cl_ctx, ctx->device, 0, &e);
-    clattn_buffers bf = CLATTN_BUFFERS_INIT;
-    const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
-    if (!e) bf.q = clattn__create_buffer(ctx, in, need.q * es, (void *)t->q, &e);
-    if (!e) bf.k = clattn__create_buffer(ctx, in, need.k * es, (void *)t->k, &e);
-    if (!e) bf.v = clattn__create_buffer(ctx, in, need.v * es, (void *)t->v, &e);
-    /* o starts as the caller's contents, so elements a strided view skips are kept. */
-    if (!e) bf.o = clattn__create_buffer(ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, need.o * es, t->o, &e);
-    if (!e && t->lse) bf.lse = clattn__create_buffer(ctx, CL_MEM_WRITE_ONLY, need.lse * sizeof(float), NULL, &e);
-    /* the feature tensors the descriptor asks for */
-    const size_t hq = (size_t)s.heads_q, nb = (size_t)s.batch;
-    if (!e && s.has_mask) bf.mask = clattn__create_buffer(ctx, in, need.mask * 4, (void *)t->mask, &e);
-    if (!e && s.has_alibi) bf.alibi_slopes = clattn__create_buffer(ctx, in, hq * 4, (void *)t->alibi_slopes, &e);
-    if (!e && s.has_sinks) bf.sinks = clattn__create_buffer(ctx, in, hq * 4, (void *)t->sinks, &e);
-    if (!e && s.has_seqused_k) bf.seqused_k = clattn__create_buffer(ctx, in, nb * 4, (void *)t->seqused_k, &e);
-    if (!e && s.varlen) bf.cu_seqlens_q = clattn__create_buffer(ctx, in, (nb + 1) * 4, (void *)t->cu_seqlens_q, &e);
-    if (!e && s.varlen) bf.cu_seqlens_k = clattn__create_buffer(ctx, in, (nb + 1) * 4, (void *)t->cu_seqlens_k, &e);
+    for (size_t i = 0; i < n && !e; i++) {
+        if (!x[i].bytes || !x[i].host) continue;
+        const cl_mem_flags flags = (x[i].download ? CL_MEM_READ_WRITE : CL_MEM_READ_ONLY) |
+                                   (x[i].upload ? CL_MEM_COPY_HOST_PTR : 0);
+        *x[i].slot = clattn__create_buffer(ctx, flags, x[i].bytes, x[i].upload ? x[i].host : NULL, &e);
+    }
     if (e) {
         st = clattn__fail(ctx, e, "creating the queue or buffers failed (%d)", e);
         goto done;
     }
     cl_event done_ev = NULL;
     if ((st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &done_ev))) goto done;
-    e = clEnqueueReadBuffer(queue, bf.o, CL_TRUE, 0, need.o * es, t->o, 1, &done_ev, NULL);
-    if (!e && t->lse)
-        e = clEnqueueReadBuffer(queue, bf.lse, CL_TRUE, 0, need.lse * sizeof(float), t->lse, 1, &done_ev, NULL);
+    for (size_t i = 0; i < n && !e; i++)
+        if (x[i].download && x[i].bytes && x[i].host)
+            e = clEnqueueReadBuffer(queue, *x[i].slot, CL_TRUE, 0, x[i].bytes, x[i].host, 1, &done_ev, NULL);
     clReleaseEvent(done_ev);
     if (e) st = clattn__fail(ctx, e, "reading results back failed (%d)", e);
 done:
-    clattn__release_buffer(ctx, bf.q);
-    clattn__release_buffer(ctx, bf.k);
-    clattn__release_buffer(ctx, bf.v);
-    clattn__release_buffer(ctx, bf.o);
-    clattn__release_buffer(ctx, bf.lse);
-    clattn__release_buffer(ctx, bf.mask);
-    clattn__release_buffer(ctx, bf.alibi_slopes);
-    clattn__release_buffer(ctx, bf.sinks);
-    clattn__release_buffer(ctx, bf.seqused_k);
-    clattn__release_buffer(ctx, bf.cu_seqlens_q);
-    clattn__release_buffer(ctx, bf.cu_seqlens_k);
+    for (size_t i = 0; i < n; i++) clattn__release_buffer(ctx, *x[i].slot);
     if (queue) clReleaseCommandQueue(queue);
     clattn_plan_destroy(plan);
     return st;
+}
+
+clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc, const clattn_host_tensors *t)
+{
+    return run(ctx, desc, t, CLATTN_PASS_FORWARD);
+}
+
+clattn_status clattn_backward_host(clattn_context *ctx, const clattn_desc *desc, const clattn_host_tensors *t)
+{
+    return run(ctx, desc, t, CLATTN_PASS_BACKWARD);
 }

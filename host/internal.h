@@ -43,6 +43,7 @@ typedef struct clattn_shape {
     int window_left, window_right; /* -1 unbounded; causal folds into window_right */
     float softcap;
     clattn_algo algo;
+    clattn_pass pass;
 } clattn_shape;
 
 /* What the library reads of a device, queried once per context. */

@@ -27,6 +27,10 @@ static const struct {
     {"combine", CLATTN_SW_DTYPE | CLATTN_SW_SINKS | CLATTN_SW_VARLEN},
     {"convert", CLATTN_SW_DTYPE | CLATTN_SW_VARLEN},
     {"softmax", CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN},
+    {"bwd_prep", CLATTN_SW_DTYPE | CLATTN_SW_VARLEN},
+    {"bwd_rows", CLATTN_SW_DTYPE | CLATTN_SW_SOFTCAP | CLATTN_SW_ALIBI | CLATTN_SW_MASK | CLATTN_SW_SEQUSED |
+                     CLATTN_SW_VARLEN},
+    {"bwd_softmax", CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN},
 };
 
 unsigned clattn__file_switches(const char *file)

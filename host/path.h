@@ -20,8 +20,9 @@ typedef struct clattn_launch {
 } clattn_launch;
 
 typedef struct clattn_path {
-    const char *name;  /* "fused", "unfused": in reasons and messages */
+    const char *name;  /* "fused", "unfused backward": in reasons and messages */
     clattn_algo algo;  /* the descriptor's value that forces this path */
+    clattn_pass pass;  /* the pass it computes: plan.c offers it only descriptors of that pass */
     /* Whether the path serves the shape on the context; `why` either way (for the reason). */
     bool (*supports)(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size);
     /* Chooses the variant: sets plan->variant, plan->scratch_bytes (and plan->tuning with its
@@ -41,7 +42,9 @@ typedef struct clattn_path {
  * (path_<name>.c defining clattn__path_<name>). */
 #define CLATTN_PATHS(X) \
     X(fused)            \
-    X(unfused)
+    X(unfused)          \
+    X(fused_backward)   \
+    X(unfused_backward)
 #define CLATTN_DECLARE_PATH(n) CLATTN_HIDDEN extern const clattn_path clattn__path_##n;
 CLATTN_PATHS(CLATTN_DECLARE_PATH)
 #undef CLATTN_DECLARE_PATH

@@ -4,6 +4,7 @@
  * to f32 first. */
 #include "path.h"
 #include "combine.h"
+#include "transpose.h"
 #include "diag.h"
 #include "family.h"
 #include "fault.h"
@@ -119,22 +120,6 @@ static void fwd_args(clattn_args *a, const clattn_plan *p, const fused *f, const
     CLATTN_ARG(a, cl_long, (cl_long)f->kt_ld);
 }
 
-/* kernels/convert.cl's clattn_transpose_k */
-static void transpose_args(clattn_args *a, const clattn_plan *p, const fused *f, const clattn_buffers *bf, cl_mem kt)
-{
-    const clattn_shape *s = &p->shape;
-    CLATTN_ARG(a, cl_mem, bf->k);
-    CLATTN_ARG(a, cl_ulong, (cl_ulong)bf->k_offset);
-    CLATTN_ARG(a, cl_long, s->k.batch);
-    CLATTN_ARG(a, cl_long, s->k.head);
-    CLATTN_ARG(a, cl_long, s->k.seq);
-    CLATTN_ARG(a, cl_int, s->heads_kv);
-    CLATTN_ARG(a, cl_int, s->varlen ? s->total_k : s->seq_kv);
-    CLATTN_ARG(a, cl_mem, kt);
-    CLATTN_ARG(a, cl_ulong, 0);
-    CLATTN_ARG(a, cl_long, (cl_long)f->kt_ld);
-}
-
 static const char *dtype_name(clattn_dtype t)
 {
     return t == CLATTN_DTYPE_F32 ? "f32" : t == CLATTN_DTYPE_F16 ? "f16" : "bf16";
@@ -207,14 +192,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
         size_t tensors;
         fits = clattn__product(&tensors, (size_t)(s->varlen ? 1 : s->batch), (size_t)s->heads_kv, (size_t)d, 1) &&
                clattn__product(&p->scratch_bytes, tensors, (size_t)f->kt_ld, sizeof(float), 1);
-        clattn_kernel_spec *c = &f->transpose_spec;
-        c->file = "convert";
-        c->function = "clattn_transpose_k";
-        clattn__kernel_options(c, "", &sw);
-        clattn__format(c->name, sizeof c->name, "transpose K D=%d", d);
-        count = (clattn_args){0};
-        transpose_args(&count, p, f, &none, NULL);
-        c->num_args = count.n;
+        clattn__transpose_spec(&f->transpose_spec, &sw);
     }
     if (!fits)
         return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s: its scratch (%d splits of %zu rows, or K transposed) "
@@ -248,11 +226,10 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     const cl_event *wait = l->wait;
     cl_event tr = NULL;
     if (f->kt) {
-        a = (clattn_args){f->transpose, 0, CL_SUCCESS};
-        transpose_args(&a, p, f, bf, l->scratch);
-        if (a.err) return clattn__fail(p->ctx, a.err, "clSetKernelArg failed (%d) for the K transpose", a.err);
-        size_t tg[3] = {(size_t)f->kt_ld, (size_t)s->head_dim, (size_t)(s->varlen ? 1 : s->batch) * s->heads_kv};
-        cl_int e = clattn__enqueue(p->ctx, l->queue, f->transpose, 3, tg, NULL, num_wait, wait, &tr);
+        const clattn_transpose_call t = {bf->k, bf->k_offset, s->k, s->heads_kv, s->varlen ? s->total_k : s->seq_kv,
+                                         l->scratch, 0, f->kt_ld};
+        cl_int e = clattn__transpose_enqueue(p->ctx, l->queue, f->transpose, &t, s->head_dim, s->varlen ? 1 : s->batch,
+                                             num_wait, wait, &tr);
         if (e) return clattn__fail(p->ctx, e, "enqueueing the K transpose failed (%d)", e);
         num_wait = 1;
         wait = &tr;
@@ -305,6 +282,7 @@ static void release(clattn_plan *p)
 const clattn_path clattn__path_fused = {
     .name = "fused",
     .algo = CLATTN_ALGO_FUSED,
+    .pass = CLATTN_PASS_FORWARD,
     .supports = supports,
     .prepare = prepare,
     .build = build,

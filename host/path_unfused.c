@@ -5,12 +5,13 @@
  * kernels are checked against on the device itself. Never CLBlast's half GEMM: it
  * accumulates in half. */
 #include "path.h"
+#include "blas.h"
+#include "copies.h"
 #include "diag.h"
 #include "fault.h"
 #include "kernel.h"
 #include "shape.h"
 
-#include <clblast_c.h>
 #include <limits.h>
 #include <stdlib.h>
 
@@ -21,52 +22,6 @@ typedef struct unfused {
     clattn_kernel_spec softmax_spec, widen_spec, narrow_spec;
     cl_kernel softmax, widen, narrow;
 } unfused;
-
-static const char *clblast_name(CLBlastStatusCode c)
-{
-    switch (c) {
-    case CLBlastNotImplemented: return "NotImplemented";
-    case CLBlastInvalidMatrixA: return "InvalidMatrixA";
-    case CLBlastInvalidMatrixB: return "InvalidMatrixB";
-    case CLBlastInvalidMatrixC: return "InvalidMatrixC";
-    case CLBlastInvalidDimension: return "InvalidDimension";
-    case CLBlastInvalidLeadDimA: return "InvalidLeadDimA";
-    case CLBlastInvalidLeadDimB: return "InvalidLeadDimB";
-    case CLBlastInvalidLeadDimC: return "InvalidLeadDimC";
-    case CLBlastInsufficientMemoryA: return "InsufficientMemoryA";
-    case CLBlastInsufficientMemoryB: return "InsufficientMemoryB";
-    case CLBlastInsufficientMemoryC: return "InsufficientMemoryC";
-    case CLBlastInsufficientMemoryTemp: return "InsufficientMemoryTemp";
-    case CLBlastInvalidBatchCount: return "InvalidBatchCount";
-    case CLBlastInvalidLocalMemUsage: return "InvalidLocalMemUsage";
-    case CLBlastDatabaseError: return "DatabaseError";
-    case CLBlastUnknownError: return "UnknownError";
-    case CLBlastUnexpectedError: return "UnexpectedError";
-    default: return "OpenCL error";
-    }
-}
-
-/* CLBlast codes in OpenCL's range keep their numbers; CLBlast's own become CLATTN_BLAS_ERROR. */
-static clattn_status blas_fail(const clattn_plan *plan, CLBlastStatusCode c, const char *what)
-{
-    const clattn_status st = c > -1000 ? (clattn_status)c : CLATTN_BLAS_ERROR;
-    return clattn__fail(plan->ctx, st, "CLBlast %s failed: %s (%d)", what, clblast_name(c), (int)c);
-}
-
-/* Leading dimension for CLBlast: a stride, or the row length when only one row is read. */
-static size_t ld(int64_t stride, int rows, int cols)
-{
-    return rows <= 1 && stride < cols ? (size_t)cols : (size_t)stride;
-}
-
-/* q, k, v, o go through dense f32 copies when CLBlast cannot read them in place: f16/bf16
- * storage (never CLBlast's half GEMM: it accumulates in half), packed sequences (their offsets
- * live on the device), or sequence strides shorter than a row. */
-static bool needs_copies(const clattn_shape *s)
-{
-    return s->dtype != CLATTN_DTYPE_F32 || s->varlen || (s->seq_q > 1 && s->q.seq < s->head_dim) ||
-           (s->seq_kv > 1 && (s->k.seq < s->head_dim || s->v.seq < s->head_dim_v));
-}
 
 static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
 {
@@ -119,50 +74,6 @@ static void softmax_args(clattn_args *a, const clattn_shape *s, const clattn_buf
     CLATTN_ARG(a, cl_int, s->window_right);
 }
 
-/* One tensor of the caller and its dense f32 copy (kernels/convert.cl). */
-typedef struct copy {
-    cl_mem user;
-    size_t off;
-    const clattn_strides *st;
-    int heads, seq, dim;
-    cl_mem cu;     /* varlen offsets, or NULL */
-    int total;     /* varlen: the tensor's packed token count */
-    cl_mem scratch;
-    size_t work;   /* the copy's element offset in scratch */
-} copy;
-
-static void widen_args(clattn_args *a, const copy *c)
-{
-    CLATTN_ARG(a, cl_mem, c->user);
-    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->off);
-    CLATTN_ARG(a, cl_long, c->st ? c->st->batch : 0);
-    CLATTN_ARG(a, cl_long, c->st ? c->st->head : 0);
-    CLATTN_ARG(a, cl_long, c->st ? c->st->seq : 0);
-    CLATTN_ARG(a, cl_int, c->heads);
-    CLATTN_ARG(a, cl_int, c->seq);
-    CLATTN_ARG(a, cl_int, c->dim);
-    CLATTN_ARG(a, cl_mem, c->cu ? c->cu : c->scratch);
-    CLATTN_ARG(a, cl_int, c->total);
-    CLATTN_ARG(a, cl_mem, c->scratch);
-    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->work);
-}
-
-static void narrow_args(clattn_args *a, const copy *c)
-{
-    CLATTN_ARG(a, cl_mem, c->scratch);
-    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->work);
-    CLATTN_ARG(a, cl_mem, c->user);
-    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->off);
-    CLATTN_ARG(a, cl_long, c->st ? c->st->batch : 0);
-    CLATTN_ARG(a, cl_long, c->st ? c->st->head : 0);
-    CLATTN_ARG(a, cl_long, c->st ? c->st->seq : 0);
-    CLATTN_ARG(a, cl_int, c->heads);
-    CLATTN_ARG(a, cl_int, c->seq);
-    CLATTN_ARG(a, cl_int, c->dim);
-    CLATTN_ARG(a, cl_mem, c->cu ? c->cu : c->scratch);
-    CLATTN_ARG(a, cl_int, c->total);
-}
-
 /* Chunking: all (batch, head) items and all rows at once when the scores fit the limit;
  * else all rows of as many items as fit; else as many rows of one item as fit. */
 static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
@@ -186,7 +97,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     u->chunk_rows = (int)r;
     u->chunk_items = (int)n;
     size_t floats = r * n * (size_t)s->seq_kv, t[4];
-    u->convert = needs_copies(s);
+    u->convert = clattn__needs_copies(s);
     if (u->convert) { /* dense padded f32 (B, H, N, D) copies after the scores */
         if (!clattn__product(&t[0], (size_t)s->batch, (size_t)s->heads_q, (size_t)s->seq_q, (size_t)s->head_dim) ||
             !clattn__product(&t[1], (size_t)s->batch, (size_t)s->heads_kv, (size_t)s->seq_kv, (size_t)s->head_dim) ||
@@ -223,21 +134,8 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
                    "unfused CLBlast Sgemm + softmax SMW=%d, chunks of %d rows x %d heads%s", smw, u->chunk_rows,
                    u->chunk_items, u->convert ? ", f32 copies" : "");
     if (u->convert) {
-        const copy c0 = {0};
-        clattn_kernel_spec *w = &u->widen_spec, *nw = &u->narrow_spec;
-        w->file = nw->file = "convert";
-        w->function = "clattn_widen";
-        nw->function = "clattn_narrow";
-        clattn__kernel_options(w, "", &sw);
-        clattn__kernel_options(nw, "", &sw);
-        clattn__format(w->name, sizeof w->name, "widen");
-        clattn__format(nw->name, sizeof nw->name, "narrow");
-        count = (clattn_args){0};
-        widen_args(&count, &c0);
-        w->num_args = count.n;
-        count = (clattn_args){0};
-        narrow_args(&count, &c0);
-        nw->num_args = count.n;
+        clattn__widen_spec(&u->widen_spec, &sw);
+        clattn__narrow_spec(&u->narrow_spec, &sw);
     }
     return CLATTN_SUCCESS;
 }
@@ -275,46 +173,29 @@ static clattn_status gemms(const clattn_plan *p, const clattn_shape *s, cl_comma
                            const clattn_buffers *bf, const clattn_buffers *user, cl_mem scores, int bh0, int np,
                            int r0, int nr)
 {
-    const int nk = s->seq_kv;
+    const size_t nk = (size_t)s->seq_kv, rows = (size_t)nr;
     for (int bh = bh0; bh < bh0 + np; bh++) {
         const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
-        if (clattn__enqueue_fault(p->ctx)) return blas_fail(p, CLBlastOpenCLOutOfResources, "Sgemm (S = Q K^T)");
-        CLBlastStatusCode c = CLBlastSgemm(
-            CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)nr, (size_t)nk,
-            (size_t)s->head_dim, s->scale,
-            bf->q, bf->q_offset + b * s->q.batch + h * s->q.head + (size_t)r0 * s->q.seq, ld(s->q.seq, nr, s->head_dim),
-            bf->k, bf->k_offset + b * s->k.batch + g * s->k.head, ld(s->k.seq, nk, s->head_dim),
-            0.0f, scores, (size_t)(bh - bh0) * nr * nk, (size_t)nk, &queue, NULL);
-        if (c) return blas_fail(p, c, "Sgemm (S = Q K^T)");
+        const clattn_gemm qk = {false, true, rows, nk, (size_t)s->head_dim, s->scale, 0.0f, bf->q, bf->k, scores,
+                                bf->q_offset + b * s->q.batch + h * s->q.head + (size_t)r0 * s->q.seq,
+                                bf->k_offset + b * s->k.batch + g * s->k.head, (size_t)(bh - bh0) * rows * nk,
+                                clattn__ld(s->q.seq, rows, (size_t)s->head_dim),
+                                clattn__ld(s->k.seq, nk, (size_t)s->head_dim), nk};
+        clattn_status st = clattn__sgemm(p->ctx, queue, &qk, "Sgemm (S = Q K^T)");
+        if (st) return st;
     }
     clattn_status st = softmax(p, queue, user, scores, nr, np, bh0, r0);
     if (st) return st;
     for (int bh = bh0; bh < bh0 + np; bh++) {
         const int b = bh / s->heads_q, h = bh % s->heads_q, g = h / s->group;
-        if (clattn__enqueue_fault(p->ctx)) return blas_fail(p, CLBlastOpenCLOutOfResources, "Sgemm (O = P V)");
-        CLBlastStatusCode c = CLBlastSgemm(
-            CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeNo, (size_t)nr, (size_t)s->head_dim_v,
-            (size_t)nk, 1.0f, scores, (size_t)(bh - bh0) * nr * nk, (size_t)nk,
-            bf->v, bf->v_offset + b * s->v.batch + g * s->v.head, ld(s->v.seq, nk, s->head_dim_v),
-            0.0f, bf->o, bf->o_offset + b * s->o.batch + h * s->o.head + (size_t)r0 * s->o.seq,
-            ld(s->o.seq, nr, s->head_dim_v), &queue, NULL);
-        if (c) return blas_fail(p, c, "Sgemm (O = P V)");
+        const clattn_gemm pv = {false, false, rows, (size_t)s->head_dim_v, nk, 1.0f, 0.0f, scores, bf->v, bf->o,
+                                (size_t)(bh - bh0) * rows * nk, bf->v_offset + b * s->v.batch + g * s->v.head,
+                                bf->o_offset + b * s->o.batch + h * s->o.head + (size_t)r0 * s->o.seq, nk,
+                                clattn__ld(s->v.seq, nk, (size_t)s->head_dim_v),
+                                clattn__ld(s->o.seq, rows, (size_t)s->head_dim_v)};
+        if ((st = clattn__sgemm(p->ctx, queue, &pv, "Sgemm (O = P V)"))) return st;
     }
     return CLATTN_SUCCESS;
-}
-
-/* Widens (to_f32) a tensor of the caller into its dense f32 copy, or narrows o back: one
- * NDRange dimension over every element, since sequences and batch x heads can each pass a
- * GPU grid dimension's limit (a 128K-token f16 KV cache). */
-static cl_int convert(const clattn_plan *p, cl_command_queue queue, bool to_f32, const copy *c)
-{
-    const unfused *u = p->state;
-    cl_kernel kern = to_f32 ? u->widen : u->narrow;
-    clattn_args a = {kern, 0, CL_SUCCESS};
-    if (to_f32) widen_args(&a, c);
-    else narrow_args(&a, c);
-    const size_t global = (size_t)c->dim * (size_t)c->seq * (size_t)p->shape.batch * (size_t)c->heads;
-    return a.err ? a.err : clattn__enqueue(p->ctx, queue, kern, 1, &global, NULL, 0, NULL, NULL);
 }
 
 static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
@@ -341,17 +222,17 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     cl_mem scratch = l->scratch;
     if (u->convert) {
         cl_mem cq = s->varlen ? bf->cu_seqlens_q : NULL, ck = s->varlen ? bf->cu_seqlens_k : NULL;
-        const copy cp[3] = {
+        const clattn_copy cp[3] = {
             {bf->q, bf->q_offset, &s->q, s->heads_q, s->seq_q, s->head_dim, cq, s->total_q, scratch, u->work_q},
             {bf->k, bf->k_offset, &s->k, s->heads_kv, s->seq_kv, s->head_dim, ck, s->total_k, scratch, u->work_k},
             {bf->v, bf->v_offset, &s->v, s->heads_kv, s->seq_kv, s->head_dim_v, ck, s->total_k, scratch, u->work_v}};
-        for (int i = 0; i < 3 && !e; i++) e = convert(p, queue, true, &cp[i]);
+        for (int i = 0; i < 3 && !e; i++) e = clattn__copy_enqueue(ctx, queue, u->widen, true, &cp[i], s->batch);
         if (e) return clattn__fail(ctx, e, "enqueueing the f32 copies failed (%d)", e);
         w.dtype = CLATTN_DTYPE_F32;
-        w.q = (clattn_strides){(int64_t)s->heads_q * s->seq_q * s->head_dim, (int64_t)s->seq_q * s->head_dim, s->head_dim};
-        w.k = (clattn_strides){(int64_t)s->heads_kv * s->seq_kv * s->head_dim, (int64_t)s->seq_kv * s->head_dim, s->head_dim};
-        w.v = (clattn_strides){(int64_t)s->heads_kv * s->seq_kv * s->head_dim_v, (int64_t)s->seq_kv * s->head_dim_v, s->head_dim_v};
-        w.o = (clattn_strides){(int64_t)s->heads_q * s->seq_q * s->head_dim_v, (int64_t)s->seq_q * s->head_dim_v, s->head_dim_v};
+        w.q = clattn__dense(s->heads_q, s->seq_q, s->head_dim);
+        w.k = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim);
+        w.v = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim_v);
+        w.o = clattn__dense(s->heads_q, s->seq_q, s->head_dim_v);
         in.q = in.k = in.v = in.o = scratch;
         in.q_offset = u->work_q;
         in.k_offset = u->work_k;
@@ -365,9 +246,10 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
             st = gemms(p, &w, queue, &in, bf, scratch, bh0, items - bh0 < P ? items - bh0 : P, r0,
                        s->seq_q - r0 < R ? s->seq_q - r0 : R);
     if (!st && u->convert) {
-        const copy co = {bf->o, bf->o_offset, &s->o, s->heads_q, s->seq_q, s->head_dim_v,
+        const clattn_copy co = {bf->o, bf->o_offset, &s->o, s->heads_q, s->seq_q, s->head_dim_v,
                          s->varlen ? bf->cu_seqlens_q : NULL, s->total_q, scratch, u->work_o};
-        if ((e = convert(p, queue, false, &co))) st = clattn__fail(ctx, e, "enqueueing the output copy failed (%d)", e);
+        if ((e = clattn__copy_enqueue(ctx, queue, u->narrow, false, &co, s->batch)))
+            st = clattn__fail(ctx, e, "enqueueing the output copy failed (%d)", e);
     }
     /* On an in-order queue a marker completes after everything enqueued before it: the one
      * event that covers every chunk's GEMM -> softmax -> GEMM. */
@@ -391,6 +273,7 @@ static void release(clattn_plan *p)
 const clattn_path clattn__path_unfused = {
     .name = "unfused",
     .algo = CLATTN_ALGO_UNFUSED,
+    .pass = CLATTN_PASS_FORWARD,
     .supports = supports,
     .prepare = prepare,
     .build = build,

@@ -22,7 +22,7 @@ static const clattn_path *choose_path(clattn_context *ctx, const clattn_shape *s
     char why[NPATHS][192], passed[NPATHS * 200] = "";
     for (size_t i = 0; i < NPATHS; i++) {
         const clattn_path *p = paths[i];
-        if (s->algo != CLATTN_ALGO_AUTO && s->algo != p->algo) continue;
+        if (p->pass != s->pass || (s->algo != CLATTN_ALGO_AUTO && s->algo != p->algo)) continue;
         const bool ok = p->supports(ctx, s, why[i], sizeof why[i]);
         if (s->algo != CLATTN_ALGO_AUTO) {
             if (!ok) {
@@ -204,8 +204,16 @@ static clattn_status check_overlap(clattn_context *ctx, const span *all, size_t 
     return CLATTN_SUCCESS;
 }
 
+/* One tensor of an execution: its buffer, where it starts, how large it is, and its role. */
+typedef struct tensor {
+    cl_mem m;
+    const char *name;
+    size_t off, elems, es;
+    enum { UNUSED, OPTIONAL_OUT, OUT, IN } role;
+} tensor;
+
 /* Every buffer the shape asks for: present, in the context, large enough, and no output
- * overlapping another tensor. */
+ * overlapping another tensor. The pass decides which tensors are read and written. */
 static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers *bf)
 {
     clattn_context *ctx = plan->ctx;
@@ -213,55 +221,42 @@ static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers
     clattn_tensor_sizes need;
     clattn_status st = clattn__sizes(s, &need);
     if (st) return clattn__fail(ctx, st, "tensor sizes overflow");
-    const size_t es = clattn_dtype_size(s->dtype);
-    if ((st = check_mem(ctx, bf->q, "q", bf->q_offset, need.q, es, false)) ||
-        (st = check_mem(ctx, bf->k, "k", bf->k_offset, need.k, es, false)) ||
-        (st = check_mem(ctx, bf->v, "v", bf->v_offset, need.v, es, false)) ||
-        (st = check_mem(ctx, bf->o, "o", bf->o_offset, need.o, es, true)))
-        return st;
-    if (bf->lse && (st = check_mem(ctx, bf->lse, "lse", bf->lse_offset, need.lse, sizeof(float), true)))
-        return st;
-    /* Feature tensors: present exactly when the descriptor asks for them. The integers among
-     * them (key lengths, cumulative offsets) live on the device: the kernels clamp them. */
-    const struct { bool want; cl_mem m; const char *name; size_t elems; } extra[] = {
-        {s->has_mask, bf->mask, "mask", need.mask},
-        {s->has_alibi, bf->alibi_slopes, "alibi_slopes", (size_t)s->heads_q},
-        {s->has_sinks, bf->sinks, "sinks", (size_t)s->heads_q},
-        {s->has_seqused_k, bf->seqused_k, "seqused_k", (size_t)s->batch},
-        {s->varlen, bf->cu_seqlens_q, "cu_seqlens_q", (size_t)s->batch + 1},
-        {s->varlen, bf->cu_seqlens_k, "cu_seqlens_k", (size_t)s->batch + 1},
+    const size_t es = clattn_dtype_size(s->dtype), nb = (size_t)s->batch, hq = (size_t)s->heads_q;
+    const bool fwd = s->pass == CLATTN_PASS_FORWARD, bwd = !fwd;
+    /* outputs first: each is compared with everything after it for overlaps. The integers
+     * among the inputs (key lengths, cumulative offsets) live on the device: the kernels clamp
+     * them. */
+    const tensor t[] = {
+        {bf->o, "o", bf->o_offset, need.o, es, fwd ? OUT : IN},
+        {bf->lse, "lse", bf->lse_offset, need.lse, 4, fwd ? OPTIONAL_OUT : IN},
+        {bf->dq, "dq", bf->dq_offset, need.q, es, bwd ? OUT : UNUSED},
+        {bf->dk, "dk", bf->dk_offset, need.k, es, bwd ? OUT : UNUSED},
+        {bf->dv, "dv", bf->dv_offset, need.v, es, bwd ? OUT : UNUSED},
+        {bf->dsinks, "dsinks", 0, hq, 4, bwd && s->has_sinks ? OUT : UNUSED},
+        {bf->scratch, "scratch", 0, plan->scratch_bytes, 1, bf->scratch && plan->scratch_bytes ? OUT : UNUSED},
+        {bf->q, "q", bf->q_offset, need.q, es, IN},
+        {bf->k, "k", bf->k_offset, need.k, es, IN},
+        {bf->v, "v", bf->v_offset, need.v, es, IN},
+        {bf->d_o, "d_o", bf->do_offset, need.o, es, bwd ? IN : UNUSED},
+        {bf->mask, "mask", 0, need.mask, 4, s->has_mask ? IN : UNUSED},
+        {bf->alibi_slopes, "alibi_slopes", 0, hq, 4, s->has_alibi ? IN : UNUSED},
+        {bf->sinks, "sinks", 0, hq, 4, s->has_sinks ? IN : UNUSED},
+        {bf->seqused_k, "seqused_k", 0, nb, 4, s->has_seqused_k ? IN : UNUSED},
+        {bf->cu_seqlens_q, "cu_seqlens_q", 0, nb + 1, 4, s->varlen ? IN : UNUSED},
+        {bf->cu_seqlens_k, "cu_seqlens_k", 0, nb + 1, 4, s->varlen ? IN : UNUSED},
     };
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
-        if (!extra[i].want) continue;
-        if (!extra[i].m)
-            return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "the descriptor asks for %s but buffer %s is NULL",
-                                extra[i].name, extra[i].name);
-        if ((st = check_mem(ctx, extra[i].m, extra[i].name, 0, extra[i].elems, 4, false))) return st;
-    }
-    if (bf->scratch && (st = check_mem(ctx, bf->scratch, "scratch", 0, plan->scratch_bytes, 1, true))) return st;
-
-    /* outputs first: each is compared with everything after it */
-    const struct { cl_mem m; const char *name; size_t off, elems, es; } t[] = {
-        {bf->o, "o", bf->o_offset, need.o, es},
-        {bf->lse, "lse", bf->lse_offset, need.lse, sizeof(float)},
-        {plan->scratch_bytes ? bf->scratch : NULL, "scratch", 0, plan->scratch_bytes, 1},
-        {bf->q, "q", bf->q_offset, need.q, es},
-        {bf->k, "k", bf->k_offset, need.k, es},
-        {bf->v, "v", bf->v_offset, need.v, es},
-        {s->has_mask ? bf->mask : NULL, "mask", 0, need.mask, 4},
-        {s->has_alibi ? bf->alibi_slopes : NULL, "alibi_slopes", 0, (size_t)s->heads_q, 4},
-        {s->has_sinks ? bf->sinks : NULL, "sinks", 0, (size_t)s->heads_q, 4},
-        {s->has_seqused_k ? bf->seqused_k : NULL, "seqused_k", 0, (size_t)s->batch, 4},
-        {s->varlen ? bf->cu_seqlens_q : NULL, "cu_seqlens_q", 0, (size_t)s->batch + 1, 4},
-        {s->varlen ? bf->cu_seqlens_k : NULL, "cu_seqlens_k", 0, (size_t)s->batch + 1, 4},
-    };
+    const size_t n_all = sizeof t / sizeof t[0];
     span spans[sizeof t / sizeof t[0]];
     size_t n = 0, outputs = 0;
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        if (!t[i].m) continue;
+    for (size_t i = 0; i < n_all; i++) {
+        if (t[i].role == UNUSED || (t[i].role == OPTIONAL_OUT && !t[i].m)) continue;
+        if (!t[i].m)
+            return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffer %s is NULL (the %s pass reads or writes it)",
+                                t[i].name, fwd ? "forward" : "backward");
+        if ((st = check_mem(ctx, t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, t[i].role != IN))) return st;
         const cl_int e = span_of(t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, &spans[n++]);
         if (e) return clattn__fail(ctx, e, "buffer %s: clGetMemObjectInfo failed (%d)", t[i].name, e);
-        if (i < 3) outputs = n;
+        if (t[i].role != IN) outputs = n;
     }
     return check_overlap(ctx, spans, n, outputs);
 }

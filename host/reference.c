@@ -61,16 +61,19 @@ static seq seq_of(const clattn_shape *s, const clattn_host_tensors *t, int b)
     return r;
 }
 
-/* One query row: scores over its allowed keys, softmax (with the sink), o and lse. */
-static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int h, int i, const seq *sq,
-                double *score)
+/* Row i's allowed keys [lo, hi) and its scores: raw[j] = scale q.k (before the softcap), score[j]
+ * the logit with every term of the formula. Returns the row's maximum logit, the sink included
+ * (-inf when the row sees nothing); NaN if a score is NaN. */
+static double scores(const clattn_shape *s, const clattn_host_tensors *t, int b, int h, int i, const seq *sq,
+                     long *lo_out, long *hi_out, double *raw, double *score)
 {
     const int g = h / s->group;
     const long off = s->top_left ? 0 : (long)sq->nk - sq->nq; /* alignment of causal/window/alibi */
     long lo = 0, hi = sq->nk;                                   /* allowed keys [lo, hi) */
     if (s->window_left >= 0 && i + off - s->window_left > lo) lo = i + off - s->window_left;
     if (s->window_right >= 0 && i + off + s->window_right + 1 < hi) hi = i + off + s->window_right + 1;
-
+    *lo_out = lo;
+    *hi_out = hi;
     const size_t qi = sq->q + (size_t)h * s->q.head + (size_t)i * s->q.seq;
     double m = -INFINITY;
     for (long j = lo; j < hi; j++) {
@@ -79,6 +82,7 @@ static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int 
         for (int d = 0; d < s->head_dim; d++)
             dot += load(t->q, s->dtype, qi + d) * load(t->k, s->dtype, kj + d);
         double x = (double)s->scale * dot;
+        raw[j] = x;
         if (s->softcap > 0) x = s->softcap * tanh(x / s->softcap);
         if (s->has_alibi) x -= (double)t->alibi_slopes[h] * fabs((double)(i + off - j));
         if (s->has_mask)
@@ -87,88 +91,216 @@ static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int 
         if (isnan(x) || x > m) m = x; /* a NaN score makes the whole row NaN, never vanishes */
     }
     const double sink = s->has_sinks ? (double)t->sinks[h] : -INFINITY;
-    if (sink > m) m = sink;
+    return sink > m ? sink : m;
+}
 
-    const size_t oi = sq->o + (size_t)h * s->o.head + (size_t)i * s->o.seq;
-    const size_t li = s->varlen ? (size_t)h * s->total_q + sq->tok0 + i
-                                : ((size_t)b * s->heads_q + (size_t)h) * s->seq_q + (size_t)i;
-    if (m == -INFINITY) { /* no allowed key and no sink: o = 0, lse = -inf */
-        for (int d = 0; d < s->head_dim_v; d++) store(t->o, s->dtype, oi + d, 0.0);
-        if (t->lse) t->lse[li] = -INFINITY;
-        return;
+/* Turns the row's scores into probabilities in place; returns lse (-inf for an empty row,
+ * whose probabilities are all 0). */
+static double softmax(const clattn_shape *s, const clattn_host_tensors *t, int h, long lo, long hi, double m,
+                      double *p)
+{
+    if (m == -INFINITY) { /* no allowed key and no sink */
+        for (long j = lo; j < hi; j++) p[j] = 0.0;
+        return -INFINITY;
     }
-    double sum = s->has_sinks ? exp(sink - m) : 0.0;
+    double sum = s->has_sinks ? exp((double)t->sinks[h] - m) : 0.0;
     for (long j = lo; j < hi; j++) {
-        score[j] = exp(score[j] - m);
-        sum += score[j];
+        p[j] = exp(p[j] - m);
+        sum += p[j];
     }
+    for (long j = lo; j < hi; j++) p[j] /= sum;
+    return m + log(sum);
+}
+
+static size_t lse_index(const clattn_shape *s, int b, int h, int i, const seq *sq)
+{
+    return s->varlen ? (size_t)h * s->total_q + sq->tok0 + i
+                     : ((size_t)b * s->heads_q + (size_t)h) * s->seq_q + (size_t)i;
+}
+
+/* One query row of the forward: o and lse. */
+static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int h, int i, const seq *sq,
+                double *raw, double *p)
+{
+    long lo, hi;
+    const double m = scores(s, t, b, h, i, sq, &lo, &hi, raw, p);
+    const double lse = softmax(s, t, h, lo, hi, m, p);
+    const int g = h / s->group;
+    const size_t oi = sq->o + (size_t)h * s->o.head + (size_t)i * s->o.seq;
     for (int d = 0; d < s->head_dim_v; d++) {
         double acc = 0.0;
         for (long j = lo; j < hi; j++)
-            acc += score[j] * load(t->v, s->dtype, sq->v + (size_t)g * s->v.head + (size_t)j * s->v.seq + d);
-        store(t->o, s->dtype, oi + d, sum > 0 || isnan(sum) ? acc / sum : 0.0);
+            acc += p[j] * load(t->v, s->dtype, sq->v + (size_t)g * s->v.head + (size_t)j * s->v.seq + d);
+        store(t->o, s->dtype, oi + d, acc);
     }
-    if (t->lse) t->lse[li] = (float)(m + log(sum));
+    if (t->lse) t->lse[lse_index(s, b, h, i, sq)] = (float)lse;
+}
+
+/* Per (batch, KV head): every row of its query heads, with dk and dv accumulated over them in
+ * double; dq written per row; each row's sink gradient added to dsink[b * heads_q + h]. */
+typedef struct bwd_work {
+    double *raw, *p, *ds, *dk, *dv; /* seq_kv each; seq_kv x d, seq_kv x dv */
+} bwd_work;
+
+static void bwd_task(const clattn_shape *s, const clattn_host_tensors *t, int b, int g, bwd_work *w, double *dsink)
+{
+    const seq sq = seq_of(s, t, b);
+    const int nk_all = s->varlen ? t->cu_seqlens_k[b + 1] - t->cu_seqlens_k[b] : s->seq_kv; /* before seqused_k */
+    const int d = s->head_dim, dvd = s->head_dim_v;
+    memset(w->dk, 0, sizeof(double) * (size_t)nk_all * (size_t)d);
+    memset(w->dv, 0, sizeof(double) * (size_t)nk_all * (size_t)dvd);
+    for (int h = g * s->group; h < (g + 1) * s->group; h++)
+        for (int i = 0; i < sq.nq; i++) {
+            long lo, hi;
+            const double m = scores(s, t, b, h, i, &sq, &lo, &hi, w->raw, w->p);
+            const double lse = softmax(s, t, h, lo, hi, m, w->p);
+            const size_t qi = sq.q + (size_t)h * s->q.head + (size_t)i * s->q.seq;
+            const size_t oi = sq.o + (size_t)h * s->o.head + (size_t)i * s->o.seq; /* d_o and o */
+            double D = 0.0;
+            for (int c = 0; c < dvd; c++) {
+                double acc = 0.0;
+                for (long j = lo; j < hi; j++)
+                    acc += w->p[j] * load(t->v, s->dtype, sq.v + (size_t)g * s->v.head + (size_t)j * s->v.seq + c);
+                D += acc * load(t->d_o, s->dtype, oi + c);
+            }
+            for (long j = lo; j < hi; j++) {
+                const size_t vj = sq.v + (size_t)g * s->v.head + (size_t)j * s->v.seq;
+                double dp = 0.0;
+                for (int c = 0; c < dvd; c++) dp += load(t->d_o, s->dtype, oi + c) * load(t->v, s->dtype, vj + c);
+                double ds = w->p[j] * (dp - D);
+                if (s->softcap > 0) {
+                    const double th = tanh(w->raw[j] / s->softcap);
+                    ds *= 1.0 - th * th;
+                }
+                w->ds[j] = ds;
+                for (int c = 0; c < dvd; c++) w->dv[(size_t)j * dvd + c] += w->p[j] * load(t->d_o, s->dtype, oi + c);
+                for (int c = 0; c < d; c++)
+                    w->dk[(size_t)j * d + c] += (double)s->scale * ds * load(t->q, s->dtype, qi + c);
+            }
+            for (int c = 0; c < d; c++) {
+                double acc = 0.0;
+                for (long j = lo; j < hi; j++)
+                    acc += w->ds[j] * load(t->k, s->dtype, sq.k + (size_t)g * s->k.head + (size_t)j * s->k.seq + c);
+                store(t->dq, s->dtype, qi + c, (double)s->scale * acc);
+            }
+            if (s->has_sinks && lse != -INFINITY) dsink[(size_t)b * s->heads_q + h] -= D * exp((double)t->sinks[h] - lse);
+        }
+    const size_t k0 = s->varlen ? (size_t)t->cu_seqlens_k[b] * (size_t)s->k.seq : (size_t)b * (size_t)s->k.batch;
+    const size_t v0 = s->varlen ? (size_t)t->cu_seqlens_k[b] * (size_t)s->v.seq : (size_t)b * (size_t)s->v.batch;
+    for (int j = 0; j < nk_all; j++) {
+        for (int c = 0; c < d; c++)
+            store(t->dk, s->dtype, k0 + (size_t)g * s->k.head + (size_t)j * s->k.seq + c, w->dk[(size_t)j * d + c]);
+        for (int c = 0; c < dvd; c++)
+            store(t->dv, s->dtype, v0 + (size_t)g * s->v.head + (size_t)j * s->v.seq + c, w->dv[(size_t)j * dvd + c]);
+    }
 }
 
 typedef struct ref_job {
     const clattn_shape *s;
     const clattn_host_tensors *t;
+    bool backward;
+    double *dsink; /* backward with sinks: batch x heads_q partial sums */
     long next, tasks;
     int failed;
     pthread_mutex_t lock;
 } ref_job;
 
-/* Takes (batch, head) tasks from the job until none are left. */
+/* Takes tasks from the job until none are left: (batch, query head) for the forward, (batch,
+ * KV head) for the backward. The results do not depend on which thread takes which task. */
 static void *ref_worker(void *arg)
 {
     ref_job *job = arg;
     const clattn_shape *s = job->s;
-    double *score = malloc(sizeof(double) * (size_t)s->seq_kv);
+    const size_t nk = (size_t)s->seq_kv;
+    bwd_work w = {malloc(sizeof(double) * nk), malloc(sizeof(double) * nk), malloc(sizeof(double) * nk),
+                  job->backward ? malloc(sizeof(double) * nk * (size_t)s->head_dim) : NULL,
+                  job->backward ? malloc(sizeof(double) * nk * (size_t)s->head_dim_v) : NULL};
+    const bool ok = w.raw && w.p && w.ds && (!job->backward || (w.dk && w.dv));
     for (;;) {
         pthread_mutex_lock(&job->lock);
         long task = job->next++;
-        if (!score) job->failed = 1;
+        if (!ok) job->failed = 1;
         pthread_mutex_unlock(&job->lock);
-        if (task >= job->tasks || !score) break;
-        const int b = (int)(task / s->heads_q), h = (int)(task % s->heads_q);
-        const seq sq = seq_of(s, job->t, b);
-        for (int i = 0; i < sq.nq; i++) row(s, job->t, b, h, i, &sq, score);
+        if (task >= job->tasks || !ok) break;
+        if (job->backward) {
+            bwd_task(s, job->t, (int)(task / s->heads_kv), (int)(task % s->heads_kv), &w, job->dsink);
+        } else {
+            const int b = (int)(task / s->heads_q), h = (int)(task % s->heads_q);
+            const seq sq = seq_of(s, job->t, b);
+            for (int i = 0; i < sq.nq; i++) row(s, job->t, b, h, i, &sq, w.raw, w.p);
+        }
     }
-    free(score);
+    free(w.raw); free(w.p); free(w.ds); free(w.dk); free(w.dv);
     return NULL;
+}
+
+/* Runs the job's tasks on every core (the calling thread too). */
+static clattn_status run_job(ref_job *job, char *msg, size_t msg_size)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = (int)(ncpu < 1 ? 1 : ncpu > 64 ? 64 : ncpu);
+    if (nthreads > job->tasks) nthreads = (int)job->tasks;
+    pthread_t threads[64];
+    int started = 0;
+    for (int i = 1; i < nthreads; i++, started++)
+        if (pthread_create(&threads[i - 1], NULL, ref_worker, job)) break;
+    ref_worker(job);
+    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&job->lock);
+    if (job->failed) {
+        clattn__format(msg, msg_size, "out of host memory for the reference's rows");
+        return CLATTN_OUT_OF_HOST_MEMORY;
+    }
+    return CLATTN_SUCCESS;
+}
+
+/* The caller's descriptor and arrays, resolved, copied and checked for `use`. */
+static clattn_status prologue(const clattn_desc *desc, const clattn_host_tensors *caller, clattn_host_use use,
+                              clattn_shape *s, clattn_host_tensors *t, char *msg, size_t msg_size)
+{
+    clattn_status st = clattn__resolve(desc, s, msg, msg_size);
+    if (st) return st;
+    if (!caller) {
+        clattn__format(msg, msg_size, "tensors is NULL");
+        return CLATTN_INVALID_ARGUMENT;
+    }
+    if ((st = clattn__struct_in(t, sizeof *t, caller, "clattn_host_tensors", msg, msg_size))) return st;
+    return clattn__check_host(s, t, use, msg, msg_size);
 }
 
 clattn_status clattn_reference_forward(const clattn_desc *desc, const clattn_host_tensors *caller,
                                        char *msg, size_t msg_size)
 {
     clattn_shape s;
-    clattn_status st = clattn__resolve(desc, &s, msg, msg_size);
+    clattn_host_tensors t;
+    clattn_status st = prologue(desc, caller, CLATTN_HOST_FORWARD, &s, &t, msg, msg_size);
     if (st) return st;
-    if (!caller) {
-        clattn__format(msg, msg_size, "tensors is NULL");
-        return CLATTN_INVALID_ARGUMENT;
-    }
-    clattn_host_tensors copy;
-    if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_host_tensors", msg, msg_size))) return st;
-    const clattn_host_tensors *t = &copy;
-    if ((st = clattn__check_host(&s, t, msg, msg_size))) return st;
-
     /* Rows of different (batch, head) pairs are independent: spread them over the cores. */
-    ref_job job = {&s, t, 0, (long)s.batch * s.heads_q, 0, PTHREAD_MUTEX_INITIALIZER};
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int nthreads = (int)(ncpu < 1 ? 1 : ncpu > 64 ? 64 : ncpu);
-    if (nthreads > job.tasks) nthreads = (int)job.tasks;
-    pthread_t threads[64];
-    int started = 0;
-    for (int i = 1; i < nthreads; i++, started++)
-        if (pthread_create(&threads[i - 1], NULL, ref_worker, &job)) break;
-    ref_worker(&job); /* the calling thread works too */
-    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
-    pthread_mutex_destroy(&job.lock);
-    if (job.failed) {
-        clattn__format(msg, msg_size, "out of host memory for the score row");
+    ref_job job = {&s, &t, false, NULL, 0, (long)s.batch * s.heads_q, 0, PTHREAD_MUTEX_INITIALIZER};
+    return run_job(&job, msg, msg_size);
+}
+
+clattn_status clattn_reference_backward(const clattn_desc *desc, const clattn_host_tensors *caller, char *msg,
+                                        size_t msg_size)
+{
+    clattn_shape s;
+    clattn_host_tensors t;
+    clattn_status st = prologue(desc, caller, CLATTN_HOST_BACKWARD_REFERENCE, &s, &t, msg, msg_size);
+    if (st) return st;
+    double *dsink = s.has_sinks ? calloc((size_t)s.batch * (size_t)s.heads_q, sizeof(double)) : NULL;
+    if (s.has_sinks && !dsink) {
+        clattn__format(msg, msg_size, "out of host memory for the sink gradients");
         return CLATTN_OUT_OF_HOST_MEMORY;
     }
-    return CLATTN_SUCCESS;
+    /* (batch, KV head) tasks: each owns its keys' dk and dv and its rows' dq */
+    ref_job job = {&s, &t, true, dsink, 0, (long)s.batch * s.heads_kv, 0, PTHREAD_MUTEX_INITIALIZER};
+    st = run_job(&job, msg, msg_size);
+    if (!st && s.has_sinks) /* summed over the batch in order: the same on every run */
+        for (int h = 0; h < s.heads_q; h++) {
+            double acc = 0.0;
+            for (int b = 0; b < s.batch; b++) acc += dsink[(size_t)b * s.heads_q + h];
+            t.dsinks[h] = (float)acc;
+        }
+    free(dsink);
+    return st;
 }

@@ -8,8 +8,14 @@
 CLATTN_HIDDEN clattn_status clattn__resolve(const clattn_desc *desc, clattn_shape *shape,
                                             char *msg, size_t msg_size);
 CLATTN_HIDDEN clattn_status clattn__sizes(const clattn_shape *s, clattn_tensor_sizes *out);
+/* Host arrays present, large enough and not overlapping, for one of three uses. */
+typedef enum clattn_host_use {
+    CLATTN_HOST_FORWARD,            /* q, k, v in; o (and lse) out */
+    CLATTN_HOST_BACKWARD_REFERENCE, /* q, k, v, d_o in; dq, dk, dv (dsinks) out */
+    CLATTN_HOST_BACKWARD            /* the same, with o and lse in */
+} clattn_host_use;
 CLATTN_HIDDEN clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensors *t,
-                                               char *msg, size_t msg_size);
+                                               clattn_host_use use, char *msg, size_t msg_size);
 
 /* Output rows over all sequences and query heads: batch x seq_q x heads_q, or total_q x
  * heads_q when packed. It fits size_t whenever the shape resolved (lse has this many floats). */

@@ -97,6 +97,8 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
              (int)d->causal_align);
     if ((unsigned)d->algo > CLATTN_ALGO_UNFUSED)
         FAIL(CLATTN_INVALID_ARGUMENT, "algo %d is not a clattn_algo", (int)d->algo);
+    if ((unsigned)d->pass > CLATTN_PASS_BACKWARD)
+        FAIL(CLATTN_INVALID_ARGUMENT, "pass %d is not a clattn_pass", (int)d->pass);
     if (!isfinite(d->scale)) FAIL(CLATTN_INVALID_ARGUMENT, "scale must be finite");
     if (!isfinite(d->softcap) || d->softcap < 0)
         FAIL(CLATTN_INVALID_ARGUMENT, "softcap must be finite and >= 0 (got %g)", (double)d->softcap);
@@ -136,6 +138,7 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
     s->total_k = s->varlen ? d->total_k : 0;
     s->num_splits = d->num_splits;
     s->algo = d->algo;
+    s->pass = d->pass;
 
     if (d->layout == CLATTN_LAYOUT_STRIDED) {
         clattn_status st;
@@ -232,47 +235,73 @@ clattn_status clattn_desc_tensor_sizes(const clattn_desc *desc, clattn_tensor_si
 }
 
 /* Host arrays of the reference and the host call: present and large enough. */
-clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensors *t, char *msg,
-                                size_t msg_size)
+/* One host array: where it is, how many elements it holds and needs, whether it is read,
+ * written, or not used at all by this call. */
+typedef struct host_array {
+    const void *p;
+    size_t have, need, elem;
+    const char *name;
+    enum { UNUSED, OPTIONAL_OUT, IN, OUT } role;
+} host_array;
+
+clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensors *t, clattn_host_use use,
+                                 char *msg, size_t msg_size)
 {
     clattn_tensor_sizes need;
     if (clattn__sizes(s, &need)) {
         clattn__format(msg, msg_size, "tensor sizes overflow");
         return CLATTN_SIZE_OVERFLOW;
     }
-    struct { const void *p; size_t have, need; const char *name; bool required; } c[] = {
-        {t->q, t->q_len, need.q, "q", true},
-        {t->k, t->k_len, need.k, "k", true},
-        {t->v, t->v_len, need.v, "v", true},
-        {t->o, t->o_len, need.o, "o", true},
-        {t->lse, t->lse_len, need.lse, "lse", false},
-        {t->mask, t->mask_len, need.mask, "mask", s->has_mask},
+    const bool fwd = use == CLATTN_HOST_FORWARD, bwd = !fwd, bwd_dev = use == CLATTN_HOST_BACKWARD;
+    const size_t es = clattn_dtype_size(s->dtype), nb = (size_t)s->batch, hq = (size_t)s->heads_q;
+    /* outputs first: each is checked against everything after it for overlaps */
+    const host_array a[] = {
+        {t->o, t->o_len, need.o, es, "o", fwd ? OUT : bwd_dev ? IN : UNUSED},
+        {t->lse, t->lse_len, need.lse, 4, "lse", fwd ? OPTIONAL_OUT : bwd_dev ? IN : UNUSED},
+        {t->dq, t->dq_len, need.q, es, "dq", bwd ? OUT : UNUSED},
+        {t->dk, t->dk_len, need.k, es, "dk", bwd ? OUT : UNUSED},
+        {t->dv, t->dv_len, need.v, es, "dv", bwd ? OUT : UNUSED},
+        {t->dsinks, hq, hq, 4, "dsinks", bwd && s->has_sinks ? OUT : UNUSED},
+        {t->q, t->q_len, need.q, es, "q", IN},
+        {t->k, t->k_len, need.k, es, "k", IN},
+        {t->v, t->v_len, need.v, es, "v", IN},
+        {t->d_o, t->do_len, need.o, es, "d_o", bwd ? IN : UNUSED},
+        {t->mask, t->mask_len, need.mask, 4, "mask", s->has_mask ? IN : UNUSED},
+        {t->alibi_slopes, hq, hq, 4, "alibi_slopes", s->has_alibi ? IN : UNUSED},
+        {t->sinks, hq, hq, 4, "sinks", s->has_sinks ? IN : UNUSED},
+        {t->seqused_k, nb, nb, 4, "seqused_k", s->has_seqused_k ? IN : UNUSED},
+        {t->cu_seqlens_q, nb + 1, nb + 1, 4, "cu_seqlens_q", s->varlen ? IN : UNUSED},
+        {t->cu_seqlens_k, nb + 1, nb + 1, 4, "cu_seqlens_k", s->varlen ? IN : UNUSED},
     };
-    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
-        if (!c[i].p) {
-            if (!c[i].required) continue;
-            clattn__format(msg, msg_size, "%s is NULL", c[i].name);
+    const size_t n = sizeof a / sizeof a[0];
+    for (size_t k = 0; k < 2 * n; k++) { /* inputs first: the message names the first missing input */
+        const size_t i = k % n;
+        if ((k < n) != (a[i].role == IN)) continue;
+        if (a[i].role == UNUSED || (!a[i].p && a[i].role == OPTIONAL_OUT)) continue;
+        if (!a[i].p) {
+            clattn__format(msg, msg_size, "%s is NULL", a[i].name);
             return CLATTN_INVALID_ARGUMENT;
         }
-        if (c[i].have < c[i].need) {
+        if (a[i].have < a[i].need) {
             clattn__format(msg, msg_size, "%s holds %zu elements but the descriptor needs %zu",
-                           c[i].name, c[i].have, c[i].need);
+                           a[i].name, a[i].have, a[i].need);
             return CLATTN_BUFFER_TOO_SMALL;
         }
     }
-    if (s->has_alibi && !t->alibi_slopes) {
-        clattn__format(msg, msg_size, "has_alibi is set but alibi_slopes is NULL");
-        return CLATTN_INVALID_ARGUMENT;
-    }
-    if (s->has_sinks && !t->sinks) {
-        clattn__format(msg, msg_size, "has_sinks is set but sinks is NULL");
-        return CLATTN_INVALID_ARGUMENT;
+    /* No output may share memory with an input or another output (as for device buffers). */
+    for (size_t i = 0; i < n; i++) {
+        if (!a[i].p || (a[i].role != OUT && a[i].role != OPTIONAL_OUT)) continue;
+        const uintptr_t x = (uintptr_t)a[i].p, xe = x + a[i].need * a[i].elem;
+        for (size_t j = i + 1; j < n; j++) {
+            if (!a[j].p || a[j].role == UNUSED) continue;
+            const uintptr_t y = (uintptr_t)a[j].p, ye = y + a[j].need * a[j].elem;
+            if (x < ye && y < xe) {
+                clattn__format(msg, msg_size, "output %s overlaps %s in host memory", a[i].name, a[j].name);
+                return CLATTN_BUFFERS_OVERLAP;
+            }
+        }
     }
     if (s->varlen) {
-        if (!t->cu_seqlens_q || !t->cu_seqlens_k) {
-            clattn__format(msg, msg_size, "varlen is set but cu_seqlens_q or cu_seqlens_k is NULL");
-            return CLATTN_INVALID_ARGUMENT;
-        }
         const int32_t *cu[2] = {t->cu_seqlens_q, t->cu_seqlens_k};
         const int total[2] = {s->total_q, s->total_k}, longest[2] = {s->seq_q, s->seq_kv};
         for (int w = 0; w < 2; w++) {
@@ -289,41 +318,15 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
                 }
         }
     }
-    /* No output may share memory with an input or the other output (as for device buffers). */
-    const size_t es = clattn_dtype_size(s->dtype), nb = (size_t)s->batch;
-    const struct { const void *p; size_t bytes; const char *name; } r[] = {
-        {t->o, need.o * es, "o"}, {t->lse, need.lse * 4, "lse"},
-        {t->q, need.q * es, "q"}, {t->k, need.k * es, "k"}, {t->v, need.v * es, "v"},
-        {s->has_mask ? t->mask : NULL, need.mask * 4, "mask"},
-        {s->has_alibi ? t->alibi_slopes : NULL, (size_t)s->heads_q * 4, "alibi_slopes"},
-        {s->has_sinks ? t->sinks : NULL, (size_t)s->heads_q * 4, "sinks"},
-        {s->has_seqused_k ? t->seqused_k : NULL, nb * 4, "seqused_k"},
-        {s->varlen ? t->cu_seqlens_q : NULL, (nb + 1) * 4, "cu_seqlens_q"},
-        {s->varlen ? t->cu_seqlens_k : NULL, (nb + 1) * 4, "cu_seqlens_k"},
-    };
-    for (size_t i = 0; i < 2; i++)
-        for (size_t j = i + 1; j < sizeof r / sizeof r[0]; j++) {
-            const uintptr_t a = (uintptr_t)r[i].p, b = (uintptr_t)r[j].p;
-            if (a && b && a < b + r[j].bytes && b < a + r[i].bytes) {
-                clattn__format(msg, msg_size, "output %s overlaps %s in host memory", r[i].name, r[j].name);
-                return CLATTN_BUFFERS_OVERLAP;
-            }
-        }
-    if (s->has_seqused_k) {
-        if (!t->seqused_k) {
-            clattn__format(msg, msg_size, "has_seqused_k is set but seqused_k is NULL");
-            return CLATTN_INVALID_ARGUMENT;
-        }
+    if (s->has_seqused_k)
         for (int b = 0; b < s->batch; b++)
             if (t->seqused_k[b] < 0 || t->seqused_k[b] > s->seq_kv) {
                 clattn__format(msg, msg_size, "seqused_k[%d] = %d is outside 0..seq_kv (%d)", b,
                                (int)t->seqused_k[b], s->seq_kv);
                 return CLATTN_INVALID_ARGUMENT;
             }
-    }
     return CLATTN_SUCCESS;
 }
-
 
 size_t clattn__rows_total(const clattn_shape *s)
 {

@@ -160,6 +160,22 @@ typedef enum clattn_algo {
     CLATTN_ALGO_UNFUSED = 2 /* CLBlast GEMM -> softmax kernel -> CLBlast GEMM, chunked */
 } clattn_algo;
 
+/* Which pass a plan computes. The backward pass takes the forward's inputs and its outputs o
+ * and lse, and the gradient of o (d_o); it writes the gradients of q, k, v (dq, dk, dv), laid
+ * out as q, k, v, and of the sinks (dsinks, heads_q floats) when the descriptor has sinks:
+ *     D_i = d_o_i . o_i,   P_ij = exp(s_ij - lse_i),   dP_ij = d_o_i . v_j
+ *     dS_ij = P_ij (dP_ij - D_i) (1 - tanh^2(x_ij / softcap) with a softcap; x the raw score)
+ *     dq_i = scale sum_j dS_ij k_j,   dk_j = scale sum_i dS_ij q_i,   dv_j = sum_i P_ij d_o_i
+ *     dsink_h = - sum_i D_i exp(sink_h - lse_i)
+ * dk and dv sum over the query heads of their KV head (GQA); the mask and ALiBi slopes get no
+ * gradient. A key no row attends gets zero gradients, as does a row that attends no key.
+ * Deterministic: no atomics anywhere, so the same inputs give byte-identical gradients on
+ * every run, whatever the number of threads or compute units. */
+typedef enum clattn_pass {
+    CLATTN_PASS_FORWARD = 0,
+    CLATTN_PASS_BACKWARD = 1
+} clattn_pass;
+
 /* Element strides of one 4-D tensor (batch, head, sequence); the head-dim stride is 1. */
 typedef struct clattn_strides {
     int64_t batch, head, seq;
@@ -209,6 +225,7 @@ typedef struct clattn_desc {
     int total_q, total_k;                        /* varlen only: packed token counts */
     int num_splits;                              /* fused decode: key splits; 0 heuristic, 1 none */
     clattn_algo algo;                            /* default auto */
+    clattn_pass pass;                            /* default forward (plans only) */
 } clattn_desc;
 #define CLATTN_DESC_INIT {sizeof(clattn_desc)}
 
@@ -348,6 +365,11 @@ typedef struct clattn_buffers {
     cl_mem scratch;                          /* optional: caller's scratch (>= scratch size) */
     size_t q_offset, k_offset, v_offset, o_offset, lse_offset;
     cl_mem cu_seqlens_q, cu_seqlens_k;       /* varlen */
+    /* backward pass: o and lse (required) are inputs, as the forward wrote them; d_o is laid
+     * out as o, dq/dk/dv as q/k/v (their strides and dtype); dsinks (heads_q floats, f32)
+     * with sinks */
+    cl_mem d_o, dq, dk, dv, dsinks;
+    size_t do_offset, dq_offset, dk_offset, dv_offset;
 } clattn_buffers;
 #define CLATTN_BUFFERS_INIT {sizeof(clattn_buffers)}
 
@@ -375,6 +397,11 @@ typedef struct clattn_host_tensors {
     const int32_t *seqused_k;
     size_t q_len, k_len, v_len, o_len, lse_len, mask_len; /* elements available */
     const int32_t *cu_seqlens_q, *cu_seqlens_k;  /* varlen */
+    /* backward: d_o laid out as o; dq, dk, dv as q, k, v; dsinks (heads_q) with sinks */
+    const void *d_o;
+    void *dq, *dk, *dv;
+    float *dsinks;
+    size_t do_len, dq_len, dk_len, dv_len;
 } clattn_host_tensors;
 #define CLATTN_HOST_TENSORS_INIT {sizeof(clattn_host_tensors)}
 
@@ -383,11 +410,21 @@ typedef struct clattn_host_tensors {
 CLATTN_API clattn_status clattn_forward_host(clattn_context *ctx, const clattn_desc *desc,
                                              const clattn_host_tensors *tensors);
 
+/* The backward pass on host arrays: q, k, v, o, lse (required: as the forward wrote them) and
+ * d_o in; dq, dk, dv (and dsinks) out. desc->pass is not read. */
+CLATTN_API clattn_status clattn_backward_host(clattn_context *ctx, const clattn_desc *desc,
+                                              const clattn_host_tensors *tensors);
+
 /* The CPU reference: every feature, double accumulation. `message` (may be NULL) receives
- * a description of what is wrong on failure. */
+ * a description of what is wrong on failure. desc->pass is not read. */
 CLATTN_API clattn_status clattn_reference_forward(const clattn_desc *desc,
                                                   const clattn_host_tensors *tensors,
                                                   char *message, size_t message_size);
+/* The backward pass's reference: q, k, v and d_o in (o and lse are not read: the reference
+ * recomputes them exactly), dq, dk, dv (and dsinks) out. */
+CLATTN_API clattn_status clattn_reference_backward(const clattn_desc *desc,
+                                                   const clattn_host_tensors *tensors,
+                                                   char *message, size_t message_size);
 
 /* ---- merging partial results ----
  * Results of the same queries over disjoint key ranges (split-KV decode inside clattn; ring

@@ -155,6 +155,24 @@ inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2
     long rows_total,                                                                         \
     __global const float *kt, long kt_ld
 
+/* The arguments of the backward kernels (dK/dV and dQ of every family), in one place. d_o is
+ * laid out as o (its strides, offset do_off); dq, dk, dv as q, k, v. dvec holds D_i = d_o_i . o_i
+ * per row, in lse's layout; kt and vt are K and V transposed to f32 (dims x keys, row length
+ * t_ld) for the kernels that read them so, else any buffer. */
+#define BWD_ARGS                                                                              \
+    __global const T *q, __global const T *k, __global const T *v, __global const T *dout,   \
+    __global T *dq, __global T *dk, __global T *dv, __global const float *lse,               \
+    __global const float *dvec, ulong dvec_off, ulong q_off, long q_sb, long q_sh, long q_ss, \
+    ulong k_off,                                                                              \
+    long k_sb, long k_sh, long k_ss, ulong v_off, long v_sb, long v_sh, long v_ss,           \
+    ulong do_off, long o_sb, long o_sh, long o_ss, ulong dq_off, ulong dk_off, ulong dv_off,  \
+    ulong lse_off, int nq, int nk, int hq, int group, float scale_log2, float scale,         \
+    int top_left, int wl, int wr, float softcap_log2, __global const float *alibi,          \
+    __global const float *mask, long m_sb, long m_sh, long m_ss,                             \
+    __global const int *seqused_k, __global const int *cu_q, __global const int *cu_k,      \
+    int total_q, int total_k, __global const float *kt, ulong kt_off, __global const float *vt,   \
+    ulong vt_off, long t_ld
+
 /* A packed sequence's tokens from device-side offsets, which are input like any other: start
  * clamped to [0, total], end to [start, total], and at most `longest` tokens (the plan's
  * seq_q or seq_kv, which bound the mask and the launch). So no value of cu[] can make a kernel
@@ -173,6 +191,7 @@ inline int2 seq_range(__global const int *cu, int b, int total, int longest)
 typedef struct seq_geom {
     long q_base, k_base, v_base, o_base; /* element offsets of token 0, head 0 */
     int nq, nk, off, q_tok0, k_tok0;     /* lengths, alignment offset, first packed q and k token */
+    int nk_all;                          /* the sequence's keys before seqused_k (their gradients) */
 } seq_geom;
 
 inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb, ulong v_off, long v_sb,
@@ -201,6 +220,7 @@ inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb,
     s.k_base = (long)k_off + b * k_sb;
     s.v_base = (long)v_off + b * v_sb;
 #endif
+    s.nk_all = s.nk;
 #if SEQUSED
     s.nk = clamp(seqused_k[b], 0, s.nk);
 #endif

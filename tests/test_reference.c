@@ -322,3 +322,90 @@ Test(reference, compare_catches_one_wrong_row)
     free(ref);
     free(out);
 }
+
+/* The backward reference against finite differences of the forward reference: with the loss
+ * L = sum(d_o * o), dL/dx = (L(x + h) - L(x - h)) / 2h for every element of q, k, v and the
+ * sinks, on tiny shapes with every feature. The oracle is checked, not merely trusted. */
+typedef struct fd_case {
+    char name[24];
+    int b, hq, hkv, nq, nk, d, dv;
+    int causal, top_left, window, wl, wr, mask, alibi, sinks, seqused, varlen;
+    float softcap;
+} fd_case;
+
+ParameterizedTestParameters(reference, backward_finite_differences)
+{
+    static fd_case cases[] = {
+        {"plain", 1, 2, 2, 3, 4, 3, 2},
+        {"gqa_causal", 2, 4, 2, 3, 5, 3, 3, 1},
+        {"top_left_window", 1, 2, 1, 4, 4, 2, 2, 1, 1, 1, 1, 0},
+        {"softcap", 1, 2, 2, 3, 4, 3, 2, .softcap = 1.5f},
+        {"mask_alibi", 1, 2, 1, 3, 4, 3, 2, .mask = 1, .alibi = 1},
+        {"sinks_seqused", 2, 2, 1, 3, 4, 3, 2, 1, .sinks = 1, .seqused = 1},
+        {"varlen_everything", 3, 2, 1, 3, 4, 2, 3, 1, .mask = 1, .alibi = 1, .sinks = 1, .seqused = 1,
+         .varlen = 1, .softcap = 2.0f},
+    };
+    return cr_make_param_array(fd_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(fd_case *c, reference, backward_finite_differences)
+{
+    clattn_desc d = CLATTN_DESC_INIT;
+    d.batch = c->b; d.heads_q = c->hq; d.heads_kv = c->hkv; d.seq_q = c->nq; d.seq_kv = c->nk;
+    d.head_dim = c->d; d.head_dim_v = c->dv; d.causal = c->causal; d.softcap = c->softcap;
+    d.causal_align = c->top_left ? CLATTN_CAUSAL_TOP_LEFT : CLATTN_CAUSAL_BOTTOM_RIGHT;
+    d.use_window = c->window; d.window_left = c->wl; d.window_right = c->wr;
+    d.has_mask = c->mask; d.has_alibi = c->alibi; d.has_sinks = c->sinks; d.has_seqused_k = c->seqused;
+    int32_t cuq[4] = {0, 0, 1, 4}, cuk[4] = {0, 3, 4, 7}, used[3] = {2, 0, 3};
+    if (c->varlen) { /* an empty, a length-1 and a full query sequence */
+        d.varlen = 1; d.layout = CLATTN_LAYOUT_BSHD; d.total_q = 4; d.total_k = 7;
+    }
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
+    uint64_t rng = seed_for(c->name);
+    const size_t nin = n.q + n.k + n.v;
+    float *x = malloc(sizeof(float) * nin), *o = malloc(sizeof(float) * n.o), *dout = malloc(sizeof(float) * n.o);
+    float *mask = malloc(sizeof(float) * (n.mask + 1)), alibi[4] = {0.5f, 0.25f, 0.125f, 0.0625f}, sinks[4];
+    float *dx = malloc(sizeof(float) * nin), dsinks[4] = {0};
+    clattn_rng_fill(x, nin, &rng, 1.0f);
+    clattn_rng_fill(dout, n.o, &rng, 1.0f);
+    clattn_rng_fill(mask, n.mask, &rng, 1.0f);
+    clattn_rng_fill(sinks, 4, &rng, 1.0f);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = x; t.k = x + n.q; t.v = x + n.q + n.k; t.o = o; t.d_o = dout;
+    t.dq = dx; t.dk = dx + n.q; t.dv = dx + n.q + n.k; t.dsinks = dsinks;
+    t.q_len = t.dq_len = n.q; t.k_len = t.dk_len = n.k; t.v_len = t.dv_len = n.v; t.o_len = t.do_len = n.o;
+    t.mask = mask; t.mask_len = n.mask; t.alibi_slopes = alibi; t.sinks = sinks; t.seqused_k = used;
+    t.cu_seqlens_q = cuq; t.cu_seqlens_k = cuk;
+    char msg[256];
+    cr_assert_eq(clattn_reference_backward(&d, &t, msg, sizeof msg), CLATTN_SUCCESS, "%s", msg);
+
+    /* L(x) through the forward reference */
+    #define LOSS(out)                                                                           \
+        do {                                                                                    \
+            cr_assert_eq(clattn_reference_forward(&d, &t, msg, sizeof msg), CLATTN_SUCCESS, "%s", msg); \
+            double l_ = 0;                                                                      \
+            for (size_t e = 0; e < n.o; e++) l_ += (double)dout[e] * o[e];                      \
+            (out) = l_;                                                                         \
+        } while (0)
+    const float h = 1e-2f;
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < nin + (c->sinks ? (size_t)c->hq : 0); i++) {
+        float *p = i < nin ? &x[i] : &sinks[i - nin];
+        const float keep = *p;
+        double lp, lm;
+        *p = keep + h;
+        LOSS(lp);
+        *p = keep - h;
+        LOSS(lm);
+        *p = keep;
+        const double fd = (lp - lm) / (2.0 * (double)h), an = i < nin ? dx[i] : dsinks[i - nin];
+        if (fabs(fd - an) > worst) worst = fabs(fd - an);
+        if (fabs(an) > scale) scale = fabs(an);
+        cr_expect(fabs(fd - an) <= 2e-3 * (1.0 + fabs(an)), "%s: element %zu (%s): analytic %.6f, differences %.6f",
+                  c->name, i, i < n.q ? "q" : i < n.q + n.k ? "k" : i < nin ? "v" : "sink", an, fd);
+    }
+    #undef LOSS
+    cr_expect(scale > 1e-3, "%s: gradients all but zero: the test would prove nothing", c->name);
+    free(x); free(o); free(dout); free(mask); free(dx);
+}

@@ -49,3 +49,5 @@ bool clattn_error_ok(const clattn_error *e, double bound)
 }
 
 double clattn_tolerance(int dtype) { return dtype == 0 ? 1e-5 : dtype == 1 ? 2e-3 : 1e-2; }
+
+double clattn_grad_tolerance(int dtype) { return dtype == 0 ? 2e-5 : dtype == 1 ? 5e-3 : 2e-2; }

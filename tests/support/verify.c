@@ -87,6 +87,142 @@ static int32_t *make_cu(int batch, int longest, uint64_t *rng, int *total)
     return cu;
 }
 
+/* An output in a guard region: elements the reference wrote are poisoned (NaN), those it left
+ * at the sentinel keep it; the guards and the sentinel elements must come back unchanged. */
+typedef struct guarded {
+    unsigned char *host; /* guard, n elements, guard */
+    cl_mem m;
+    size_t n, es;
+    int dtype;           /* as clattn_dtype, or -1 for f32 regardless of the storage type */
+} guarded;
+
+static clattn_dtype elem_type(const guarded *g, clattn_dtype dt) { return g->dtype < 0 ? CLATTN_DTYPE_F32 : dt; }
+
+static cl_int guarded_make(cl_context cl, guarded *g, const void *ref, size_t n, clattn_dtype dt, bool f32,
+                           float sentinel)
+{
+    g->n = n;
+    g->dtype = f32 ? -1 : (int)dt;
+    const clattn_dtype t = elem_type(g, dt);
+    g->es = clattn_dtype_size(t);
+    const size_t gb = VERIFY_GUARD * g->es, bytes = n * g->es + 2 * gb;
+    if (!(g->host = malloc(bytes))) return CL_OUT_OF_HOST_MEMORY;
+    fill_guard(g->host, bytes);
+    for (size_t i = 0; i < n; i++) put(g->host + gb, t, i, get(ref, t, i) == sentinel ? sentinel : NAN);
+    cl_int e;
+    g->m = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, bytes, g->host, &e);
+    return e;
+}
+
+static cl_int guarded_read(cl_command_queue q, guarded *g)
+{
+    return clEnqueueReadBuffer(q, g->m, CL_TRUE, 0, g->n * g->es + 2 * VERIFY_GUARD * g->es, g->host, 0, NULL, NULL);
+}
+
+static bool guarded_intact(const guarded *g)
+{
+    const size_t gb = VERIFY_GUARD * g->es;
+    return guard_intact(g->host, gb) && guard_intact(g->host + gb + g->n * g->es, gb);
+}
+
+/* The device's values against the reference's, both read as f32. */
+static clattn_error guarded_compare(const guarded *g, const void *ref, clattn_dtype dt, size_t row)
+{
+    const clattn_dtype t = elem_type(g, dt);
+    float *got = malloc(g->n * 4 + 4), *want = malloc(g->n * 4 + 4);
+    clattn_error e = {0};
+    e.mismatched_special = g->n + 1; /* out of memory: never passes */
+    if (got && want) {
+        for (size_t i = 0; i < g->n; i++) {
+            got[i] = get(g->host + VERIFY_GUARD * g->es, t, i);
+            want[i] = get(ref, t, i);
+        }
+        e = clattn_compare(got, want, g->n, row);
+    }
+    free(got);
+    free(want);
+    return e;
+}
+
+static void guarded_free(guarded *g)
+{
+    if (g->m) clReleaseMemObject(g->m);
+    free(g->host);
+    memset(g, 0, sizeof *g);
+}
+
+/* The backward on the device, fed the reference forward's o (in the storage type) and lse, and
+ * compared with the reference backward. `bf` holds the inputs and feature buffers already. */
+static int run_backward(clattn_context *ctx, clattn_plan *plan, cl_command_queue queue, clattn_buffers *bf,
+                        const clattn_desc *desc, const clattn_tensor_sizes *n, const void *o_ref,
+                        const float *lse_ref, const void *dout, void *const gref[3], const float *dsinks_ref,
+                        guarded g[4], cl_mem *din, cl_mem *oin, cl_mem *lin, const verify_opts *opts,
+                        verify_result *res)
+{
+    const clattn_dtype dt = desc->dtype;
+    const size_t es = clattn_dtype_size(dt), gn[3] = {n->q, n->k, n->v};
+    const float sentinel = -7.0f;
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_int e;
+    const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
+    *din = clCreateBuffer(cl, in, n->o * es, (void *)dout, &e);
+    if (!e) *oin = clCreateBuffer(cl, in, n->o * es, (void *)o_ref, &e);
+    if (!e) *lin = clCreateBuffer(cl, in, n->lse * 4, (void *)lse_ref, &e);
+    for (int i = 0; i < 3 && !e; i++) e = guarded_make(cl, &g[i], gref[i], gn[i], dt, false, sentinel);
+    if (!e && desc->has_sinks) e = guarded_make(cl, &g[3], dsinks_ref, (size_t)desc->heads_q, dt, true, sentinel);
+    if (e) {
+        snprintf(res->error, sizeof res->error, "creating backward buffers: %d", e);
+        return 1;
+    }
+    bf->o = *oin; bf->lse = *lin; bf->d_o = *din;
+    bf->dq = g[0].m; bf->dk = g[1].m; bf->dv = g[2].m; bf->dsinks = g[3].m;
+    bf->dq_offset = bf->dk_offset = bf->dv_offset = VERIFY_GUARD;
+    /* dsinks has no offset: a sub-buffer past its guard (256 bytes: a multiple of every
+     * device's base alignment seen so far, checked) */
+    cl_mem dsub = NULL;
+    bf->dsinks = NULL;
+    if (g[3].m) {
+        cl_uint align_bits = 1024;
+        clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+        cl_buffer_region r = {VERIFY_GUARD * 4, (size_t)desc->heads_q * 4};
+        e = (VERIFY_GUARD * 4) % (align_bits / 8) ? CL_MISALIGNED_SUB_BUFFER_OFFSET : CL_SUCCESS;
+        if (!e) dsub = clCreateSubBuffer(g[3].m, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r, &e);
+        if (e) {
+            snprintf(res->error, sizeof res->error, "creating the dsinks sub-buffer: %d", e);
+            return 1;
+        }
+        bf->dsinks = dsub;
+    }
+    cl_event ev = NULL;
+    clattn_status st = clattn_plan_execute(plan, queue, bf, 0, NULL, &ev);
+    if (!st && !ev) st = CLATTN_INTERNAL_ERROR;
+    if (!st) e = clWaitForEvents(1, &ev);
+    if (ev) clReleaseEvent(ev);
+    if (dsub) clReleaseMemObject(dsub);
+    if (st || e) {
+        snprintf(res->error, sizeof res->error, "backward execute: %s: %s (%d)", clattn_status_string(st),
+                 clattn_context_last_error(ctx), e);
+        return 1;
+    }
+    for (int i = 0; i < 4 && !e; i++)
+        if (g[i].m) e = guarded_read(queue, &g[i]);
+    if (e) {
+        snprintf(res->error, sizeof res->error, "reading gradients: %d", e);
+        return 1;
+    }
+    res->backward = true;
+    res->guards_ok = guarded_intact(&g[0]) && guarded_intact(&g[1]) && guarded_intact(&g[2]) &&
+                     (!g[3].m || guarded_intact(&g[3]));
+    if (opts->inject_error) put(g[1].host + VERIFY_GUARD * es, dt, n->k / 2, get(g[1].host + VERIFY_GUARD * es, dt, n->k / 2) + 1.0f);
+    const int d = desc->head_dim, dv = desc->head_dim_v ? desc->head_dim_v : desc->head_dim;
+    res->dq = guarded_compare(&g[0], gref[0], dt, (size_t)d);
+    res->dk = guarded_compare(&g[1], gref[1], dt, (size_t)d);
+    res->dv = guarded_compare(&g[2], gref[2], dt, (size_t)dv);
+    if (g[3].m) res->dsinks = guarded_compare(&g[3], dsinks_ref, dt, 1);
+    res->tolerance = clattn_grad_tolerance(dt);
+    return 0;
+}
+
 int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opts *opts, verify_result *out)
 {
     verify_result res;
@@ -104,6 +240,13 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     cl_mem feat[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     cl_event ev = NULL;
     char msg[512];
+    /* backward: d_o, the reference's gradients, and the device's in guard regions */
+    void *dout = NULL, *gref[3] = {NULL, NULL, NULL};
+    float *dsinks_ref = NULL;
+    guarded g[4];
+    memset(g, 0, sizeof g);
+    cl_mem din = NULL, oin = NULL, lin = NULL;
+    const bool bwd = desc_in->pass == CLATTN_PASS_BACKWARD;
     if (desc.varlen) {
         cu_q = make_cu(desc.batch, desc.seq_q, &rng, &desc.total_q);
         cu_k = make_cu(desc.batch, desc.seq_kv, &rng, &desc.total_k);
@@ -153,6 +296,20 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     t.mask = mask; t.mask_len = n.mask; t.alibi_slopes = alibi; t.sinks = sinks; t.seqused_k = lens;
     t.cu_seqlens_q = cu_q; t.cu_seqlens_k = cu_k;
     if ((st = clattn_reference_forward(&desc, &t, msg, sizeof msg))) FAIL("reference: %s", msg);
+    if (bwd) { /* the gradients of d_o . o, into arrays prefilled with the sentinel */
+        const size_t gn[3] = {n.q, n.k, n.v};
+        dout = random_tensor(n.o, dt, &rng, 1.0f);
+        dsinks_ref = malloc(sizeof(float) * (size_t)desc.heads_q + 4);
+        if (!dout || !dsinks_ref) FAIL("out of host memory");
+        for (int i = 0; i < 3; i++) {
+            if (!(gref[i] = malloc(gn[i] * es + 1))) FAIL("out of host memory");
+            for (size_t j = 0; j < gn[i]; j++) put(gref[i], dt, j, sentinel);
+        }
+        t.d_o = dout; t.do_len = n.o;
+        t.dq = gref[0]; t.dk = gref[1]; t.dv = gref[2]; t.dsinks = desc.has_sinks ? dsinks_ref : NULL;
+        t.dq_len = n.q; t.dk_len = n.k; t.dv_len = n.v;
+        if ((st = clattn_reference_backward(&desc, &t, msg, sizeof msg))) FAIL("reference backward: %s", msg);
+    }
 
     if ((st = clattn_plan_create_tuned(ctx, &desc, opts ? opts->tuning : NULL, &plan)))
         FAIL("plan: %s: %s", clattn_status_string(st), clattn_context_last_error(ctx));
@@ -171,6 +328,23 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
         if (!(ins[i] = make_input(cl, host_in[i], in_bytes[i], opts->sub_buffers, align_bits / 8, &parents[i], &e)))
             FAIL("creating input buffers: %d", e);
 
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
+    bf.q = ins[0]; bf.k = ins[1]; bf.v = ins[2];
+    bf.scratch = opts->scratch;
+    const void *fhost[6] = {mask, alibi, sinks, lens, cu_q, cu_k};
+    const size_t fbytes[6] = {n.mask * 4, (size_t)desc.heads_q * 4, (size_t)desc.heads_q * 4, (size_t)desc.batch * 4,
+                              (size_t)(desc.batch + 1) * 4, (size_t)(desc.batch + 1) * 4};
+    for (int i = 0; i < 6; i++)
+        if (fhost[i] && !(feat[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, fbytes[i],
+                                                   (void *)fhost[i], &e)))
+            FAIL("creating feature buffers: %d", e);
+    bf.mask = feat[0]; bf.alibi_slopes = feat[1]; bf.sinks = feat[2]; bf.seqused_k = feat[3];
+    bf.cu_seqlens_q = feat[4]; bf.cu_seqlens_k = feat[5];
+    if (bwd) {
+        rc = run_backward(ctx, plan, queue, &bf, &desc, &n, ref, lse_ref, dout, gref, dsinks_ref, g, &din, &oin,
+                          &lin, opts, &res);
+        goto done;
+    }
     /* Outputs inside guard regions; covered elements poisoned with NaN, others the sentinel. */
     o = malloc(n.o * es + 2 * gb);
     lse = malloc((n.lse + 2 * VERIFY_GUARD) * 4);
@@ -184,18 +358,8 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     if (!e) lm = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, (n.lse + 2 * VERIFY_GUARD) * 4, lse, &e);
     if (e) FAIL("creating output buffers: %d", e);
 
-    clattn_buffers bf = CLATTN_BUFFERS_INIT;
-    bf.q = ins[0]; bf.k = ins[1]; bf.v = ins[2]; bf.o = om; bf.o_offset = VERIFY_GUARD;
-    bf.scratch = opts->scratch;
-    const void *fhost[6] = {mask, alibi, sinks, lens, cu_q, cu_k};
-    const size_t fbytes[6] = {n.mask * 4, (size_t)desc.heads_q * 4, (size_t)desc.heads_q * 4, (size_t)desc.batch * 4,
-                              (size_t)(desc.batch + 1) * 4, (size_t)(desc.batch + 1) * 4};
-    for (int i = 0; i < 6; i++)
-        if (fhost[i] && !(feat[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, fbytes[i],
-                                                   (void *)fhost[i], &e)))
-            FAIL("creating feature buffers: %d", e);
-    bf.mask = feat[0]; bf.alibi_slopes = feat[1]; bf.sinks = feat[2]; bf.seqused_k = feat[3];
-    bf.cu_seqlens_q = feat[4]; bf.cu_seqlens_k = feat[5];
+    bf.o = om;
+    bf.o_offset = VERIFY_GUARD;
     if (!opts->no_lse) {
         bf.lse = lm;
         bf.lse_offset = VERIFY_GUARD;
@@ -246,6 +410,11 @@ done:
         if (feat[i]) clReleaseMemObject(feat[i]);
     if (queue && !opts->queue) clReleaseCommandQueue(queue);
     clattn_plan_destroy(plan);
+    for (int i = 0; i < 4; i++) guarded_free(&g[i]);
+    if (din) clReleaseMemObject(din);
+    if (oin) clReleaseMemObject(oin);
+    if (lin) clReleaseMemObject(lin);
+    free(dout); free(gref[0]); free(gref[1]); free(gref[2]); free(dsinks_ref);
     free(mask); free(alibi); free(sinks); free(lens); free(cu_q); free(cu_k);
     free(q); free(k); free(v); free(ref); free(lse_ref); free(o); free(lse); free(got); free(want);
     *out = res;
@@ -254,5 +423,9 @@ done:
 
 bool verify_ok(const verify_result *r)
 {
-    return !r->error[0] && r->guards_ok && clattn_error_ok(&r->o, r->tolerance) && clattn_error_ok(&r->lse, r->tolerance);
+    if (r->error[0] || !r->guards_ok) return false;
+    if (r->backward)
+        return clattn_error_ok(&r->dq, r->tolerance) && clattn_error_ok(&r->dk, r->tolerance) &&
+               clattn_error_ok(&r->dv, r->tolerance) && clattn_error_ok(&r->dsinks, r->tolerance);
+    return clattn_error_ok(&r->o, r->tolerance) && clattn_error_ok(&r->lse, r->tolerance);
 }

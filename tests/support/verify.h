@@ -26,6 +26,8 @@ typedef struct verify_opts {
 
 typedef struct verify_result {
     clattn_error o, lse;
+    bool backward;          /* the descriptor's pass was backward: dq, dk, dv, dsinks compared */
+    clattn_error dq, dk, dv, dsinks;
     bool guards_ok;         /* guards intact, and an unrequested lse untouched */
     double tolerance;       /* the dtype's bound (DESIGN.md) */
     char variant[256];
@@ -35,7 +37,9 @@ typedef struct verify_result {
 /* Feature tensors the descriptor asks for (mask with its strides, ALiBi slopes, sinks, key
  * lengths including 0 and 1, packed sequence lengths including empty and length-1 sequences)
  * are random too; masks hold -inf in about a fifth of their entries. f16/bf16 inputs are
- * rounded once and fed to both sides. Returns 0 when the run completed (then compare `out`
+ * rounded once and fed to both sides. With desc->pass backward, d_o is random too, the device is
+ * fed the reference forward's o and lse, and its gradients are compared with the reference
+ * backward's (the gradient bounds). Returns 0 when the run completed (then compare `out`
  * against out->tolerance), 1 with out->error set otherwise. */
 int verify_run(clattn_context *ctx, const clattn_desc *desc, const verify_opts *opts, verify_result *out);
 

@@ -1,0 +1,48 @@
+/* CLBlast for the unfused paths. */
+#include "blas.h"
+#include "diag.h"
+#include "fault.h"
+
+#include <clblast_c.h>
+
+static const char *clblast_name(CLBlastStatusCode c)
+{
+    switch (c) {
+    case CLBlastNotImplemented: return "NotImplemented";
+    case CLBlastInvalidMatrixA: return "InvalidMatrixA";
+    case CLBlastInvalidMatrixB: return "InvalidMatrixB";
+    case CLBlastInvalidMatrixC: return "InvalidMatrixC";
+    case CLBlastInvalidDimension: return "InvalidDimension";
+    case CLBlastInvalidLeadDimA: return "InvalidLeadDimA";
+    case CLBlastInvalidLeadDimB: return "InvalidLeadDimB";
+    case CLBlastInvalidLeadDimC: return "InvalidLeadDimC";
+    case CLBlastInsufficientMemoryA: return "InsufficientMemoryA";
+    case CLBlastInsufficientMemoryB: return "InsufficientMemoryB";
+    case CLBlastInsufficientMemoryC: return "InsufficientMemoryC";
+    case CLBlastInsufficientMemoryTemp: return "InsufficientMemoryTemp";
+    case CLBlastInvalidBatchCount: return "InvalidBatchCount";
+    case CLBlastInvalidLocalMemUsage: return "InvalidLocalMemUsage";
+    case CLBlastDatabaseError: return "DatabaseError";
+    case CLBlastUnknownError: return "UnknownError";
+    case CLBlastUnexpectedError: return "UnexpectedError";
+    default: return "OpenCL error";
+    }
+}
+
+clattn_status clattn__sgemm(clattn_context *ctx, cl_command_queue queue, const clattn_gemm *g, const char *what)
+{
+    /* CLBlast codes in OpenCL's range keep their numbers; CLBlast's own become CLATTN_BLAS_ERROR */
+    CLBlastStatusCode c = CLBlastOpenCLOutOfResources;
+    if (!clattn__enqueue_fault(ctx))
+        c = CLBlastSgemm(CLBlastLayoutRowMajor, g->trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+                         g->trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, g->m, g->n, g->k, g->alpha, g->a,
+                         g->a_off, g->lda, g->b, g->b_off, g->ldb, g->beta, g->c, g->c_off, g->ldc, &queue, NULL);
+    if (c == CLBlastSuccess) return CLATTN_SUCCESS;
+    const clattn_status st = c > -1000 ? (clattn_status)c : CLATTN_BLAS_ERROR;
+    return clattn__fail(ctx, st, "CLBlast %s failed: %s (%d)", what, clblast_name(c), (int)c);
+}
+
+size_t clattn__ld(int64_t stride, size_t rows, size_t cols)
+{
+    return rows <= 1 && (size_t)stride < cols ? cols : (size_t)stride;
+}

@@ -1,0 +1,24 @@
+/* CLBlast for the unfused paths: one SGEMM call with the fault hook, and CLBlast's failures as
+ * clattn statuses. Never CLBlast's half GEMM: it accumulates in half. */
+#ifndef CLATTN_BLAS_H
+#define CLATTN_BLAS_H
+
+#include "internal.h"
+
+/* C = alpha op(A) op(B) + beta C, row-major, on `queue`; every offset in elements. On failure
+ * the context's error names `what` and CLBlast's status. */
+typedef struct clattn_gemm {
+    bool trans_a, trans_b;
+    size_t m, n, k;
+    float alpha, beta;
+    cl_mem a, b, c;
+    size_t a_off, b_off, c_off, lda, ldb, ldc;
+} clattn_gemm;
+CLATTN_HIDDEN clattn_status clattn__sgemm(clattn_context *ctx, cl_command_queue queue, const clattn_gemm *g,
+                                          const char *what);
+
+/* A leading dimension for CLBlast: the stride, or the row length when only one row is read
+ * (a stride shorter than a row is legal then, and CLBlast refuses it). */
+CLATTN_HIDDEN size_t clattn__ld(int64_t stride, size_t rows, size_t cols);
+
+#endif
