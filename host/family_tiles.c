@@ -30,8 +30,9 @@ static bool valid(const clattn_device_info *dev, const clattn_tuning *t, char *w
 
 static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *why, size_t why_size)
 {
-    if (s->pass == CLATTN_PASS_BACKWARD) {
-        clattn__format(why, why_size, "the tiles family has no backward kernels yet");
+    if (s->pass == CLATTN_PASS_BACKWARD && (s->head_dim > 256 || s->head_dim_v > 256)) {
+        clattn__format(why, why_size, "head dims above 256 (got %d/%d) are not supported by the fused backward",
+                       s->head_dim, s->head_dim_v);
         return false;
     }
     if ((size_t)(s->head_dim + s->head_dim_v) * 4 > local_budget(dev)) {
@@ -61,6 +62,27 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->kt_capable = false;
 }
 
+/* dK/dV: BN keys per work-group (one work-item each), query tiles of BM rows in local memory;
+ * dQ: BM rows per work-group (one work-item each), key tiles of BN keys in local memory. Both
+ * tiles reduced until they fit the local memory budget. */
+static void choose_backward(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t,
+                            clattn_bwd_fit *f)
+{
+    const int d = s->head_dim, dv = s->head_dim_v;
+    int bm = t->rows, bn = 64;
+    while ((size_t)bm > dev->max_wg_size && bm > 1) bm /= 2;
+    while ((size_t)bn > dev->max_wg_size && bn > 1) bn /= 2;
+    while (bm > 1 && ((size_t)bm * (size_t)(d + dv + 2) * 4 > local_budget(dev))) bm /= 2;
+    while (bn > 1 && ((size_t)bn * (size_t)(d + dv) * 4 > local_budget(dev))) bn /= 2;
+    f->rows = bm;
+    f->keys = bn;
+    f->vector_width = clattn__vector_width(d, dv, t->vector_width);
+    f->q_local = (size_t)bm;
+    f->kv_local = (size_t)bn;
+    f->q_group_per_block = f->kv_group_per_block = true;
+    f->transposed = false;
+}
+
 const clattn_family clattn__family_tiles = {
     .id = CLATTN_KERNELS_TILES,
     .name = "tiles",
@@ -72,4 +94,8 @@ const clattn_family clattn__family_tiles = {
     .valid = valid,
     .serves = serves,
     .choose = choose,
+    .bwd_file = "bwd_tiles",
+    .bwd_kv_function = "clattn_bwd_kv_tiles",
+    .bwd_q_function = "clattn_bwd_q_tiles",
+    .choose_backward = choose_backward,
 };

@@ -31,6 +31,8 @@ static const struct {
     {"bwd_rows", CLATTN_SW_DTYPE | CLATTN_SW_SOFTCAP | CLATTN_SW_ALIBI | CLATTN_SW_MASK | CLATTN_SW_SEQUSED |
                      CLATTN_SW_VARLEN},
     {"bwd_softmax", CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN},
+    {"bwd_tiles", CLATTN_SW_DTYPE | CLATTN_SW_SOFTCAP | CLATTN_SW_ALIBI | CLATTN_SW_MASK | CLATTN_SW_SEQUSED |
+                      CLATTN_SW_VARLEN},
 };
 
 unsigned clattn__file_switches(const char *file)

@@ -1,6 +1,6 @@
 /* The backward pass on every device path against the reference backward (which is itself
- * checked against finite differences in test_reference.c): the fused rows family and the
- * unfused CLBlast path, over head dims, awkward lengths, GQA/MQA, causal in both alignments,
+ * checked against finite differences in test_reference.c): the fused kernels of both families
+ * (rows, tiles) and the unfused CLBlast path, over head dims, awkward lengths, GQA/MQA, causal in both alignments,
  * windows, every feature, f16/bf16, packed sequences; the gradients byte-identical across runs. */
 #include "harness.h"
 
@@ -65,26 +65,28 @@ static bwd_case cases[] = {
     C("bshd", 2, 4, 2, 27, 35, 64, 64, 1, .layout = CLATTN_LAYOUT_BSHD),
 };
 
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, NPATHS } path;
+
 typedef struct path_case {
     bwd_case c;
-    int algo; /* fused or unfused */
+    int path;
 } path_case;
 
 ParameterizedTestParameters(backward, paths)
 {
-    static path_case all[2 * sizeof cases / sizeof cases[0]];
+    static path_case all[NPATHS * sizeof cases / sizeof cases[0]];
     size_t n = 0;
-    for (int a = CLATTN_ALGO_FUSED; a <= CLATTN_ALGO_UNFUSED; a++)
-        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) all[n++] = (path_case){cases[i], a};
+    for (int p = 0; p < NPATHS; p++)
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) all[n++] = (path_case){cases[i], p};
     return cr_make_param_array(path_case, all, n);
 }
 
 ParameterizedTest(path_case *p, backward, paths, .timeout = 300)
 {
-    clattn_context *ctx = test_context_family(CLATTN_KERNELS_ROWS);
-    const clattn_desc d = desc_of(&p->c, (clattn_algo)p->algo);
+    clattn_context *ctx = test_context_family(p->path == PATH_TILES ? CLATTN_KERNELS_TILES : CLATTN_KERNELS_ROWS);
+    const clattn_desc d = desc_of(&p->c, p->path == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED);
     run_opts opts = {0};
-    opts.seed = seed_for(p->c.name) + (uint64_t)p->algo;
+    opts.seed = seed_for(p->c.name) + (uint64_t)p->path;
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, p->c.name, opts.seed);
     clattn_context_destroy(ctx);
