@@ -2,10 +2,14 @@
  * checked against finite differences in test_reference.c): the fused kernels of both families
  * (rows, tiles) and the unfused CLBlast path, over head dims, awkward lengths, GQA/MQA, causal in both alignments,
  * windows, every feature, f16/bf16, packed sequences; the gradients byte-identical across runs. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "harness.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 TestSuite(backward, .fini = leak_check);
 
@@ -103,4 +107,86 @@ Test(backward, wrong_gradient_caught, .timeout = 120)
     run_result r = run_and_compare(ctx, &d, &opts);
     cr_expect(!verify_ok(&r), "an injected error in dk passed: rel %.3e", r.dk.rel_l2);
     clattn_context_destroy(ctx);
+}
+
+/* Determinism: the same inputs give byte-identical gradients on every run and whatever the
+ * number of threads. Each run is a child process (PoCL reads its thread count once, when a
+ * process first touches OpenCL): one with POCL_MAX_PTHREAD_COUNT=1, two with the default. */
+enum { DET_RUNS = 3 };
+
+static size_t det_bytes(const clattn_desc *d)
+{
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    clattn_desc_tensor_sizes(d, &n);
+    return (n.q + n.k + n.v) * 4 + (size_t)d->heads_q * 4;
+}
+
+/* In a child: the backward of fixed inputs on `family` (or unfused) into out. */
+static int det_child(clattn_desc d, clattn_kernel_family family, unsigned char *out)
+{
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    clattn_desc_tensor_sizes(&d, &n);
+    float *in = malloc((n.q + n.k + n.v + 2 * n.o + n.lse) * 4 + 64), sinks[8];
+    if (!in) return 2;
+    uint64_t rng = 1234;
+    clattn_rng_fill(in, n.q + n.k + n.v + n.o, &rng, 1.0f);
+    clattn_rng_fill(sinks, 8, &rng, 1.0f);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = in; t.k = in + n.q; t.v = in + n.q + n.k; t.d_o = in + n.q + n.k + n.v;
+    t.o = in + n.q + n.k + n.v + n.o; t.lse = in + n.q + n.k + n.v + 2 * n.o; t.sinks = sinks;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.do_len = t.o_len = n.o; t.lse_len = n.lse;
+    clattn_desc fwd = d;
+    fwd.pass = CLATTN_PASS_FORWARD;
+    if (clattn_reference_forward(&fwd, &t, NULL, 0)) return 3; /* o and lse as a forward wrote them */
+    float *g = (float *)out;
+    t.dq = g; t.dk = g + n.q; t.dv = g + n.q + n.k; t.dsinks = g + n.q + n.k + n.v;
+    t.dq_len = n.q; t.dk_len = n.k; t.dv_len = n.v;
+    clattn_context *ctx = NULL;
+    clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;
+    o.kernel_family = family;
+    int rc = clattn_context_create(&o, &ctx) ? 4 : clattn_backward_host(ctx, &d, &t) ? 5 : 0;
+    clattn_context_destroy(ctx);
+    free(in);
+    return rc;
+}
+
+typedef struct det_case {
+    int path;
+} det_case;
+
+ParameterizedTestParameters(backward, deterministic)
+{
+    static det_case c[] = {{PATH_ROWS}, {PATH_TILES}, {PATH_UNFUSED}};
+    return cr_make_param_array(det_case, c, 3);
+}
+
+ParameterizedTest(det_case *c, backward, deterministic, .timeout = 300)
+{
+    clattn_desc d = CLATTN_DESC_INIT;
+    d.batch = 2; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 70; d.seq_kv = 130; d.head_dim = 64; d.causal = 1;
+    d.has_sinks = 1; d.pass = CLATTN_PASS_BACKWARD;
+    d.algo = c->path == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
+    const clattn_kernel_family fam = c->path == PATH_TILES ? CLATTN_KERNELS_TILES : CLATTN_KERNELS_ROWS;
+    const size_t bytes = det_bytes(&d);
+    unsigned char *shared = mmap(NULL, DET_RUNS * bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert(shared != MAP_FAILED);
+    memset(shared, 0xab, DET_RUNS * bytes);
+    for (int run = 0; run < DET_RUNS; run++) {
+        const pid_t pid = fork();
+        cr_assert(pid >= 0, "fork");
+        if (pid == 0) {
+            if (run == 0) setenv("POCL_MAX_PTHREAD_COUNT", "1", 1);
+            _exit(det_child(d, fam, shared + (size_t)run * bytes));
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "run %d failed (status %d)", run, status);
+    }
+    for (int run = 1; run < DET_RUNS; run++)
+        cr_expect(!memcmp(shared, shared + (size_t)run * bytes, bytes), "run %d%s differs from the 1-thread run", run,
+                  run == 1 ? "" : " (default threads, again)");
+    bool nonzero = false;
+    for (size_t i = 0; i < bytes && !nonzero; i++) nonzero = shared[i] != 0;
+    cr_expect(nonzero, "the gradients are all zero: the comparison would prove nothing");
+    munmap(shared, DET_RUNS * bytes);
 }

@@ -4,7 +4,7 @@
  * both sides inside its parent; after each run every input's parent must be byte-identical and
  * every output's guards intact, and the output rows of tokens no clamped sequence covers must
  * be untouched (include/clattn.h states the rule). Every path and family, with and without key
- * splits, the rows family's K transpose included. */
+ * splits, the rows family's K transpose included, the backward pass's paths too. */
 #include "harness.h"
 
 #include <limits.h>
@@ -14,11 +14,13 @@
 TestSuite(device_ints, .fini = leak_check);
 
 #define GUARD_BYTE 0xa7
-#define NTENSORS 11
+#define NTENSORS 17
 
-enum { T_Q, T_K, T_V, T_MASK, T_ALIBI, T_USED, T_CUQ, T_CUK, T_O, T_LSE, T_SCRATCH };
-static const char *tensor_name[NTENSORS] = {"q", "k", "v", "mask", "alibi", "seqused_k", "cu_seqlens_q",
-                                            "cu_seqlens_k", "o", "lse", "scratch"};
+enum { T_Q, T_K, T_V, T_MASK, T_ALIBI, T_SINKS, T_USED, T_CUQ, T_CUK, T_DO, T_O, T_LSE, T_SCRATCH, T_DQ, T_DK, T_DV,
+       T_DSINKS };
+static const char *tensor_name[NTENSORS] = {"q", "k", "v", "mask", "alibi", "sinks", "seqused_k", "cu_seqlens_q",
+                                            "cu_seqlens_k", "d_o", "o", "lse", "scratch", "dq", "dk", "dv",
+                                            "dsinks"};
 
 typedef struct guarded {
     cl_mem parent, sub;
@@ -91,6 +93,7 @@ typedef struct trial_case {
     clattn_kernel_family family; /* with algo fused */
     clattn_algo algo;
     int varlen, seqused, splits, seq_q, mask;
+    int backward; /* the backward pass: o, lse, d_o in; dq, dk, dv, dsinks out */
 } trial_case;
 
 static void trials(const trial_case *c, int n_trials)
@@ -109,6 +112,8 @@ static void trials(const trial_case *c, int n_trials)
     d.batch = 3; d.heads_q = 4; d.heads_kv = 2; d.seq_q = c->seq_q; d.seq_kv = 40; d.head_dim = 16;
     d.causal = 1; d.algo = c->algo; d.num_splits = c->splits; d.has_seqused_k = c->seqused;
     d.has_mask = c->mask; d.has_alibi = c->mask;
+    d.pass = c->backward ? CLATTN_PASS_BACKWARD : CLATTN_PASS_FORWARD;
+    d.has_sinks = c->backward;
     if (c->varlen) {
         d.varlen = 1; d.layout = CLATTN_LAYOUT_BSHD; d.total_q = 2 * c->seq_q + 3; d.total_k = 70;
     }
@@ -116,7 +121,11 @@ static void trials(const trial_case *c, int n_trials)
     cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
     uint64_t rng = seed_for(c->name);
     float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4), *mask = malloc(n.mask * 4 + 4);
-    float alibi[4] = {0.5f, 0.25f, 0.125f, 0.0625f};
+    float alibi[4] = {0.5f, 0.25f, 0.125f, 0.0625f}, sinks[4] = {0.5f, -1.0f, 2.0f, 0.0f};
+    float *o = malloc(n.o * 4), *dout = malloc(n.o * 4), *lse = malloc(n.lse * 4);
+    clattn_rng_fill(o, n.o, &rng, 1);
+    clattn_rng_fill(dout, n.o, &rng, 1);
+    for (size_t i = 0; i < n.lse; i++) lse[i] = 3.0f + clattn_rng_uniform(&rng); /* finite, as a forward writes */
     clattn_rng_fill(q, n.q, &rng, 1);
     clattn_rng_fill(k, n.k, &rng, 1);
     clattn_rng_fill(v, n.v, &rng, 1);
@@ -143,11 +152,21 @@ static void trials(const trial_case *c, int n_trials)
         if (c->seqused) make(cl, &g[T_USED], used, sizeof(int32_t) * nb, pad);
         if (c->varlen) make(cl, &g[T_CUQ], cuq, sizeof(int32_t) * (nb + 1), pad);
         if (c->varlen) make(cl, &g[T_CUK], cuk, sizeof(int32_t) * (nb + 1), pad);
-        make(cl, &g[T_O], NULL, n.o * 4, pad);
-        make(cl, &g[T_LSE], NULL, n.lse * 4, pad);
+        make(cl, &g[T_O], c->backward ? o : NULL, n.o * 4, pad);
+        make(cl, &g[T_LSE], c->backward ? lse : NULL, n.lse * 4, pad);
         if (scratch) make(cl, &g[T_SCRATCH], NULL, scratch, pad);
+        if (c->backward) {
+            make(cl, &g[T_SINKS], sinks, sizeof sinks, pad);
+            make(cl, &g[T_DO], dout, n.o * 4, pad);
+            make(cl, &g[T_DQ], NULL, n.q * 4, pad);
+            make(cl, &g[T_DK], NULL, n.k * 4, pad);
+            make(cl, &g[T_DV], NULL, n.v * 4, pad);
+            make(cl, &g[T_DSINKS], NULL, sizeof sinks, pad);
+        }
         clattn_buffers bf = CLATTN_BUFFERS_INIT;
         bf.q = g[T_Q].sub; bf.k = g[T_K].sub; bf.v = g[T_V].sub; bf.o = g[T_O].sub; bf.lse = g[T_LSE].sub;
+        bf.sinks = g[T_SINKS].sub; bf.d_o = g[T_DO].sub; bf.dq = g[T_DQ].sub; bf.dk = g[T_DK].sub;
+        bf.dv = g[T_DV].sub; bf.dsinks = g[T_DSINKS].sub;
         bf.mask = g[T_MASK].sub; bf.alibi_slopes = g[T_ALIBI].sub; bf.seqused_k = g[T_USED].sub;
         bf.cu_seqlens_q = g[T_CUQ].sub; bf.cu_seqlens_k = g[T_CUK].sub; bf.scratch = g[T_SCRATCH].sub;
         cl_event ev = NULL;
@@ -161,7 +180,8 @@ static void trials(const trial_case *c, int n_trials)
         for (int t = 0; t < NTENSORS; t++) {
             if (!g[t].parent) continue;
             unsigned char *b = read_back(queue, &g[t]);
-            const bool output = t >= T_O;
+            /* outputs: o and lse in the forward, the gradients in the backward; scratch always */
+            const bool output = t == T_SCRATCH || (c->backward ? t >= T_DQ : t == T_O || t == T_LSE);
             size_t bad = g[t].total;
             for (size_t i = 0; i < g[t].total && bad == g[t].total; i++) {
                 const bool inside = i >= g[t].pad && i < g[t].pad + g[t].bytes;
@@ -169,13 +189,17 @@ static void trials(const trial_case *c, int n_trials)
             }
             cr_expect_eq(bad, g[t].total, "%s, trial %d: %s byte %lld (relative to the tensor) changed", c->name,
                          trial, tensor_name[t], (long long)bad - (long long)g[t].pad);
-            if (t == T_O && c->varlen) { /* rows of tokens no clamped sequence covers: untouched */
-                const size_t row = (size_t)d.heads_q * d.head_dim * 4;
-                for (int tok = 0; tok < d.total_q; tok++)
-                    if (!covered(cuq, nb, d.total_q, d.seq_q, tok))
+            /* rows of tokens no clamped sequence covers: untouched */
+            if (c->varlen && (c->backward ? t == T_DQ || t == T_DK || t == T_DV : t == T_O)) {
+                const bool keys = t == T_DK || t == T_DV;
+                const size_t row = (size_t)(keys ? d.heads_kv : d.heads_q) * d.head_dim * 4;
+                const int32_t *cu = keys ? cuk : cuq;
+                const int total = keys ? d.total_k : d.total_q, longest = keys ? d.seq_kv : d.seq_q;
+                for (int tok = 0; tok < total; tok++)
+                    if (!covered(cu, nb, total, longest, tok))
                         cr_expect(!memcmp(b + g[t].pad + tok * row, g[t].image + g[t].pad + tok * row, row),
-                                  "%s, trial %d: o row of token %d (in no sequence) was written", c->name, trial,
-                                  tok);
+                                  "%s, trial %d: %s row of token %d (in no sequence) was written", c->name, trial,
+                                  tensor_name[t], tok);
             }
             free(b);
         }
@@ -183,7 +207,7 @@ static void trials(const trial_case *c, int n_trials)
     }
     clattn_plan_destroy(plan);
     clReleaseCommandQueue(queue);
-    free(q); free(k); free(v); free(mask);
+    free(q); free(k); free(v); free(mask); free(o); free(dout); free(lse);
     clattn_context_destroy(ctx);
 }
 
@@ -202,6 +226,13 @@ ParameterizedTestParameters(device_ints, garbage)
         {"unfused varlen seqused", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 20, 0},
         {"unfused varlen mask alibi", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 7, 1},
         {"unfused seqused", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 0, 1, 0, 5, 0},
+        {"backward rows varlen seqused", CLATTN_KERNELS_ROWS, CLATTN_ALGO_FUSED, 1, 1, 0, 20, 0, 1},
+        {"backward rows varlen mask alibi", CLATTN_KERNELS_ROWS, CLATTN_ALGO_FUSED, 1, 1, 0, 7, 1, 1},
+        {"backward tiles varlen seqused", CLATTN_KERNELS_TILES, CLATTN_ALGO_FUSED, 1, 1, 0, 20, 0, 1},
+        {"backward tiles varlen mask alibi", CLATTN_KERNELS_TILES, CLATTN_ALGO_FUSED, 1, 1, 0, 7, 1, 1},
+        {"backward unfused varlen seqused", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 20, 0, 1},
+        {"backward unfused varlen mask", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 7, 1, 1},
+        {"backward rows seqused", CLATTN_KERNELS_ROWS, CLATTN_ALGO_FUSED, 0, 1, 0, 5, 0, 1},
     };
     return cr_make_param_array(trial_case, cases, sizeof cases / sizeof cases[0]);
 }
