@@ -11,8 +11,9 @@
 
 TestSuite(faults, .fini = leak_check);
 
-typedef enum path { FUSED, FUSED_SPLIT, UNFUSED_COPIES, HOST_CALL, NPATHS } path;
-static const char *path_name[] = {"fused", "fused split-KV", "unfused f16 varlen", "host call"};
+typedef enum path { FUSED, FUSED_SPLIT, UNFUSED_COPIES, HOST_CALL, BACKWARD_FUSED, BACKWARD_UNFUSED, NPATHS } path;
+static const char *path_name[] = {"fused", "fused split-KV", "unfused f16 varlen", "host call",
+                                  "backward fused (host call)", "backward unfused f16 varlen (host call)"};
 static const char *kind_name[] = {"", "host alloc", "buffer", "build", "kernel", "enqueue"};
 
 static clattn_desc desc_for(path p)
@@ -25,7 +26,7 @@ static clattn_desc desc_for(path p)
         d.num_splits = 3;
         d.has_sinks = 1;
         d.algo = CLATTN_ALGO_FUSED;
-    } else if (p == UNFUSED_COPIES) {
+    } else if (p == UNFUSED_COPIES || p == BACKWARD_UNFUSED) {
         d.dtype = CLATTN_DTYPE_F16;
         d.varlen = 1;
         d.layout = CLATTN_LAYOUT_BSHD;
@@ -34,6 +35,10 @@ static clattn_desc desc_for(path p)
         d.algo = CLATTN_ALGO_UNFUSED;
     } else {
         d.algo = CLATTN_ALGO_FUSED;
+    }
+    if (p == BACKWARD_FUSED || p == BACKWARD_UNFUSED) {
+        d.pass = CLATTN_PASS_BACKWARD;
+        d.has_sinks = 1;
     }
     return d;
 }
@@ -71,7 +76,24 @@ static clattn_status attempt(clattn_context *ctx, path p, bool *wrote)
     float sinks[4] = {0.5f, -1, 2, 0};
     *wrote = false;
     clattn_status st;
-    if (p == HOST_CALL) {
+    if (p == BACKWARD_FUSED || p == BACKWARD_UNFUSED) {
+        /* o, lse and d_o as any values; dq, dk, dv and dsinks start as a pattern that must stay */
+        unsigned char *grads = malloc((n.q + n.k + n.v) * es + 16), *keep = malloc((n.q + n.k + n.v) * es + 16);
+        for (size_t i = 0; i < (n.q + n.k + n.v) * es + 16; i++) grads[i] = keep[i] = (unsigned char)(i * 5 + 1) & 0x3b;
+        for (size_t i = 0; i < n.lse; i++) lse[i] = 2.0f;
+        clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+        t.q = host; t.k = host + n.q * es; t.v = host + (n.q + n.k) * es; t.o = host + (n.q + n.k + n.v) * es;
+        t.lse = lse; t.d_o = back; t.sinks = sinks; t.cu_seqlens_q = cu_q; t.cu_seqlens_k = cu_k;
+        memcpy(back, host, n.o * es);
+        t.dq = grads; t.dk = grads + n.q * es; t.dv = grads + (n.q + n.k) * es;
+        t.dsinks = (float *)(void *)(grads + (n.q + n.k + n.v) * es);
+        t.q_len = t.dq_len = n.q; t.k_len = t.dk_len = n.k; t.v_len = t.dv_len = n.v; t.o_len = t.do_len = n.o;
+        t.lse_len = n.lse;
+        st = clattn_backward_host(ctx, &d, &t);
+        *wrote = memcmp(grads, keep, (n.q + n.k + n.v) * es + 16) != 0;
+        free(grads);
+        free(keep);
+    } else if (p == HOST_CALL) {
         clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
         t.q = host; t.k = host + n.q * es; t.v = host + (n.q + n.k) * es; t.o = back; t.lse = lse;
         t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
