@@ -4,6 +4,7 @@
  * windows, every feature, f16/bf16, packed sequences; the gradients byte-identical across runs. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "harness.h"
+#include "sampled.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -189,4 +190,37 @@ ParameterizedTest(det_case *c, backward, deterministic, .timeout = 300)
     for (size_t i = 0; i < bytes && !nonzero; i++) nonzero = shared[i] != 0;
     cr_expect(nonzero, "the gradients are all zero: the comparison would prove nothing");
     munmap(shared, DET_RUNS * bytes);
+}
+
+/* The program's sampled check of a large backward (tests/support/sampled.c) agrees with a
+ * correct device result and catches a wrong key's gradient. */
+Test(backward, sampled_check, .timeout = 120)
+{
+    const sampled_case sc = {2, 4, 2, 37, 53, 32, 1, CLATTN_DTYPE_F32};
+    clattn_desc d = CLATTN_DESC_INIT;
+    d.batch = sc.b; d.heads_q = sc.hq; d.heads_kv = sc.hkv; d.seq_q = sc.nq; d.seq_kv = sc.nk; d.head_dim = sc.d;
+    d.causal = 1;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
+    float *x = malloc((n.q + n.k + n.v + 2 * n.o + n.lse + n.q + n.k + n.v) * 4);
+    float *q = x, *k = q + n.q, *v = k + n.k, *o = v + n.v, *dout = o + n.o, *lse = dout + n.o, *dq = lse + n.lse,
+          *dk = dq + n.q, *dv = dk + n.k;
+    uint64_t rng = 77;
+    clattn_rng_fill(x, n.q + n.k + n.v + 2 * n.o, &rng, 1.0f);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = q; t.k = k; t.v = v; t.o = o; t.lse = lse; t.d_o = dout; t.dq = dq; t.dk = dk; t.dv = dv;
+    t.q_len = t.dq_len = n.q; t.k_len = t.dk_len = n.k; t.v_len = t.dv_len = n.v; t.o_len = t.do_len = n.o;
+    t.lse_len = n.lse;
+    cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
+    clattn_context *ctx = test_context();
+    cr_assert_eq(clattn_backward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    sampled_error e;
+    cr_assert_eq(sampled_backward_check(&sc, q, k, v, o, lse, dout, dq, dk, dv, 24, &e), 0);
+    cr_expect(e.dq <= 2e-5 && e.dk <= 2e-5 && e.dv <= 2e-5 && !e.nonfinite, "a correct result: %.2e %.2e %.2e", e.dq,
+              e.dk, e.dv);
+    dk[n.k - 1] += 0.5f; /* the last key is always sampled */
+    cr_assert_eq(sampled_backward_check(&sc, q, k, v, o, lse, dout, dq, dk, dv, 24, &e), 0);
+    cr_expect(e.dk > 1e-3, "a wrong key's gradient passed: %.2e", e.dk);
+    clattn_context_destroy(ctx);
+    free(x);
 }
