@@ -171,6 +171,9 @@ static void usage(FILE *f)
             "      [--sinks S.npy] [--seqused-k L.npy] [--seqlens-q LQ.npy --seqlens-k LK.npy]\n"
             "      [--splits N] [--dtype f32|f16|bf16]\n"
             "      [--algo auto|fused|unfused|reference] [--device ID] [-v]\n"
+            "      [--expect THEIRS.npy [--expect-lse L.npy] [--tol REL]]\n"
+            "                   with --expect (--out optional): compare with another framework's output;\n"
+            "                   exit 0 within the bound, 1 outside it, 2 when it cannot compare\n"
             "clattn %s\n",
             clattn_version_string());
 }
