@@ -165,6 +165,8 @@ static void usage(FILE *f)
             "                   the numbered suite (or the shapes); fails when a row is wrong or none ran\n"
             "  tune [--device ID|all] [--classes LIST] [--quick] [--budget-ms MS] [--emit-c]\n"
             "                   search the fused kernels' parameters, store the best per class\n"
+            "  report R1.json R2.json ... [--baseline DEVICE] [--md F] [--svg F] [--algo LIST]\n"
+            "                   merge bench results of several machines: one table, one chart\n"
             "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"
             "      [--layout bhsd|bshd] [--causal] [--causal-align bottom-right|top-left]\n"
             "      [--scale S] [--window L,R] [--softcap C] [--mask M.npy] [--alibi S.npy]\n"
@@ -199,5 +201,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "check")) return cmd_check(argc - 1, argv + 1);
     if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
+    if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
     return cli_error("unknown command '%s' (try `clattn --help`)", cmd);
 }
