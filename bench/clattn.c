@@ -165,12 +165,17 @@ static void usage(FILE *f)
             "                   the numbered suite (or the shapes); fails when a row is wrong or none ran\n"
             "  tune [--device ID|all] [--classes LIST] [--quick] [--budget-ms MS] [--emit-c]\n"
             "                   search the fused kernels' parameters, store the best per class\n"
+            "  report R1.json R2.json ... [--baseline DEVICE] [--md F] [--svg F] [--algo LIST]\n"
+            "                   merge bench results of several machines: one table, one chart\n"
             "  run --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy]\n"
             "      [--layout bhsd|bshd] [--causal] [--causal-align bottom-right|top-left]\n"
             "      [--scale S] [--window L,R] [--softcap C] [--mask M.npy] [--alibi S.npy]\n"
             "      [--sinks S.npy] [--seqused-k L.npy] [--seqlens-q LQ.npy --seqlens-k LK.npy]\n"
             "      [--splits N] [--dtype f32|f16|bf16]\n"
             "      [--algo auto|fused|unfused|reference] [--device ID] [-v]\n"
+            "      [--expect THEIRS.npy [--expect-lse L.npy] [--tol REL]]\n"
+            "                   with --expect (--out optional): compare with another framework's output;\n"
+            "                   exit 0 within the bound, 1 outside it, 2 when it cannot compare\n"
             "clattn %s\n",
             clattn_version_string());
 }
@@ -196,5 +201,6 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(cmd, "check")) return cmd_check(argc - 1, argv + 1);
     if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
+    if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
     return cli_error("unknown command '%s' (try `clattn --help`)", cmd);
 }

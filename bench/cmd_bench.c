@@ -215,6 +215,11 @@ int cmd_bench(int argc, char **argv)
         }
         fprintf(stderr, "clattn bench: %s: %.1f GFLOP/s FMA, %.1f GB/s read%s\n", bd->name, bd->peak.fma_gflops,
                 bd->peak.read_gbs, bd->peak.cached ? " (cached; --remeasure-peaks to redo)" : "");
+        fprintf(stderr, "clattn bench: %s: measuring the dispatch overhead...\n", bd->name);
+        if (dispatch_measure(ctx, &bd->dispatch)) {
+            clattn_context_destroy(ctx);
+            return 1;
+        }
         for (int c = 0; c < ncases; c++)
             for (int a = 0; a < 3; a++) {
                 if (!algos[a]) continue;
@@ -248,9 +253,7 @@ int cmd_bench(int argc, char **argv)
                before.attn_causal_gflops, after.attn_causal_gflops, before.stream_gbs, after.stream_gbs);
     }
     printf("devices:\n");
-    for (int i = 0; i < rep.ndevices; i++)
-        printf("  %d %s (%s): peak %.1f GFLOP/s FMA, %.1f GB/s read\n", rep.devices[i].index, rep.devices[i].name,
-               rep.devices[i].driver, rep.devices[i].peak.fma_gflops, rep.devices[i].peak.read_gbs);
+    for (int i = 0; i < rep.ndevices; i++) report_device(stdout, &rep.devices[i]);
     printf("\n");
     report_table(stdout, &rep);
     bool any_unfused = false;

@@ -1,6 +1,10 @@
 /* `clattn run`: one attention call on .npy tensors, on a device or the CPU reference.
- * Every flag is honoured or refused; the outputs are written only on success. */
+ * Every flag is honoured or refused; the outputs are written only on success. With --expect,
+ * the result is compared with another framework's (expect.c): exit 0 within the bound, 1
+ * outside it, 2 when the comparison cannot be made. */
 #include "cli.h"
+#include "expect.h"
+#include "metrics.h"
 #include "npy.h"
 
 #include <stdio.h>
@@ -10,8 +14,10 @@
 typedef struct run_args {
     const char *q, *k, *v, *out, *lse, *mask, *alibi, *sinks, *seqused_k, *seqlens_q, *seqlens_k, *device;
     const char *layout, *algo, *dtype, *align;
-    double scale, softcap;
+    const char *expect, *expect_lse; /* the user's o and lse to compare with */
+    double scale, softcap, tol;      /* tol: --tol, 0 for the dtype's bound */
     int causal, window, wl, wr, verbose, splits;
+    bool compared;                   /* --expect: the comparison was made (its 1 is a mismatch) */
 } run_args;
 
 /* --window L,R: each side -1 (unbounded) up to 2^30. */
@@ -35,7 +41,7 @@ static int parse_window(const char *val, run_args *a)
 enum {
     OPT_Q = 256, OPT_K, OPT_V, OPT_OUT, OPT_LSE, OPT_MASK, OPT_ALIBI, OPT_SINKS, OPT_SEQUSED_K, OPT_SEQLENS_Q,
     OPT_SEQLENS_K, OPT_DEVICE, OPT_LAYOUT, OPT_ALGO, OPT_DTYPE, OPT_ALIGN, OPT_CAUSAL, OPT_SCALE, OPT_SOFTCAP,
-    OPT_WINDOW, OPT_SPLITS
+    OPT_WINDOW, OPT_SPLITS, OPT_EXPECT, OPT_EXPECT_LSE, OPT_TOL
 };
 
 static const struct option run_options[] = {
@@ -60,6 +66,9 @@ static const struct option run_options[] = {
     {"softcap", required_argument, NULL, OPT_SOFTCAP},
     {"window", required_argument, NULL, OPT_WINDOW},
     {"splits", required_argument, NULL, OPT_SPLITS},
+    {"expect", required_argument, NULL, OPT_EXPECT},
+    {"expect-lse", required_argument, NULL, OPT_EXPECT_LSE},
+    {"tol", required_argument, NULL, OPT_TOL},
     {"verbose", no_argument, NULL, 'v'},
     {NULL, 0, NULL, 0},
 };
@@ -84,6 +93,8 @@ static const char **string_field(run_args *a, int opt)
     case OPT_ALGO: return &a->algo;
     case OPT_DTYPE: return &a->dtype;
     case OPT_ALIGN: return &a->align;
+    case OPT_EXPECT: return &a->expect;
+    case OPT_EXPECT_LSE: return &a->expect_lse;
     default: return NULL;
     }
 }
@@ -120,10 +131,18 @@ static int parse_args(int argc, char **argv, run_args *a)
             if (x <= 0) return cli_error("run: --softcap must be > 0");
             a->softcap = x;
             break;
+        case OPT_TOL:
+            if (!cli_parse_double(optarg, &x) || x <= 0)
+                return cli_error("run: --tol wants a positive relative L2 bound (got '%s')", optarg);
+            a->tol = x;
+            break;
         default: return 1; /* reported */
         }
     }
-    if (!a->q || !a->k || !a->v || !a->out) return cli_error("run: --q, --k, --v and --out are required");
+    if (a->expect_lse && !a->expect) return cli_error("run: --expect-lse goes with --expect");
+    if (a->tol && !a->expect) return cli_error("run: --tol goes with --expect");
+    if (!a->q || !a->k || !a->v || (!a->out && !a->expect))
+        return cli_error("run: --q, --k, --v and --out (or --expect) are required");
     if (!a->seqlens_q != !a->seqlens_k) return cli_error("run: --seqlens-q and --seqlens-k go together (packed varlen)");
     if (a->seqlens_q && a->layout) return cli_error("run: packed varlen tensors are (tokens, heads, dim): no --layout");
     return 0;
@@ -298,7 +317,9 @@ static int make_desc(const run_args *a, run_inputs *in, clattn_desc *d)
     return 0;
 }
 
-static int run_device(const run_args *a, const clattn_desc *d, const clattn_host_tensors *t)
+/* Runs on the device; `what` gets the algorithm, device and variant, for --expect's report. */
+static int run_device(const run_args *a, const clattn_desc *d, const clattn_host_tensors *t, char *what,
+                      size_t what_size)
 {
     clattn_context *ctx = NULL;
     if (cli_open_context(a->device, &ctx)) return 1;
@@ -354,9 +375,11 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
         rc = cli_error("run: execution failed: %s (%d): %s", clattn_status_string(st), st, clattn_context_last_error(ctx));
         goto done;
     }
+    char name[256] = "";
+    clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_NAME, sizeof name - 1, name, NULL);
+    snprintf(what, what_size, "%s on %s (%s)", clattn_plan_algo(plan) == CLATTN_ALGO_FUSED ? "fused" : "unfused", name,
+             clattn_plan_variant(plan));
     if (a->verbose) {
-        char name[256] = "";
-        clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_NAME, sizeof name - 1, name, NULL);
         printf("device     %s\nalgorithm  %s\nwhy        %s\nvariant    %s\nscratch    %zu bytes\nplan_ms    %.3f\n"
                "wall_ms    %.3f\n",
                name, clattn_plan_algo(plan) == CLATTN_ALGO_FUSED ? "fused" : "unfused", clattn_plan_reason(plan),
@@ -372,27 +395,88 @@ done:
     return rc;
 }
 
-int cmd_run(int argc, char **argv)
+/* The user's files, read and checked against the output's shape and dtype before anything
+ * is computed (a long run must not end in "wrong shape"). */
+typedef struct expect_files {
+    npy_array o, lse;
+} expect_files;
+
+static int read_expected(const run_args *a, const run_inputs *in, const clattn_desc *d, const int64_t *oshape,
+                         expect_files *ef)
 {
-    run_args a;
-    if (parse_args(argc, argv, &a)) return 1;
+    if (read_input(a->expect, &ef->o)) return 1;
+    const bool bf16 = d->dtype == CLATTN_DTYPE_BF16;
+    char flag[1100];
+    snprintf(flag, sizeof flag, "--expect %s", a->expect);
+    if (expect_check_file(flag, &ef->o, in->q.type, bf16, in->q.ndim, oshape)) return 1;
+    if (!a->expect_lse) return 0;
+    if (read_input(a->expect_lse, &ef->lse)) return 1;
+    snprintf(flag, sizeof flag, "--expect-lse %s", a->expect_lse);
+    const int64_t lshape[3] = {d->batch, d->heads_q, d->seq_q}, packed[2] = {d->heads_q, d->total_q};
+    return expect_check_file(flag, &ef->lse, NPY_F32, false, d->varlen ? 2 : 3, d->varlen ? packed : lshape);
+}
+
+/* Compares o (and lse), prints each report and the verdict as the last line. 0: within the
+ * bound; 1: not; 2: the comparison failed. */
+static int compare_expected(const run_args *a, const run_inputs *in, const clattn_desc *d, const expect_files *ef,
+                            const void *o, const float *lse, const char *what)
+{
+    const double bound = a->tol > 0 ? a->tol : clattn_tolerance((int)d->dtype);
+    expect_tensor t = {"o", a->expect, in->q.type, d->dtype == CLATTN_DTYPE_BF16, o, ef->o.data, ef->o.count,
+                       (size_t)d->head_dim_v, ROWS_BHSD, d->batch, d->heads_q, d->seq_q, d->total_q, in->cu_q};
+    if (d->varlen) t.rows = ROWS_TOKEN_HEAD;
+    else if (d->layout == CLATTN_LAYOUT_BSHD) t.rows = ROWS_BSHD;
+    printf("clattn computed: %s\n", what);
+    expect_verdict vo, vl = {true, ""};
+    if (expect_compare(stdout, &t, bound, &vo)) return 2;
+    if (a->expect_lse) {
+        expect_tensor tl = t;
+        tl.name = "lse";
+        tl.path = a->expect_lse;
+        tl.type = NPY_F32;
+        tl.bf16 = false;
+        tl.ours = lse;
+        tl.theirs = ef->lse.data;
+        tl.n = ef->lse.count;
+        tl.row_len = 1;
+        tl.rows = d->varlen ? ROWS_HEAD_TOKEN : ROWS_BHSD;
+        if (expect_compare(stdout, &tl, bound, &vl)) return 2;
+    }
+    const bool ok = vo.ok && vl.ok;
+    /* the failing clause first: the verdict line is what a script or a reader sees */
+    const char *first = !vo.ok || vl.ok ? vo.summary : vl.summary, *second = first == vo.summary ? vl.summary : vo.summary;
+    printf("clattn: %s: %s%s%s\n", ok ? "MATCH" : "MISMATCH", first, second[0] ? "; " : "", second);
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
+static int run(run_args *a)
+{
     run_inputs in;
     memset(&in, 0, sizeof in);
+    expect_files ef;
+    memset(&ef, 0, sizeof ef);
     int rc = 1;
     void *o = NULL;
     float *lse = NULL;
-    if (read_input(a.q, &in.q) || read_input(a.k, &in.k) || read_input(a.v, &in.v) ||
-        (a.mask && read_input(a.mask, &in.mask)) || (a.alibi && read_input(a.alibi, &in.alibi)) ||
-        (a.sinks && read_input(a.sinks, &in.sinks)) || (a.seqused_k && read_input(a.seqused_k, &in.seqused)) ||
-        (a.seqlens_q && (read_input(a.seqlens_q, &in.lens_q) || read_input(a.seqlens_k, &in.lens_k))))
+    const run_inputs *cin = &in;
+    if (read_input(a->q, &in.q) || read_input(a->k, &in.k) || read_input(a->v, &in.v) ||
+        (a->mask && read_input(a->mask, &in.mask)) || (a->alibi && read_input(a->alibi, &in.alibi)) ||
+        (a->sinks && read_input(a->sinks, &in.sinks)) || (a->seqused_k && read_input(a->seqused_k, &in.seqused)) ||
+        (a->seqlens_q && (read_input(a->seqlens_q, &in.lens_q) || read_input(a->seqlens_k, &in.lens_k))))
         goto done;
     clattn_desc d = CLATTN_DESC_INIT;
-    if (make_desc(&a, &in, &d)) goto done;
+    if (make_desc(a, &in, &d)) goto done;
+    int64_t oshape[4];
+    memcpy(oshape, in.q.shape, sizeof oshape);
+    oshape[in.q.ndim - 1] = d.head_dim_v;
+    if (a->expect && read_expected(a, cin, &d, oshape, &ef)) goto done;
     clattn_tensor_sizes need = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &need);
+    const bool want_lse = a->lse || a->expect_lse;
     o = calloc(need.o, clattn_dtype_size(d.dtype));
-    lse = a.lse ? calloc(need.lse, sizeof(float)) : NULL;
-    if (!o || (a.lse && !lse)) {
+    lse = want_lse ? calloc(need.lse, sizeof(float)) : NULL;
+    if (!o || (want_lse && !lse)) {
         cli_error("run: out of memory");
         goto done;
     }
@@ -403,7 +487,11 @@ int cmd_run(int argc, char **argv)
     t.alibi_slopes = in.alibi.data; t.sinks = in.sinks.data; t.seqused_k = in.seqused.data;
     t.cu_seqlens_q = in.cu_q; t.cu_seqlens_k = in.cu_k;
 
-    if (a.algo && !strcmp(a.algo, "reference")) {
+    /* --expect computes with the reference unless --algo says otherwise: the user asks whether
+     * their result is right, and the reference is the definition */
+    const bool reference = a->algo ? !strcmp(a->algo, "reference") : a->expect != NULL;
+    char what[600] = "reference (CPU, double accumulation)";
+    if (reference) {
         char msg[512];
         double t0 = cli_now_ms();
         clattn_status st = clattn_reference_forward(&d, &t, msg, sizeof msg);
@@ -411,30 +499,52 @@ int cmd_run(int argc, char **argv)
             cli_error("run: reference: %s", msg);
             goto done;
         }
-        if (a.verbose) printf("device     CPU reference\nalgorithm  reference\nwall_ms    %.3f\n", cli_now_ms() - t0);
-    } else if (run_device(&a, &d, &t)) {
+        if (a->verbose) printf("device     CPU reference\nalgorithm  reference\nwall_ms    %.3f\n", cli_now_ms() - t0);
+    } else if (run_device(a, &d, &t, what, sizeof what)) {
         goto done;
     }
 
     char err[512];
-    int64_t oshape[4];
-    memcpy(oshape, in.q.shape, sizeof oshape);
-    oshape[in.q.ndim - 1] = d.head_dim_v;
     const int64_t lshape[3] = {d.batch, d.heads_q, d.seq_q};
     const int64_t lshape_packed[2] = {d.heads_q, d.total_q}; /* FlashAttention's varlen lse */
-    if (a.lse && npy_write(a.lse, NPY_F32, d.varlen ? 2 : 3, d.varlen ? lshape_packed : lshape, lse, err, sizeof err)) {
+    if (a->lse && npy_write(a->lse, NPY_F32, d.varlen ? 2 : 3, d.varlen ? lshape_packed : lshape, lse, err, sizeof err)) {
         cli_error("%s", err);
         goto done;
     }
-    if (npy_write(a.out, in.q.type, in.q.ndim, oshape, o, err, sizeof err)) {
-        if (a.lse) remove(a.lse); /* all outputs or none */
+    if (a->out && npy_write(a->out, in.q.type, in.q.ndim, oshape, o, err, sizeof err)) {
+        if (a->lse) remove(a->lse); /* all outputs or none */
         cli_error("%s", err);
         goto done;
     }
-    rc = 0;
+    if (a->expect) {
+        rc = compare_expected(a, cin, &d, &ef, o, lse, what);
+        a->compared = rc != 2;
+    } else {
+        rc = 0;
+    }
 done:
     free(o);
     free(lse);
+    npy_free(&ef.o);
+    npy_free(&ef.lse);
     free_inputs(&in);
     return rc;
+}
+
+/* Whether the arguments ask for a comparison, even when they fail to parse: its exit status
+ * for "could not compare" is then 2, so that 1 always means "computed and different". */
+static bool asks_expect(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--expect") || !strncmp(argv[i], "--expect=", 9)) return true;
+    return false;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    const int failed = asks_expect(argc, argv) ? 2 : 1;
+    run_args a;
+    if (parse_args(argc, argv, &a)) return failed;
+    const int rc = run(&a);
+    return rc == 1 && !a.compared ? failed : rc;
 }

@@ -1,6 +1,6 @@
 /* Device peaks measured as clpeak does: an f32 FMA rate and a streaming-read bandwidth, with
  * work the compiler cannot delete (every result is written out and depends on every step).
- * Cached per device, driver and platform in the clattn cache directory. */
+ * Cached per device, driver, compute units and measuring method in the clattn cache directory. */
 #ifndef CLATTN_PEAK_H
 #define CLATTN_PEAK_H
 
@@ -10,7 +10,8 @@
 
 typedef struct device_peak {
     double fma_gflops; /* best of several runs */
-    double read_gbs;   /* streaming read, GB/s (1e9 bytes) */
+    double read_gbs;   /* streaming read, GB/s (1e9 bytes): the best kernel, geometry and size */
+    char read_method[128]; /* which one: kernel, work-items per unit, group size, MiB read */
     bool cached;       /* read from the cache file rather than measured now */
 } device_peak;
 

@@ -73,11 +73,35 @@ void report_params(const bench_row *w, char *buf, size_t size)
              w->tuning.vector_width, w->tuning.group_size, w->tuning.threads_per_row, sp ? sp : "", w->tuning_source);
 }
 
+bool report_above_peak(double pct) { return pct > 100.0; }
+
+/* A share of a measured peak, never above 100%: above it is a measurement error. */
+static void fmt_pct(char *buf, size_t size, double pct)
+{
+    if (report_above_peak(pct)) snprintf(buf, size, "%s", REPORT_ABOVE_PEAK);
+    else fmt_num(buf, size, "%.1f", pct);
+}
+
+void report_device(FILE *f, const bench_device *d)
+{
+    fprintf(f, "  %d %s (%s): peak %.1f GFLOP/s FMA, %.1f GB/s read", d->index, d->name, d->driver,
+            d->peak.fma_gflops, d->peak.read_gbs);
+    fprintf(f, d->peak.read_method[0] ? " (best read: %s)\n" : "\n", d->peak.read_method);
+    const dispatch_figures *x = &d->dispatch;
+    if (!x->measured) return;
+    fprintf(f,
+            "    dispatch: clattn_plan_execute %.1f us per call (enqueue only, median of %d); tiny call %s "
+            "%.1f us, empty kernel %.1f us round trip (%.2fx; medians of %d, enqueue + clFinish)\n",
+            x->execute_us, x->execute_calls, DISPATCH_TINY_SHAPE, x->tiny_call_us, x->empty_kernel_us,
+            x->empty_kernel_us > 0 ? x->tiny_call_us / x->empty_kernel_us : NAN, x->round_trips);
+}
+
 void report_table(FILE *f, const bench_report *r)
 {
     fprintf(f, "%-4s %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9s %9s %5s %-6s %s\n", "id",
             "BxHqxHkvxNqxNkxD", "type", "device", "algo", "ms(med)", "spread%", "GFLOP/s", "%peak", "GB/s", "%bw",
             "mem_MiB", "relL2", "rows", "status", "parameters");
+    bool above = false;
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
         char shape[64], ms[32], spread[32], gf[32], pf[32], gb[32], pb[32], err[32];
@@ -86,9 +110,10 @@ void report_table(FILE *f, const bench_report *r)
         fmt_num(ms, sizeof ms, "%.3f", ok ? w->ms_median : NAN);
         fmt_num(spread, sizeof spread, "%.1f", ok && w->ms_median > 0 ? 100 * (w->ms_max - w->ms_min) / w->ms_median : NAN);
         fmt_num(gf, sizeof gf, "%.1f", ok ? w->gflops : NAN);
-        fmt_num(pf, sizeof pf, "%.1f", ok ? w->pct_flops : NAN);
+        fmt_pct(pf, sizeof pf, ok ? w->pct_flops : NAN);
         fmt_num(gb, sizeof gb, "%.1f", ok ? w->gbs : NAN);
-        fmt_num(pb, sizeof pb, "%.1f", ok ? w->pct_bw : NAN);
+        fmt_pct(pb, sizeof pb, ok ? w->pct_bw : NAN);
+        above = above || (ok && (report_above_peak(w->pct_flops) || report_above_peak(w->pct_bw)));
         fmt_num(err, sizeof err, "%.2e", ok && w->algo != ALGO_REFERENCE ? w->rel_l2 : NAN);
         char params[160];
         report_params(w, params, sizeof params);
@@ -97,10 +122,13 @@ void report_table(FILE *f, const bench_report *r)
                 w->mem_bytes / 1048576.0, err, w->checked_rows, w->status, params, w->reason[0] ? ": " : "",
                 w->reason);
     }
+    if (above)
+        fprintf(f, "%s: the row measured more than the device's measured peak, so one of the two is wrong (the peak, "
+                   "or the row helped by a cache): a measurement error, not a percentage; --remeasure-peaks redoes "
+                   "the peaks\n", REPORT_ABOVE_PEAK);
 }
 
-/* Writes `text` to path atomically (a failed write leaves the old file). */
-static int write_atomic(const char *path, const char *text)
+int report_write_text(const char *path, const char *text)
 {
     const files_chunk all = {text, strlen(text)};
     const int e = files_write_atomic(path, &all, 1);
@@ -133,6 +161,20 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddStringToObject(o, "opencl_version", d->version);
         cJSON_AddItemToObject(o, "peak_fma_gflops", num(d->peak.fma_gflops));
         cJSON_AddItemToObject(o, "peak_read_gbs", num(d->peak.read_gbs));
+        cJSON_AddStringToObject(o, "peak_read_method", d->peak.read_method);
+        if (d->dispatch.measured) {
+            const dispatch_figures *x = &d->dispatch;
+            cJSON *dj = cJSON_AddObjectToObject(o, "dispatch");
+            cJSON_AddItemToObject(dj, "execute_us", num(x->execute_us));
+            cJSON_AddNumberToObject(dj, "execute_calls", x->execute_calls);
+            cJSON_AddStringToObject(dj, "tiny_shape", DISPATCH_TINY_SHAPE);
+            cJSON_AddStringToObject(dj, "tiny_variant", x->variant);
+            cJSON_AddItemToObject(dj, "tiny_call_us", num(x->tiny_call_us));
+            cJSON_AddItemToObject(dj, "empty_kernel_us", num(x->empty_kernel_us));
+            cJSON_AddItemToObject(dj, "tiny_over_empty",
+                                  num(x->empty_kernel_us > 0 ? x->tiny_call_us / x->empty_kernel_us : NAN));
+            cJSON_AddNumberToObject(dj, "round_trips", x->round_trips);
+        }
         cJSON_AddItemToArray(devs, o);
     }
     cJSON *peers = r->have_peers ? cJSON_AddObjectToObject(root, "peers") : NULL;
@@ -171,9 +213,12 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddNumberToObject(o, "samples", w->samples);
         cJSON_AddNumberToObject(o, "calls_per_sample", w->calls_per_sample);
         cJSON_AddItemToObject(o, "gflops", num(w->gflops));
-        cJSON_AddItemToObject(o, "pct_peak_flops", num(w->pct_flops));
+        /* above the measured peak: null, and flagged, never a percentage above 100 */
+        cJSON_AddItemToObject(o, "pct_peak_flops", num(report_above_peak(w->pct_flops) ? NAN : w->pct_flops));
+        cJSON_AddBoolToObject(o, "above_peak_flops", report_above_peak(w->pct_flops));
         cJSON_AddItemToObject(o, "gbs", num(w->gbs));
-        cJSON_AddItemToObject(o, "pct_peak_bw", num(w->pct_bw));
+        cJSON_AddItemToObject(o, "pct_peak_bw", num(report_above_peak(w->pct_bw) ? NAN : w->pct_bw));
+        cJSON_AddBoolToObject(o, "above_peak_bw", report_above_peak(w->pct_bw));
         cJSON_AddNumberToObject(o, "mem_bytes", w->mem_bytes);
         cJSON_AddItemToObject(o, "rel_l2", num(w->rel_l2));
         cJSON_AddItemToObject(o, "max_abs", num(w->max_abs));
@@ -198,20 +243,12 @@ int report_json(const char *path, const bench_report *r)
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     if (!text) return cli_error("out of memory writing %s", path);
-    int rc = write_atomic(path, text);
+    int rc = report_write_text(path, text);
     free(text);
     return rc;
 }
 
-/* A growing text; `failed` once an allocation failed (later appends do nothing). */
-typedef struct text_buf {
-    char *s;
-    size_t len, cap;
-    bool failed;
-} text_buf;
-
-static void text_printf(text_buf *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_printf(text_buf *t, const char *fmt, ...)
+void text_printf(text_buf *t, const char *fmt, ...)
 {
     if (t->failed) return;
     va_list ap;
@@ -266,8 +303,8 @@ int report_csv(const char *path, const bench_report *r)
                 "# clattn bench, format_version %d, clattn %s, commit %s\n"
                 "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
                 "driver,algo,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
-                "pct_peak_flops,gbs,pct_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,seed,ratio_sgemm,"
-                "ratio_blas_attention,ratio_stream,ratio_unfused\n",
+                "pct_peak_flops,above_peak_flops,gbs,pct_peak_bw,above_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,"
+                "seed,ratio_sgemm,ratio_blas_attention,ratio_stream,ratio_unfused\n",
                 BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
@@ -280,13 +317,15 @@ int report_csv(const char *path, const bench_report *r)
         text_printf(&t, "%d,", w->device_index);
         const char *text[] = {w->device, w->driver, bench_algo_name(w->algo), w->variant, w->status, w->reason};
         for (size_t k = 0; k < sizeof text / sizeof text[0]; k++) csv_field(&t, text[k], ",");
-        text_printf(&t, "%.6g,%.6g,%.6g,%d,%d,%.6g,%.6g,%.6g,%.6g,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g\n",
-                    w->ms_median, w->ms_min, w->ms_max, w->samples, w->calls_per_sample, w->gflops, w->pct_flops,
-                    w->gbs, w->pct_bw, w->mem_bytes, w->rel_l2, w->max_abs, w->checked_rows,
+        const bool af = report_above_peak(w->pct_flops), ab = report_above_peak(w->pct_bw);
+        text_printf(&t, "%.6g,%.6g,%.6g,%d,%d,%.6g,%.6g,%d,%.6g,%.6g,%d,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g\n",
+                    w->ms_median, w->ms_min, w->ms_max, w->samples, w->calls_per_sample, w->gflops,
+                    af ? NAN : w->pct_flops, af, w->gbs, ab ? NAN : w->pct_bw, ab, w->mem_bytes, w->rel_l2, w->max_abs,
+                    w->checked_rows,
                     (unsigned long long)w->seed, report_ratio_sgemm(r, w), report_ratio_blas_attention(r, w),
                     report_ratio_stream(r, w), report_ratio_unfused(r, w));
     }
-    const int rc = t.failed ? cli_error("out of memory writing %s", path) : write_atomic(path, t.s);
+    const int rc = t.failed ? cli_error("out of memory writing %s", path) : report_write_text(path, t.s);
     free(t.s);
     return rc;
 }
@@ -366,7 +405,7 @@ int report_svg(const char *path, const bench_report *r)
     }
     OUT("</svg>\n");
 #undef OUT
-    int rc = write_atomic(path, t);
+    int rc = report_write_text(path, t);
     free(t);
     return rc;
 }
@@ -390,9 +429,9 @@ int report_compare(FILE *f, const char *baseline_path, const bench_report *r)
     free(text);
     const cJSON *rows = root ? cJSON_GetObjectItemCaseSensitive(root, "rows") : NULL;
     const cJSON *ver = root ? cJSON_GetObjectItemCaseSensitive(root, "format_version") : NULL;
-    if (!cJSON_IsArray(rows) || !cJSON_IsNumber(ver) || ver->valueint != BENCH_FORMAT_VERSION) {
+    if (!cJSON_IsArray(rows) || !cJSON_IsNumber(ver) || ver->valueint < 1 || ver->valueint > BENCH_FORMAT_VERSION) {
         cJSON_Delete(root);
-        return cli_error("--compare: %s is not a clattn bench JSON of format version %d", baseline_path,
+        return cli_error("--compare: %s is not a clattn bench JSON of format version 1..%d", baseline_path,
                          BENCH_FORMAT_VERSION);
     }
     fprintf(f, "\ncompared with %s (GFLOP/s now / baseline):\n", baseline_path);

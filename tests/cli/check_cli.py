@@ -19,10 +19,14 @@ except ImportError:  # one line, not a traceback, and before a minute of checks
 
 ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv", "head_dim", "causal", "dtype",
               "device_index", "device", "driver", "algo", "variant", "status", "reason", "ms_median", "ms_min",
-              "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "gbs", "pct_peak_bw",
+              "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "above_peak_flops", "gbs",
+              "pct_peak_bw", "above_peak_bw",
               "mem_bytes", "rel_l2", "max_abs", "checked_rows", "seed", "ratio_sgemm", "ratio_blas_attention",
               "ratio_stream", "ratio_unfused"]
-DEVICE_FIELDS = ["index", "name", "vendor", "driver", "opencl_version", "peak_fma_gflops", "peak_read_gbs"]
+DEVICE_FIELDS = ["index", "name", "vendor", "driver", "opencl_version", "peak_fma_gflops", "peak_read_gbs",
+                 "peak_read_method", "dispatch"]
+DISPATCH_FIELDS = ["execute_us", "execute_calls", "tiny_shape", "tiny_variant", "tiny_call_us", "empty_kernel_us",
+                   "tiny_over_empty", "round_trips"]
 PROVENANCE_FIELDS = ["clattn_version", "commit", "build_options", "command", "date"]
 
 failures = []
@@ -51,9 +55,15 @@ def main():
     r = run(exe, "bench", "--cases", "12,20", "--algo", "all", "--budget-ms", "50", "--json", j, "--csv", c, "--svg", s)
     expect(r.returncode == 0, f"bench exits 0 ({r.stderr.strip()[-300:]})")
     doc = json.load(open(j))
-    expect(doc.get("format_version") == 1, "JSON has format_version 1")
+    expect(doc.get("format_version") == 2, "JSON has format_version 2")
     expect(all(k in doc["provenance"] for k in PROVENANCE_FIELDS), "JSON provenance has every field")
     expect(len(doc["devices"]) >= 1 and all(k in doc["devices"][0] for k in DEVICE_FIELDS), "JSON devices have every field")
+    disp = doc["devices"][0].get("dispatch") or {}
+    expect(all(k in disp for k in DISPATCH_FIELDS) and disp["tiny_shape"] == "1x1x1x16x16x64"
+           and 0 < disp["execute_us"] < disp["tiny_call_us"] and disp["empty_kernel_us"] > 0
+           and abs(disp["tiny_over_empty"] - disp["tiny_call_us"] / disp["empty_kernel_us"]) < 1e-9
+           and "clattn_plan_execute" in r.stdout and "empty kernel" in r.stdout,
+           f"bench measures the dispatch overhead and prints it ({disp})")
     rows = doc["rows"]
     expect(len(rows) == 6, f"JSON has one row per case x algorithm (got {len(rows)})")
     # each all() below also needs its list non-empty: all() of nothing passes
@@ -69,7 +79,7 @@ def main():
     with open(c, newline="") as f:  # RFC 4180: a quoted field may hold a line break
         comment, body = f.read().split("\n", 1)
     table = list(csv.DictReader(io.StringIO(body, newline="")))
-    expect(comment.startswith("# clattn bench, format_version 1") and len(table) == len(rows) > 0
+    expect(comment.startswith("# clattn bench, format_version 2") and len(table) == len(rows) > 0
            and all(k in table[0] for k in ROW_FIELDS), "CSV has its provenance line, every row and field")
     text_fields = ["shape", "dtype", "device", "driver", "algo", "variant", "status", "reason"]
     differ = [(k, t[k], row[k]) for t, row in zip(table, rows) for k in text_fields if t[k] != row[k]]
@@ -107,6 +117,34 @@ def main():
     expect(r.returncode != 0 and "unsupported" in r.stdout
            and last == "clattn: bench: no row ran: every case was unsupported or skipped",
            f"bench exits non-zero when no row ran ({last})")
+
+    # Peaks forged far below any row: every row is above them, and no percentage above 100 may
+    # appear anywhere: the table says !>peak, the JSON and CSV write null/nan and flag the row.
+    fdir = os.path.join(work, "forged-peaks")
+    shutil.rmtree(fdir, ignore_errors=True)
+    if os.path.isdir(os.environ.get("CLATTN_CACHE_DIR", "")):  # kernels already built: only the peaks differ
+        shutil.copytree(os.environ["CLATTN_CACHE_DIR"], fdir)
+    run(exe, "bench", "--cases", "12", "--algo", "reference", "--budget-ms", "5", env={"CLATTN_CACHE_DIR": fdir})
+    peaks = [n for n in os.listdir(fdir) if n.startswith("peak-")] if os.path.isdir(fdir) else []
+    for n in peaks:
+        with open(os.path.join(fdir, n), "w") as f:
+            f.write("0.001 0.001 forged by check_cli.py\n")
+    fj, fc = os.path.join(work, "forged.json"), os.path.join(work, "forged.csv")
+    r = run(exe, "bench", "--cases", "12,20", "--algo", "fused", "--budget-ms", "20", "--json", fj, "--csv", fc,
+            env={"CLATTN_CACHE_DIR": fdir})
+    frows = json.load(open(fj))["rows"] if r.returncode == 0 else []
+    table_rows = [line for line in r.stdout.splitlines() if line[:3].strip() in ("12", "20")]
+    marks = [line.count("!>peak") for line in table_rows]  # %peak and %bw of each row
+    ftable = []
+    if frows:
+        with open(fc, newline="") as f:
+            ftable = list(csv.DictReader(io.StringIO(f.read().split("\n", 1)[1], newline="")))
+    expect(len(peaks) >= 1 and len(frows) == 2 and marks == [2, 2]
+           and all(row["above_peak_flops"] and row["above_peak_bw"] and row["pct_peak_flops"] is None
+                   and row["pct_peak_bw"] is None for row in frows)
+           and "!>peak: the row measured more" in r.stdout
+           and all(t["above_peak_flops"] == "1" and t["pct_peak_bw"] == "nan" for t in ftable) and len(ftable) == 2,
+           f"rows above a measured peak show !>peak, never a percentage above 100 ({marks}; {r.stderr.strip()[-200:]})")
 
     r = run(exe, "devices")
     expect(r.returncode == 0 and "clattn paths" in r.stdout and "local memory" in r.stdout, "devices lists what matters")

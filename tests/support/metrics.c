@@ -23,23 +23,28 @@ clattn_error clattn_compare(const float *out, const float *ref, size_t n, size_t
     e.rel_l2 = den > 0 ? sqrt(num / den) : sqrt(num);
     /* second pass: each row against max(its norm, the typical row norm) */
     const size_t rows = (n + row_len - 1) / row_len;
-    const double typical = rows ? sqrt(den / (double)rows) : 0;
+    e.typical_row_norm = rows ? sqrt(den / (double)rows) : 0;
     for (size_t r0 = 0, row = 0; r0 < n; r0 += row_len, row++) {
-        double rn = 0, rd = 0;
-        for (size_t i = r0; i < n && i < r0 + row_len; i++) {
-            if (!isfinite(ref[i]) || !isfinite(out[i])) continue;
-            const double d = (double)out[i] - ref[i];
-            rn += d * d;
-            rd += (double)ref[i] * ref[i];
-        }
-        const double norm = fmax(sqrt(rd), typical);
-        const double err = norm > 0 ? sqrt(rn) / norm : sqrt(rn);
+        const double err = clattn_row_error(out + r0, ref + r0, n - r0 < row_len ? n - r0 : row_len, e.typical_row_norm);
         if (err > e.worst_row) {
             e.worst_row = err;
             e.worst_row_index = row;
         }
     }
     return e;
+}
+
+double clattn_row_error(const float *out, const float *ref, size_t len, double typical)
+{
+    double rn = 0, rd = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!isfinite(ref[i]) || !isfinite(out[i])) continue;
+        const double d = (double)out[i] - ref[i];
+        rn += d * d;
+        rd += (double)ref[i] * ref[i];
+    }
+    const double norm = fmax(sqrt(rd), typical);
+    return norm > 0 ? sqrt(rn) / norm : sqrt(rn);
 }
 
 bool clattn_error_ok(const clattn_error *e, double bound)

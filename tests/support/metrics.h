@@ -11,6 +11,7 @@ typedef struct clattn_error {
     double max_ref;   /* max |ref| over finite reference values */
     double worst_row; /* max over rows of ||out_r - ref_r|| / max(||ref_r||, typical row norm) */
     size_t worst_row_index;
+    double typical_row_norm;   /* root-mean-square row norm of ref: the floor of each row's norm */
     size_t mismatched_special; /* NaN/inf in one but not the same in the other */
 } clattn_error;
 
@@ -19,6 +20,10 @@ typedef struct clattn_error {
  * result never passes. A row's error is relative to its own norm, but never to less than the
  * typical (root-mean-square) row norm, so rows near zero are not held to a tighter bound. */
 clattn_error clattn_compare(const float *out, const float *ref, size_t n, size_t row_len);
+
+/* One row's error as clattn_compare measures it: ||out - ref|| over the elements finite in
+ * both, relative to max(||ref||, typical) (typical: clattn_error.typical_row_norm). */
+double clattn_row_error(const float *out, const float *ref, size_t len, double typical);
 
 /* The whole within `rel_l2_bound`, and no single row or element far outside it: the worst
  * row within CLATTN_ROW_SLACK x the bound, the largest difference within CLATTN_ROW_SLACK x the
