@@ -26,6 +26,11 @@
 #define DVV (DV / VW)
 
 typedef float16 key16;
+
+/* Query rows per step of the dK/dV kernel (see there). */
+#ifndef RB
+#define RB 4
+#endif
 #define KEYS (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 
 /* The logits of 16 keys j0.. for row i (log2 units), with the formula's optional terms. */
@@ -104,26 +109,65 @@ __kernel void clattn_bwd_kv_rows(BWD_ARGS)
 #if ALIBI
         slope = alibi[h] * LOG2E;
 #endif
-        for (int i = ibeg; i < iend; i++) {
-            const long id = row_id(b, h, i, hq, nq, total_q, &sg);
-            const float lse2 = lse[lse_off + id] * LOG2E, d_i = dvec[dvec_off + id];
-            if (lse2 == -INFINITY) continue; /* the row saw nothing: no gradient */
-            __global const T *qr = q + q_off + sg.q_base + h * q_sh + (long)i * q_ss;
-            __global const T *dor = dout + do_off + sg.o_base + h * o_sh + (long)i * o_ss;
-            __global const float *mrow = mask;
+        /* RB rows at a time: each column of the keys (kt16[c], ...) loaded once for RB rows, and
+         * each dK/dV accumulator loaded and stored once for RB rows' FMAs */
+        for (int i0 = ibeg; i0 < iend; i0 += RB) {
+            __global const T *qr[RB], *dor[RB];
+            float lse2[RB], d_i[RB];
+            #pragma unroll
+            for (int r = 0; r < RB; r++) {
+                const int i = min(i0 + r, iend - 1); /* past the end: repeats the last row, masked below */
+                const long id = row_id(b, h, i, hq, nq, total_q, &sg);
+                lse2[r] = i0 + r < iend ? lse[lse_off + id] * LOG2E : -INFINITY;
+                d_i[r] = dvec[dvec_off + id];
+                qr[r] = q + q_off + sg.q_base + h * q_sh + (long)i * q_ss;
+                dor[r] = dout + do_off + sg.o_base + h * o_sh + (long)i * o_ss;
+            }
+            key16 s[RB], dp[RB];
+            #pragma unroll
+            for (int r = 0; r < RB; r++) s[r] = dp[r] = (key16)(0.0f);
+            #pragma unroll 8
+            for (int c = 0; c < D; c++) {
+                const key16 kc = kt16[c];
+                #pragma unroll
+                for (int r = 0; r < RB; r++) s[r] = fma((key16)(LOAD1(qr[r] + c) * scale_log2), kc, s[r]);
+            }
+            #pragma unroll 8
+            for (int c = 0; c < DV; c++) {
+                const key16 vc = vt16[c];
+                #pragma unroll
+                for (int r = 0; r < RB; r++) dp[r] = fma((key16)(LOAD1(dor[r] + c)), vc, dp[r]);
+            }
+            key16 p[RB], ds[RB];
+            #pragma unroll
+            for (int r = 0; r < RB; r++) {
+                const int i = min(i0 + r, iend - 1);
+                __global const float *mrow = mask;
 #if MASK
-            mrow = mask + b * m_sb + h * m_sh + (long)i * m_ss;
+                mrow = mask + b * m_sb + h * m_sh + (long)i * m_ss;
 #endif
-            key16 s = (key16)(0.0f), dp = (key16)(0.0f);
-            for (int c = 0; c < D; c++) s = fma((key16)(LOAD1(qr + c) * scale_log2), kt16[c], s);
-            for (int c = 0; c < DV; c++) dp = fma((key16)(LOAD1(dor + c)), vt16[c], dp);
-            const key16 raw = s;
-            s = logits16(s, i, j0, sg.off, softcap_log2, slope, mrow, nk);
-            const int16 ok = (jn >= (int16)(row_lo(i, sg.off, wl))) & (jn < (int16)(row_hi(i, sg.off, wr, sg.nk)));
-            const key16 p = select((key16)(0.0f), exp2(s - (key16)(lse2)), ok);
-            const key16 ds = select((key16)(0.0f), dscore16(p, dp, d_i, raw, softcap_log2), ok);
-            for (int c = 0; c < DV; c++) dv16[c] = fma(p, (key16)(LOAD1(dor + c)), dv16[c]);
-            for (int c = 0; c < D; c++) dk16[c] = fma(ds, (key16)(LOAD1(qr + c)), dk16[c]);
+                const key16 raw = s[r];
+                const key16 l = logits16(s[r], i, j0, sg.off, softcap_log2, slope, mrow, nk);
+                /* a row that saw nothing (lse = -inf), or a repeated one, contributes nothing */
+                const int16 ok = (jn >= (int16)(row_lo(i, sg.off, wl))) & (jn < (int16)(row_hi(i, sg.off, wr, sg.nk))) &
+                                 (int16)(lse2[r] == -INFINITY ? 0 : -1);
+                p[r] = select((key16)(0.0f), exp2(l - (key16)(lse2[r])), ok);
+                ds[r] = select((key16)(0.0f), dscore16(p[r], dp[r], d_i[r], raw, softcap_log2), ok);
+            }
+            #pragma unroll 8
+            for (int c = 0; c < DV; c++) {
+                key16 acc = dv16[c];
+                #pragma unroll
+                for (int r = 0; r < RB; r++) acc = fma(p[r], (key16)(LOAD1(dor[r] + c)), acc);
+                dv16[c] = acc;
+            }
+            #pragma unroll 8
+            for (int c = 0; c < D; c++) {
+                key16 acc = dk16[c];
+                #pragma unroll
+                for (int r = 0; r < RB; r++) acc = fma(ds[r], (key16)(LOAD1(qr[r] + c)), acc);
+                dk16[c] = acc;
+            }
         }
     }
 
@@ -168,6 +212,7 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
     int lo[BM], hi[BM], hh[BM], ii[BM];
     __global const float *mrow[BM];
     int jbeg = sg.nk, jend = 0;
+    #pragma unroll
     for (int r = 0; r < BM; r++) {
         const int p = min(r0 + r, rows - 1); /* tail rows repeat the last row, not stored */
         const int h = g * group + p / sg.nq, i = p % sg.nq;
@@ -177,6 +222,7 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
         __global const T *dor = dout + do_off + sg.o_base + h * o_sh + (long)i * o_ss;
         for (int c = 0; c < D; c++) qs[r][c] = LOAD1(qr + c) * scale_log2;
         for (int c = 0; c < DV; c++) dos[r][c] = LOAD1(dor + c);
+        #pragma unroll
         for (int t = 0; t < DQV; t++) acc[r][t] = (VEC)(0.0f);
         const long id = row_id(b, h, i, hq, nq, total_q, &sg);
         lse2[r] = lse[lse_off + id] * LOG2E;
@@ -199,17 +245,21 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
 
     for (int j0 = jbeg; j0 < jend; j0 += 16) {
         key16 s[BM], dp[BM];
+        #pragma unroll
         for (int r = 0; r < BM; r++) s[r] = dp[r] = (key16)(0.0f);
         for (int c = 0; c < D; c++) {
             const key16 kc = vload16(0, ktb + c * t_ld + j0);
+            #pragma unroll
             for (int r = 0; r < BM; r++) s[r] = fma((key16)(qs[r][c]), kc, s[r]);
         }
         for (int c = 0; c < DV; c++) {
             const key16 vc = vload16(0, vtb + c * t_ld + j0);
+            #pragma unroll
             for (int r = 0; r < BM; r++) dp[r] = fma((key16)(dos[r][c]), vc, dp[r]);
         }
         const int16 jn = (int16)(j0) + KEYS;
         float ds[BM][16];
+        #pragma unroll
         for (int r = 0; r < BM; r++) {
             const key16 raw = s[r];
             const key16 l = logits16(s[r], ii[r], j0, sg.off, softcap_log2, slope[r], mrow[r], nk);
@@ -223,16 +273,21 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
         for (int jj = 0; jj < nb; jj++) {
             __global const T *kr = kb + (long)(j0 + jj) * k_ss;
             VEC kv[DQV];
+            #pragma unroll
             for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
+            #pragma unroll
             for (int r = 0; r < BM; r++)
                 if (ds[r][jj] != 0.0f)
+                    #pragma unroll
                     for (int t = 0; t < DQV; t++) acc[r][t] = fma((VEC)(ds[r][jj]), kv[t], acc[r][t]);
         }
     }
 
+    #pragma unroll
     for (int r = 0; r < BM; r++) {
         if (r0 + r >= rows) continue;
         __global T *dqr = dq + dq_off + sg.q_base + hh[r] * q_sh + (long)ii[r] * q_ss;
+        #pragma unroll
         for (int t = 0; t < DQV; t++) STOREV(acc[r][t] * scale, t, dqr);
     }
 }
