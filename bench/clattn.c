@@ -174,6 +174,8 @@ static void usage(FILE *f)
             "      [--splits N] [--dtype f32|f16|bf16]\n"
             "      [--algo auto|fused|unfused|reference] [--device ID] [-v]\n"
             "      [--expect THEIRS.npy [--expect-lse L.npy] [--tol REL]]\n"
+            "      [--do DO.npy --dq DQ.npy --dk DK.npy --dv DV.npy [--dsinks DS.npy]]\n"
+            "                   with --do: the backward pass too (d_o shaped like o; dq, dk, dv like q, k, v)\n"
             "                   with --expect (--out optional): compare with another framework's output;\n"
             "                   exit 0 within the bound, 1 outside it, 2 when it cannot compare\n"
             "clattn %s\n",

@@ -15,6 +15,7 @@ typedef struct run_args {
     const char *q, *k, *v, *out, *lse, *mask, *alibi, *sinks, *seqused_k, *seqlens_q, *seqlens_k, *device;
     const char *layout, *algo, *dtype, *align;
     const char *expect, *expect_lse; /* the user's o and lse to compare with */
+    const char *d_o, *dq, *dk, *dv, *dsinks; /* the backward pass: d_o in, the gradients out */
     double scale, softcap, tol;      /* tol: --tol, 0 for the dtype's bound */
     int causal, window, wl, wr, verbose, splits;
     bool compared;                   /* --expect: the comparison was made (its 1 is a mismatch) */
@@ -41,7 +42,7 @@ static int parse_window(const char *val, run_args *a)
 enum {
     OPT_Q = 256, OPT_K, OPT_V, OPT_OUT, OPT_LSE, OPT_MASK, OPT_ALIBI, OPT_SINKS, OPT_SEQUSED_K, OPT_SEQLENS_Q,
     OPT_SEQLENS_K, OPT_DEVICE, OPT_LAYOUT, OPT_ALGO, OPT_DTYPE, OPT_ALIGN, OPT_CAUSAL, OPT_SCALE, OPT_SOFTCAP,
-    OPT_WINDOW, OPT_SPLITS, OPT_EXPECT, OPT_EXPECT_LSE, OPT_TOL
+    OPT_WINDOW, OPT_SPLITS, OPT_EXPECT, OPT_EXPECT_LSE, OPT_TOL, OPT_DO, OPT_DQ, OPT_DK, OPT_DV, OPT_DSINKS
 };
 
 static const struct option run_options[] = {
@@ -69,6 +70,11 @@ static const struct option run_options[] = {
     {"expect", required_argument, NULL, OPT_EXPECT},
     {"expect-lse", required_argument, NULL, OPT_EXPECT_LSE},
     {"tol", required_argument, NULL, OPT_TOL},
+    {"do", required_argument, NULL, OPT_DO},
+    {"dq", required_argument, NULL, OPT_DQ},
+    {"dk", required_argument, NULL, OPT_DK},
+    {"dv", required_argument, NULL, OPT_DV},
+    {"dsinks", required_argument, NULL, OPT_DSINKS},
     {"verbose", no_argument, NULL, 'v'},
     {NULL, 0, NULL, 0},
 };
@@ -95,6 +101,11 @@ static const char **string_field(run_args *a, int opt)
     case OPT_ALIGN: return &a->align;
     case OPT_EXPECT: return &a->expect;
     case OPT_EXPECT_LSE: return &a->expect_lse;
+    case OPT_DO: return &a->d_o;
+    case OPT_DQ: return &a->dq;
+    case OPT_DK: return &a->dk;
+    case OPT_DV: return &a->dv;
+    case OPT_DSINKS: return &a->dsinks;
     default: return NULL;
     }
 }
@@ -144,6 +155,10 @@ static int parse_args(int argc, char **argv, run_args *a)
     if (!a->q || !a->k || !a->v || (!a->out && !a->expect))
         return cli_error("run: --q, --k, --v and --out (or --expect) are required");
     if (!a->seqlens_q != !a->seqlens_k) return cli_error("run: --seqlens-q and --seqlens-k go together (packed varlen)");
+    if ((a->d_o || a->dq || a->dk || a->dv || a->dsinks) && !(a->d_o && a->dq && a->dk && a->dv))
+        return cli_error("run: the backward pass needs --do, --dq, --dk and --dv together");
+    if (a->dsinks && !a->sinks) return cli_error("run: --dsinks goes with --sinks");
+    if (a->d_o && a->expect) return cli_error("run: --expect compares the forward's output: run the backward without it");
     if (a->seqlens_q && a->layout) return cli_error("run: packed varlen tensors are (tokens, heads, dim): no --layout");
     return 0;
 }
@@ -450,12 +465,86 @@ static int compare_expected(const run_args *a, const run_inputs *in, const clatt
     return ok ? 0 : 1;
 }
 
+/* The backward pass's results, written after the forward's. */
+typedef struct grads {
+    npy_array dout;
+    void *g[3];     /* dq, dk, dv in q's dtype */
+    float *dsinks;  /* (Hq) with sinks */
+} grads;
+
+static void free_grads(grads *gr)
+{
+    for (int i = 0; i < 3; i++) free(gr->g[i]);
+    free(gr->dsinks);
+    npy_free(&gr->dout);
+}
+
+/* The gradients of the forward's inputs: d_o read (o's shape, q's dtype), dq, dk, dv computed
+ * (shaped and typed like q, k, v) and dsinks (Hq, f32), on the device or the reference. */
+static int backward(const run_args *a, const run_inputs *in, const clattn_desc *fwd, clattn_host_tensors *t,
+                    bool reference, grads *gr)
+{
+    if (read_input(a->d_o, &gr->dout)) return 1;
+    clattn_desc d = *fwd;
+    d.pass = CLATTN_PASS_BACKWARD;
+    const npy_array *like[3] = {&in->q, &in->k, &in->v};
+    bool same = gr->dout.type == in->q.type && gr->dout.ndim == in->q.ndim;
+    for (int i = 0; same && i < gr->dout.ndim; i++)
+        same = gr->dout.shape[i] == (i == gr->dout.ndim - 1 ? d.head_dim_v : in->q.shape[i]);
+    if (!same) return cli_error("run: --do must have o's shape and q's dtype (%s)", a->d_o);
+    const size_t es = clattn_dtype_size(d.dtype);
+    for (int i = 0; i < 3; i++)
+        if (!(gr->g[i] = calloc(like[i]->count, es))) return cli_error("run: out of memory");
+    if (d.has_sinks && !(gr->dsinks = calloc((size_t)d.heads_q, sizeof(float)))) return cli_error("run: out of memory");
+    t->d_o = gr->dout.data; t->do_len = gr->dout.count;
+    t->dq = gr->g[0]; t->dk = gr->g[1]; t->dv = gr->g[2]; t->dsinks = gr->dsinks;
+    t->dq_len = in->q.count; t->dk_len = in->k.count; t->dv_len = in->v.count;
+    char msg[2048];
+    const double t0 = cli_now_ms();
+    clattn_status st;
+    if (reference) {
+        st = clattn_reference_backward(&d, t, msg, sizeof msg);
+    } else {
+        clattn_context *ctx = NULL;
+        if (cli_open_context(a->device, &ctx)) return 1;
+        st = clattn_backward_host(ctx, &d, t);
+        clattn_context_copy_last_error(ctx, msg, sizeof msg);
+        clattn_context_destroy(ctx);
+    }
+    if (st) return cli_error("run: backward: %s: %s", clattn_status_string(st), msg);
+    if (a->verbose) printf("backward_ms %.3f\n", cli_now_ms() - t0);
+    return 0;
+}
+
+/* Writes the gradient files; on failure removes what it wrote. */
+static int write_grads(const run_args *a, const run_inputs *in, const clattn_desc *d, const grads *gr)
+{
+    const npy_array *like[3] = {&in->q, &in->k, &in->v};
+    const char *paths[4] = {a->dq, a->dk, a->dv, a->dsinks};
+    const int64_t hq = d->heads_q;
+    char err[512];
+    int written = 0;
+    for (; written < 4; written++) {
+        if (!paths[written]) continue;
+        const int fail = written < 3 ? npy_write(paths[written], like[written]->type, like[written]->ndim,
+                                                 like[written]->shape, gr->g[written], err, sizeof err)
+                                     : npy_write(paths[3], NPY_F32, 1, &hq, gr->dsinks, err, sizeof err);
+        if (fail) break;
+    }
+    if (written == 4) return 0;
+    for (int i = 0; i < written; i++)
+        if (paths[i]) remove(paths[i]);
+    return cli_error("%s", err);
+}
+
 static int run(run_args *a)
 {
     run_inputs in;
     memset(&in, 0, sizeof in);
     expect_files ef;
     memset(&ef, 0, sizeof ef);
+    grads gr;
+    memset(&gr, 0, sizeof gr);
     int rc = 1;
     void *o = NULL;
     float *lse = NULL;
@@ -473,7 +562,7 @@ static int run(run_args *a)
     if (a->expect && read_expected(a, cin, &d, oshape, &ef)) goto done;
     clattn_tensor_sizes need = CLATTN_TENSOR_SIZES_INIT;
     clattn_desc_tensor_sizes(&d, &need);
-    const bool want_lse = a->lse || a->expect_lse;
+    const bool want_lse = a->lse || a->expect_lse || a->d_o; /* the backward reads lse */
     o = calloc(need.o, clattn_dtype_size(d.dtype));
     lse = want_lse ? calloc(need.lse, sizeof(float)) : NULL;
     if (!o || (want_lse && !lse)) {
@@ -504,6 +593,8 @@ static int run(run_args *a)
         goto done;
     }
 
+    if (a->d_o && backward(a, cin, &d, &t, reference, &gr)) goto done;
+
     char err[512];
     const int64_t lshape[3] = {d.batch, d.heads_q, d.seq_q};
     const int64_t lshape_packed[2] = {d.heads_q, d.total_q}; /* FlashAttention's varlen lse */
@@ -514,6 +605,11 @@ static int run(run_args *a)
     if (a->out && npy_write(a->out, in.q.type, in.q.ndim, oshape, o, err, sizeof err)) {
         if (a->lse) remove(a->lse); /* all outputs or none */
         cli_error("%s", err);
+        goto done;
+    }
+    if (a->d_o && write_grads(a, cin, &d, &gr)) {
+        if (a->lse) remove(a->lse);
+        if (a->out) remove(a->out);
         goto done;
     }
     if (a->expect) {
@@ -527,6 +623,7 @@ done:
     free(lse);
     npy_free(&ef.o);
     npy_free(&ef.lse);
+    free_grads(&gr);
     free_inputs(&in);
     return rc;
 }
