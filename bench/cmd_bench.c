@@ -79,7 +79,7 @@ static void record_arg(char *command, size_t size, const char *word)
 
 enum {
     OPT_CAUSAL = 256, OPT_QUICK, OPT_REMEASURE, OPT_PEERS, OPT_DEVICE, OPT_JSON, OPT_CSV, OPT_SVG, OPT_COMPARE,
-    OPT_CASES, OPT_ALGO, OPT_SHAPE, OPT_DTYPE, OPT_SPLITS, OPT_BUDGET
+    OPT_CASES, OPT_ALGO, OPT_SHAPE, OPT_DTYPE, OPT_SPLITS, OPT_BUDGET, OPT_PASS
 };
 
 static const struct option bench_options[] = {
@@ -98,6 +98,7 @@ static const struct option bench_options[] = {
     {"dtype", required_argument, NULL, OPT_DTYPE},
     {"splits", required_argument, NULL, OPT_SPLITS},
     {"budget-ms", required_argument, NULL, OPT_BUDGET},
+    {"pass", required_argument, NULL, OPT_PASS},
     {NULL, 0, NULL, 0},
 };
 
@@ -108,6 +109,7 @@ int cmd_bench(int argc, char **argv)
     int ncustom = 0, causal = 0, quick = 0, remeasure = 0;
     bool algos[3] = {true, true, true}, have_cases = false, pick[64]; /* pick: per suite index, as list[64] */
     bench_opts opts = {1000.0, CLATTN_DTYPE_F32, false, 0};
+    bool passes[2] = {true, false}; /* forward, backward */
     bench_report rep;
     memset(&rep, 0, sizeof rep);
     snprintf(rep.command, sizeof rep.command, "clattn bench");
@@ -148,6 +150,12 @@ int cmd_bench(int argc, char **argv)
         case OPT_SPLITS:
             if (!cli_parse_long(v, 1, 1024, &n)) return cli_error("bench: --splits wants 1..1024 (got '%s')", v);
             opts.num_splits = (int)n;
+            break;
+        case OPT_PASS:
+            if (!strcmp(v, "forward")) passes[0] = true, passes[1] = false;
+            else if (!strcmp(v, "backward")) passes[0] = false, passes[1] = true;
+            else if (!strcmp(v, "both")) passes[0] = passes[1] = true;
+            else return cli_error("bench: --pass must be forward, backward or both (got '%s')", v);
             break;
         case OPT_BUDGET:
             if (!cli_parse_double(v, &opts.budget_ms) || opts.budget_ms <= 0)
@@ -193,10 +201,10 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "clattn bench: measuring the peers (OpenBLAS SGEMM, OpenBLAS unfused attention, stream)...\n");
         if (peers_measure(5, &before)) return 1;
     }
-    const int nalgo = algos[0] + algos[1] + algos[2];
-    rep.rows = calloc((size_t)(last - first + 1) * (size_t)ncases * 3, sizeof(bench_row));
+    const int nalgo = algos[0] + algos[1] + algos[2], npass = passes[0] + passes[1];
+    rep.rows = calloc((size_t)(last - first + 1) * (size_t)ncases * 6, sizeof(bench_row));
     if (!rep.rows) return cli_error("bench: out of memory");
-    int done = 0, total = (last - first + 1) * ncases * nalgo, failures = 0, ran = 0;
+    int done = 0, total = (last - first + 1) * ncases * nalgo * npass, failures = 0, ran = 0;
     for (int di = first; di <= last; di++) {
         char sel[16];
         snprintf(sel, sizeof sel, "%d", di);
@@ -221,13 +229,15 @@ int cmd_bench(int argc, char **argv)
             return 1;
         }
         for (int c = 0; c < ncases; c++)
+            for (int pa = 0; pa < 2; pa++)
             for (int a = 0; a < 3; a++) {
-                if (!algos[a]) continue;
+                if (!algos[a] || !passes[pa]) continue;
                 char shape[64];
                 bench_case_name(&list[c], shape, sizeof shape);
-                fprintf(stderr, "clattn bench: [%d/%d] case %d %s %s on %s\n", ++done, total, list[c].id, shape,
-                        bench_algo_name((bench_algo)a), bd->name);
+                fprintf(stderr, "clattn bench: [%d/%d] case %d %s %s %s on %s\n", ++done, total, list[c].id, shape,
+                        bench_algo_name((bench_algo)a), bench_pass_name((bench_pass)pa), bd->name);
                 bench_row *row = &rep.rows[rep.nrows++];
+                opts.pass = (bench_pass)pa;
                 bench_run(ctx, &bd->peak, &list[c], (bench_algo)a, &opts, row);
                 row->device_index = di;
                 snprintf(row->device, sizeof row->device, "%s", a == ALGO_REFERENCE ? "CPU reference" : bd->name);
@@ -261,7 +271,7 @@ int cmd_bench(int argc, char **argv)
     if (rep.have_peers || any_unfused) {
         printf("\nratios (x SGEMM rate; x OpenBLAS unfused attention, same shape; x streaming read; x clattn's "
                "unfused CLBlast path, same case):\n");
-        printf("%-4s %-22s %-4s %-24.24s %-9s %10s %10s %10s %10s\n", "id", "BxHqxHkvxNqxNkxD", "type", "device",
+        printf("%-4s %-22s %-4s %-24.24s %-11s %10s %10s %10s %10s\n", "id", "BxHqxHkvxNqxNkxD", "type", "device",
                "algo", "xSGEMM", "xBLASattn", "xstream", "xunfused");
         for (int i = 0; i < rep.nrows; i++) {
             const bench_row *w = &rep.rows[i];
@@ -273,9 +283,10 @@ int cmd_bench(int argc, char **argv)
             if (!isnan(x = report_ratio_blas_attention(&rep, w))) snprintf(b, sizeof b, "%.3f", x);
             if (!isnan(x = report_ratio_stream(&rep, w))) snprintf(c, sizeof c, "%.3f", x);
             if (!isnan(x = report_ratio_unfused(&rep, w))) snprintf(u, sizeof u, "%.2f", x);
-            printf("%-4d %-22s %-4s %-24.24s %-9s %10s %10s %10s %10s\n", w->c.id, shape,
+            char label[24];
+            printf("%-4d %-22s %-4s %-24.24s %-11s %10s %10s %10s %10s\n", w->c.id, shape,
                    w->dtype == CLATTN_DTYPE_F32 ? "f32" : w->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16", w->device,
-                   bench_algo_name(w->algo), a, b, c, u);
+                   report_algo_label(w, label, sizeof label), a, b, c, u);
         }
     }
     int rc = 0;

@@ -41,7 +41,7 @@ typedef struct column {
 
 typedef struct merged_row {
     int id;
-    char shape[64], dtype[8], algo[16];
+    char shape[64], dtype[8], algo[24];
     cell cells[MAX_COLS];
 } merged_row;
 
@@ -100,6 +100,11 @@ static double num_or_nan(const cJSON *o, const char *key)
 
 static int algo_index(const char *algo)
 {
+    char base[24];
+    snprintf(base, sizeof base, "%s", algo);
+    char *space = strchr(base, ' '); /* "fused bwd": the backward's row of an algorithm */
+    if (space) *space = '\0';
+    algo = base;
     return !strcmp(algo, "fused") ? 0 : !strcmp(algo, "unfused") ? 1 : !strcmp(algo, "reference") ? 2 : -1;
 }
 
@@ -165,10 +170,13 @@ static int add_row(merge *m, int file, const cJSON *devices, const cJSON *row, i
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++)
         if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(row, strings[i])))
             return cli_error("report: %s: row %d has no string '%s'", m->files[file].path, n, strings[i]);
-    const char *algo = str_or(row, "algo", "");
-    const int a = algo_index(algo);
-    if (a < 0) return cli_error("report: %s: row %d has an unknown algo '%s'", m->files[file].path, n, algo);
+    const char *base = str_or(row, "algo", "");
+    const int a = algo_index(base);
+    if (a < 0) return cli_error("report: %s: row %d has an unknown algo '%s'", m->files[file].path, n, base);
     if (!m->want_algo[a]) return 0;
+    /* a backward row (format 2 and later) is its own row of the table: "fused bwd" */
+    char algo[24];
+    snprintf(algo, sizeof algo, "%s%s", base, !strcmp(str_or(row, "pass", "forward"), "backward") ? " bwd" : "");
     const char *device = str_or(row, "device", "?");
     const int c = column_of(m, device);
     const int r = c < 0 ? -1 : row_of(m, (int)num_or_nan(row, "case"), str_or(row, "shape", "?"),

@@ -57,10 +57,17 @@ double report_ratio_unfused(const bench_report *r, const bench_row *w)
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *u = &r->rows[i];
         if (u->algo == ALGO_UNFUSED && !strcmp(u->status, "ok") && u->device_index == w->device_index &&
-            u->c.id == w->c.id && u->dtype == w->dtype && !memcmp(&u->c, &w->c, sizeof u->c))
+            u->c.id == w->c.id && u->dtype == w->dtype && u->pass == w->pass && !memcmp(&u->c, &w->c, sizeof u->c))
             return w->ms_median > 0 ? u->ms_median / w->ms_median : NAN;
     }
     return NAN;
+}
+
+/* "fused", or "fused bwd" for a backward row: the table's and the chart's name of a row. */
+const char *report_algo_label(const bench_row *w, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%s", bench_algo_name(w->algo), w->pass == PASS_BACKWARD ? " bwd" : "");
+    return buf;
 }
 
 /* "BM=4 BN=16 VW=16 WG=8 splits=1 (shipped (device))": the fused plan's parameters. */
@@ -98,7 +105,7 @@ void report_device(FILE *f, const bench_device *d)
 
 void report_table(FILE *f, const bench_report *r)
 {
-    fprintf(f, "%-4s %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9s %9s %5s %-6s %s\n", "id",
+    fprintf(f, "%-4s %-22s %-4s %-24.24s %-11s %10s %8s %8s %7s %8s %6s %9s %9s %5s %-6s %s\n", "id",
             "BxHqxHkvxNqxNkxD", "type", "device", "algo", "ms(med)", "spread%", "GFLOP/s", "%peak", "GB/s", "%bw",
             "mem_MiB", "relL2", "rows", "status", "parameters");
     bool above = false;
@@ -117,8 +124,9 @@ void report_table(FILE *f, const bench_report *r)
         fmt_num(err, sizeof err, "%.2e", ok && w->algo != ALGO_REFERENCE ? w->rel_l2 : NAN);
         char params[160];
         report_params(w, params, sizeof params);
-        fprintf(f, "%-4d %-22s %-4s %-24.24s %-9s %10s %8s %8s %7s %8s %6s %9.1f %9s %5d %-6s %s%s%s\n", w->c.id,
-                shape, dtype_name(w->dtype), w->device, bench_algo_name(w->algo), ms, spread, gf, pf, gb, pb,
+        char label[24];
+        fprintf(f, "%-4d %-22s %-4s %-24.24s %-11s %10s %8s %8s %7s %8s %6s %9.1f %9s %5d %-6s %s%s%s\n", w->c.id,
+                shape, dtype_name(w->dtype), w->device, report_algo_label(w, label, sizeof label), ms, spread, gf, pf, gb, pb,
                 w->mem_bytes / 1048576.0, err, w->checked_rows, w->status, params, w->reason[0] ? ": " : "",
                 w->reason);
     }
@@ -204,6 +212,7 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddStringToObject(o, "device", w->device);
         cJSON_AddStringToObject(o, "driver", w->driver);
         cJSON_AddStringToObject(o, "algo", bench_algo_name(w->algo));
+        cJSON_AddStringToObject(o, "pass", bench_pass_name(w->pass));
         cJSON_AddStringToObject(o, "variant", w->variant);
         cJSON_AddStringToObject(o, "status", w->status);
         cJSON_AddStringToObject(o, "reason", w->reason);
@@ -302,7 +311,7 @@ int report_csv(const char *path, const bench_report *r)
     text_printf(&t,
                 "# clattn bench, format_version %d, clattn %s, commit %s\n"
                 "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
-                "driver,algo,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
+                "driver,algo,pass,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
                 "pct_peak_flops,above_peak_flops,gbs,pct_peak_bw,above_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,"
                 "seed,ratio_sgemm,ratio_blas_attention,ratio_stream,ratio_unfused\n",
                 BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
@@ -315,7 +324,8 @@ int report_csv(const char *path, const bench_report *r)
         text_printf(&t, "%d,%d,%d,%d,%d,%d,%d,", w->c.b, w->c.hq, w->c.hkv, w->c.nq, w->c.nk, w->c.d, w->c.causal);
         csv_field(&t, dtype_name(w->dtype), ",");
         text_printf(&t, "%d,", w->device_index);
-        const char *text[] = {w->device, w->driver, bench_algo_name(w->algo), w->variant, w->status, w->reason};
+        const char *text[] = {w->device, w->driver, bench_algo_name(w->algo), bench_pass_name(w->pass), w->variant,
+                              w->status, w->reason};
         for (size_t k = 0; k < sizeof text / sizeof text[0]; k++) csv_field(&t, text[k], ",");
         const bool af = report_above_peak(w->pct_flops), ab = report_above_peak(w->pct_bw);
         text_printf(&t, "%.6g,%.6g,%.6g,%d,%d,%.6g,%.6g,%d,%.6g,%.6g,%d,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g\n",
@@ -340,8 +350,8 @@ int report_svg(const char *path, const bench_report *r)
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
         if (strcmp(w->status, "ok")) continue;
-        char key[300];
-        snprintf(key, sizeof key, "%s / %s", w->device, bench_algo_name(w->algo));
+        char key[300], label[24];
+        snprintf(key, sizeof key, "%s / %s", w->device, report_algo_label(w, label, sizeof label));
         int s = 0;
         while (s < nseries && strcmp(series[s], key)) s++;
         if (s == nseries && nseries < 32) snprintf(series[nseries++], sizeof series[0], "%s", key);
@@ -377,8 +387,8 @@ int report_svg(const char *path, const bench_report *r)
         for (int i = 0; i < r->nrows; i++) {
             const bench_row *w = &r->rows[i];
             if (w->c.id != cases[c] || strcmp(w->status, "ok")) continue;
-            char key[300];
-            snprintf(key, sizeof key, "%s / %s", w->device, bench_algo_name(w->algo));
+            char key[300], label[24];
+            snprintf(key, sizeof key, "%s / %s", w->device, report_algo_label(w, label, sizeof label));
             int s = 0;
             while (s < nseries && strcmp(series[s], key)) s++;
             const int h = (int)(ph * w->gflops / ymax);
@@ -446,6 +456,8 @@ int report_compare(FILE *f, const char *baseline_path, const bench_report *r)
             const cJSON *algo = cJSON_GetObjectItemCaseSensitive(b, "algo");
             const cJSON *gf = cJSON_GetObjectItemCaseSensitive(b, "gflops");
             const cJSON *dt = cJSON_GetObjectItemCaseSensitive(b, "dtype");
+            const cJSON *pass = cJSON_GetObjectItemCaseSensitive(b, "pass"); /* absent before format 3: forward */
+            if (strcmp(cJSON_IsString(pass) ? pass->valuestring : "forward", bench_pass_name(w->pass))) continue;
             if (!cJSON_IsNumber(id) || id->valueint != w->c.id || !cJSON_IsString(dev) || strcmp(dev->valuestring, w->device) ||
                 !cJSON_IsString(algo) || strcmp(algo->valuestring, bench_algo_name(w->algo)) || !cJSON_IsString(dt) ||
                 strcmp(dt->valuestring, dtype_name(w->dtype)))

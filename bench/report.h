@@ -11,8 +11,12 @@
 #include <stdio.h>
 
 /* 2 added devices[].peak_read_method and .dispatch, rows' above_peak_flops / above_peak_bw (a
- * percentage above 100 is written as null); readers take version 1 too. */
-#define BENCH_FORMAT_VERSION 2
+ * percentage above 100 is written as null); 3 added rows' pass ("forward" or "backward": a row
+ * without it is a forward one). Readers take versions 1 and 2 too. */
+#define BENCH_FORMAT_VERSION 3
+
+/* "fused", or "fused bwd" for a backward row: how tables and charts name a row. */
+const char *report_algo_label(const bench_row *w, char *buf, size_t size);
 
 typedef struct bench_device {
     int index;

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "metrics.h"
 #include "rng.h"
+#include "sampled.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +48,18 @@ double bench_bytes(const bench_case *c, clattn_dtype dtype)
 {
     const double es = (double)clattn_dtype_size(dtype);
     return es * ((double)c->b * c->hq * c->nq * c->d * 2 + (double)c->b * c->hkv * c->nk * c->d * 2);
+}
+
+const char *bench_pass_name(bench_pass p) { return p == PASS_BACKWARD ? "backward" : "forward"; }
+
+double bench_row_flops(const bench_row *r) { return bench_flops(&r->c) * (r->pass == PASS_BACKWARD ? 2.5 : 1.0); }
+
+double bench_row_bytes(const bench_row *r)
+{
+    if (r->pass == PASS_FORWARD) return bench_bytes(&r->c, r->dtype);
+    const bench_case *c = &r->c; /* q, o, d_o read and dq written; k, v read and dk, dv written */
+    const double es = (double)clattn_dtype_size(r->dtype);
+    return es * (4.0 * c->b * c->hq * c->nq * c->d + 4.0 * c->b * c->hkv * c->nk * c->d) + 4.0 * c->b * c->hq * c->nq;
 }
 
 const char *bench_algo_name(bench_algo a)
@@ -131,12 +144,166 @@ static void check(const bench_case *c, clattn_dtype dt, const void *q, const voi
     row->max_abs = bad ? INFINITY : max_abs;
 }
 
+/* Random storage-typed data. */
+static void fill(void *p, size_t n, clattn_dtype dt, uint64_t *rng)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float x = clattn_rng_uniform(rng);
+        if (dt == CLATTN_DTYPE_F32) ((float *)p)[i] = x;
+        else ((uint16_t *)p)[i] = dt == CLATTN_DTYPE_F16 ? clattn_f32_to_f16(x) : clattn_f32_to_bf16(x);
+    }
+}
+
+/* Median time per call of `plan` on `bf`: calls back to back in samples of about 20 ms. */
+static int time_calls(const clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf, double budget_ms,
+                      double *samples, int *ns, int *k_calls)
+{
+    double t0 = cli_now_ms();
+    int st = clattn_plan_execute(plan, queue, bf, 0, NULL, NULL);
+    if (!st) st = clFinish(queue);
+    const double one = cli_now_ms() - t0;
+    *k_calls = one >= 20 ? 1 : (int)(20 / (one > 0.001 ? one : 0.001));
+    if (*k_calls > 10000) *k_calls = 10000;
+    for (double spent = 0; !st && (*ns < 3 || (spent < budget_ms && *ns < 64));) {
+        t0 = cli_now_ms();
+        for (int r = 0; r < *k_calls && !st; r++) st = clattn_plan_execute(plan, queue, bf, 0, NULL, NULL);
+        if (!st) st = clFinish(queue);
+        const double t = cli_now_ms() - t0;
+        samples[(*ns)++] = t / *k_calls;
+        spent += t;
+    }
+    return st;
+}
+
+/* A backward row: the device forward gives o and lse (as a training step has them), d_o is
+ * random; the gradients are checked on a sample of rows and keys (sampled.c) before timing.
+ * The reference is not timed for the backward. */
+static void run_backward(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
+                         const bench_opts *opts, bench_row *row)
+{
+    const clattn_dtype dt = opts->dtype;
+    if (algo == ALGO_REFERENCE) {
+        snprintf(row->status, sizeof row->status, "unsupported");
+        snprintf(row->reason, sizeof row->reason, "the CPU reference's backward is not timed");
+        return;
+    }
+    clattn_desc fd = bench_desc(c, dt, algo), bd = fd;
+    fd.algo = CLATTN_ALGO_AUTO; /* the forward that feeds it: whichever path serves best */
+    bd.pass = CLATTN_PASS_BACKWARD;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    clattn_desc_tensor_sizes(&bd, &n);
+    const size_t es = clattn_dtype_size(dt), sizes[9] = {n.q, n.k, n.v, n.o, n.lse, n.o, n.q, n.k, n.v};
+    const size_t bytes[9] = {n.q * es, n.k * es, n.v * es, n.o * es, n.lse * 4, n.o * es, n.q * es, n.k * es, n.v * es};
+    void *host[9] = {NULL}; /* q k v o lse d_o dq dk dv */
+    cl_mem mem[9] = {NULL};
+    clattn_plan *fwd = NULL, *plan = NULL;
+    cl_command_queue queue = NULL;
+    double samples[64];
+    int ns = 0, k_calls = 1;
+    row->mem_bytes = 0;
+    for (int i = 0; i < 9; i++) {
+        row->mem_bytes += (double)bytes[i];
+        if (!(host[i] = malloc(bytes[i] + 4))) {
+            snprintf(row->reason, sizeof row->reason, "out of host memory");
+            goto done;
+        }
+    }
+    uint64_t rng = row->seed;
+    fill(host[0], sizes[0], dt, &rng);
+    fill(host[1], sizes[1], dt, &rng);
+    fill(host[2], sizes[2], dt, &rng);
+    fill(host[5], sizes[5], dt, &rng);
+    clattn_status st = clattn_plan_create_tuned(ctx, &bd, opts->tuning, &plan);
+    if (!st) st = clattn_plan_create(ctx, &fd, &fwd);
+    if (st) {
+        snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
+        clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
+        goto done;
+    }
+    snprintf(row->variant, sizeof row->variant, "%s", clattn_plan_variant(plan));
+    row->tuning = (clattn_tuning)CLATTN_TUNING_INIT;
+    snprintf(row->tuning_source, sizeof row->tuning_source, "%s", clattn_plan_tuning(plan, &row->tuning));
+    row->mem_bytes += (double)clattn_plan_scratch_size(plan);
+    cl_int e;
+    cl_context cl = clattn_context_cl_context(ctx);
+    queue = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
+    for (int i = 0; i < 9 && !e; i++) {
+        const bool input = i < 3 || i == 5;
+        mem[i] = clCreateBuffer(cl, input ? CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE, bytes[i],
+                                input ? host[i] : NULL, &e);
+    }
+    const cl_uchar poison = 0xff; /* NaN in every storage type: an unwritten gradient fails the check */
+    for (int i = 6; i < 9 && !e; i++) e = clEnqueueFillBuffer(queue, mem[i], &poison, 1, 0, bytes[i], 0, NULL, NULL);
+    if (e) {
+        snprintf(row->reason, sizeof row->reason, "allocating device buffers failed (%d)", e);
+        goto done;
+    }
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
+    bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3]; bf.lse = mem[4];
+    bf.d_o = mem[5]; bf.dq = mem[6]; bf.dk = mem[7]; bf.dv = mem[8];
+    /* the forward once (untimed), then one backward call, checked before any timing */
+    st = clattn_plan_execute(fwd, queue, &bf, 0, NULL, NULL);
+    if (!st) st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL);
+    if (!st) st = clFinish(queue);
+    for (int i = 3; i < 9 && !st; i++)
+        if (i != 5) st = clEnqueueReadBuffer(queue, mem[i], CL_TRUE, 0, bytes[i], host[i], 0, NULL, NULL);
+    if (st) {
+        snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
+        goto done;
+    }
+    if (opts->inject_error) { /* test-only hook: a wrong kernel must show as wrong */
+        if (dt == CLATTN_DTYPE_F32) ((float *)host[7])[n.k - 1] += 1.0f;
+        else ((uint16_t *)host[7])[n.k - 1] ^= 0x4000;
+    }
+    const sampled_case sc = {c->b, c->hq, c->hkv, c->nq, c->nk, c->d, c->causal, dt};
+    sampled_error se;
+    if (sampled_backward_check(&sc, host[0], host[1], host[2], host[3], host[4], host[5], host[6], host[7], host[8],
+                               24, &se)) {
+        snprintf(row->reason, sizeof row->reason, "out of host memory");
+        goto done;
+    }
+    row->checked_rows = se.rows;
+    row->rel_l2 = se.nonfinite ? INFINITY : fmax(se.dq, fmax(se.dk, se.dv));
+    row->max_abs = NAN;
+    if (!(row->rel_l2 <= clattn_grad_tolerance(dt))) {
+        snprintf(row->status, sizeof row->status, "wrong");
+        snprintf(row->reason, sizeof row->reason, "relative L2 error %.3g (dq %.2g, dk %.2g, dv %.2g over %d rows and "
+                 "%d keys) above the bound %.0e", row->rel_l2, se.dq, se.dk, se.dv, se.rows, se.keys,
+                 clattn_grad_tolerance(dt));
+        goto done;
+    }
+    if ((st = time_calls(plan, queue, &bf, opts->budget_ms, samples, &ns, &k_calls))) {
+        snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
+        goto done;
+    }
+    qsort(samples, (size_t)ns, sizeof samples[0], cli_cmp_double);
+    row->samples = ns;
+    row->calls_per_sample = k_calls;
+    row->ms_min = samples[0];
+    row->ms_max = samples[ns - 1];
+    row->ms_median = cli_median(samples, ns);
+    row->gflops = bench_row_flops(row) / (row->ms_median * 1e6);
+    row->gbs = bench_row_bytes(row) / (row->ms_median * 1e6);
+    row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
+    row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
+    snprintf(row->status, sizeof row->status, "ok");
+done:
+    for (int i = 0; i < 9; i++) {
+        if (mem[i]) clReleaseMemObject(mem[i]);
+        free(host[i]);
+    }
+    if (queue) clReleaseCommandQueue(queue);
+    clattn_plan_destroy(plan);
+    clattn_plan_destroy(fwd);
+}
+
 void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
                const bench_opts *opts, bench_row *row)
 {
     const clattn_dtype dt = opts->dtype;
     memset(row, 0, sizeof *row);
     row->c = *c;
+    row->pass = opts->pass;
     row->dtype = dt;
     row->algo = algo;
     row->seed = 0x5eed0000ull + (uint64_t)c->id;
@@ -148,6 +315,10 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     clattn_desc_tensor_sizes(&d, &n);
     const size_t es = clattn_dtype_size(dt);
     row->mem_bytes = (double)((n.q + n.k + n.v + n.o) * es + n.lse * 4);
+    if (opts->pass == PASS_BACKWARD) {
+        run_backward(ctx, peak, c, algo, opts, row);
+        return;
+    }
     if (algo == ALGO_REFERENCE && bench_flops(c) > 2e9) {
         snprintf(row->status, sizeof row->status, "unsupported");
         snprintf(row->reason, sizeof row->reason, "the CPU reference runs only cases up to 2 GFLOP");
@@ -259,8 +430,8 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     row->ms_min = samples[0];
     row->ms_max = samples[ns - 1];
     row->ms_median = cli_median(samples, ns);
-    row->gflops = bench_flops(c) / (row->ms_median * 1e6);
-    row->gbs = bench_bytes(c, dt) / (row->ms_median * 1e6);
+    row->gflops = bench_row_flops(row) / (row->ms_median * 1e6);
+    row->gbs = bench_row_bytes(row) / (row->ms_median * 1e6);
     if (algo == ALGO_REFERENCE) {
         row->pct_flops = row->pct_bw = NAN;
         row->rel_l2 = row->max_abs = 0;

@@ -21,13 +21,18 @@ extern const int bench_suite_size;
 
 /* "1x8x8x2048x2048x64c" */
 void bench_case_name(const bench_case *c, char *buf, size_t size);
-/* FlashAttention's count: 4 B Hq Nq Nk d, halved for causal when Nq = Nk. */
+/* FlashAttention's count: 4 B Hq Nq Nk d, halved for causal when Nq = Nk (the forward). */
 double bench_flops(const bench_case *c);
+
 /* The fewest bytes a call must move: q, k, v read and o written once, in the storage type. */
 double bench_bytes(const bench_case *c, clattn_dtype dtype);
 
 typedef enum bench_algo { ALGO_FUSED, ALGO_UNFUSED, ALGO_REFERENCE } bench_algo;
 const char *bench_algo_name(bench_algo a);
+/* The pass a row measures. The backward's FLOPs are 2.5x the forward's (FlashAttention's count:
+ * QK^T and dP recomputed, dQ, dK, dV); its bytes: q, k, v, o, d_o read, dq, dk, dv written. */
+typedef enum bench_pass { PASS_FORWARD, PASS_BACKWARD } bench_pass;
+const char *bench_pass_name(bench_pass p);
 /* The descriptor of a case: BHSD, default scale, the algorithm forced (fused unless unfused). */
 clattn_desc bench_desc(const bench_case *c, clattn_dtype dtype, bench_algo algo);
 /* Whether the library counts the case as decode (its tuning class): the keys dominate. */
@@ -35,6 +40,7 @@ bool bench_is_decode(const bench_case *c);
 
 typedef struct bench_row {
     bench_case c;
+    bench_pass pass;
     clattn_dtype dtype;
     int device_index;
     char device[256], driver[128];
@@ -53,12 +59,17 @@ typedef struct bench_row {
     uint64_t seed;
 } bench_row;
 
+/* A row's FLOPs and bytes, its pass counted. */
+double bench_row_flops(const bench_row *r);
+double bench_row_bytes(const bench_row *r);
+
 typedef struct bench_opts {
     double budget_ms;  /* measuring time per case and algorithm */
     clattn_dtype dtype;
     bool inject_error; /* test-only: perturb the device output before it is checked */
     int num_splits;    /* fused decode key splits: 0 the heuristic, 1 none, n forced */
     const clattn_tuning *tuning; /* fused: these parameters instead of the looked-up ones */
+    bench_pass pass;
 } bench_opts;
 
 /* Fills `row` (status and reason included) for one case and algorithm on `ctx`. */

@@ -18,7 +18,7 @@ except ImportError:  # one line, not a traceback, and before a minute of checks
     sys.exit("check_cli.py: python3's numpy is missing (apt-get install python3-numpy)")
 
 ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv", "head_dim", "causal", "dtype",
-              "device_index", "device", "driver", "algo", "variant", "status", "reason", "ms_median", "ms_min",
+              "device_index", "device", "driver", "algo", "pass", "variant", "status", "reason", "ms_median", "ms_min",
               "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "above_peak_flops", "gbs",
               "pct_peak_bw", "above_peak_bw",
               "mem_bytes", "rel_l2", "max_abs", "checked_rows", "seed", "ratio_sgemm", "ratio_blas_attention",
@@ -55,7 +55,7 @@ def main():
     r = run(exe, "bench", "--cases", "12,20", "--algo", "all", "--budget-ms", "50", "--json", j, "--csv", c, "--svg", s)
     expect(r.returncode == 0, f"bench exits 0 ({r.stderr.strip()[-300:]})")
     doc = json.load(open(j))
-    expect(doc.get("format_version") == 2, "JSON has format_version 2")
+    expect(doc.get("format_version") == 3, "JSON has format_version 3")
     expect(all(k in doc["provenance"] for k in PROVENANCE_FIELDS), "JSON provenance has every field")
     expect(len(doc["devices"]) >= 1 and all(k in doc["devices"][0] for k in DEVICE_FIELDS), "JSON devices have every field")
     disp = doc["devices"][0].get("dispatch") or {}
@@ -79,7 +79,7 @@ def main():
     with open(c, newline="") as f:  # RFC 4180: a quoted field may hold a line break
         comment, body = f.read().split("\n", 1)
     table = list(csv.DictReader(io.StringIO(body, newline="")))
-    expect(comment.startswith("# clattn bench, format_version 2") and len(table) == len(rows) > 0
+    expect(comment.startswith("# clattn bench, format_version 3") and len(table) == len(rows) > 0
            and all(k in table[0] for k in ROW_FIELDS), "CSV has its provenance line, every row and field")
     text_fields = ["shape", "dtype", "device", "driver", "algo", "variant", "status", "reason"]
     differ = [(k, t[k], row[k]) for t, row in zip(table, rows) for k in text_fields if t[k] != row[k]]
@@ -110,6 +110,24 @@ def main():
     expect(r.returncode != 0 and "FAIL" in r.stdout, "check fails when a wrong result is injected")
     r = run(exe, "bench", "--cases", "12", "--algo", "fused", "--budget-ms", "20", env={"CLATTN_TEST_INJECT_ERROR": "1"})
     expect(r.returncode != 0 and "wrong" in r.stdout, "bench marks an injected wrong result as wrong and exits non-zero")
+
+    # The backward pass: rows carry their pass, count 2.5x the forward's FLOPs, are checked
+    # (sampled) before they are timed, and a wrong gradient shows as wrong.
+    jb = os.path.join(work, "backward.json")
+    r = run(exe, "bench", "--cases", "12", "--pass", "both", "--algo", "fused,unfused", "--budget-ms", "20",
+            "--json", jb)
+    rows_b = json.load(open(jb))["rows"] if r.returncode == 0 else []
+    fwd = [w for w in rows_b if w["pass"] == "forward" and w["status"] == "ok"]
+    bwd = [w for w in rows_b if w["pass"] == "backward" and w["status"] == "ok"]
+    expect(len(fwd) == 2 and len(bwd) == 2 and all(w["rel_l2"] <= 2e-5 and w["checked_rows"] > 0 for w in bwd)
+           and "fused bwd" in r.stdout,
+           f"bench --pass both: forward and backward rows, the backward checked ({r.stderr.strip()[-200:]})")
+    if fwd and bwd:
+        flops = lambda w: w["gflops"] * w["ms_median"]
+        expect(abs(flops(bwd[0]) / flops(fwd[0]) - 2.5) < 1e-6, "a backward row counts 2.5x the forward's FLOPs")
+    r = run(exe, "bench", "--cases", "12", "--pass", "backward", "--algo", "fused", "--budget-ms", "20",
+            env={"CLATTN_TEST_INJECT_ERROR": "1"})
+    expect(r.returncode != 0 and "wrong" in r.stdout, "bench marks an injected wrong gradient as wrong")
 
     # Head dim 640 is past the fused path's limit: every row unsupported, so nothing ran.
     r = run(exe, "bench", "--shape", "1x1x1x4x4x640", "--algo", "fused", "--budget-ms", "20")
@@ -204,6 +222,7 @@ def main():
         ("tune unknown class among known ones", ["tune", "--classes", "nonsense,decode-d64"],
          "'nonsense' (valid: prefill-d64, prefill-d128, decode-d64, decode-d128)"),
         ("tune bad budget", ["tune", "--budget-ms", "-1"], "'-1'"),
+        ("bench unknown pass", ["bench", "--pass", "sideways", "--json", out], "'sideways'"),
     ]
     for what, args, names in bad:
         if os.path.exists(out):
