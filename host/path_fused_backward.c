@@ -126,7 +126,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     f->dvec_off = 0;
     size_t floats = aligned(f->rows_total), kt = 0, vt = 0;
     if (fit->transposed) {
-        f->t_ld = (long)(s->varlen ? s->total_k : s->seq_kv) + 16;
+        f->t_ld = ((long)(s->varlen ? s->total_k : s->seq_kv) + 15) / 16 * 16 + 16; /* whole blocks, one spare */
         const size_t tensors = (size_t)(s->varlen ? 1 : s->batch) * (size_t)s->heads_kv;
         if (!clattn__product(&kt, tensors, (size_t)d, (size_t)f->t_ld, 1) ||
             !clattn__product(&vt, tensors, (size_t)dv, (size_t)f->t_ld, 1) ||
@@ -159,7 +159,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     }
     clattn__bwd_dot_spec(&f->dot_spec, s);
     if (s->has_sinks) clattn__bwd_dsinks_spec(&f->dsinks_spec, s);
-    if (fit->transposed) clattn__transpose_spec(&f->transpose_spec, &sw);
+    if (fit->transposed) clattn__transpose_blocked_spec(&f->transpose_spec, &sw);
     clattn__format(p->variant, sizeof p->variant, "%s backward D=%d DV=%d VW=%d BM=%d BN=%d WG=%zu/%zu%s %s",
                    f->family->name, d, dv, fit->vector_width, fit->rows, fit->keys, fit->q_local, fit->kv_local,
                    fit->transposed ? " KT VT" : "",

@@ -45,7 +45,7 @@ inline key16 logits16(key16 s, int i, int j0, int off, float softcap_log2, float
 #endif
 #if MASK
     /* a row of the mask holds nk keys: lanes past it read the last one and are masked anyway */
-    const int16 jn = min((int16)(j0) + KEYS, (int16)(nk - 1));
+    const int16 jn = clamp((int16)(j0) + KEYS, (int16)(0), (int16)(nk - 1));
     s += (key16)(mrow[jn.s0], mrow[jn.s1], mrow[jn.s2], mrow[jn.s3], mrow[jn.s4], mrow[jn.s5], mrow[jn.s6],
                  mrow[jn.s7], mrow[jn.s8], mrow[jn.s9], mrow[jn.sa], mrow[jn.sb], mrow[jn.sc], mrow[jn.sd],
                  mrow[jn.se], mrow[jn.sf]) * LOG2E;
@@ -197,12 +197,14 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
     const int rows = group * sg.nq;
     if (r0 >= rows) return;
     __global const T *kb = k + k_off + sg.k_base + g * k_sh;
-    /* this (batch, KV head)'s transposed K and V; packed sequences start at their first token */
+    /* this (batch, KV head)'s K and V transposed in blocks of 16 keys (convert.cl); packed
+     * sequences start at their first token, which need not begin a block */
 #if VARLEN
-    const long tbase = sg.k_tok0;
-    __global const float *ktb = kt + kt_off + (long)g * D * t_ld + tbase;
-    __global const float *vtb = vt + vt_off + (long)g * DV * t_ld + tbase;
+    const int tbase = sg.k_tok0;
+    __global const float *ktb = kt + kt_off + (long)g * D * t_ld;
+    __global const float *vtb = vt + vt_off + (long)g * DV * t_ld;
 #else
+    const int tbase = 0;
     __global const float *ktb = kt + kt_off + (long)(b * (hq / group) + g) * D * t_ld;
     __global const float *vtb = vt + vt_off + (long)(b * (hq / group) + g) * DV * t_ld;
 #endif
@@ -243,17 +245,21 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
         }
     }
 
-    for (int j0 = jbeg; j0 < jend; j0 += 16) {
+    /* blocks of 16 keys aligned to the transposed layout's blocks: lanes before jbeg (or before
+     * the sequence) are masked like any key a row does not see */
+    for (int j0 = ((tbase + jbeg) & ~15) - tbase; j0 < jend; j0 += 16) {
+        __global const float *kblk = ktb + (long)((tbase + j0) / 16) * D * 16;
+        __global const float *vblk = vtb + (long)((tbase + j0) / 16) * DV * 16;
         key16 s[BM], dp[BM];
         #pragma unroll
         for (int r = 0; r < BM; r++) s[r] = dp[r] = (key16)(0.0f);
         for (int c = 0; c < D; c++) {
-            const key16 kc = vload16(0, ktb + c * t_ld + j0);
+            const key16 kc = vload16(c, kblk);
             #pragma unroll
             for (int r = 0; r < BM; r++) s[r] = fma((key16)(qs[r][c]), kc, s[r]);
         }
         for (int c = 0; c < DV; c++) {
-            const key16 vc = vload16(0, vtb + c * t_ld + j0);
+            const key16 vc = vload16(c, vblk);
             #pragma unroll
             for (int r = 0; r < BM; r++) dp[r] = fma((key16)(dos[r][c]), vc, dp[r]);
         }
@@ -270,7 +276,7 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
         /* dQ += dS K, a key row at a time; a zero dS (a masked key) skips its row, so garbage
          * in a key no row sees cannot reach dQ */
         const int nb = min(16, jend - j0);
-        for (int jj = 0; jj < nb; jj++) {
+        for (int jj = max(0, jbeg - j0); jj < nb; jj++) {
             __global const T *kr = kb + (long)(j0 + jj) * k_ss;
             VEC kv[DQV];
             #pragma unroll
