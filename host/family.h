@@ -24,7 +24,6 @@ typedef struct clattn_bwd_fit {
     int vector_width;     /* over the head dims */
     size_t q_local, kv_local;             /* work-group sizes; 0: the runtime chooses */
     bool q_group_per_block, kv_group_per_block; /* a work-group per block (else a work-item) */
-    bool transposed;      /* the dQ kernel reads K and V transposed to f32 */
 } clattn_bwd_fit;
 
 typedef struct clattn_family {

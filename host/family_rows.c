@@ -58,25 +58,27 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->kt_capable = t->keys == 16 && d <= 128 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
 }
 
-/* dQ: BM rows per work-item streaming 16 keys at a time from K and V transposed to f32; dK/dV:
- * 16 keys per work-item. Work-groups bounded as in the forward (each work-item's arrays live on
- * PoCL's worker stack). */
+/* Both backward kernels put 16 of their own items in the lanes of float16 vectors (dK/dV: 16
+ * keys; dQ: 16 packed rows) and stream the other side's rows as broadcast scalars, 4 per step.
+ * Work-groups bounded so that the work-items' private arrays (the 16 lanes' columns of K, V, dK,
+ * dV or of q, d_o, dQ), which live on PoCL's worker stack, stay within 256 KiB a group. */
+static size_t bound_group(size_t wg, int columns)
+{
+    while (wg > 1 && wg * (size_t)columns * 16 * sizeof(float) > 256 * 1024) wg /= 2;
+    return wg;
+}
+
 static void choose_backward(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t,
                             clattn_bwd_fit *f)
 {
+    (void)dev;
     const int d = s->head_dim, dv = s->head_dim_v;
-    int bm = t->rows;
-    size_t wg = (size_t)t->group_size;
-    bound_private(d, dv, &bm, &wg);
-    f->rows = bm;
+    f->rows = 16;
     f->keys = 16;
     f->vector_width = clattn__vector_width(d, dv, t->vector_width);
-    f->q_local = wg;
-    size_t kv_wg = (size_t)t->group_size;
-    while (kv_wg > 1 && kv_wg * (size_t)(2 * d + 2 * dv) * 16 * 4 > 256 * 1024) kv_wg /= 2;
-    f->kv_local = kv_wg;
+    f->q_local = bound_group((size_t)t->group_size, 2 * d + dv);
+    f->kv_local = bound_group((size_t)t->group_size, 2 * d + 2 * dv);
     f->q_group_per_block = f->kv_group_per_block = false;
-    f->transposed = true;
 }
 
 const clattn_family clattn__family_rows = {

@@ -80,7 +80,6 @@ static void choose_backward(const clattn_device_info *dev, const clattn_shape *s
     f->q_local = (size_t)bm;
     f->kv_local = (size_t)bn;
     f->q_group_per_block = f->kv_group_per_block = true;
-    f->transposed = false;
 }
 
 const clattn_family clattn__family_tiles = {

@@ -9,7 +9,6 @@
 #include "fault.h"
 #include "kernel.h"
 #include "shape.h"
-#include "transpose.h"
 #include "tuning.h"
 
 #include <stdlib.h>
@@ -18,10 +17,9 @@ typedef struct fused_bwd {
     const clattn_family *family;
     clattn_bwd_fit fit;
     size_t rows_total;
-    size_t dvec_off, kt_off, vt_off; /* scratch layout (floats): D, then K and V transposed */
-    long t_ld;                       /* transposed row length: the keys and 16 zero columns */
-    clattn_kernel_spec dot_spec, dsinks_spec, kv_spec, q_spec, transpose_spec;
-    cl_kernel dot, dsinks, kv, q, transpose;
+    size_t dvec_off; /* scratch (floats): D per row */
+    clattn_kernel_spec dot_spec, dsinks_spec, kv_spec, q_spec;
+    cl_kernel dot, dsinks, kv, q;
 } fused_bwd;
 
 static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
@@ -86,15 +84,7 @@ static void bwd_args(clattn_args *a, const clattn_plan *p, const fused_bwd *f, c
     CLATTN_ARG(a, cl_mem, s->varlen ? bf->cu_seqlens_k : bf->q);
     CLATTN_ARG(a, cl_int, s->total_q);
     CLATTN_ARG(a, cl_int, s->total_k);
-    CLATTN_ARG(a, cl_mem, f->fit.transposed ? scratch : bf->q);
-    CLATTN_ARG(a, cl_ulong, (cl_ulong)f->kt_off);
-    CLATTN_ARG(a, cl_mem, f->fit.transposed ? scratch : bf->q);
-    CLATTN_ARG(a, cl_ulong, (cl_ulong)f->vt_off);
-    CLATTN_ARG(a, cl_long, (cl_long)f->t_ld);
 }
-
-/* Floats rounded up so that the next region starts on a 256-byte boundary. */
-static size_t aligned(size_t floats) { return (floats + 63) / 64 * 64; }
 
 static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
 {
@@ -120,21 +110,11 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     p->tuning.split_units = 0;
     p->tuning.threads_per_row = 1;
 
-    /* scratch: D per row, then K and V transposed when the dQ kernel reads them so */
+    /* scratch: D per row */
     f->rows_total = clattn__rows_total(s);
     const int d = s->head_dim, dv = s->head_dim_v;
     f->dvec_off = 0;
-    size_t floats = aligned(f->rows_total), kt = 0, vt = 0;
-    if (fit->transposed) {
-        f->t_ld = ((long)(s->varlen ? s->total_k : s->seq_kv) + 15) / 16 * 16 + 16; /* whole blocks, one spare */
-        const size_t tensors = (size_t)(s->varlen ? 1 : s->batch) * (size_t)s->heads_kv;
-        if (!clattn__product(&kt, tensors, (size_t)d, (size_t)f->t_ld, 1) ||
-            !clattn__product(&vt, tensors, (size_t)dv, (size_t)f->t_ld, 1) ||
-            __builtin_add_overflow(floats, aligned(kt), &f->vt_off))
-            return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "fused backward: K and V transposed overflow size_t");
-        f->kt_off = floats;
-        floats = f->vt_off + aligned(vt);
-    }
+    const size_t floats = f->rows_total;
     if (floats > SIZE_MAX / sizeof(float))
         return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "fused backward: its scratch overflows size_t");
     p->scratch_bytes = floats * sizeof(float);
@@ -159,10 +139,8 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     }
     clattn__bwd_dot_spec(&f->dot_spec, s);
     if (s->has_sinks) clattn__bwd_dsinks_spec(&f->dsinks_spec, s);
-    if (fit->transposed) clattn__transpose_blocked_spec(&f->transpose_spec, &sw);
-    clattn__format(p->variant, sizeof p->variant, "%s backward D=%d DV=%d VW=%d BM=%d BN=%d WG=%zu/%zu%s %s",
+    clattn__format(p->variant, sizeof p->variant, "%s backward D=%d DV=%d VW=%d BM=%d BN=%d WG=%zu/%zu %s",
                    f->family->name, d, dv, fit->vector_width, fit->rows, fit->keys, fit->q_local, fit->kv_local,
-                   fit->transposed ? " KT VT" : "",
                    s->dtype == CLATTN_DTYPE_F32 ? "f32" : s->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16");
     return CLATTN_SUCCESS;
 }
@@ -172,7 +150,6 @@ static clattn_status build(clattn_plan *p)
     fused_bwd *f = p->state;
     clattn_status st = clattn__make_kernel(p->ctx, &f->dot_spec, &f->dot);
     if (!st && p->shape.has_sinks) st = clattn__make_kernel(p->ctx, &f->dsinks_spec, &f->dsinks);
-    if (!st && f->fit.transposed) st = clattn__make_kernel(p->ctx, &f->transpose_spec, &f->transpose);
     if (!st) st = clattn__make_kernel(p->ctx, &f->kv_spec, &f->kv);
     if (!st) st = clattn__make_kernel(p->ctx, &f->q_spec, &f->q);
     return st;
@@ -196,27 +173,16 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     const fused_bwd *f = p->state;
     const clattn_buffers *bf = l->buffers;
     clattn_context *ctx = p->ctx;
-    cl_event ev[6] = {NULL};
-    int n = 0; /* events of what the last steps wait on: dot, the transposes */
+    cl_event dot = NULL;
     cl_int e = clattn__bwd_dot_enqueue(ctx, l->queue, f->dot, s, bf, l->scratch, f->dvec_off, l->num_wait, l->wait,
-                                       &ev[n++]);
-    if (!e && f->fit.transposed) {
-        const int keys = s->varlen ? s->total_k : s->seq_kv, batch = s->varlen ? 1 : s->batch;
-        const clattn_transpose_call tk = {bf->k, bf->k_offset, s->k, s->heads_kv, keys, l->scratch, f->kt_off, f->t_ld};
-        const clattn_transpose_call tv = {bf->v, bf->v_offset, s->v, s->heads_kv, keys, l->scratch, f->vt_off, f->t_ld};
-        e = clattn__transpose_enqueue(ctx, l->queue, f->transpose, &tk, s->head_dim, batch, l->num_wait, l->wait,
-                                      &ev[n++]);
-        if (!e)
-            e = clattn__transpose_enqueue(ctx, l->queue, f->transpose, &tv, s->head_dim_v, batch, l->num_wait,
-                                          l->wait, &ev[n++]);
-    }
+                                       &dot);
     clattn_args a = {f->kv, 0, CL_SUCCESS};
     if (!e) bwd_args(&a, p, f, bf, l->scratch);
     if (!e) e = a.err;
     cl_event kv = NULL, q = NULL, sinks = NULL;
     if (!e) {
         const size_t key_blocks = ((size_t)s->seq_kv + f->fit.keys - 1) / f->fit.keys;
-        e = launch(p, l->queue, f->kv, key_blocks, f->fit.kv_local, f->fit.kv_group_per_block, 1, ev, &kv);
+        e = launch(p, l->queue, f->kv, key_blocks, f->fit.kv_local, f->fit.kv_group_per_block, 1, &dot, &kv);
     }
     if (!e) {
         a = (clattn_args){f->q, 0, CL_SUCCESS};
@@ -226,17 +192,17 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     if (!e) {
         const size_t rows = (size_t)s->group * (size_t)s->seq_q;
         const size_t row_blocks = (rows + f->fit.rows - 1) / f->fit.rows;
-        e = launch(p, l->queue, f->q, row_blocks, f->fit.q_local, f->fit.q_group_per_block, (cl_uint)n, ev, &q);
+        e = launch(p, l->queue, f->q, row_blocks, f->fit.q_local, f->fit.q_group_per_block, 1, &dot, &q);
     }
     if (!e && s->has_sinks)
-        e = clattn__bwd_dsinks_enqueue(ctx, l->queue, f->dsinks, s, bf, l->scratch, f->dvec_off, 1, ev, &sinks);
+        e = clattn__bwd_dsinks_enqueue(ctx, l->queue, f->dsinks, s, bf, l->scratch, f->dvec_off, 1, &dot, &sinks);
     /* one event after everything: a marker waiting on the last steps (any queue order) */
     if (!e && l->event) {
         cl_event last[3] = {kv, q, sinks};
         e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES
                                        : clEnqueueMarkerWithWaitList(l->queue, sinks ? 3 : 2, last, l->event);
     }
-    for (int i = 0; i < n; i++) clReleaseEvent(ev[i]);
+    if (dot) clReleaseEvent(dot);
     if (kv) clReleaseEvent(kv);
     if (q) clReleaseEvent(q);
     if (sinks) clReleaseEvent(sinks);
@@ -250,7 +216,6 @@ static void release(clattn_plan *p)
     if (!f) return;
     clattn__release_kernel(p->ctx, f->dot);
     clattn__release_kernel(p->ctx, f->dsinks);
-    clattn__release_kernel(p->ctx, f->transpose);
     clattn__release_kernel(p->ctx, f->kv);
     clattn__release_kernel(p->ctx, f->q);
     free(f);

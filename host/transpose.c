@@ -16,13 +16,6 @@ void clattn__transpose_spec(clattn_kernel_spec *spec, const clattn_switches *sw)
     spec->num_args = count.n;
 }
 
-void clattn__transpose_blocked_spec(clattn_kernel_spec *spec, const clattn_switches *sw)
-{
-    clattn__transpose_spec(spec, sw);
-    spec->function = "clattn_transpose_blocked";
-    clattn__format(spec->name, sizeof spec->name, "transpose to f32, blocks of 16 keys");
-}
-
 void clattn__transpose_args(clattn_args *a, const clattn_transpose_call *c)
 {
     CLATTN_ARG(a, cl_mem, c->src);

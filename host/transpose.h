@@ -1,5 +1,5 @@
 /* K or V transposed to f32, dims x keys (kernels/convert.cl's clattn_transpose_k): the rows
- * family's forward reads K so, its backward K and V. One spec and one argument setter serve
+ * family's forward reads K so. One spec and one argument setter serve
  * every caller. */
 #ifndef CLATTN_TRANSPOSE_H
 #define CLATTN_TRANSPOSE_H
@@ -20,8 +20,6 @@ typedef struct clattn_transpose_call {
 } clattn_transpose_call;
 
 CLATTN_HIDDEN void clattn__transpose_spec(clattn_kernel_spec *spec, const clattn_switches *sw);
-/* The same into blocks of 16 keys (ld a multiple of 16): D x 16 floats per block, contiguous. */
-CLATTN_HIDDEN void clattn__transpose_blocked_spec(clattn_kernel_spec *spec, const clattn_switches *sw);
 CLATTN_HIDDEN void clattn__transpose_args(clattn_args *a, const clattn_transpose_call *c);
 /* Its NDRange: (ld, dim, batch x heads_kv), or (ld, dim, heads_kv) when packed. */
 CLATTN_HIDDEN cl_int clattn__transpose_enqueue(clattn_context *ctx, cl_command_queue q, cl_kernel k,

@@ -157,8 +157,7 @@ inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2
 
 /* The arguments of the backward kernels (dK/dV and dQ of every family), in one place. d_o is
  * laid out as o (its strides, offset do_off); dq, dk, dv as q, k, v. dvec holds D_i = d_o_i . o_i
- * per row, in lse's layout; kt and vt are K and V transposed to f32 (dims x keys, row length
- * t_ld) for the kernels that read them so, else any buffer. */
+ * per row, in lse's layout. */
 #define BWD_ARGS                                                                              \
     __global const T *q, __global const T *k, __global const T *v, __global const T *dout,   \
     __global T *dq, __global T *dk, __global T *dv, __global const float *lse,               \
@@ -170,8 +169,7 @@ inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2
     int top_left, int wl, int wr, float softcap_log2, __global const float *alibi,          \
     __global const float *mask, long m_sb, long m_sh, long m_ss,                             \
     __global const int *seqused_k, __global const int *cu_q, __global const int *cu_k,      \
-    int total_q, int total_k, __global const float *kt, ulong kt_off, __global const float *vt,   \
-    ulong vt_off, long t_ld
+    int total_q, int total_k
 
 /* A packed sequence's tokens from device-side offsets, which are input like any other: start
  * clamped to [0, total], end to [start, total], and at most `longest` tokens (the plan's

@@ -61,22 +61,3 @@ __kernel void clattn_transpose_k(__global const T *k, ulong off, long sb, long s
 #endif
     kt[kt_off + ((long)bg * get_global_size(1) + c) * ld + j] = j < Nk ? LOAD1(k + src) : 0.0f;
 }
-
-/* K or V transposed to f32 in blocks of 16 keys: block j/16 of each (batch, KV head), or of each
- * KV head over all packed tokens, holds D rows of 16 keys, contiguous, so that a kernel walking
- * the keys 16 at a time reads one stream (the backward's dQ kernel). ld (a multiple of 16) keys
- * per tensor, the columns past Nk zero. NDRange: (ld, D, B * Hkv), or (ld, D, Hkv) with VARLEN. */
-__kernel void clattn_transpose_blocked(__global const T *k, ulong off, long sb, long sh, long ss, int Hkv, int Nk,
-                                       __global float *kt, ulong kt_off, long ld)
-{
-    const int j = (int)get_global_id(0), c = (int)get_global_id(1), bg = (int)get_global_id(2);
-    const long dim = (long)get_global_size(1);
-#if VARLEN
-    const int g = bg;
-    const long src = (long)off + (long)j * ss + g * sh + c;
-#else
-    const int b = bg / Hkv, g = bg % Hkv;
-    const long src = (long)off + b * sb + g * sh + (long)j * ss + c;
-#endif
-    kt[kt_off + (((long)bg * (ld / 16) + j / 16) * dim + c) * 16 + (j & 15)] = j < Nk ? LOAD1(k + src) : 0.0f;
-}

@@ -147,3 +147,86 @@ Test(hostile, denormals)
 
 /* Note: the unfused path multiplies P by V in a GEMM, where a masked key's 0 times NaN is NaN:
  * garbage in K/V rows a query never attends to can reach it there (documented in README). */
+
+/* The backward on host arrays (fused, `family`), after the forward that feeds it. */
+static void backward(host_case *c, clattn_kernel_family family, float *dq, float *dk, float *dv)
+{
+    clattn_context *ctx = test_context_family(family);
+    clattn_desc d = c->d;
+    d.algo = CLATTN_ALGO_FUSED;
+    float *d_o = malloc(c->n.o * 4);
+    uint64_t rng = 77;
+    clattn_rng_fill(d_o, c->n.o, &rng, 1.0f);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = c->q; t.k = c->k; t.v = c->v; t.o = c->o; t.lse = c->lse; t.seqused_k = c->used; t.d_o = d_o;
+    t.dq = dq; t.dk = dk; t.dv = dv;
+    t.q_len = t.dq_len = c->n.q; t.k_len = t.dk_len = c->n.k; t.v_len = t.dv_len = c->n.v;
+    t.o_len = t.do_len = c->n.o; t.lse_len = c->n.lse;
+    cr_assert_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    for (size_t i = 0; i < c->n.q; i++) dq[i] = -3.0f;
+    for (size_t i = 0; i < c->n.k; i++) dk[i] = dv[i] = -3.0f;
+    cr_assert_eq(clattn_backward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    free(d_o);
+    clattn_context_destroy(ctx);
+}
+
+static bool finite_rows(const float *x, int row0, int row1, int dim)
+{
+    for (int i = row0 * dim; i < row1 * dim; i++)
+        if (!isfinite(x[i])) return false;
+    return true;
+}
+
+/* A NaN key in the causal future of rows 0..5 (rows 6.. see it): their dQ stays finite, on
+ * both families (the rows family's dQ kernel puts 16 rows in the lanes of one vector, 6 of which
+ * do not see the key), and the other batch is untouched by it. */
+Test(hostile, backward_nan_in_keys_a_row_never_sees)
+{
+    const clattn_kernel_family fams[2] = {CLATTN_KERNELS_ROWS, CLATTN_KERNELS_TILES};
+    for (int f = 0; f < 2; f++) {
+        host_case c;
+        setup(&c, 24, 24, 32, 8, 1.0f);
+        c.d.causal = 1;
+        c.k[6 * 32 + 2] = NAN;
+        float *dq = malloc(c.n.q * 4), *dk = malloc(c.n.k * 4), *dv = malloc(c.n.v * 4);
+        backward(&c, fams[f], dq, dk, dv);
+        const int rows = 24, per_batch = 2 * rows; /* (B, Hq, N, D): batch 0 is heads 0 and 1 */
+        for (int h = 0; h < 2; h++) {
+            cr_expect(finite_rows(dq, h * rows, h * rows + 6, 32), "family %d: batch 0 head %d: a row before the "
+                      "NaN key got a non-finite dQ", f, h);
+            cr_expect(!finite_rows(dq, h * rows + 6, h * rows + 7, 32), "family %d: row 6 attends to the NaN key "
+                      "but its dQ is finite", f);
+        }
+        cr_expect(finite_rows(dq, per_batch, 2 * per_batch, 32), "family %d: batch 1's dQ saw batch 0's NaN", f);
+        cr_expect(finite_rows(dk, rows, 2 * rows, 32) && finite_rows(dv, rows, 2 * rows, 32),
+                  "family %d: batch 1's dK/dV saw batch 0's NaN", f);
+        free(dq); free(dk); free(dv);
+        release(&c);
+    }
+}
+
+/* NaN and inf past seqused_k (an uninitialised KV cache): every gradient finite, and the keys
+ * past the used length get zero dK and dV. */
+Test(hostile, backward_garbage_past_seqused_k)
+{
+    const clattn_kernel_family fams[2] = {CLATTN_KERNELS_ROWS, CLATTN_KERNELS_TILES};
+    for (int f = 0; f < 2; f++) {
+        host_case c;
+        setup(&c, 19, 64, 32, 9, 1.0f);
+        c.d.has_seqused_k = 1;
+        c.used = malloc(2 * sizeof *c.used);
+        c.used[0] = 20;
+        c.used[1] = 64;
+        for (int j = 20; j < 64; j++)
+            for (int x = 0; x < 32; x++) c.k[j * 32 + x] = c.v[j * 32 + x] = (x & 1) ? NAN : INFINITY;
+        float *dq = malloc(c.n.q * 4), *dk = malloc(c.n.k * 4), *dv = malloc(c.n.v * 4);
+        backward(&c, fams[f], dq, dk, dv);
+        cr_expect(finite_rows(dq, 0, 2 * 2 * 19, 32), "family %d: a dQ row saw the garbage", f);
+        cr_expect(finite_rows(dk, 0, 2 * 64, 32) && finite_rows(dv, 0, 2 * 64, 32), "family %d: dK/dV not finite", f);
+        bool zero = true;
+        for (int i = 20 * 32; i < 64 * 32; i++) zero = zero && dk[i] == 0.0f && dv[i] == 0.0f;
+        cr_expect(zero, "family %d: keys past seqused_k got a nonzero gradient", f);
+        free(dq); free(dk); free(dv);
+        release(&c);
+    }
+}
