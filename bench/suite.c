@@ -154,7 +154,9 @@ static void fill(void *p, size_t n, clattn_dtype dt, uint64_t *rng)
     }
 }
 
-/* Median time per call of `plan` on `bf`: calls back to back in samples of about 20 ms. */
+/* Median time per call of `plan` on `bf`: calls enqueued back to back (pipelined) in samples
+ * of k_calls calls, k_calls chosen so that a sample lasts about 20 ms; the time per call is
+ * the sample / k. */
 static int time_calls(const clattn_plan *plan, cl_command_queue queue, const clattn_buffers *bf, double budget_ms,
                       double *samples, int *ns, int *k_calls)
 {
@@ -173,6 +175,28 @@ static int time_calls(const clattn_plan *plan, cl_command_queue queue, const cla
         spent += t;
     }
     return st;
+}
+
+/* The row's variant, parameters and their source, and the plan's scratch in its memory. */
+static void describe_plan(bench_row *row, const clattn_plan *plan)
+{
+    snprintf(row->variant, sizeof row->variant, "%s", clattn_plan_variant(plan));
+    row->tuning = (clattn_tuning)CLATTN_TUNING_INIT;
+    snprintf(row->tuning_source, sizeof row->tuning_source, "%s", clattn_plan_tuning(plan, &row->tuning));
+    row->mem_bytes += (double)clattn_plan_scratch_size(plan);
+}
+
+/* The row's times and rates from its samples (sorted here). */
+static void set_times(bench_row *row, double *samples, int ns, int k_calls)
+{
+    qsort(samples, (size_t)ns, sizeof samples[0], cli_cmp_double);
+    row->samples = ns;
+    row->calls_per_sample = k_calls;
+    row->ms_min = samples[0];
+    row->ms_max = samples[ns - 1];
+    row->ms_median = cli_median(samples, ns);
+    row->gflops = bench_row_flops(row) / (row->ms_median * 1e6);
+    row->gbs = bench_row_bytes(row) / (row->ms_median * 1e6);
 }
 
 /* A backward row: the device forward gives o and lse (as a training step has them), d_o is
@@ -220,10 +244,7 @@ static void run_backward(clattn_context *ctx, const device_peak *peak, const ben
         clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
         goto done;
     }
-    snprintf(row->variant, sizeof row->variant, "%s", clattn_plan_variant(plan));
-    row->tuning = (clattn_tuning)CLATTN_TUNING_INIT;
-    snprintf(row->tuning_source, sizeof row->tuning_source, "%s", clattn_plan_tuning(plan, &row->tuning));
-    row->mem_bytes += (double)clattn_plan_scratch_size(plan);
+    describe_plan(row, plan);
     cl_int e;
     cl_context cl = clattn_context_cl_context(ctx);
     queue = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
@@ -276,14 +297,7 @@ static void run_backward(clattn_context *ctx, const device_peak *peak, const ben
         snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
         goto done;
     }
-    qsort(samples, (size_t)ns, sizeof samples[0], cli_cmp_double);
-    row->samples = ns;
-    row->calls_per_sample = k_calls;
-    row->ms_min = samples[0];
-    row->ms_max = samples[ns - 1];
-    row->ms_median = cli_median(samples, ns);
-    row->gflops = bench_row_flops(row) / (row->ms_median * 1e6);
-    row->gbs = bench_row_bytes(row) / (row->ms_median * 1e6);
+    set_times(row, samples, ns, k_calls);
     row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
     row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
     snprintf(row->status, sizeof row->status, "ok");
@@ -336,12 +350,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     uint64_t rng = row->seed;
     void *ins[3] = {q, k, v};
     const size_t cnt[3] = {n.q, n.k, n.v};
-    for (int t = 0; t < 3; t++)
-        for (size_t i = 0; i < cnt[t]; i++) {
-            const float x = clattn_rng_uniform(&rng);
-            if (dt == CLATTN_DTYPE_F32) ((float *)ins[t])[i] = x;
-            else ((uint16_t *)ins[t])[i] = dt == CLATTN_DTYPE_F16 ? clattn_f32_to_f16(x) : clattn_f32_to_bf16(x);
-        }
+    for (int t = 0; t < 3; t++) fill(ins[t], cnt[t], dt, &rng);
     double samples[64];
     int ns = 0, k_calls = 1;
     if (algo == ALGO_REFERENCE) {
@@ -363,10 +372,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
             clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
             goto done;
         }
-        snprintf(row->variant, sizeof row->variant, "%s", clattn_plan_variant(plan));
-        row->tuning = (clattn_tuning)CLATTN_TUNING_INIT;
-        snprintf(row->tuning_source, sizeof row->tuning_source, "%s", clattn_plan_tuning(plan, &row->tuning));
-        row->mem_bytes += (double)clattn_plan_scratch_size(plan);
+        describe_plan(row, plan);
         cl_int e;
         cl_context cl = clattn_context_cl_context(ctx);
         queue = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
@@ -403,35 +409,12 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
                      dt == CLATTN_DTYPE_F32 ? "f32" : dt == CLATTN_DTYPE_F16 ? "f16" : "bf16", clattn_tolerance(dt));
             goto done;
         }
-        /* Calls are enqueued back to back (pipelined) in samples of k_calls calls, k_calls
-         * chosen so that a sample lasts about 20 ms; the time per call is the sample / k. */
-        double t0 = cli_now_ms();
-        st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL);
-        if (!st) st = clFinish(queue);
-        const double one = cli_now_ms() - t0;
-        k_calls = one >= 20 ? 1 : (int)(20 / (one > 0.001 ? one : 0.001));
-        if (k_calls > 10000) k_calls = 10000;
-        for (double spent = 0; !st && (ns < 3 || (spent < opts->budget_ms && ns < 64));) {
-            t0 = cli_now_ms();
-            for (int r = 0; r < k_calls && !st; r++) st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL);
-            if (!st) st = clFinish(queue);
-            const double t = cli_now_ms() - t0;
-            samples[ns++] = t / k_calls;
-            spent += t;
-        }
-        if (st) {
+        if ((st = time_calls(plan, queue, &bf, opts->budget_ms, samples, &ns, &k_calls))) {
             snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
             goto done;
         }
     }
-    qsort(samples, (size_t)ns, sizeof samples[0], cli_cmp_double);
-    row->samples = ns;
-    row->calls_per_sample = k_calls;
-    row->ms_min = samples[0];
-    row->ms_max = samples[ns - 1];
-    row->ms_median = cli_median(samples, ns);
-    row->gflops = bench_row_flops(row) / (row->ms_median * 1e6);
-    row->gbs = bench_row_bytes(row) / (row->ms_median * 1e6);
+    set_times(row, samples, ns, k_calls);
     if (algo == ALGO_REFERENCE) {
         row->pct_flops = row->pct_bw = NAN;
         row->rel_l2 = row->max_abs = 0;

@@ -46,3 +46,33 @@ size_t clattn__ld(int64_t stride, size_t rows, size_t cols)
 {
     return rows <= 1 && (size_t)stride < cols ? cols : (size_t)stride;
 }
+
+void clattn__score_chunks(const clattn_shape *s, size_t row_bytes, size_t limit, int *rows, int *items)
+{
+    const size_t all_items = (size_t)s->batch * (size_t)s->heads_q, all_rows = (size_t)s->seq_q;
+    size_t r = all_rows, n = all_items;
+    if (all_rows * row_bytes > limit) {
+        n = 1;
+        r = limit / row_bytes;
+    } else if (all_items > limit / (all_rows * row_bytes)) { /* all_rows * row_bytes < 2^64: both are ints */
+        n = limit / (all_rows * row_bytes);
+    }
+    if (n > CLATTN_GRID_MAX) n = CLATTN_GRID_MAX;
+    *rows = (int)r;
+    *items = (int)n;
+}
+
+clattn_status clattn__gemm_queue_start(clattn_context *ctx, cl_command_queue queue, cl_uint num_wait,
+                                       const cl_event *wait)
+{
+    cl_command_queue_properties props = 0;
+    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
+    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
+    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED,
+                            "the unfused path needs an in-order queue (CLBlast chains its kernels in order)");
+    if (num_wait && (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES
+                                                    : clEnqueueBarrierWithWaitList(queue, num_wait, wait, NULL)))
+        return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
+    return CLATTN_SUCCESS;
+}

@@ -21,4 +21,16 @@ CLATTN_HIDDEN clattn_status clattn__sgemm(clattn_context *ctx, cl_command_queue 
  * (a stride shorter than a row is legal then, and CLBlast refuses it). */
 CLATTN_HIDDEN size_t clattn__ld(int64_t stride, size_t rows, size_t cols);
 
+/* The unfused paths' chunks of query rows, `row_bytes` of scores each, within `limit` bytes:
+ * all (batch, head) items and all rows when they fit; else all rows of as many items as fit;
+ * else as many rows of one item as fit. Items are capped at CLATTN_GRID_MAX (the elementwise
+ * kernels put a chunk's items in their NDRange's 2nd dimension). row_bytes <= limit. */
+CLATTN_HIDDEN void clattn__score_chunks(const clattn_shape *s, size_t row_bytes, size_t limit, int *rows,
+                                        int *items);
+
+/* The start of an unfused path's enqueue: the queue must be in order (CLBlast chains its
+ * kernels so), and the caller's wait list gates everything after it through a barrier. */
+CLATTN_HIDDEN clattn_status clattn__gemm_queue_start(clattn_context *ctx, cl_command_queue queue, cl_uint num_wait,
+                                                     const cl_event *wait);
+
 #endif

@@ -75,3 +75,14 @@ clattn_strides clattn__dense(int heads, int seq, int dim)
     const clattn_strides s = {(int64_t)heads * seq * dim, (int64_t)seq * dim, dim};
     return s;
 }
+
+clattn_shape clattn__dense_shape(const clattn_shape *s)
+{
+    clattn_shape w = *s;
+    w.dtype = CLATTN_DTYPE_F32;
+    w.q = clattn__dense(s->heads_q, s->seq_q, s->head_dim);
+    w.k = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim);
+    w.v = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim_v);
+    w.o = clattn__dense(s->heads_q, s->seq_q, s->head_dim_v);
+    return w;
+}

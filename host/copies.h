@@ -29,5 +29,7 @@ CLATTN_HIDDEN cl_int clattn__copy_enqueue(clattn_context *ctx, cl_command_queue 
                                           const clattn_copy *c, int batch);
 /* The dense strides of a padded (B, H, S, D) copy. */
 CLATTN_HIDDEN clattn_strides clattn__dense(int heads, int seq, int dim);
+/* The shape as the GEMMs see the copies: f32, q, k, v and o (and their gradients) dense. */
+CLATTN_HIDDEN clattn_shape clattn__dense_shape(const clattn_shape *s);
 
 #endif

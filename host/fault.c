@@ -106,4 +106,11 @@ cl_int clattn__enqueue(clattn_context *ctx, cl_command_queue q, cl_kernel k, cl_
     return clEnqueueNDRangeKernel(q, k, dims, NULL, global, local, num_wait, num_wait ? wait : NULL, event);
 }
 
+cl_int clattn__enqueue_marker(clattn_context *ctx, cl_command_queue q, cl_uint num_wait, const cl_event *wait,
+                              cl_event *event)
+{
+    if (clattn__fault(ctx, CLATTN_FAULT_ENQUEUE)) return CL_OUT_OF_RESOURCES;
+    return clEnqueueMarkerWithWaitList(q, num_wait, num_wait ? wait : NULL, event);
+}
+
 bool clattn__enqueue_fault(clattn_context *ctx) { return clattn__fault(ctx, CLATTN_FAULT_ENQUEUE); }

@@ -41,7 +41,10 @@ CLATTN_HIDDEN void clattn__release_program(clattn_context *ctx, cl_program p);
 CLATTN_HIDDEN cl_int clattn__enqueue(clattn_context *ctx, cl_command_queue q, cl_kernel k, cl_uint dims,
                                      const size_t *global, const size_t *local, cl_uint num_wait,
                                      const cl_event *wait, cl_event *event);
-/* Markers/barriers and CLBlast GEMMs only ask whether to fail. */
+/* A marker after the wait list (everything before it on an in-order queue when num_wait is 0). */
+CLATTN_HIDDEN cl_int clattn__enqueue_marker(clattn_context *ctx, cl_command_queue q, cl_uint num_wait,
+                                            const cl_event *wait, cl_event *event);
+/* Barriers and CLBlast GEMMs only ask whether to fail. */
 CLATTN_HIDDEN bool clattn__enqueue_fault(clattn_context *ctx);
 
 #endif

@@ -198,9 +198,8 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
         e = clattn__bwd_dsinks_enqueue(ctx, l->queue, f->dsinks, s, bf, l->scratch, f->dvec_off, 1, &dot, &sinks);
     /* one event after everything: a marker waiting on the last steps (any queue order) */
     if (!e && l->event) {
-        cl_event last[3] = {kv, q, sinks};
-        e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES
-                                       : clEnqueueMarkerWithWaitList(l->queue, sinks ? 3 : 2, last, l->event);
+        const cl_event last[3] = {kv, q, sinks};
+        e = clattn__enqueue_marker(ctx, l->queue, sinks ? 3 : 2, last, l->event);
     }
     if (dot) clReleaseEvent(dot);
     if (kv) clReleaseEvent(kv);

@@ -74,8 +74,7 @@ static void softmax_args(clattn_args *a, const clattn_shape *s, const clattn_buf
     CLATTN_ARG(a, cl_int, s->window_right);
 }
 
-/* Chunking: all (batch, head) items and all rows at once when the scores fit the limit;
- * else all rows of as many items as fit; else as many rows of one item as fit. */
+/* Chunks of score rows within the scratch limit (clattn__score_chunks), then the copies. */
 static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
 {
     clattn_context *ctx = p->ctx;
@@ -83,20 +82,9 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     unfused *u = clattn__calloc(ctx, 1, sizeof *u);
     if (!u) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
     p->state = u;
-    const size_t row_bytes = (size_t)s->seq_kv * sizeof(float), limit = ctx->scratch_limit;
-    const size_t items = (size_t)s->batch * (size_t)s->heads_q, rows = (size_t)s->seq_q;
-    size_t r = rows, n = items;
-    if (rows * row_bytes > limit) {
-        n = 1;
-        r = limit / row_bytes;
-    } else if (items > limit / (rows * row_bytes)) { /* rows * row_bytes < 2^64: both are ints */
-        n = limit / (rows * row_bytes);
-    }
-    /* the softmax kernel puts a chunk's items in its NDRange's 2nd dimension */
-    if (n > CLATTN_GRID_MAX) n = CLATTN_GRID_MAX;
-    u->chunk_rows = (int)r;
-    u->chunk_items = (int)n;
-    size_t floats = r * n * (size_t)s->seq_kv, t[4];
+    clattn__score_chunks(s, (size_t)s->seq_kv * sizeof(float), ctx->scratch_limit, &u->chunk_rows, &u->chunk_items);
+    const size_t scores = (size_t)u->chunk_rows * (size_t)u->chunk_items * (size_t)s->seq_kv;
+    size_t floats = scores, t[4];
     u->convert = clattn__needs_copies(s);
     if (u->convert) { /* dense padded f32 (B, H, N, D) copies after the scores */
         if (!clattn__product(&t[0], (size_t)s->batch, (size_t)s->heads_q, (size_t)s->seq_q, (size_t)s->head_dim) ||
@@ -109,7 +97,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
             return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "the unfused path's f32 copies of batch %d x %d/%d heads "
                                 "x %d/%d positions overflow size_t", s->batch, s->heads_q, s->heads_kv, s->seq_q,
                                 s->seq_kv);
-        u->work_q = r * n * (size_t)s->seq_kv;
+        u->work_q = scores;
     }
     p->scratch_bytes = floats * sizeof(float);
 
@@ -205,16 +193,9 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     clattn_context *ctx = p->ctx;
     const clattn_buffers *bf = l->buffers;
     cl_command_queue queue = l->queue;
-    cl_command_queue_properties props = 0;
-    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
-    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
-    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
-        return clattn__fail(ctx, CLATTN_UNSUPPORTED,
-                            "the unfused path needs an in-order queue (CLBlast chains its kernels in order)");
-    /* The caller's wait list gates everything after it on this in-order queue. */
-    if (l->num_wait && (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES
-                                                       : clEnqueueBarrierWithWaitList(queue, l->num_wait, l->wait, NULL)))
-        return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
+    clattn_status st = clattn__gemm_queue_start(ctx, queue, l->num_wait, l->wait);
+    if (st) return st;
+    cl_int e = CL_SUCCESS;
 
     /* The GEMMs read the caller's tensors in place, or the dense f32 copies. */
     clattn_shape w = *s;
@@ -228,18 +209,13 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
             {bf->v, bf->v_offset, &s->v, s->heads_kv, s->seq_kv, s->head_dim_v, ck, s->total_k, scratch, u->work_v}};
         for (int i = 0; i < 3 && !e; i++) e = clattn__copy_enqueue(ctx, queue, u->widen, true, &cp[i], s->batch);
         if (e) return clattn__fail(ctx, e, "enqueueing the f32 copies failed (%d)", e);
-        w.dtype = CLATTN_DTYPE_F32;
-        w.q = clattn__dense(s->heads_q, s->seq_q, s->head_dim);
-        w.k = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim);
-        w.v = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim_v);
-        w.o = clattn__dense(s->heads_q, s->seq_q, s->head_dim_v);
+        w = clattn__dense_shape(s);
         in.q = in.k = in.v = in.o = scratch;
         in.q_offset = u->work_q;
         in.k_offset = u->work_k;
         in.v_offset = u->work_v;
         in.o_offset = u->work_o;
     }
-    clattn_status st = CLATTN_SUCCESS;
     const int items = s->batch * s->heads_q, P = u->chunk_items, R = u->chunk_rows; /* < 2^31: supports() */
     for (int bh0 = 0; bh0 < items && !st; bh0 += P)
         for (int r0 = 0; r0 < s->seq_q && !st; r0 += R)
@@ -253,8 +229,7 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     }
     /* On an in-order queue a marker completes after everything enqueued before it: the one
      * event that covers every chunk's GEMM -> softmax -> GEMM. */
-    if (!st && l->event &&
-        (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES : clEnqueueMarkerWithWaitList(queue, 0, NULL, l->event)))
+    if (!st && l->event && (e = clattn__enqueue_marker(ctx, queue, 0, NULL, l->event)))
         st = clattn__fail(ctx, e, "clEnqueueMarkerWithWaitList failed (%d)", e);
     return st;
 }

@@ -87,19 +87,9 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     if (!u) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
     p->state = u;
     /* chunks of S and dP together within the scratch limit: whole items, else rows of one */
-    const size_t row_bytes = (size_t)s->seq_kv * 2 * sizeof(float), limit = ctx->scratch_limit;
-    const size_t items = (size_t)s->batch * (size_t)s->heads_q, rows = (size_t)s->seq_q;
-    size_t r = rows, n = items;
-    if (rows * row_bytes > limit) {
-        n = 1;
-        r = limit / row_bytes;
-    } else if (items > limit / (rows * row_bytes)) {
-        n = limit / (rows * row_bytes);
-    }
-    if (n > CLATTN_GRID_MAX) n = CLATTN_GRID_MAX; /* the elementwise kernel's 2nd dimension */
-    u->chunk_rows = (int)r;
-    u->chunk_items = (int)n;
-    const size_t chunk = r * n * (size_t)s->seq_kv;
+    clattn__score_chunks(s, (size_t)s->seq_kv * 2 * sizeof(float), ctx->scratch_limit, &u->chunk_rows,
+                         &u->chunk_items);
+    const size_t chunk = (size_t)u->chunk_rows * (size_t)u->chunk_items * (size_t)s->seq_kv;
     u->dp_off = chunk;
     u->dvec_off = 2 * chunk;
     size_t floats = u->dvec_off + clattn__rows_total(s);
@@ -223,16 +213,10 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     clattn_context *ctx = p->ctx;
     const clattn_buffers *bf = l->buffers;
     cl_command_queue queue = l->queue;
-    cl_command_queue_properties props = 0;
-    cl_int e = clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL);
-    if (e) return clattn__fail(ctx, e, "clGetCommandQueueInfo failed (%d)", e);
-    if (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
-        return clattn__fail(ctx, CLATTN_UNSUPPORTED,
-                            "the unfused path needs an in-order queue (CLBlast chains its kernels in order)");
-    if (l->num_wait && (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES
-                                                       : clEnqueueBarrierWithWaitList(queue, l->num_wait, l->wait, NULL)))
-        return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
+    clattn_status st = clattn__gemm_queue_start(ctx, queue, l->num_wait, l->wait);
+    if (st) return st;
     cl_mem scratch = l->scratch;
+    cl_int e;
     if ((e = clattn__bwd_dot_enqueue(ctx, queue, u->dot, s, bf, scratch, u->dvec_off, 0, NULL, NULL)))
         return clattn__fail(ctx, e, "enqueueing the backward's D failed (%d)", e);
 
@@ -255,11 +239,7 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     if (u->convert) {
         for (int i = 0; i < 4 && !e; i++) e = clattn__copy_enqueue(ctx, queue, u->widen, true, &c[i], s->batch);
         if (e) return clattn__fail(ctx, e, "enqueueing the f32 copies failed (%d)", e);
-        w.dtype = CLATTN_DTYPE_F32;
-        w.q = clattn__dense(s->heads_q, s->seq_q, s->head_dim);
-        w.k = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim);
-        w.v = clattn__dense(s->heads_kv, s->seq_kv, s->head_dim_v);
-        w.o = clattn__dense(s->heads_q, s->seq_q, s->head_dim_v);
+        w = clattn__dense_shape(s);
         in.q = in.k = in.v = in.d_o = in.dq = in.dk = in.dv = scratch;
         in.q_offset = u->work_q;
         in.k_offset = u->work_k;
@@ -269,7 +249,6 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
         in.dk_offset = u->work_dk;
         in.dv_offset = u->work_dv;
     }
-    clattn_status st = CLATTN_SUCCESS;
     const int items = s->batch * s->heads_q, P = u->chunk_items, R = u->chunk_rows; /* < 2^31: supports() */
     for (int bh0 = 0; bh0 < items && !st; bh0 += P)
         for (int r0 = 0; r0 < s->seq_q && !st; r0 += R)
@@ -282,8 +261,7 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
         (e = clattn__bwd_dsinks_enqueue(ctx, queue, u->dsinks, s, bf, scratch, u->dvec_off, 0, NULL, NULL)))
         st = clattn__fail(ctx, e, "enqueueing the sink gradients failed (%d)", e);
     /* on an in-order queue a marker completes after everything enqueued before it */
-    if (!st && l->event &&
-        (e = clattn__enqueue_fault(ctx) ? CL_OUT_OF_RESOURCES : clEnqueueMarkerWithWaitList(queue, 0, NULL, l->event)))
+    if (!st && l->event && (e = clattn__enqueue_marker(ctx, queue, 0, NULL, l->event)))
         st = clattn__fail(ctx, e, "clEnqueueMarkerWithWaitList failed (%d)", e);
     return st;
 }

@@ -66,6 +66,15 @@ inline key16 dscore16(key16 p, key16 dp, key16 d_i, key16 raw, float softcap_log
     return ds;
 }
 
+/* 16 loads of element c from rows base + off[0..15] as one vector (the lanes of a row block) */
+#define GATHER16(base, off, c)                                                                    \
+    (key16)(LOAD1((base) + (off)[0] + (c)), LOAD1((base) + (off)[1] + (c)), LOAD1((base) + (off)[2] + (c)), \
+            LOAD1((base) + (off)[3] + (c)), LOAD1((base) + (off)[4] + (c)), LOAD1((base) + (off)[5] + (c)), \
+            LOAD1((base) + (off)[6] + (c)), LOAD1((base) + (off)[7] + (c)), LOAD1((base) + (off)[8] + (c)), \
+            LOAD1((base) + (off)[9] + (c)), LOAD1((base) + (off)[10] + (c)), LOAD1((base) + (off)[11] + (c)), \
+            LOAD1((base) + (off)[12] + (c)), LOAD1((base) + (off)[13] + (c)), LOAD1((base) + (off)[14] + (c)), \
+            LOAD1((base) + (off)[15] + (c)))
+
 __kernel void clattn_bwd_kv_rows(BWD_ARGS)
 {
     const int g = (int)get_global_id(1), b = (int)get_global_id(2);
@@ -78,24 +87,18 @@ __kernel void clattn_bwd_kv_rows(BWD_ARGS)
 
     /* this work-item's 16 keys as columns: lanes past the sequence repeat its last key */
     key16 kt16[D], vt16[DV], dk16[D], dv16[DV];
-    int jr[16];
-    for (int jj = 0; jj < 16; jj++) jr[jj] = min(j0 + jj, sg.nk_all - 1);
+    long ko[16], vo[16];
+    for (int jj = 0; jj < 16; jj++) {
+        const long j = min(j0 + jj, sg.nk_all - 1);
+        ko[jj] = j * k_ss;
+        vo[jj] = j * v_ss;
+    }
     for (int c = 0; c < D; c++) {
-        kt16[c] = (key16)(LOAD1(kb + jr[0] * k_ss + c), LOAD1(kb + jr[1] * k_ss + c), LOAD1(kb + jr[2] * k_ss + c),
-                          LOAD1(kb + jr[3] * k_ss + c), LOAD1(kb + jr[4] * k_ss + c), LOAD1(kb + jr[5] * k_ss + c),
-                          LOAD1(kb + jr[6] * k_ss + c), LOAD1(kb + jr[7] * k_ss + c), LOAD1(kb + jr[8] * k_ss + c),
-                          LOAD1(kb + jr[9] * k_ss + c), LOAD1(kb + jr[10] * k_ss + c), LOAD1(kb + jr[11] * k_ss + c),
-                          LOAD1(kb + jr[12] * k_ss + c), LOAD1(kb + jr[13] * k_ss + c),
-                          LOAD1(kb + jr[14] * k_ss + c), LOAD1(kb + jr[15] * k_ss + c));
+        kt16[c] = GATHER16(kb, ko, c);
         dk16[c] = (key16)(0.0f);
     }
     for (int c = 0; c < DV; c++) {
-        vt16[c] = (key16)(LOAD1(vb + jr[0] * v_ss + c), LOAD1(vb + jr[1] * v_ss + c), LOAD1(vb + jr[2] * v_ss + c),
-                          LOAD1(vb + jr[3] * v_ss + c), LOAD1(vb + jr[4] * v_ss + c), LOAD1(vb + jr[5] * v_ss + c),
-                          LOAD1(vb + jr[6] * v_ss + c), LOAD1(vb + jr[7] * v_ss + c), LOAD1(vb + jr[8] * v_ss + c),
-                          LOAD1(vb + jr[9] * v_ss + c), LOAD1(vb + jr[10] * v_ss + c), LOAD1(vb + jr[11] * v_ss + c),
-                          LOAD1(vb + jr[12] * v_ss + c), LOAD1(vb + jr[13] * v_ss + c),
-                          LOAD1(vb + jr[14] * v_ss + c), LOAD1(vb + jr[15] * v_ss + c));
+        vt16[c] = GATHER16(vb, vo, c);
         dv16[c] = (key16)(0.0f);
     }
 
@@ -176,28 +179,17 @@ __kernel void clattn_bwd_kv_rows(BWD_ARGS)
     /* each key's row of dK and dV; keys past seqused_k (but in the sequence) get zeros */
     __global T *dkb = dk + dk_off + sg.k_base + g * k_sh;
     __global T *dvb = dv + dv_off + sg.v_base + g * v_sh;
-    for (int jj = 0; jj < 16; jj++) {
-        if (j0 + jj >= sg.nk_all) break;
-        float lane[16];
-        for (int c = 0; c < D; c++) {
-            vstore16(dk16[c], 0, lane);
-            STORE1(lane[jj] * scale, dkb + (long)(j0 + jj) * k_ss + c);
-        }
-        for (int c = 0; c < DV; c++) {
-            vstore16(dv16[c], 0, lane);
-            STORE1(lane[jj], dvb + (long)(j0 + jj) * v_ss + c);
-        }
+    const int keys = min(16, sg.nk_all - j0);
+    float lane[16];
+    for (int c = 0; c < D; c++) {
+        vstore16(dk16[c] * (key16)(scale), 0, lane);
+        for (int jj = 0; jj < keys; jj++) STORE1(lane[jj], dkb + ko[jj] + c);
+    }
+    for (int c = 0; c < DV; c++) {
+        vstore16(dv16[c], 0, lane);
+        for (int jj = 0; jj < keys; jj++) STORE1(lane[jj], dvb + vo[jj] + c);
     }
 }
-
-/* 16 loads of element c from rows base + off[0..15] as one vector (the lanes of a row block) */
-#define GATHER16(base, off, c)                                                                    \
-    (key16)(LOAD1((base) + (off)[0] + (c)), LOAD1((base) + (off)[1] + (c)), LOAD1((base) + (off)[2] + (c)), \
-            LOAD1((base) + (off)[3] + (c)), LOAD1((base) + (off)[4] + (c)), LOAD1((base) + (off)[5] + (c)), \
-            LOAD1((base) + (off)[6] + (c)), LOAD1((base) + (off)[7] + (c)), LOAD1((base) + (off)[8] + (c)), \
-            LOAD1((base) + (off)[9] + (c)), LOAD1((base) + (off)[10] + (c)), LOAD1((base) + (off)[11] + (c)), \
-            LOAD1((base) + (off)[12] + (c)), LOAD1((base) + (off)[13] + (c)), LOAD1((base) + (off)[14] + (c)), \
-            LOAD1((base) + (off)[15] + (c)))
 
 #define GATHER_MASK(m, off, j)                                                                     \
     (key16)((m)[(off)[0] + (j)], (m)[(off)[1] + (j)], (m)[(off)[2] + (j)], (m)[(off)[3] + (j)], (m)[(off)[4] + (j)], \
@@ -337,10 +329,10 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
 
     /* lanes back to rows */
     __global T *dqb = dq + dq_off + sg.q_base;
+    const int lanes = min(16, rows - r0);
     float lane[16];
     for (int c = 0; c < D; c++) {
         vstore16(dq16[c] * (key16)(scale), 0, lane);
-        for (int ll = 0; ll < 16; ll++)
-            if (r0 + ll < rows) STORE1(lane[ll], dqb + qo[ll] + c);
+        for (int ll = 0; ll < lanes; ll++) STORE1(lane[ll], dqb + qo[ll] + c);
     }
 }

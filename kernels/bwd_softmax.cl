@@ -22,38 +22,22 @@ __kernel void clattn_bwd_softmax(__global float *s, __global float *dp, ulong dp
     if (r >= rows) return;
     const int bh = bh0 + p, b = bh / hq, h = bh % hq, i = r0 + r;
     __global float *srow = s + ((long)p * rows + r) * nk, *dprow = dp + dp_off + ((long)p * rows + r) * nk;
-#if VARLEN /* packed offsets clamped (common.cl): rows past a clamped sequence are padding */
-    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
-    const int nq_b = rq.y;
-    int klen = rk.y;
-    const long id = (long)h * total_q + rq.x + i;
-#else
-    const int nq_b = nq;
-    int klen = nk;
-    const long id = (long)bh * nq + i;
-#endif
-#if SEQUSED
-    klen = clamp(seqused_k[b], 0, klen);
-#endif
-    const float l = i < nq_b ? lse[lse_off + id] : -INFINITY;
+    const unfused_row u = unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+    const float l = i < u.nq ? lse[lse_off + u.id] : -INFINITY;
     if (l == -INFINITY) { /* a padding row, or a row that saw nothing: no gradient */
         for (int j = 0; j < nk; j++) srow[j] = dprow[j] = 0.0f;
         return;
     }
-    const float d_i = dvec[dvec_off + id];
-    const int off = top_left ? 0 : klen - nq_b;
-    const int lo = row_lo(i, off, wl), hi = row_hi(i, off, wr, klen);
+    const float d_i = dvec[dvec_off + u.id];
+    const int off = u.off;
+    const int lo = row_lo(i, off, wl), hi = row_hi(i, off, wr, u.nk);
     const float slope = has_alibi ? alibi[h] : 0.0f;
     __global const float *mrow = mask + b * m_sb + h * m_sh + (long)i * m_ss;
     for (int j = 0; j < nk; j++) {
         float pj = 0.0f, dsj = 0.0f;
         if (j >= lo && j < hi) {
             const float raw = srow[j];
-            float x = raw;
-            if (softcap > 0.0f) x = softcap * tanh(raw / softcap);
-            if (has_alibi) x -= slope * fabs((float)(i + off - j));
-            if (has_mask) x += mrow[j];
-            pj = exp(x - l);
+            pj = exp(unfused_logit(raw, i, j, off, softcap, has_alibi, slope, has_mask, mrow) - l);
             dsj = pj * (dprow[j] - d_i);
             if (softcap > 0.0f) {
                 const float th = tanh(raw / softcap);

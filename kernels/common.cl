@@ -236,6 +236,47 @@ inline long row_id(int b, int h, int i, int hq, int nq, int total_q, const seq_g
 #endif
 }
 
+/* A row of the unfused paths' elementwise kernels: query row i of (batch b, head h), item bh of
+ * the (batch, head) pairs. Its sequence's query and key counts (packed offsets clamped,
+ * seqused_k applied), the causal offset and its index in lse. */
+typedef struct unfused_row {
+    int nq, nk, off;
+    long id;
+} unfused_row;
+
+inline unfused_row unfused_row_at(int b, int h, int bh, int i, int nq, int nk, int top_left,
+                                  __global const int *seqused_k, __global const int *cu_q, __global const int *cu_k,
+                                  int total_q, int total_k)
+{
+    unfused_row u;
+#if VARLEN /* rows past a clamped sequence are padding */
+    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
+    u.nq = rq.y;
+    u.nk = rk.y;
+    u.id = (long)h * total_q + rq.x + i;
+#else
+    u.nq = nq;
+    u.nk = nk;
+    u.id = (long)bh * nq + i;
+#endif
+#if SEQUSED
+    u.nk = clamp(seqused_k[b], 0, u.nk);
+#endif
+    u.off = top_left ? 0 : u.nk - u.nq;
+    return u;
+}
+
+/* The unfused kernels' logit in natural units (the scale is in S already), the optional terms
+ * switched at run time. */
+inline float unfused_logit(float x, int i, int j, int off, float softcap, int has_alibi, float slope, int has_mask,
+                           __global const float *mrow)
+{
+    if (softcap > 0.0f) x = softcap * tanh(x / softcap);
+    if (has_alibi) x -= slope * fabs((float)(i + off - j));
+    if (has_mask) x += mrow[j];
+    return x;
+}
+
 /* A score in log2 units (q was pre-scaled by scale*log2(e)) with the optional terms of the
  * formula applied, converted to log2 units as well. */
 inline float logit(float x, int i, int j, int off, float softcap_log2, float slope_log2,

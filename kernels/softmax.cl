@@ -51,26 +51,13 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     if (r >= rows) return; /* uniform per work-group */
     const int bh = bh0 + p, b = bh / hq, h = bh % hq, i = r0 + r;
     __global float *row = s + ((long)p * rows + r) * nk;
-
-#if VARLEN /* packed offsets clamped (common.cl): rows past a clamped sequence are padding */
-    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
-    const int nq_b = rq.y;
-    int klen = rk.y;
-    const long lse_id = (long)h * total_q + rq.x + i;
-#else
-    const int nq_b = nq;
-    int klen = nk;
-    const long lse_id = (long)bh * nq + i;
-#endif
-#if SEQUSED
-    klen = clamp(seqused_k[b], 0, klen);
-#endif
-    const int off = top_left ? 0 : klen - nq_b;
-    if (i >= nq_b) { /* padding row of a packed sequence: P = 0 */
+    const unfused_row u = unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+    const int off = u.off;
+    if (i >= u.nq) { /* padding row of a packed sequence: P = 0 */
         for (int j = lid; j < nk; j += SMW) row[j] = 0.0f;
         return; /* uniform over the work-group */
     }
-    const int lo = row_lo(i, off, wl), hi = row_hi(i, off, wr, klen);
+    const int lo = row_lo(i, off, wl), hi = row_hi(i, off, wr, u.nk);
     const float slope = has_alibi ? alibi[h] : 0.0f;
     __global const float *mrow = mask + b * m_sb + h * m_sh + i * m_ss;
     const float sink = has_sinks ? sinks[h] : -INFINITY;
@@ -79,12 +66,7 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     float mx = sink;
     for (int j = lid; j < nk; j += SMW) {
         float x = -INFINITY;
-        if (j >= lo && j < hi) {
-            x = row[j];
-            if (softcap > 0.0f) x = softcap * tanh(x / softcap);
-            if (has_alibi) x -= slope * fabs((float)(i + off - j));
-            if (has_mask) x += mrow[j];
-        }
+        if (j >= lo && j < hi) x = unfused_logit(row[j], i, j, off, softcap, has_alibi, slope, has_mask, mrow);
         row[j] = x;
         mx = nan_max(mx, x);
     }
@@ -107,5 +89,5 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     const float inv = sum > 0.0f || isnan(sum) ? 1.0f / sum : 0.0f;
     for (int j = lid; j < nk; j += SMW) row[j] *= inv;
     if (write_lse && lid == 0)
-        lse[lse_off + lse_id] = sum > 0.0f || isnan(sum) ? m + log(sum) : (has_sinks ? sink : -INFINITY);
+        lse[lse_off + u.id] = sum > 0.0f || isnan(sum) ? m + log(sum) : (has_sinks ? sink : -INFINITY);
 }

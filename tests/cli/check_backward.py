@@ -12,13 +12,7 @@ try:
 except ImportError:  # one line, not a traceback
     sys.exit("check_backward.py: python3's numpy is missing (apt-get install python3-numpy)")
 
-failures = 0
-
-
-def expect(cond, what):
-    global failures
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    failures += 0 if cond else 1
+from tally import expect, summary  # noqa: E402
 
 
 def backward64(q, k, v, do, causal=False, softcap=0.0, sinks=None):
@@ -138,8 +132,7 @@ def main():
             "--do", os.path.join(work, "gqa_causal_do.npy"), "--dq", dq_path, "--dk", dq_path + "k", "--dv", dq_path + "v")
     expect(r.returncode != 0 and "--do must have" in r.stderr and not os.path.exists(dq_path),
            "a d_o of the wrong shape is refused, nothing written")
-    print(f"{failures} failure(s)")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -29,15 +29,7 @@ DISPATCH_FIELDS = ["execute_us", "execute_calls", "tiny_shape", "tiny_variant", 
                    "tiny_over_empty", "round_trips"]
 PROVENANCE_FIELDS = ["clattn_version", "commit", "build_options", "command", "date"]
 
-failures = []
-checks = [0]
-
-
-def expect(cond, what):
-    checks[0] += 1
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
+from tally import expect, summary  # noqa: E402
 
 
 def run(exe, *args, env=None):
@@ -266,8 +258,7 @@ def main():
 
     leftovers = [n for n in os.listdir(work) if ".tmp" in n]
     expect(not leftovers, f"no temporary files left ({leftovers})")
-    print(f"{checks[0] - len(failures)} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -17,15 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from attention64 import attention64, attention64_varlen  # noqa: E402
 from check_run import to_storage  # noqa: E402
 
-failures = []
-checks = [0]
-
-
-def expect(cond, what):
-    checks[0] += 1
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
+from tally import expect, summary  # noqa: E402
 
 
 class Case:
@@ -213,8 +205,7 @@ def main():
     expect(r.returncode == 1 and one_line_error(r) and "--expect-lse goes with --expect" in r.stderr,
            "--expect-lse alone is refused")
 
-    print(f"{checks[0] - len(failures)} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -12,16 +12,9 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-failures = []
-checks = [0]
+from tally import expect, summary  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def expect(cond, what):
-    checks[0] += 1
-    print(("ok   " if cond else "FAIL ") + what)
-    if not cond:
-        failures.append(what)
 
 
 def bench_json(path, version, commit, devices, rows):
@@ -168,8 +161,7 @@ def main():
 
     leftovers = [n for n in os.listdir(work) if ".tmp" in n]
     expect(not leftovers, f"no temporary files left ({leftovers})")
-    print(f"{checks[0] - len(failures)} passed, {len(failures)} failed")
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":
