@@ -102,6 +102,35 @@ static const struct option bench_options[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* Each paged row beside the same decode on a dense cache measured in the same run: GB/s of both
+ * (the same fewest bytes) and the paged one's share. */
+static void print_paged(const bench_report *rep)
+{
+    bool header = false;
+    for (int i = 0; i < rep->nrows; i++) {
+        const bench_row *p = &rep->rows[i];
+        if (!p->c.page || strcmp(p->status, "ok")) continue;
+        for (int j = 0; j < rep->nrows; j++) {
+            const bench_row *d = &rep->rows[j];
+            const bench_case *a = &p->c, *b = &d->c;
+            if (b->page || strcmp(d->status, "ok") || d->algo != p->algo || d->dtype != p->dtype ||
+                d->pass != p->pass || d->device_index != p->device_index || a->b != b->b || a->hq != b->hq ||
+                a->hkv != b->hkv || a->nq != b->nq || a->nk != b->nk || a->d != b->d || a->causal != b->causal)
+                continue;
+            if (!header)
+                printf("\npaged KV cache against the same call on a dense cache (same run, same fewest bytes):\n"
+                       "%-4s %-28s %-8s %10s %10s %10s %10s\n", "id", "case", "algo", "paged ms", "dense ms",
+                       "paged GB/s", "of dense");
+            header = true;
+            char shape[64];
+            bench_case_name(a, shape, sizeof shape);
+            printf("%-4d %-28s %-8s %10.3f %10.3f %10.2f %9.1f%%\n", a->id, shape, bench_algo_name(p->algo),
+                   p->ms_median, d->ms_median, p->gbs, 100.0 * p->gbs / d->gbs);
+            break;
+        }
+    }
+}
+
 int cmd_bench(int argc, char **argv)
 {
     const char *device = NULL, *json = NULL, *csv = NULL, *svg = NULL, *compare = NULL;
@@ -289,6 +318,7 @@ int cmd_bench(int argc, char **argv)
                    report_algo_label(w, label, sizeof label), a, b, c, u);
         }
     }
+    print_paged(&rep);
     int rc = 0;
     if (json && report_json(json, &rep)) rc = 1;
     if (csv && report_csv(csv, &rep)) rc = 1;

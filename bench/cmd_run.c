@@ -16,6 +16,9 @@ typedef struct run_args {
     const char *layout, *algo, *dtype, *align;
     const char *expect, *expect_lse; /* the user's o and lse to compare with */
     const char *d_o, *dq, *dk, *dv, *dsinks; /* the backward pass: d_o in, the gradients out */
+    /* a paged KV cache: the caches and table in, the new tokens and rotary tables, the caches out */
+    const char *k_cache, *v_cache, *block_table, *k_new, *v_new, *cache_out_k, *cache_out_v, *rot_cos, *rot_sin;
+    int rot_interleaved;
     double scale, softcap, tol;      /* tol: --tol, 0 for the dtype's bound */
     int causal, window, wl, wr, verbose, splits;
     bool compared;                   /* --expect: the comparison was made (its 1 is a mismatch) */
@@ -42,7 +45,9 @@ static int parse_window(const char *val, run_args *a)
 enum {
     OPT_Q = 256, OPT_K, OPT_V, OPT_OUT, OPT_LSE, OPT_MASK, OPT_ALIBI, OPT_SINKS, OPT_SEQUSED_K, OPT_SEQLENS_Q,
     OPT_SEQLENS_K, OPT_DEVICE, OPT_LAYOUT, OPT_ALGO, OPT_DTYPE, OPT_ALIGN, OPT_CAUSAL, OPT_SCALE, OPT_SOFTCAP,
-    OPT_WINDOW, OPT_SPLITS, OPT_EXPECT, OPT_EXPECT_LSE, OPT_TOL, OPT_DO, OPT_DQ, OPT_DK, OPT_DV, OPT_DSINKS
+    OPT_WINDOW, OPT_SPLITS, OPT_EXPECT, OPT_EXPECT_LSE, OPT_TOL, OPT_DO, OPT_DQ, OPT_DK, OPT_DV, OPT_DSINKS,
+    OPT_K_CACHE, OPT_V_CACHE, OPT_BLOCK_TABLE, OPT_K_NEW, OPT_V_NEW, OPT_CACHE_OUT_K, OPT_CACHE_OUT_V, OPT_ROT_COS,
+    OPT_ROT_SIN, OPT_ROT_INTERLEAVED
 };
 
 static const struct option run_options[] = {
@@ -75,6 +80,16 @@ static const struct option run_options[] = {
     {"dk", required_argument, NULL, OPT_DK},
     {"dv", required_argument, NULL, OPT_DV},
     {"dsinks", required_argument, NULL, OPT_DSINKS},
+    {"k-cache", required_argument, NULL, OPT_K_CACHE},
+    {"v-cache", required_argument, NULL, OPT_V_CACHE},
+    {"block-table", required_argument, NULL, OPT_BLOCK_TABLE},
+    {"k-new", required_argument, NULL, OPT_K_NEW},
+    {"v-new", required_argument, NULL, OPT_V_NEW},
+    {"cache-out-k", required_argument, NULL, OPT_CACHE_OUT_K},
+    {"cache-out-v", required_argument, NULL, OPT_CACHE_OUT_V},
+    {"rotary-cos", required_argument, NULL, OPT_ROT_COS},
+    {"rotary-sin", required_argument, NULL, OPT_ROT_SIN},
+    {"rotary-interleaved", no_argument, NULL, OPT_ROT_INTERLEAVED},
     {"verbose", no_argument, NULL, 'v'},
     {NULL, 0, NULL, 0},
 };
@@ -106,6 +121,15 @@ static const char **string_field(run_args *a, int opt)
     case OPT_DK: return &a->dk;
     case OPT_DV: return &a->dv;
     case OPT_DSINKS: return &a->dsinks;
+    case OPT_K_CACHE: return &a->k_cache;
+    case OPT_V_CACHE: return &a->v_cache;
+    case OPT_BLOCK_TABLE: return &a->block_table;
+    case OPT_K_NEW: return &a->k_new;
+    case OPT_V_NEW: return &a->v_new;
+    case OPT_CACHE_OUT_K: return &a->cache_out_k;
+    case OPT_CACHE_OUT_V: return &a->cache_out_v;
+    case OPT_ROT_COS: return &a->rot_cos;
+    case OPT_ROT_SIN: return &a->rot_sin;
     default: return NULL;
     }
 }
@@ -124,6 +148,7 @@ static int parse_args(int argc, char **argv, run_args *a)
         }
         switch (c) {
         case OPT_CAUSAL: a->causal = 1; break;
+        case OPT_ROT_INTERLEAVED: a->rot_interleaved = 1; break;
         case 'v': a->verbose = 1; break;
         case OPT_SPLITS:
             if (!cli_parse_long(optarg, 1, 1024, &n)) return cli_error("run: --splits wants 1..1024 (got '%s')", optarg);
@@ -152,9 +177,27 @@ static int parse_args(int argc, char **argv, run_args *a)
     }
     if (a->expect_lse && !a->expect) return cli_error("run: --expect-lse goes with --expect");
     if (a->tol && !a->expect) return cli_error("run: --tol goes with --expect");
-    if (!a->q || !a->k || !a->v || (!a->out && !a->expect))
-        return cli_error("run: --q, --k, --v and --out (or --expect) are required");
-    if (!a->seqlens_q != !a->seqlens_k) return cli_error("run: --seqlens-q and --seqlens-k go together (packed varlen)");
+    const bool paged = a->k_cache || a->v_cache || a->block_table;
+    if (paged) {
+        if (!a->k_cache || !a->v_cache || !a->block_table || !a->seqused_k)
+            return cli_error("run: a paged cache needs --k-cache, --v-cache, --block-table and --seqused-k");
+        if (a->k || a->v) return cli_error("run: --k/--v are dense tensors: a paged cache takes --k-cache/--v-cache");
+        if (a->seqlens_k) return cli_error("run: --seqlens-k packs dense keys: a paged cache's come from its table");
+        if (!a->k_new != !a->v_new) return cli_error("run: --k-new and --v-new go together");
+        if ((a->cache_out_k || a->cache_out_v) && !a->k_new)
+            return cli_error("run: --cache-out-k/-v hold the caches after an append (--k-new, --v-new)");
+        if (!a->rot_cos != !a->rot_sin) return cli_error("run: --rotary-cos and --rotary-sin go together");
+        if (a->rot_cos && !a->k_new) return cli_error("run: rotary embedding goes with an append (--k-new, --v-new)");
+        if (a->d_o) return cli_error("run: the backward pass does not read paged caches");
+    } else if (a->k_new || a->v_new || a->cache_out_k || a->cache_out_v || a->rot_cos || a->rot_sin ||
+               a->rot_interleaved) {
+        return cli_error("run: --k-new, --v-new, --cache-out-*, --rotary-* need a paged cache (--k-cache ...)");
+    }
+    if (a->rot_interleaved && !a->rot_cos) return cli_error("run: --rotary-interleaved goes with --rotary-cos/--rotary-sin");
+    if (!a->q || (!paged && (!a->k || !a->v)) || (!a->out && !a->expect))
+        return cli_error("run: --q, --k, --v (or --k-cache, --v-cache) and --out (or --expect) are required");
+    if (!paged && !a->seqlens_q != !a->seqlens_k)
+        return cli_error("run: --seqlens-q and --seqlens-k go together (packed varlen)");
     if ((a->d_o || a->dq || a->dk || a->dv || a->dsinks) && !(a->d_o && a->dq && a->dk && a->dv))
         return cli_error("run: the backward pass needs --do, --dq, --dk and --dv together");
     if (a->dsinks && !a->sinks) return cli_error("run: --dsinks goes with --sinks");
@@ -165,6 +208,7 @@ static int parse_args(int argc, char **argv, run_args *a)
 
 typedef struct run_inputs {
     npy_array q, k, v, mask, alibi, sinks, seqused, lens_q, lens_k;
+    npy_array table, k_new, v_new, rot_cos, rot_sin; /* a paged cache (k, v: the caches) */
     int32_t *cu_q, *cu_k; /* cumulative offsets built from the per-sequence lengths */
 } run_inputs;
 
@@ -173,6 +217,7 @@ static void free_inputs(run_inputs *in)
     npy_free(&in->q); npy_free(&in->k); npy_free(&in->v); npy_free(&in->mask);
     npy_free(&in->alibi); npy_free(&in->sinks); npy_free(&in->seqused);
     npy_free(&in->lens_q); npy_free(&in->lens_k);
+    npy_free(&in->table); npy_free(&in->k_new); npy_free(&in->v_new); npy_free(&in->rot_cos); npy_free(&in->rot_sin);
     free(in->cu_q); free(in->cu_k);
 }
 
@@ -208,6 +253,84 @@ static int read_input(const char *path, npy_array *a)
     return 0;
 }
 
+/* A paged cache's descriptor fields from the tensors: caches (num_pages, page_size, Hkv, d),
+ * block table (B, pages_per_seq) and seqused_k (B) int32, q as --layout says (or packed by
+ * --seqlens-q), k_new/v_new as q's layout with Hkv heads, cos/sin (positions, rotary_dim/2) f32.
+ * seq_kv is the longest sequence after the append. */
+static int paged_desc(const run_args *a, run_inputs *in, bool bshd, clattn_desc *d)
+{
+    const npy_array *q = &in->q, *k = &in->k, *v = &in->v, *bt = &in->table, *used = &in->seqused;
+    if (k->ndim != 4 || v->ndim != 4 || k->shape[0] != v->shape[0] || k->shape[1] != v->shape[1] ||
+        k->shape[2] != v->shape[2])
+        return cli_error("run: --k-cache and --v-cache must be (num_pages, page_size, heads_kv, dim), alike but dim");
+    if (q->type != k->type || q->type != v->type) return cli_error("run: q and the caches must have one dtype");
+    if (bt->type != NPY_I32 || bt->ndim != 2) return cli_error("run: --block-table must be int32 (batch, pages_per_seq)");
+    for (int i = 0; i < 4; i++)
+        if (k->shape[i] > 1 << 30 || v->shape[3] > 1 << 30 || bt->shape[i % 2] > 1 << 30)
+            return cli_error("run: a dimension exceeds 2^30");
+    d->page_size = (int)k->shape[1];
+    d->num_pages = (int)k->shape[0];
+    d->heads_kv = (int)k->shape[2];
+    d->head_dim = (int)k->shape[3];
+    d->head_dim_v = (int)v->shape[3];
+    d->batch = (int)bt->shape[0];
+    d->pages_per_seq = (int)bt->shape[1];
+    d->has_seqused_k = 1;
+    if (used->type != NPY_I32 || used->ndim != 1 || used->shape[0] != d->batch)
+        return cli_error("run: --seqused-k must be int32 of shape (%d,)", d->batch);
+    const int hi = bshd ? 2 : 1, si = bshd ? 1 : 2;
+    if (a->k_new) {
+        const npy_array *kn = &in->k_new, *vn = &in->v_new;
+        if (kn->ndim != 4 || vn->ndim != 4 || kn->type != q->type || vn->type != q->type || kn->shape[0] != d->batch ||
+            kn->shape[hi] != d->heads_kv || kn->shape[3] != d->head_dim || vn->shape[0] != d->batch ||
+            vn->shape[hi] != d->heads_kv || vn->shape[si] != kn->shape[si] || vn->shape[3] != d->head_dim_v ||
+            kn->shape[si] > 1 << 30)
+            return cli_error("run: --k-new/--v-new must be %s = (%d, %s) in q's dtype", bshd ? "(B, Nnew, Hkv, D)"
+                             : "(B, Hkv, Nnew, D)", d->batch, bshd ? "Nnew, Hkv, D" : "Hkv, Nnew, D");
+        d->seq_new = (int)kn->shape[si];
+    }
+    int64_t longest = 1;
+    for (int b = 0; b < d->batch; b++) {
+        const int64_t n = (int64_t)((const int32_t *)used->data)[b] + d->seq_new;
+        if (n > longest) longest = n;
+    }
+    if (longest > (int64_t)d->pages_per_seq * d->page_size)
+        return cli_error("run: seqused_k + the new tokens (%lld) exceed what a table row holds (%d pages of %d)",
+                         (long long)longest, d->pages_per_seq, d->page_size);
+    d->seq_kv = (int)longest;
+    if (a->seqlens_q) { /* packed queries over the cache: q (total_q, Hq, d) */
+        if (q->ndim != 3 || q->shape[2] != d->head_dim || q->shape[0] > 1 << 30)
+            return cli_error("run: with --seqlens-q, q is (tokens, heads, %d)", d->head_dim);
+        const int lq = make_cu(&in->lens_q, "--seqlens-q", q->shape[0], &in->cu_q);
+        if (lq < 0) return 1;
+        if (in->lens_q.shape[0] != d->batch) return cli_error("run: --seqlens-q gives %lld sequences, the table %d",
+                                                              (long long)in->lens_q.shape[0], d->batch);
+        d->varlen = 1;
+        d->layout = CLATTN_LAYOUT_BSHD;
+        d->total_q = (int)q->shape[0];
+        d->seq_q = lq;
+        d->heads_q = (int)q->shape[1];
+    } else {
+        if (q->ndim != 4 || q->shape[0] != d->batch || q->shape[3] != d->head_dim || q->shape[si] > 1 << 30 ||
+            q->shape[hi] > 1 << 30)
+            return cli_error("run: q must be %s with B = %d and D = %d", bshd ? "(B, S, H, D)" : "(B, H, S, D)",
+                             d->batch, d->head_dim);
+        d->layout = bshd ? CLATTN_LAYOUT_BSHD : CLATTN_LAYOUT_BHSD;
+        d->seq_q = (int)q->shape[si];
+        d->heads_q = (int)q->shape[hi];
+    }
+    if (a->rot_cos) {
+        const npy_array *c = &in->rot_cos, *s = &in->rot_sin;
+        if (c->type != NPY_F32 || s->type != NPY_F32 || c->ndim != 2 || s->ndim != 2 || c->shape[0] != s->shape[0] ||
+            c->shape[1] != s->shape[1] || c->shape[0] > 1 << 30 || c->shape[1] > 1 << 20)
+            return cli_error("run: --rotary-cos and --rotary-sin must be float32 (positions, rotary_dim / 2), alike");
+        d->rotary_dim = 2 * (int)c->shape[1];
+        d->rotary_positions = (int)c->shape[0];
+        d->rotary_interleaved = a->rot_interleaved;
+    }
+    return 0;
+}
+
 /* Builds the descriptor from the tensors' shapes and the flags. */
 static int make_desc(const run_args *a, run_inputs *in, clattn_desc *d)
 {
@@ -218,7 +341,9 @@ static int make_desc(const run_args *a, run_inputs *in, clattn_desc *d)
         else if (strcmp(a->layout, "bhsd")) return cli_error("run: --layout must be bhsd or bshd (got '%s')", a->layout);
     }
     const npy_array *q = &in->q, *k = &in->k, *v = &in->v;
-    if (a->seqlens_q) { /* packed: q (total_q, Hq, d), k/v (total_k, Hkv, d) */
+    if (a->k_cache) {
+        if (paged_desc(a, in, bshd, d)) return 1;
+    } else if (a->seqlens_q) { /* packed: q (total_q, Hq, d), k/v (total_k, Hkv, d) */
         if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3)
             return cli_error("run: with --seqlens-q/-k, q, k and v are (tokens, heads, dim); got %d-D, %d-D, %d-D",
                              q->ndim, k->ndim, v->ndim);
@@ -313,7 +438,7 @@ static int make_desc(const run_args *a, run_inputs *in, clattn_desc *d)
             return cli_error("run: %s must be float32 of shape (%d,)", i ? "--sinks" : "--alibi", d->heads_q);
         *per_head[i].has = 1;
     }
-    if (a->seqused_k) {
+    if (a->seqused_k && !a->k_cache) {
         const npy_array *x = &in->seqused;
         if (x->type != NPY_I32 || x->ndim != 1 || x->shape[0] != d->batch)
             return cli_error("run: --seqused-k must be int32 of shape (%d,)", d->batch);
@@ -348,14 +473,25 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     const size_t es = clattn_dtype_size(d->dtype);
     double t0 = cli_now_ms();
     clattn_status st = clattn_plan_create(ctx, d, &plan);
-    double t_plan = cli_now_ms() - t0;
+    double t_plan = cli_now_ms() - t0, t_exec = 0;
     if (st) {
         char msg[2048];
         clattn_context_copy_last_error(ctx, msg, sizeof msg);
         rc = cli_error("run: %s: %s", clattn_status_string(st), msg);
         goto done;
     }
-    cl_int e;
+    cl_int e = CL_SUCCESS;
+    if (d->page_size) { /* the caches are updated in place: the host call carries them back */
+        t0 = cli_now_ms();
+        st = clattn_forward_host(ctx, d, t);
+        t_exec = cli_now_ms() - t0;
+        if (st) {
+            rc = cli_error("run: execution failed: %s (%d): %s", clattn_status_string(st), st,
+                           clattn_context_last_error(ctx));
+            goto done;
+        }
+        goto report;
+    }
     queue = clCreateCommandQueue(clattn_context_cl_context(ctx), clattn_context_device(ctx), 0, &e);
     const void *host[4] = {t->q, t->k, t->v, t->o};
     const size_t bytes[5] = {need.q * es, need.k * es, need.v * es, need.o * es, need.lse * 4};
@@ -383,13 +519,14 @@ static int run_device(const run_args *a, const clattn_desc *d, const clattn_host
     t0 = cli_now_ms();
     st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev);
     if (!st) st = clWaitForEvents(1, &ev);
-    double t_exec = cli_now_ms() - t0;
+    t_exec = cli_now_ms() - t0;
     if (!st) st = clEnqueueReadBuffer(queue, mem[3], CL_TRUE, 0, bytes[3], t->o, 0, NULL, NULL);
     if (!st && t->lse) st = clEnqueueReadBuffer(queue, mem[4], CL_TRUE, 0, bytes[4], t->lse, 0, NULL, NULL);
     if (st) {
         rc = cli_error("run: execution failed: %s (%d): %s", clattn_status_string(st), st, clattn_context_last_error(ctx));
         goto done;
     }
+report:;
     char name[256] = "";
     clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_NAME, sizeof name - 1, name, NULL);
     snprintf(what, what_size, "%s on %s (%s)", clattn_plan_algo(plan) == CLATTN_ALGO_FUSED ? "fused" : "unfused", name,
@@ -546,13 +683,17 @@ static int run(run_args *a)
     grads gr;
     memset(&gr, 0, sizeof gr);
     int rc = 1;
-    void *o = NULL;
+    void *o = NULL, *cache_out[2] = {NULL, NULL};
     float *lse = NULL;
     const run_inputs *cin = &in;
-    if (read_input(a->q, &in.q) || read_input(a->k, &in.k) || read_input(a->v, &in.v) ||
+    if (read_input(a->q, &in.q) || read_input(a->k ? a->k : a->k_cache, &in.k) ||
+        read_input(a->v ? a->v : a->v_cache, &in.v) ||
+        (a->block_table && read_input(a->block_table, &in.table)) || (a->k_new && read_input(a->k_new, &in.k_new)) ||
+        (a->v_new && read_input(a->v_new, &in.v_new)) || (a->rot_cos && read_input(a->rot_cos, &in.rot_cos)) ||
+        (a->rot_sin && read_input(a->rot_sin, &in.rot_sin)) ||
         (a->mask && read_input(a->mask, &in.mask)) || (a->alibi && read_input(a->alibi, &in.alibi)) ||
         (a->sinks && read_input(a->sinks, &in.sinks)) || (a->seqused_k && read_input(a->seqused_k, &in.seqused)) ||
-        (a->seqlens_q && (read_input(a->seqlens_q, &in.lens_q) || read_input(a->seqlens_k, &in.lens_k))))
+        (a->seqlens_q && read_input(a->seqlens_q, &in.lens_q)) || (a->seqlens_k && read_input(a->seqlens_k, &in.lens_k)))
         goto done;
     clattn_desc d = CLATTN_DESC_INIT;
     if (make_desc(a, &in, &d)) goto done;
@@ -575,6 +716,17 @@ static int run(run_args *a)
     t.mask = in.mask.data; t.mask_len = in.mask.count;
     t.alibi_slopes = in.alibi.data; t.sinks = in.sinks.data; t.seqused_k = in.seqused.data;
     t.cu_seqlens_q = in.cu_q; t.cu_seqlens_k = in.cu_k;
+    if (d.seq_new) { /* the caches after the append */
+        for (int i = 0; i < 2; i++)
+            if (!(cache_out[i] = malloc((i ? need.v : need.k) * clattn_dtype_size(d.dtype)))) {
+                cli_error("run: out of memory");
+                goto done;
+            }
+    }
+    t.block_table = in.table.data; t.k_new = in.k_new.data; t.v_new = in.v_new.data;
+    t.k_new_len = in.k_new.count; t.v_new_len = in.v_new.count;
+    t.rotary_cos = in.rot_cos.data; t.rotary_sin = in.rot_sin.data;
+    t.k_cache_out = cache_out[0]; t.v_cache_out = cache_out[1];
 
     /* --expect computes with the reference unless --algo says otherwise: the user asks whether
      * their result is right, and the reference is the definition */
@@ -607,6 +759,17 @@ static int run(run_args *a)
         cli_error("%s", err);
         goto done;
     }
+    const char *cache_paths[2] = {a->cache_out_k, a->cache_out_v};
+    for (int i = 0; i < 2; i++) {
+        const npy_array *like = i ? &in.v : &in.k;
+        if (cache_paths[i] && npy_write(cache_paths[i], like->type, 4, like->shape, cache_out[i], err, sizeof err)) {
+            if (a->lse) remove(a->lse);
+            if (a->out) remove(a->out);
+            if (i) remove(cache_paths[0]);
+            cli_error("%s", err);
+            goto done;
+        }
+    }
     if (a->d_o && write_grads(a, cin, &d, &gr)) {
         if (a->lse) remove(a->lse);
         if (a->out) remove(a->out);
@@ -621,6 +784,8 @@ static int run(run_args *a)
 done:
     free(o);
     free(lse);
+    free(cache_out[0]);
+    free(cache_out[1]);
     npy_free(&ef.o);
     npy_free(&ef.lse);
     free_grads(&gr);

@@ -30,12 +30,21 @@ const bench_case bench_suite[] = {
     {22, 4, 32, 8, 1, 8192, 128, 1, false},
     {23, 1, 32, 32, 1, 16384, 128, 1, false},
     {24, 1, 32, 8, 4, 8192, 128, 1, false},
+    /* case 21's decode on a paged cache (pages in random order), and with the append */
+    {25, 1, 32, 8, 1, 32768, 128, 1, false, 1},
+    {26, 1, 32, 8, 1, 32768, 128, 1, false, 16},
+    {27, 1, 32, 8, 1, 32768, 128, 1, false, 256},
+    {28, 1, 32, 8, 1, 32768, 128, 1, false, 16, true},
 };
 const int bench_suite_size = (int)(sizeof bench_suite / sizeof bench_suite[0]);
 
 void bench_case_name(const bench_case *c, char *buf, size_t size)
 {
     snprintf(buf, size, "%dx%dx%dx%dx%dx%d%s", c->b, c->hq, c->hkv, c->nq, c->nk, c->d, c->causal ? "c" : "");
+    if (c->page) {
+        const size_t n = strlen(buf);
+        snprintf(buf + n, size > n ? size - n : 0, " p%d%s", c->page, c->append_rotary ? "+rope" : "");
+    }
 }
 
 double bench_flops(const bench_case *c)
@@ -311,6 +320,148 @@ done:
     clattn_plan_destroy(fwd);
 }
 
+/* A paged row: the cache (num_pages, page, Hkv, d) holds each sequence's keys in pages of a
+ * random permutation, seqused_k the keys before the call; with append_rotary the call appends
+ * its token, rotated (every position gets the same one each call: the calls are alike). The
+ * result is checked against the whole reference before timing. */
+static void run_paged(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
+                      const bench_opts *opts, bench_row *row)
+{
+    const clattn_dtype dt = opts->dtype;
+    const size_t es = clattn_dtype_size(dt);
+    clattn_desc d = bench_desc(c, dt, algo);
+    d.num_splits = opts->num_splits;
+    d.page_size = c->page;
+    d.pages_per_seq = (c->nk + c->page - 1) / c->page;
+    d.num_pages = c->b * d.pages_per_seq;
+    d.has_seqused_k = 1;
+    if (c->append_rotary) {
+        d.seq_new = c->nq;
+        d.rotary_dim = c->d;
+        d.rotary_positions = c->nk;
+    }
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    clattn_plan *plan = NULL;
+    cl_command_queue queue = NULL;
+    enum { Q, K, V, O, LSE, TABLE, USED, KNEW, VNEW, COS, SIN, NBUF };
+    void *host[NBUF] = {0};
+    cl_mem mem[NBUF] = {0};
+    void *ref_o = NULL;
+    float *ref_lse = NULL;
+    clattn_status st = clattn_desc_tensor_sizes(&d, &n);
+    const size_t bytes[NBUF] = {n.q * es, n.k * es, n.v * es, n.o * es, n.lse * 4, n.block_table * 4,
+                                (size_t)c->b * 4, n.k_new * es, n.v_new * es, n.rotary * 4, n.rotary * 4};
+    for (int i = 0; i < NBUF && !st; i++)
+        if (bytes[i] && !(host[i] = malloc(bytes[i]))) st = CLATTN_OUT_OF_HOST_MEMORY;
+    if (st || !(ref_o = malloc(bytes[O])) || !(ref_lse = malloc(bytes[LSE]))) {
+        snprintf(row->reason, sizeof row->reason, "out of host memory or sizes: %s", clattn_status_string(st));
+        goto done;
+    }
+    row->mem_bytes = 0;
+    for (int i = 0; i < NBUF; i++) row->mem_bytes += (double)bytes[i];
+    uint64_t rng = row->seed;
+    const int fillers[5] = {Q, K, V, KNEW, VNEW};
+    const size_t counts[5] = {n.q, n.k, n.v, n.k_new, n.v_new};
+    for (int i = 0; i < 5; i++)
+        if (host[fillers[i]]) fill(host[fillers[i]], counts[i], dt, &rng);
+    int32_t *table = host[TABLE], *used = host[USED];
+    for (int p = 0; p < d.num_pages; p++) table[p] = p;
+    for (int p = d.num_pages - 1; p > 0; p--) { /* fragmented: pages in random order */
+        const int j = (int)(clattn_rng_next(&rng) % (uint64_t)(p + 1));
+        const int32_t t = table[p]; table[p] = table[j]; table[j] = t;
+    }
+    for (int b = 0; b < c->b; b++) used[b] = c->nk - d.seq_new;
+    for (size_t i = 0; i < n.rotary; i++) { /* RoPE angles */
+        const int pos = (int)(i / (size_t)(c->d / 2)), f = (int)(i % (size_t)(c->d / 2));
+        const double th = pos * pow(10000.0, -2.0 * f / c->d);
+        ((float *)host[COS])[i] = (float)cos(th);
+        ((float *)host[SIN])[i] = (float)sin(th);
+    }
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = host[Q]; t.k = host[K]; t.v = host[V]; t.o = ref_o; t.lse = ref_lse;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
+    t.block_table = table; t.seqused_k = used; t.k_new = host[KNEW]; t.v_new = host[VNEW];
+    t.k_new_len = n.k_new; t.v_new_len = n.v_new; t.rotary_cos = host[COS]; t.rotary_sin = host[SIN];
+    char msg[400];
+    if ((st = clattn_reference_forward(&d, &t, msg, sizeof msg))) {
+        snprintf(row->reason, sizeof row->reason, "reference: %s", msg);
+        goto done;
+    }
+    double samples[64];
+    int ns = 0, k_calls = 1;
+    if ((st = clattn_plan_create_tuned(ctx, &d, opts->tuning, &plan))) {
+        snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
+        clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
+        goto done;
+    }
+    describe_plan(row, plan);
+    cl_int e;
+    cl_context cl = clattn_context_cl_context(ctx);
+    queue = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
+    for (int i = 0; i < NBUF && !e; i++) {
+        if (!bytes[i]) continue;
+        const bool out = i == O || i == LSE || ((i == K || i == V) && d.seq_new);
+        mem[i] = clCreateBuffer(cl, out ? CL_MEM_READ_WRITE | (i < O ? CL_MEM_COPY_HOST_PTR : 0)
+                                        : CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes[i],
+                                i == O || i == LSE ? NULL : host[i], &e);
+    }
+    const cl_uchar poison = 0xff;
+    for (int i = O; i <= LSE && !e; i++) e = clEnqueueFillBuffer(queue, mem[i], &poison, 1, 0, bytes[i], 0, NULL, NULL);
+    if (e) {
+        snprintf(row->reason, sizeof row->reason, "allocating device buffers failed (%d)", e);
+        goto done;
+    }
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
+    bf.q = mem[Q]; bf.k = mem[K]; bf.v = mem[V]; bf.o = mem[O]; bf.lse = mem[LSE]; bf.block_table = mem[TABLE];
+    bf.seqused_k = mem[USED]; bf.k_new = mem[KNEW]; bf.v_new = mem[VNEW]; bf.rotary_cos = mem[COS];
+    bf.rotary_sin = mem[SIN];
+    if ((st = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL)) || (st = clFinish(queue)) ||
+        (st = clEnqueueReadBuffer(queue, mem[O], CL_TRUE, 0, bytes[O], host[O], 0, NULL, NULL))) {
+        snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
+        goto done;
+    }
+    if (opts->inject_error) {
+        if (dt == CLATTN_DTYPE_F32) ((float *)host[O])[n.o - 1] += 1.0f;
+        else ((uint16_t *)host[O])[n.o - 1] ^= 0x4000;
+    }
+    float *got = malloc(n.o * 4), *want = malloc(n.o * 4);
+    if (got && want) {
+        for (size_t i = 0; i < n.o; i++) {
+            got[i] = load(host[O], dt, i);
+            want[i] = load(ref_o, dt, i);
+        }
+        const clattn_error err = clattn_compare(got, want, n.o, (size_t)c->d);
+        row->rel_l2 = err.mismatched_special ? INFINITY : err.rel_l2;
+        row->max_abs = err.mismatched_special ? INFINITY : err.max_abs;
+        row->checked_rows = c->b * c->hq * c->nq;
+    }
+    free(got);
+    free(want);
+    if (!(row->rel_l2 <= clattn_tolerance(dt))) {
+        snprintf(row->status, sizeof row->status, "wrong");
+        snprintf(row->reason, sizeof row->reason, "relative L2 error %.3g above the bound %.0e", row->rel_l2,
+                 clattn_tolerance(dt));
+        goto done;
+    }
+    if ((st = time_calls(plan, queue, &bf, opts->budget_ms, samples, &ns, &k_calls))) {
+        snprintf(row->reason, sizeof row->reason, "execution failed (%d): %s", st, clattn_context_last_error(ctx));
+        goto done;
+    }
+    set_times(row, samples, ns, k_calls);
+    row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
+    row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
+    snprintf(row->status, sizeof row->status, "ok");
+done:
+    for (int i = 0; i < NBUF; i++) {
+        if (mem[i]) clReleaseMemObject(mem[i]);
+        free(host[i]);
+    }
+    free(ref_o);
+    free(ref_lse);
+    if (queue) clReleaseCommandQueue(queue);
+    clattn_plan_destroy(plan);
+}
+
 void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
                const bench_opts *opts, bench_row *row)
 {
@@ -329,8 +480,22 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     clattn_desc_tensor_sizes(&d, &n);
     const size_t es = clattn_dtype_size(dt);
     row->mem_bytes = (double)((n.q + n.k + n.v + n.o) * es + n.lse * 4);
+    if (opts->pass == PASS_BACKWARD && c->page) {
+        snprintf(row->status, sizeof row->status, "unsupported");
+        snprintf(row->reason, sizeof row->reason, "the backward pass does not read paged caches");
+        return;
+    }
     if (opts->pass == PASS_BACKWARD) {
         run_backward(ctx, peak, c, algo, opts, row);
+        return;
+    }
+    if (c->page && algo == ALGO_REFERENCE) {
+        snprintf(row->status, sizeof row->status, "unsupported");
+        snprintf(row->reason, sizeof row->reason, "the reference checks paged rows; it is not timed on them");
+        return;
+    }
+    if (c->page) {
+        run_paged(ctx, peak, c, algo, opts, row);
         return;
     }
     if (algo == ALGO_REFERENCE && bench_flops(c) > 2e9) {

@@ -14,12 +14,15 @@ typedef struct bench_case {
     int b, hq, hkv, nq, nk, d;
     int causal;
     bool quick; /* part of --quick */
+    int page;   /* a paged KV cache of pages this large (0: dense); its block table a random
+                   permutation of the pages */
+    bool append_rotary; /* paged: the call appends its token (rotated, NeoX, rotary dim = d) */
 } bench_case;
 
 extern const bench_case bench_suite[];
 extern const int bench_suite_size;
 
-/* "1x8x8x2048x2048x64c" */
+/* "1x8x8x2048x2048x64c", "1x32x8x1x32768x128c p16" (paged), "... p16+rope" (with the append) */
 void bench_case_name(const bench_case *c, char *buf, size_t size);
 /* FlashAttention's count: 4 B Hq Nq Nk d, halved for causal when Nq = Nk (the forward). */
 double bench_flops(const bench_case *c);

@@ -5,7 +5,7 @@
 
 bool clattn__needs_copies(const clattn_shape *s)
 {
-    return s->dtype != CLATTN_DTYPE_F32 || s->varlen || (s->seq_q > 1 && s->q.seq < s->head_dim) ||
+    return s->dtype != CLATTN_DTYPE_F32 || s->varlen || s->paged || (s->seq_q > 1 && s->q.seq < s->head_dim) ||
            (s->seq_kv > 1 && (s->k.seq < s->head_dim || s->v.seq < s->head_dim_v));
 }
 

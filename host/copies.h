@@ -7,7 +7,8 @@
 #include "kernel.h"
 
 /* Whether CLBlast cannot read the shape's tensors in place: f16/bf16 storage, packed
- * sequences (their offsets live on the device), or sequence strides shorter than a row. */
+ * sequences (their offsets live on the device), a paged cache (gathered through its table),
+ * or sequence strides shorter than a row. */
 CLATTN_HIDDEN bool clattn__needs_copies(const clattn_shape *s);
 
 /* One tensor of the caller and its dense copy. */

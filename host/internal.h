@@ -44,6 +44,11 @@ typedef struct clattn_shape {
     float softcap;
     clattn_algo algo;
     clattn_pass pass;
+    /* paged KV cache: k and v (strides above) are the caches (num_pages, page_size, heads_kv,
+     * dim), their batch stride a page's; kn and vn are k_new and v_new's strides */
+    bool paged, rotary_interleaved;
+    int page_size, num_pages, pages_per_seq, seq_new, rotary_dim, rotary_positions;
+    clattn_strides kn, vn;
 } clattn_shape;
 
 /* What the library reads of a device, queried once per context. */

@@ -9,7 +9,7 @@
 clattn_switches clattn__switches(const clattn_shape *s)
 {
     clattn_switches w = {(int)s->dtype, s->softcap > 0, s->has_alibi, s->has_mask, s->has_sinks, s->has_seqused_k,
-                         s->varlen};
+                         s->varlen, s->paged};
     return w;
 }
 
@@ -21,12 +21,13 @@ static const struct {
     unsigned reads;
 } file_switches[] = {
     {"fwd_rows", CLATTN_SW_DTYPE | CLATTN_SW_SOFTCAP | CLATTN_SW_ALIBI | CLATTN_SW_MASK | CLATTN_SW_SINKS |
-                     CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN},
+                     CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN | CLATTN_SW_PAGED},
     {"fwd_tiles", CLATTN_SW_DTYPE | CLATTN_SW_SOFTCAP | CLATTN_SW_ALIBI | CLATTN_SW_MASK | CLATTN_SW_SINKS |
-                      CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN},
+                      CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN | CLATTN_SW_PAGED},
+    {"paged", CLATTN_SW_DTYPE},
     {"combine", CLATTN_SW_DTYPE | CLATTN_SW_SINKS | CLATTN_SW_VARLEN},
     {"convert", CLATTN_SW_DTYPE | CLATTN_SW_VARLEN},
-    {"softmax", CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN},
+    {"softmax", CLATTN_SW_SEQUSED | CLATTN_SW_VARLEN | CLATTN_SW_PAGED},
     {"bwd_prep", CLATTN_SW_DTYPE | CLATTN_SW_VARLEN},
     {"bwd_rows", CLATTN_SW_DTYPE | CLATTN_SW_SOFTCAP | CLATTN_SW_ALIBI | CLATTN_SW_MASK | CLATTN_SW_SEQUSED |
                      CLATTN_SW_VARLEN},
@@ -52,6 +53,7 @@ const char *clattn__switch_name(unsigned bit)
     case CLATTN_SW_SINKS: return "SINKS";
     case CLATTN_SW_SEQUSED: return "SEQUSED";
     case CLATTN_SW_VARLEN: return "VARLEN";
+    case CLATTN_SW_PAGED: return "PAGED";
     default: return "";
     }
 }
@@ -59,7 +61,7 @@ const char *clattn__switch_name(unsigned bit)
 void clattn__kernel_options(clattn_kernel_spec *spec, const char *params, const clattn_switches *sw)
 {
     const unsigned reads = clattn__file_switches(spec->file);
-    const int value[] = {sw->dtype, sw->softcap, sw->alibi, sw->mask, sw->sinks, sw->seqused, sw->varlen};
+    const int value[] = {sw->dtype, sw->softcap, sw->alibi, sw->mask, sw->sinks, sw->seqused, sw->varlen, sw->paged};
     size_t n = 0;
     char *o = spec->options;
     const size_t cap = sizeof spec->options;

@@ -8,7 +8,7 @@
 /* The formula's optional terms and the storage type, as compile-time switches. */
 typedef struct clattn_switches {
     int dtype; /* DTYPE: 0 f32, 1 f16, 2 bf16 */
-    bool softcap, alibi, mask, sinks, seqused, varlen;
+    bool softcap, alibi, mask, sinks, seqused, varlen, paged;
 } clattn_switches;
 CLATTN_HIDDEN clattn_switches clattn__switches(const clattn_shape *s);
 
@@ -21,6 +21,7 @@ enum {
     CLATTN_SW_SINKS = 1 << 4,
     CLATTN_SW_SEQUSED = 1 << 5,
     CLATTN_SW_VARLEN = 1 << 6,
+    CLATTN_SW_PAGED = 1 << 7,
 };
 /* The switches kernels/<file>.cl reads (0 for an unknown file), and each switch's name. */
 CLATTN_HIDDEN unsigned clattn__file_switches(const char *file);

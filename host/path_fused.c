@@ -1,9 +1,10 @@
 /* The fused forward path: one kernel of the chosen family (family.h) computes the whole
  * attention per block of query rows with an online softmax; key splits for decode (flash-
  * decoding) with the combine kernel after them; for the rows family's prefill, K transposed
- * to f32 first. */
+ * to f32 first; for a paged cache, the append and q's rotation first (host/paged.h). */
 #include "path.h"
 #include "combine.h"
+#include "paged.h"
 #include "transpose.h"
 #include "diag.h"
 #include "family.h"
@@ -21,8 +22,9 @@ typedef struct fused {
     bool kt;               /* K transposed to f32 in scratch first */
     long kt_ld;            /* its row length: the keys and 16 zero columns */
     size_t rows_total;     /* output rows (shape.h) */
-    clattn_kernel_spec fwd_spec, combine_spec, transpose_spec;
-    cl_kernel fwd, combine, transpose;
+    size_t q_rot;          /* rotary: q's rotated copy, at this element of scratch (after the partials) */
+    clattn_kernel_spec fwd_spec, combine_spec, transpose_spec, paged_spec[CLATTN_PAGED_KERNELS];
+    cl_kernel fwd, combine, transpose, paged[CLATTN_PAGED_KERNELS];
 } fused;
 
 static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
@@ -37,6 +39,11 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
     if (s->heads_kv > CLATTN_GRID_MAX || s->batch > CLATTN_GRID_MAX) {
         clattn__format(why, why_size, "%d KV heads or a batch of %d exceed the %d work-groups a GPU grid "
                        "dimension holds", s->heads_kv, s->batch, CLATTN_GRID_MAX);
+        return false;
+    }
+    if (s->rotary_dim && s->heads_q > CLATTN_GRID_MAX) { /* q's rotation: query heads in dimension 2 */
+        clattn__format(why, why_size, "%d query heads exceed the %d work-groups a GPU grid dimension holds",
+                       s->heads_q, CLATTN_GRID_MAX);
         return false;
     }
     if (s->head_dim > CLATTN_FUSED_MAX_HEAD_DIM || s->head_dim_v > CLATTN_FUSED_MAX_HEAD_DIM) {
@@ -110,7 +117,7 @@ static void fwd_args(clattn_args *a, const clattn_plan *p, const fused *f, const
     CLATTN_ARG(a, cl_mem, s->has_sinks ? bf->sinks : bf->q);
     CLATTN_ARG(a, cl_mem, s->has_seqused_k ? bf->seqused_k : bf->q);
     CLATTN_ARG(a, cl_mem, s->varlen ? bf->cu_seqlens_q : bf->q);
-    CLATTN_ARG(a, cl_mem, s->varlen ? bf->cu_seqlens_k : bf->q);
+    CLATTN_ARG(a, cl_mem, s->varlen && !s->paged ? bf->cu_seqlens_k : bf->q);
     CLATTN_ARG(a, cl_int, s->total_q);
     CLATTN_ARG(a, cl_int, s->total_k);
     CLATTN_ARG(a, cl_int, f->nsplit);
@@ -118,6 +125,11 @@ static void fwd_args(clattn_args *a, const clattn_plan *p, const fused *f, const
     CLATTN_ARG(a, cl_long, (cl_long)f->rows_total);
     CLATTN_ARG(a, cl_mem, kt ? kt : bf->q);
     CLATTN_ARG(a, cl_long, (cl_long)f->kt_ld);
+    CLATTN_ARG(a, cl_mem, s->paged ? bf->block_table : bf->q);
+    CLATTN_ARG(a, cl_int, s->page_size);
+    CLATTN_ARG(a, cl_int, s->pages_per_seq);
+    CLATTN_ARG(a, cl_int, s->num_pages);
+    CLATTN_ARG(a, cl_int, s->seq_new);
 }
 
 static const char *dtype_name(clattn_dtype t)
@@ -159,7 +171,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     /* K transposed once per call (a pass over K, next to Nq/BM passes of the kernel over it)
      * makes each column of 16 keys one vector load. Prefill only, and not with splits (the
      * scratch holds their partials); the transpose's 3rd dimension holds batch x KV heads. */
-    f->kt = fit->kt_capable && s->seq_q > CLATTN_DECODE_MAX_ROWS && !split &&
+    f->kt = fit->kt_capable && s->seq_q > CLATTN_DECODE_MAX_ROWS && !split && !s->paged &&
             (long)(s->varlen ? 1 : s->batch) * s->heads_kv <= CLATTN_GRID_MAX;
     f->kt_ld = f->kt ? (long)(s->varlen ? s->total_k : s->seq_kv) + 16 : 0;
 
@@ -194,9 +206,19 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
                clattn__product(&p->scratch_bytes, tensors, (size_t)f->kt_ld, sizeof(float), 1);
         clattn__transpose_spec(&f->transpose_spec, &sw);
     }
+    if (fits && s->rotary_dim) { /* q rotated, with q's strides, after the partials (4-byte aligned) */
+        clattn_tensor_sizes need;
+        const size_t es = clattn_dtype_size(s->dtype);
+        clattn__sizes(s, &need);
+        f->q_rot = p->scratch_bytes / es;
+        fits = !__builtin_mul_overflow(need.q, es, &need.q) &&
+               !__builtin_add_overflow(p->scratch_bytes, need.q, &p->scratch_bytes);
+    }
     if (!fits)
-        return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s: its scratch (%d splits of %zu rows, or K transposed) "
-                            "overflows size_t", p->variant, f->nsplit, f->rows_total);
+        return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "%s: its scratch (%d splits of %zu rows, K transposed or q "
+                            "rotated) overflows size_t", p->variant, f->nsplit, f->rows_total);
+    for (int w = 0; w < CLATTN_PAGED_GATHER; w++)
+        if (clattn__paged_needs(s, (clattn_paged_kernel)w)) clattn__paged_spec(&f->paged_spec[w], w, s);
     return CLATTN_SUCCESS;
 }
 
@@ -206,14 +228,45 @@ static clattn_status build(clattn_plan *p)
     clattn_status st = clattn__make_kernel(p->ctx, &f->fwd_spec, &f->fwd);
     if (!st && f->nsplit > 1) st = clattn__make_kernel(p->ctx, &f->combine_spec, &f->combine);
     if (!st && f->kt) st = clattn__make_kernel(p->ctx, &f->transpose_spec, &f->transpose);
+    for (int w = 0; w < CLATTN_PAGED_GATHER && !st; w++)
+        if (clattn__paged_needs(&p->shape, (clattn_paged_kernel)w))
+            st = clattn__make_kernel(p->ctx, &f->paged_spec[w], &f->paged[w]);
     return st;
+}
+
+/* The append, then q's rotation, each after the one before (and the wait list); *last is the
+ * event of the last one enqueued (NULL when none is). */
+static clattn_status paged_first(const clattn_plan *p, const clattn_launch *l, cl_event *last)
+{
+    const fused *f = p->state;
+    const clattn_paged_call c = {&p->shape, l->buffers, l->scratch, f->q_rot, 0, 0};
+    cl_uint num_wait = l->num_wait;
+    const cl_event *wait = l->wait;
+    *last = NULL;
+    for (int w = 0; w < CLATTN_PAGED_GATHER; w++) {
+        if (!f->paged[w]) continue;
+        cl_event ev = NULL;
+        const cl_int e = clattn__paged_enqueue(p->ctx, l->queue, f->paged[w], (clattn_paged_kernel)w, &c, num_wait,
+                                               wait, &ev);
+        if (*last) clReleaseEvent(*last);
+        *last = ev;
+        if (e) return clattn__fail(p->ctx, e, "enqueueing the paged cache's %s failed (%d)", f->paged_spec[w].name, e);
+        num_wait = 1;
+        wait = last;
+    }
+    return CLATTN_SUCCESS;
 }
 
 static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
 {
     const clattn_shape *s = &p->shape;
     const fused *f = p->state;
-    const clattn_buffers *bf = l->buffers;
+    clattn_buffers in = *l->buffers; /* q read from its rotated copy when there is one */
+    const clattn_buffers *bf = &in;
+    if (s->rotary_dim) {
+        in.q = l->scratch;
+        in.q_offset = f->q_rot;
+    }
     const bool split = f->nsplit > 1;
     const size_t part_lse = (size_t)f->nsplit * f->rows_total * (size_t)s->head_dim_v; /* lse after o */
     clattn_args a = {f->fwd, 0, CL_SUCCESS};
@@ -221,10 +274,20 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     else fwd_args(&a, p, f, bf, bf->o, bf->lse, bf->lse_offset, f->kt ? l->scratch : NULL);
     if (a.err) return clattn__fail(p->ctx, a.err, "clSetKernelArg failed (%d) for %s", a.err, p->variant);
 
-    /* K transposed first; the forward waits on it (out-of-order queues too) */
+    /* The paged cache's append and q's rotation first, or K transposed first; the forward
+     * waits on them (out-of-order queues too) */
     cl_uint num_wait = l->num_wait;
     const cl_event *wait = l->wait;
     cl_event tr = NULL;
+    clattn_status st = paged_first(p, l, &tr);
+    if (st) {
+        if (tr) clReleaseEvent(tr);
+        return st;
+    }
+    if (tr) {
+        num_wait = 1;
+        wait = &tr;
+    }
     if (f->kt) {
         const clattn_transpose_call t = {bf->k, bf->k_offset, s->k, s->heads_kv, s->varlen ? s->total_k : s->seq_kv,
                                          l->scratch, 0, f->kt_ld};
@@ -275,6 +338,7 @@ static void release(clattn_plan *p)
     clattn__release_kernel(p->ctx, f->fwd);
     clattn__release_kernel(p->ctx, f->combine);
     clattn__release_kernel(p->ctx, f->transpose);
+    for (int w = 0; w < CLATTN_PAGED_KERNELS; w++) clattn__release_kernel(p->ctx, f->paged[w]);
     free(f);
     p->state = NULL;
 }

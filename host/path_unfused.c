@@ -10,6 +10,7 @@
 #include "diag.h"
 #include "fault.h"
 #include "kernel.h"
+#include "paged.h"
 #include "shape.h"
 
 #include <limits.h>
@@ -19,8 +20,9 @@ typedef struct unfused {
     int chunk_rows, chunk_items;  /* query rows and (batch, head) items per chunk */
     bool convert;                 /* q, k, v, o go through dense f32 copies in scratch */
     size_t work_q, work_k, work_v, work_o; /* their element offsets in scratch */
-    clattn_kernel_spec softmax_spec, widen_spec, narrow_spec;
-    cl_kernel softmax, widen, narrow;
+    size_t q_rot;                 /* rotary: q's rotated copy (storage type, q's strides), element offset */
+    clattn_kernel_spec softmax_spec, widen_spec, narrow_spec, paged_spec[CLATTN_PAGED_KERNELS];
+    cl_kernel softmax, widen, narrow, paged[CLATTN_PAGED_KERNELS];
 } unfused;
 
 static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why, size_t why_size)
@@ -66,12 +68,17 @@ static void softmax_args(clattn_args *a, const clattn_shape *s, const clattn_buf
     CLATTN_ARG(a, cl_int, s->has_sinks);
     CLATTN_ARG(a, cl_mem, s->has_seqused_k ? bf->seqused_k : scores);
     CLATTN_ARG(a, cl_mem, s->varlen ? bf->cu_seqlens_q : scores);
-    CLATTN_ARG(a, cl_mem, s->varlen ? bf->cu_seqlens_k : scores);
+    CLATTN_ARG(a, cl_mem, s->varlen && !s->paged ? bf->cu_seqlens_k : scores);
     CLATTN_ARG(a, cl_int, s->total_q);
     CLATTN_ARG(a, cl_int, s->total_k);
     CLATTN_ARG(a, cl_int, s->top_left);
     CLATTN_ARG(a, cl_int, s->window_left);
     CLATTN_ARG(a, cl_int, s->window_right);
+    CLATTN_ARG(a, cl_mem, s->paged ? bf->block_table : scores);
+    CLATTN_ARG(a, cl_int, s->page_size);
+    CLATTN_ARG(a, cl_int, s->pages_per_seq);
+    CLATTN_ARG(a, cl_int, s->num_pages);
+    CLATTN_ARG(a, cl_int, s->seq_new);
 }
 
 /* Chunks of score rows within the scratch limit (clattn__score_chunks), then the copies. */
@@ -100,6 +107,17 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
         u->work_q = scores;
     }
     p->scratch_bytes = floats * sizeof(float);
+    if (s->rotary_dim) { /* q rotated (host/paged.h) after the f32 copies */
+        clattn_tensor_sizes need;
+        const size_t es = clattn_dtype_size(s->dtype);
+        clattn__sizes(s, &need);
+        u->q_rot = p->scratch_bytes / es;
+        if (__builtin_mul_overflow(need.q, es, &need.q) ||
+            __builtin_add_overflow(p->scratch_bytes, need.q, &p->scratch_bytes))
+            return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "the unfused path's rotated q overflows size_t");
+    }
+    for (int w = 0; w < CLATTN_PAGED_KERNELS; w++)
+        if (clattn__paged_needs(s, (clattn_paged_kernel)w)) clattn__paged_spec(&u->paged_spec[w], w, s);
 
     /* The softmax kernel: one work-item per row on CPUs (no barriers), a work-group per row
      * elsewhere. */
@@ -134,6 +152,9 @@ static clattn_status build(clattn_plan *p)
     clattn_status st = clattn__make_kernel(p->ctx, &u->softmax_spec, &u->softmax);
     if (!st && u->convert) st = clattn__make_kernel(p->ctx, &u->widen_spec, &u->widen);
     if (!st && u->convert) st = clattn__make_kernel(p->ctx, &u->narrow_spec, &u->narrow);
+    for (int w = 0; w < CLATTN_PAGED_KERNELS && !st; w++)
+        if (clattn__paged_needs(&p->shape, (clattn_paged_kernel)w))
+            st = clattn__make_kernel(p->ctx, &u->paged_spec[w], &u->paged[w]);
     return st;
 }
 
@@ -202,12 +223,21 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     clattn_buffers in = *bf;
     cl_mem scratch = l->scratch;
     if (u->convert) {
+        /* a paged cache: the append and q's rotation, then K and V gathered through the table
+         * (all in queue order) */
+        const clattn_paged_call pc = {s, bf, scratch, u->q_rot, u->work_k, u->work_v};
+        for (int pk = 0; pk < CLATTN_PAGED_KERNELS && !e; pk++)
+            if (u->paged[pk])
+                e = clattn__paged_enqueue(ctx, queue, u->paged[pk], (clattn_paged_kernel)pk, &pc, 0, NULL, NULL);
+        if (e) return clattn__fail(ctx, e, "enqueueing the paged cache's kernels failed (%d)", e);
         cl_mem cq = s->varlen ? bf->cu_seqlens_q : NULL, ck = s->varlen ? bf->cu_seqlens_k : NULL;
         const clattn_copy cp[3] = {
-            {bf->q, bf->q_offset, &s->q, s->heads_q, s->seq_q, s->head_dim, cq, s->total_q, scratch, u->work_q},
+            {s->rotary_dim ? scratch : bf->q, s->rotary_dim ? u->q_rot : bf->q_offset, &s->q, s->heads_q, s->seq_q,
+             s->head_dim, cq, s->total_q, scratch, u->work_q},
             {bf->k, bf->k_offset, &s->k, s->heads_kv, s->seq_kv, s->head_dim, ck, s->total_k, scratch, u->work_k},
             {bf->v, bf->v_offset, &s->v, s->heads_kv, s->seq_kv, s->head_dim_v, ck, s->total_k, scratch, u->work_v}};
-        for (int i = 0; i < 3 && !e; i++) e = clattn__copy_enqueue(ctx, queue, u->widen, true, &cp[i], s->batch);
+        for (int i = 0; i < (s->paged ? 1 : 3) && !e; i++)
+            e = clattn__copy_enqueue(ctx, queue, u->widen, true, &cp[i], s->batch);
         if (e) return clattn__fail(ctx, e, "enqueueing the f32 copies failed (%d)", e);
         w = clattn__dense_shape(s);
         in.q = in.k = in.v = in.o = scratch;
@@ -241,6 +271,7 @@ static void release(clattn_plan *p)
     clattn__release_kernel(p->ctx, u->softmax);
     clattn__release_kernel(p->ctx, u->widen);
     clattn__release_kernel(p->ctx, u->narrow);
+    for (int w = 0; w < CLATTN_PAGED_KERNELS; w++) clattn__release_kernel(p->ctx, u->paged[w]);
     free(u);
     p->state = NULL;
 }

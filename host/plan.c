@@ -234,16 +234,24 @@ static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers
         {bf->dv, "dv", bf->dv_offset, need.v, es, bwd ? OUT : UNUSED},
         {bf->dsinks, "dsinks", 0, hq, 4, bwd && s->has_sinks ? OUT : UNUSED},
         {bf->scratch, "scratch", 0, plan->scratch_bytes, 1, bf->scratch && plan->scratch_bytes ? OUT : UNUSED},
+        /* paged caches are written by an append: outputs then, so before every input */
+        {bf->k, "k", bf->k_offset, need.k, es, s->seq_new ? OUT : UNUSED},
+        {bf->v, "v", bf->v_offset, need.v, es, s->seq_new ? OUT : UNUSED},
         {bf->q, "q", bf->q_offset, need.q, es, IN},
-        {bf->k, "k", bf->k_offset, need.k, es, IN},
-        {bf->v, "v", bf->v_offset, need.v, es, IN},
+        {bf->k, "k", bf->k_offset, need.k, es, s->seq_new ? UNUSED : IN},
+        {bf->v, "v", bf->v_offset, need.v, es, s->seq_new ? UNUSED : IN},
         {bf->d_o, "d_o", bf->do_offset, need.o, es, bwd ? IN : UNUSED},
         {bf->mask, "mask", 0, need.mask, 4, s->has_mask ? IN : UNUSED},
         {bf->alibi_slopes, "alibi_slopes", 0, hq, 4, s->has_alibi ? IN : UNUSED},
         {bf->sinks, "sinks", 0, hq, 4, s->has_sinks ? IN : UNUSED},
         {bf->seqused_k, "seqused_k", 0, nb, 4, s->has_seqused_k ? IN : UNUSED},
         {bf->cu_seqlens_q, "cu_seqlens_q", 0, nb + 1, 4, s->varlen ? IN : UNUSED},
-        {bf->cu_seqlens_k, "cu_seqlens_k", 0, nb + 1, 4, s->varlen ? IN : UNUSED},
+        {bf->cu_seqlens_k, "cu_seqlens_k", 0, nb + 1, 4, s->varlen && !s->paged ? IN : UNUSED},
+        {bf->block_table, "block_table", 0, need.block_table, 4, s->paged ? IN : UNUSED},
+        {bf->k_new, "k_new", bf->k_new_offset, need.k_new, es, s->seq_new ? IN : UNUSED},
+        {bf->v_new, "v_new", bf->v_new_offset, need.v_new, es, s->seq_new ? IN : UNUSED},
+        {bf->rotary_cos, "rotary_cos", 0, need.rotary, 4, s->rotary_dim ? IN : UNUSED},
+        {bf->rotary_sin, "rotary_sin", 0, need.rotary, 4, s->rotary_dim ? IN : UNUSED},
     };
     const size_t n_all = sizeof t / sizeof t[0];
     span spans[sizeof t / sizeof t[0]];

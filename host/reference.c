@@ -34,15 +34,16 @@ static inline void store(void *p, clattn_dtype t, size_t i, double x)
 typedef struct seq {
     size_t q, k, v, o;
     int nq, nk, tok0;
+    const int32_t *pages; /* a paged cache: this sequence's block table row; else NULL */
 } seq;
 
 static seq seq_of(const clattn_shape *s, const clattn_host_tensors *t, int b)
 {
     seq r;
     if (s->varlen) {
-        const int q0 = t->cu_seqlens_q[b], k0 = t->cu_seqlens_k[b];
+        const int q0 = t->cu_seqlens_q[b], k0 = s->paged ? 0 : t->cu_seqlens_k[b];
         r.nq = t->cu_seqlens_q[b + 1] - q0;
-        r.nk = t->cu_seqlens_k[b + 1] - k0;
+        r.nk = s->paged ? 0 : t->cu_seqlens_k[b + 1] - k0;
         r.tok0 = q0;
         r.q = (size_t)q0 * (size_t)s->q.seq;
         r.o = (size_t)q0 * (size_t)s->o.seq;
@@ -57,8 +58,30 @@ static seq seq_of(const clattn_shape *s, const clattn_host_tensors *t, int b)
         r.k = (size_t)b * (size_t)s->k.batch;
         r.v = (size_t)b * (size_t)s->v.batch;
     }
-    if (s->has_seqused_k && t->seqused_k[b] < r.nk) r.nk = t->seqused_k[b];
+    r.pages = NULL;
+    if (s->paged) { /* keys through the table; seqused_k counts them before the append */
+        r.k = r.v = 0;
+        r.pages = t->block_table + (size_t)b * s->pages_per_seq;
+        r.nk = t->seqused_k[b] + s->seq_new;
+    } else if (s->has_seqused_k && t->seqused_k[b] < r.nk) {
+        r.nk = t->seqused_k[b];
+    }
     return r;
+}
+
+/* Where key j's row (of KV head g) starts in k (or v with `value`); false when a paged key's
+ * block id is outside the cache: the key is masked. */
+static bool key_at(const clattn_shape *s, const seq *sq, int g, long j, bool value, size_t *at)
+{
+    const clattn_strides *st = value ? &s->v : &s->k;
+    size_t row = (size_t)j;
+    if (sq->pages) {
+        const int32_t page = sq->pages[j / s->page_size];
+        if (page < 0 || page >= s->num_pages) return false;
+        row = (size_t)page * (size_t)s->page_size + (size_t)(j % s->page_size);
+    }
+    *at = (value ? sq->v : sq->k) + (size_t)g * st->head + row * st->seq;
+    return true;
 }
 
 /* Row i's allowed keys [lo, hi) and its scores: raw[j] = scale q.k (before the softcap), score[j]
@@ -77,7 +100,12 @@ static double scores(const clattn_shape *s, const clattn_host_tensors *t, int b,
     const size_t qi = sq->q + (size_t)h * s->q.head + (size_t)i * s->q.seq;
     double m = -INFINITY;
     for (long j = lo; j < hi; j++) {
-        const size_t kj = sq->k + (size_t)g * s->k.head + (size_t)j * s->k.seq;
+        size_t kj;
+        if (!key_at(s, sq, g, j, false, &kj)) { /* a block id outside the cache: never read */
+            raw[j] = 0.0;
+            score[j] = -INFINITY;
+            continue;
+        }
         double dot = 0.0;
         for (int d = 0; d < s->head_dim; d++)
             dot += load(t->q, s->dtype, qi + d) * load(t->k, s->dtype, kj + d);
@@ -129,8 +157,9 @@ static void row(const clattn_shape *s, const clattn_host_tensors *t, int b, int 
     const size_t oi = sq->o + (size_t)h * s->o.head + (size_t)i * s->o.seq;
     for (int d = 0; d < s->head_dim_v; d++) {
         double acc = 0.0;
+        size_t vj;
         for (long j = lo; j < hi; j++)
-            acc += p[j] * load(t->v, s->dtype, sq->v + (size_t)g * s->v.head + (size_t)j * s->v.seq + d);
+            if (p[j] != 0.0 && key_at(s, sq, g, j, true, &vj)) acc += p[j] * load(t->v, s->dtype, vj + d);
         store(t->o, s->dtype, oi + d, acc);
     }
     if (t->lse) t->lse[lse_index(s, b, h, i, sq)] = (float)lse;
@@ -268,6 +297,74 @@ static clattn_status prologue(const clattn_desc *desc, const clattn_host_tensors
     return clattn__check_host(s, t, use, msg, msg_size);
 }
 
+/* Rotates dims [0, rotary_dim) of the row at x by position pos, in place: pairs (2p, 2p+1)
+ * interleaved, else (p, p + rotary_dim/2) (GPT-NeoX); each pair (a, b) becomes
+ * (a cos - b sin, b cos + a sin) with cos, sin = rotary_cos/sin[pos][p]. */
+static void rotate(const clattn_shape *s, const clattn_host_tensors *t, void *x, size_t at, int pos)
+{
+    const int half = s->rotary_dim / 2;
+    for (int p = 0; p < half; p++) {
+        const size_t ia = at + (size_t)(s->rotary_interleaved ? 2 * p : p);
+        const size_t ib = at + (size_t)(s->rotary_interleaved ? 2 * p + 1 : p + half);
+        const double c = t->rotary_cos[(size_t)pos * half + p], sn = t->rotary_sin[(size_t)pos * half + p];
+        const double a = load(x, s->dtype, ia), b = load(x, s->dtype, ib);
+        store(x, s->dtype, ia, a * c - b * sn);
+        store(x, s->dtype, ib, b * c + a * sn);
+    }
+}
+
+/* A paged call's inputs as the attention reads them: the caches with k_new (rotated) and
+ * v_new written through the table (writes to block ids outside the cache dropped), and q
+ * rotated. New arrays in *kc, *vc, *qr (NULL when unchanged); t points at them. */
+static clattn_status paged_inputs(const clattn_shape *s, clattn_host_tensors *t, void **kc, void **vc, void **qr,
+                                  char *msg, size_t msg_size)
+{
+    *kc = *vc = *qr = NULL;
+    if (!s->seq_new) return CLATTN_SUCCESS;
+    clattn_tensor_sizes need;
+    clattn__sizes(s, &need);
+    const size_t es = clattn_dtype_size(s->dtype);
+    *kc = malloc(need.k * es);
+    *vc = malloc(need.v * es);
+    *qr = s->rotary_dim ? malloc(need.q * es) : NULL;
+    if (!*kc || !*vc || (s->rotary_dim && !*qr)) {
+        clattn__format(msg, msg_size, "out of host memory for the reference's updated caches");
+        return CLATTN_OUT_OF_HOST_MEMORY;
+    }
+    memcpy(*kc, t->k, need.k * es);
+    memcpy(*vc, t->v, need.v * es);
+    for (int b = 0; b < s->batch; b++) {
+        const int32_t *pages = t->block_table + (size_t)b * s->pages_per_seq;
+        const int cached = t->seqused_k[b];
+        for (int tok = 0; tok < s->seq_new; tok++) {
+            const int j = cached + tok, page = pages[j / s->page_size];
+            if (page < 0 || page >= s->num_pages) continue;
+            const size_t row = (size_t)page * s->page_size + (size_t)(j % s->page_size);
+            for (int g = 0; g < s->heads_kv; g++) {
+                const size_t kd = (size_t)g * s->k.head + row * s->k.seq, vd = (size_t)g * s->v.head + row * s->v.seq;
+                const size_t ks = (size_t)b * s->kn.batch + (size_t)g * s->kn.head + (size_t)tok * s->kn.seq;
+                const size_t vs = (size_t)b * s->vn.batch + (size_t)g * s->vn.head + (size_t)tok * s->vn.seq;
+                for (int c = 0; c < s->head_dim; c++) store(*kc, s->dtype, kd + c, load(t->k_new, s->dtype, ks + c));
+                for (int c = 0; c < s->head_dim_v; c++) store(*vc, s->dtype, vd + c, load(t->v_new, s->dtype, vs + c));
+                if (s->rotary_dim) rotate(s, t, *kc, kd, j);
+            }
+        }
+    }
+    if (s->rotary_dim) { /* q at seqused_k + i when causal or windowed, else at seqused_k */
+        memcpy(*qr, t->q, need.q * es);
+        const bool per_row = s->causal || s->window;
+        for (int b = 0; b < s->batch; b++)
+            for (int h = 0; h < s->heads_q; h++)
+                for (int i = 0; i < s->seq_q; i++)
+                    rotate(s, t, *qr, (size_t)b * s->q.batch + (size_t)h * s->q.head + (size_t)i * s->q.seq,
+                           t->seqused_k[b] + (per_row ? i : 0));
+        t->q = *qr;
+    }
+    t->k = *kc;
+    t->v = *vc;
+    return CLATTN_SUCCESS;
+}
+
 clattn_status clattn_reference_forward(const clattn_desc *desc, const clattn_host_tensors *caller,
                                        char *msg, size_t msg_size)
 {
@@ -275,9 +372,22 @@ clattn_status clattn_reference_forward(const clattn_desc *desc, const clattn_hos
     clattn_host_tensors t;
     clattn_status st = prologue(desc, caller, CLATTN_HOST_FORWARD, &s, &t, msg, msg_size);
     if (st) return st;
+    void *kc, *vc, *qr;
+    st = paged_inputs(&s, &t, &kc, &vc, &qr, msg, msg_size);
     /* Rows of different (batch, head) pairs are independent: spread them over the cores. */
     ref_job job = {&s, &t, false, NULL, 0, (long)s.batch * s.heads_q, 0, PTHREAD_MUTEX_INITIALIZER};
-    return run_job(&job, msg, msg_size);
+    if (!st) st = run_job(&job, msg, msg_size);
+    if (!st && s.seq_new) {
+        const size_t es = clattn_dtype_size(s.dtype);
+        clattn_tensor_sizes need;
+        clattn__sizes(&s, &need);
+        if (t.k_cache_out) memcpy(t.k_cache_out, kc, need.k * es);
+        if (t.v_cache_out) memcpy(t.v_cache_out, vc, need.v * es);
+    }
+    free(kc);
+    free(vc);
+    free(qr);
+    return st;
 }
 
 clattn_status clattn_reference_backward(const clattn_desc *desc, const clattn_host_tensors *caller, char *msg,
@@ -287,6 +397,10 @@ clattn_status clattn_reference_backward(const clattn_desc *desc, const clattn_ho
     clattn_host_tensors t;
     clattn_status st = prologue(desc, caller, CLATTN_HOST_BACKWARD_REFERENCE, &s, &t, msg, msg_size);
     if (st) return st;
+    if (s.paged) {
+        clattn__format(msg, msg_size, "the backward pass does not read paged caches (the forward does)");
+        return CLATTN_UNSUPPORTED;
+    }
     double *dsink = s.has_sinks ? calloc((size_t)s.batch * (size_t)s.heads_q, sizeof(double)) : NULL;
     if (s.has_sinks && !dsink) {
         clattn__format(msg, msg_size, "out of host memory for the sink gradients");

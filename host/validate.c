@@ -63,6 +63,47 @@ static clattn_status check_strides(const char *name, const clattn_strides *s, ch
     return CLATTN_SUCCESS;
 }
 
+/* The paged-cache fields: all zero without a cache; with one, each in range. */
+static clattn_status check_paged(const clattn_desc *d, int heads_kv, int head_dim_v, char *msg, size_t msg_size)
+{
+    if (!d->page_size) {
+        if (d->num_pages || d->pages_per_seq || d->seq_new || d->rotary_dim || d->rotary_positions)
+            FAIL(CLATTN_INVALID_ARGUMENT, "num_pages, pages_per_seq, seq_new and rotary_* need a paged KV cache "
+                 "(page_size >= 1)");
+        return CLATTN_SUCCESS;
+    }
+    if (d->page_size < 0 || d->num_pages < 1 || d->pages_per_seq < 1)
+        FAIL(CLATTN_INVALID_SHAPE, "a paged cache needs page_size, num_pages and pages_per_seq >= 1 (got %d, %d, %d)",
+             d->page_size, d->num_pages, d->pages_per_seq);
+    if ((int64_t)d->seq_kv > (int64_t)d->page_size * d->pages_per_seq)
+        FAIL(CLATTN_INVALID_SHAPE, "seq_kv (%d) exceeds what a block table row addresses (pages_per_seq %d x "
+             "page_size %d)", d->seq_kv, d->pages_per_seq, d->page_size);
+    if ((int64_t)d->num_pages * d->page_size > INT32_MAX / 2 ||
+        (int64_t)d->num_pages * d->page_size * heads_kv * (d->head_dim > head_dim_v ? d->head_dim : head_dim_v) >
+            INT64_MAX / 8)
+        FAIL(CLATTN_SIZE_OVERFLOW, "a cache of %d pages of %d keys is too large", d->num_pages, d->page_size);
+    if (!d->has_seqused_k)
+        FAIL(CLATTN_INVALID_ARGUMENT, "a paged cache needs seqused_k (each sequence's cached length)");
+    if (d->pass != CLATTN_PASS_FORWARD)
+        FAIL(CLATTN_UNSUPPORTED, "the backward pass does not read paged caches (the forward does)");
+    if (d->seq_new < 0 || d->seq_new > d->seq_kv)
+        FAIL(CLATTN_INVALID_SHAPE, "seq_new must be in 0..seq_kv (%d) (got %d)", d->seq_kv, d->seq_new);
+    if (d->seq_new && d->varlen)
+        FAIL(CLATTN_UNSUPPORTED, "an append (seq_new > 0) does not take packed sequences (varlen)");
+    if (d->rotary_dim) {
+        if (d->rotary_dim < 2 || d->rotary_dim % 2 || d->rotary_dim > d->head_dim)
+            FAIL(CLATTN_INVALID_ARGUMENT, "rotary_dim must be even and in 2..head_dim (%d) (got %d)", d->head_dim,
+                 d->rotary_dim);
+        if (!d->seq_new) FAIL(CLATTN_INVALID_ARGUMENT, "rotary embedding needs an append (seq_new > 0)");
+        const int64_t need = d->seq_q > d->seq_new ? (int64_t)d->seq_kv - d->seq_new + d->seq_q : d->seq_kv;
+        if (d->rotary_positions < need)
+            FAIL(CLATTN_INVALID_SHAPE, "rotary_positions (%d) must cover max(seq_kv, seq_kv - seq_new + seq_q) = "
+                 "%lld positions", d->rotary_positions, (long long)need);
+    } else if (d->rotary_positions || d->rotary_interleaved)
+        FAIL(CLATTN_INVALID_ARGUMENT, "rotary_positions and rotary_interleaved need rotary_dim > 0");
+    return CLATTN_SUCCESS;
+}
+
 clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *msg, size_t msg_size)
 {
     if (msg && msg_size) msg[0] = '\0';
@@ -106,8 +147,10 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
         FAIL(CLATTN_INVALID_ARGUMENT, "num_splits must be in 0..1024 (got %d)", d->num_splits);
     if (d->varlen && d->layout == CLATTN_LAYOUT_BHSD)
         FAIL(CLATTN_INVALID_STRIDES, "varlen needs the BSHD layout or explicit strides (packed tokens)");
-    if (d->varlen && (d->total_q < 1 || d->total_k < 1))
+    if (d->varlen && (d->total_q < 1 || (d->total_k < 1 && !d->page_size)))
         FAIL(CLATTN_INVALID_SHAPE, "varlen needs total_q and total_k >= 1 (got %d, %d)", d->total_q, d->total_k);
+    clattn_status pst = check_paged(d, heads_kv, head_dim_v, msg, msg_size);
+    if (pst) return pst;
     if (d->use_window && (d->window_left < -1 || d->window_right < -1))
         FAIL(CLATTN_INVALID_ARGUMENT, "window sides must be >= -1 (got %d, %d)", d->window_left,
              d->window_right);
@@ -139,6 +182,17 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
     s->num_splits = d->num_splits;
     s->algo = d->algo;
     s->pass = d->pass;
+    s->paged = d->page_size > 0;
+    if (s->paged) {
+        s->total_k = 0; /* keys come from the cache */
+        s->page_size = d->page_size;
+        s->num_pages = d->num_pages;
+        s->pages_per_seq = d->pages_per_seq;
+        s->seq_new = d->seq_new;
+        s->rotary_dim = d->rotary_dim;
+        s->rotary_interleaved = d->rotary_interleaved != 0;
+        s->rotary_positions = d->rotary_positions;
+    }
 
     if (d->layout == CLATTN_LAYOUT_STRIDED) {
         clattn_status st;
@@ -167,6 +221,17 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
             !dense(d->layout, s->heads_kv, s->seq_kv, s->head_dim_v, &s->v) ||
             !dense(d->layout, s->heads_q, s->seq_q, s->head_dim_v, &s->o))
             FAIL(CLATTN_SIZE_OVERFLOW, "tensor strides overflow 64 bits");
+    }
+    if (s->paged) { /* k/v strides resolved above describe k_new/v_new (seq_new tokens) */
+        if (d->layout != CLATTN_LAYOUT_STRIDED &&
+            (!dense(d->layout, s->heads_kv, s->seq_new, s->head_dim, &s->k) ||
+             !dense(d->layout, s->heads_kv, s->seq_new, s->head_dim_v, &s->v)))
+            FAIL(CLATTN_SIZE_OVERFLOW, "tensor strides overflow 64 bits");
+        s->kn = s->k;
+        s->vn = s->v;
+        const int64_t kt = (int64_t)s->heads_kv * s->head_dim, vt = (int64_t)s->heads_kv * s->head_dim_v;
+        s->k = (clattn_strides){kt * s->page_size, s->head_dim, kt};
+        s->v = (clattn_strides){vt * s->page_size, s->head_dim_v, vt};
     }
     if (s->has_mask) {
         const clattn_strides *m = &d->mask_strides;
@@ -207,10 +272,19 @@ clattn_status clattn__sizes(const clattn_shape *s, clattn_tensor_sizes *o)
     /* Packed sequences: one "batch" of total tokens. */
     const int b = s->varlen ? 1 : s->batch, nq = s->varlen ? s->total_q : s->seq_q,
               nk = s->varlen ? s->total_k : s->seq_kv;
+    /* a paged cache: num_pages "batches" of page_size tokens */
+    const int kb = s->paged ? s->num_pages : b, kn = s->paged ? s->page_size : nk;
     bool ok = span(&s->q, b, s->heads_q, nq, s->head_dim, &o->q) &&
-              span(&s->k, b, s->heads_kv, nk, s->head_dim, &o->k) &&
-              span(&s->v, b, s->heads_kv, nk, s->head_dim_v, &o->v) &&
+              span(&s->k, kb, s->heads_kv, kn, s->head_dim, &o->k) &&
+              span(&s->v, kb, s->heads_kv, kn, s->head_dim_v, &o->v) &&
               span(&s->o, b, s->heads_q, nq, s->head_dim_v, &o->o);
+    if (ok && s->seq_new)
+        ok = span(&s->kn, s->batch, s->heads_kv, s->seq_new, s->head_dim, &o->k_new) &&
+             span(&s->vn, s->batch, s->heads_kv, s->seq_new, s->head_dim_v, &o->v_new);
+    if (ok && s->paged) {
+        o->block_table = (size_t)s->batch * (size_t)s->pages_per_seq; /* < 2^62: both ints */
+        o->rotary = (size_t)s->rotary_positions * (size_t)(s->rotary_dim / 2);
+    }
     clattn_strides lse = {(int64_t)s->heads_q * nq, nq, 1};
     ok = ok && span(&lse, b, s->heads_q, nq, 1, &o->lse);
     if (ok && s->has_mask) ok = span(&s->mask, s->batch, s->heads_q, s->seq_q, s->seq_kv, &o->mask);
@@ -262,6 +336,8 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
         {t->dk, t->dk_len, need.k, es, "dk", bwd ? OUT : UNUSED},
         {t->dv, t->dv_len, need.v, es, "dv", bwd ? OUT : UNUSED},
         {t->dsinks, hq, hq, 4, "dsinks", bwd && s->has_sinks ? OUT : UNUSED},
+        {t->k_cache_out, need.k, need.k, es, "k_cache_out", fwd && s->seq_new ? OPTIONAL_OUT : UNUSED},
+        {t->v_cache_out, need.v, need.v, es, "v_cache_out", fwd && s->seq_new ? OPTIONAL_OUT : UNUSED},
         {t->q, t->q_len, need.q, es, "q", IN},
         {t->k, t->k_len, need.k, es, "k", IN},
         {t->v, t->v_len, need.v, es, "v", IN},
@@ -271,7 +347,12 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
         {t->sinks, hq, hq, 4, "sinks", s->has_sinks ? IN : UNUSED},
         {t->seqused_k, nb, nb, 4, "seqused_k", s->has_seqused_k ? IN : UNUSED},
         {t->cu_seqlens_q, nb + 1, nb + 1, 4, "cu_seqlens_q", s->varlen ? IN : UNUSED},
-        {t->cu_seqlens_k, nb + 1, nb + 1, 4, "cu_seqlens_k", s->varlen ? IN : UNUSED},
+        {t->cu_seqlens_k, nb + 1, nb + 1, 4, "cu_seqlens_k", s->varlen && !s->paged ? IN : UNUSED},
+        {t->block_table, need.block_table, need.block_table, 4, "block_table", s->paged ? IN : UNUSED},
+        {t->k_new, t->k_new_len, need.k_new, es, "k_new", s->seq_new ? IN : UNUSED},
+        {t->v_new, t->v_new_len, need.v_new, es, "v_new", s->seq_new ? IN : UNUSED},
+        {t->rotary_cos, need.rotary, need.rotary, 4, "rotary_cos", s->rotary_dim ? IN : UNUSED},
+        {t->rotary_sin, need.rotary, need.rotary, 4, "rotary_sin", s->rotary_dim ? IN : UNUSED},
     };
     const size_t n = sizeof a / sizeof a[0];
     for (size_t k = 0; k < 2 * n; k++) { /* inputs first: the message names the first missing input */
@@ -304,7 +385,7 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
     if (s->varlen) {
         const int32_t *cu[2] = {t->cu_seqlens_q, t->cu_seqlens_k};
         const int total[2] = {s->total_q, s->total_k}, longest[2] = {s->seq_q, s->seq_kv};
-        for (int w = 0; w < 2; w++) {
+        for (int w = 0; w < (s->paged ? 1 : 2); w++) {
             if (cu[w][0] != 0 || cu[w][s->batch] > total[w]) {
                 clattn__format(msg, msg_size, "cu_seqlens_%s must start at 0 and end at most at total_%s (%d)",
                                w ? "k" : "q", w ? "k" : "q", total[w]);
@@ -318,11 +399,12 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
                 }
         }
     }
+    const int most = s->seq_kv - s->seq_new; /* cached keys before an append */
     if (s->has_seqused_k)
         for (int b = 0; b < s->batch; b++)
-            if (t->seqused_k[b] < 0 || t->seqused_k[b] > s->seq_kv) {
-                clattn__format(msg, msg_size, "seqused_k[%d] = %d is outside 0..seq_kv (%d)", b,
-                               (int)t->seqused_k[b], s->seq_kv);
+            if (t->seqused_k[b] < 0 || t->seqused_k[b] > most) {
+                clattn__format(msg, msg_size, "seqused_k[%d] = %d is outside 0..%s (%d)", b,
+                               (int)t->seqused_k[b], s->seq_new ? "seq_kv - seq_new" : "seq_kv", most);
                 return CLATTN_INVALID_ARGUMENT;
             }
     return CLATTN_SUCCESS;

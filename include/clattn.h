@@ -45,7 +45,7 @@
  * cl_context and cl_device_id) and releases only what it retained. An out-event is a new
  * reference that the caller releases. The library never aborts, exits or prints.
  *
- * Device-side integers (cu_seqlens_q/k, seqused_k, and the block tables to come) are input
+ * Device-side integers (cu_seqlens_q/k, seqused_k, block_table) are input
  * like any other, but they live on the device where the host cannot check them before a
  * launch. So the kernels clamp them, once per sequence, and no value can make any kernel read
  * or write outside its buffers: sequence b holds the packed tokens from
@@ -201,7 +201,32 @@ typedef struct clattn_strides {
  * (int32, batch+1 entries, non-decreasing, from 0; on the device they are clamped, see the
  * rule for device-side integers above). seq_q/seq_kv are the longest lengths;
  * lse is (heads_q, total_q). Alignment, windows and ALiBi use each sequence's own lengths;
- * a mask is indexed by (b, h, position in the sequence, key position). */
+ * a mask is indexed by (b, h, position in the sequence, key position).
+ *
+ * Paged KV cache (page_size >= 1, the semantics of FlashAttention's flash_attn_with_kvcache,
+ * any page size): k and v are caches of pages, always
+ *   k (num_pages, page_size, heads_kv, head_dim), v (num_pages, page_size, heads_kv, head_dim_v)
+ * dense (their offsets apply; k_strides/v_strides then describe k_new/v_new). Key j of sequence
+ * b is token j % page_size of page block_table[b * pages_per_seq + j / page_size]
+ * (block_table: batch x pages_per_seq int32). seqused_k is required: seqused_k[b] keys are
+ * cached before the call. seq_kv is the most keys a sequence attends after the append
+ * (<= pages_per_seq * page_size).
+ *   - Append (seq_new >= 1): k_new (batch, heads_kv, seq_new, head_dim) and v_new, laid out as
+ *     the descriptor's layout says for k/v (BHSD, BSHD, or k_strides/v_strides), are written
+ *     into the caches in place, through the table, at positions seqused_k[b] ..
+ *     seqused_k[b] + seq_new - 1; the attention then sees seqused_k[b] + seq_new keys. Not with
+ *     varlen. The caches are then outputs too: nothing else may overlap them.
+ *   - Rotary (rotary_dim >= 2, with an append): rotary_cos and rotary_sin (rotary_positions,
+ *     rotary_dim / 2) f32 rotate the first rotary_dim dims of k_new at positions seqused_k[b] + t
+ *     and of q at seqused_k[b] + i when causal or windowed, else all of q at seqused_k[b]
+ *     (q itself is not modified); rotary_positions must cover
+ *     max(seq_kv, seq_kv - seq_new + seq_q) positions.
+ *   - Packed queries (varlen): q and o packed by cu_seqlens_q over the paged cache (chunked
+ *     prefill); cu_seqlens_k and total_k are not used.
+ * Device-side integers again: seqused_k[b] is clamped to 0 .. seq_kv - seq_new. A block id
+ * outside 0 .. num_pages - 1 is never read or written: its keys are masked (they weigh nothing,
+ * as keys past seqused_k) and appends to it are dropped; the reference and the host call do the
+ * same, so a table with holes gives the same result on every path. */
 typedef struct clattn_desc {
     size_t struct_size; /* sizeof(clattn_desc): set by CLATTN_DESC_INIT */
     int batch, heads_q, heads_kv, seq_q, seq_kv; /* all >= 1; heads_kv 0 means heads_q */
@@ -226,6 +251,14 @@ typedef struct clattn_desc {
     int num_splits;                              /* fused decode: key splits; 0 heuristic, 1 none */
     clattn_algo algo;                            /* default auto */
     clattn_pass pass;                            /* default forward (plans only) */
+    /* Paged KV cache (page_size >= 1; forward only), see "Paged KV cache" below. */
+    int page_size;                               /* keys per page; 0: k and v are dense tensors */
+    int num_pages;                               /* pages in each cache */
+    int pages_per_seq;                           /* block_table row length */
+    int seq_new;                                 /* tokens k_new/v_new append per sequence (0: none) */
+    int rotary_dim;                              /* 0: no rotary; else even, <= head_dim (needs seq_new) */
+    int rotary_interleaved;                      /* nonzero: pairs (0,1),(2,3)..; else (x, x + rotary_dim/2) */
+    int rotary_positions;                        /* rows of rotary_cos/rotary_sin */
 } clattn_desc;
 #define CLATTN_DESC_INIT {sizeof(clattn_desc)}
 
@@ -370,6 +403,11 @@ typedef struct clattn_buffers {
      * with sinks */
     cl_mem d_o, dq, dk, dv, dsinks;
     size_t do_offset, dq_offset, dk_offset, dv_offset;
+    /* paged KV cache: k and v above are the caches (written when seq_new > 0) */
+    cl_mem block_table;                      /* int32 (batch, pages_per_seq) */
+    cl_mem k_new, v_new;                     /* seq_new > 0 */
+    cl_mem rotary_cos, rotary_sin;           /* rotary_dim > 0: f32 (rotary_positions, rotary_dim / 2) */
+    size_t k_new_offset, v_new_offset;
 } clattn_buffers;
 #define CLATTN_BUFFERS_INIT {sizeof(clattn_buffers)}
 
@@ -402,6 +440,13 @@ typedef struct clattn_host_tensors {
     void *dq, *dk, *dv;
     float *dsinks;
     size_t do_len, dq_len, dk_len, dv_len;
+    /* paged KV cache: k and v are the caches (read only here); with an append the updated
+     * caches are written to k_cache_out and v_cache_out (each as large as k, v; NULL: dropped) */
+    const int32_t *block_table;
+    const void *k_new, *v_new;
+    const float *rotary_cos, *rotary_sin;
+    size_t k_new_len, v_new_len;
+    void *k_cache_out, *v_cache_out;
 } clattn_host_tensors;
 #define CLATTN_HOST_TENSORS_INIT {sizeof(clattn_host_tensors)}
 
@@ -454,6 +499,8 @@ CLATTN_API clattn_status clattn_desc_validate(const clattn_desc *desc, char *mes
 typedef struct clattn_tensor_sizes {
     size_t struct_size; /* sizeof(clattn_tensor_sizes): set by CLATTN_TENSOR_SIZES_INIT */
     size_t q, k, v, o, lse, mask; /* elements; mask is 0 without a mask */
+    size_t k_new, v_new;          /* paged append: 0 without */
+    size_t block_table, rotary;   /* paged: table entries; rotary_cos (and rotary_sin) floats */
 } clattn_tensor_sizes;
 #define CLATTN_TENSOR_SIZES_INIT {sizeof(clattn_tensor_sizes)}
 CLATTN_API clattn_status clattn_desc_tensor_sizes(const clattn_desc *desc, clattn_tensor_sizes *out);

@@ -5,6 +5,7 @@
  *   VW       vector width over the head dims (1, 2, 4, 8, 16)
  *   DTYPE    storage of q, k, v, o: 0 f32, 1 f16, 2 bf16 (arithmetic is always f32)
  *   SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN   the formula's optional terms
+ *   PAGED    k and v are caches of pages read through a block table (paged_row)
  *   SPLIT    write partial (o, lse) per key split to scratch for the combine kernel
  * Each file's header names the switches it reads ("Switches (-D): ..."), and the host passes
  * it exactly those (host/kernel.c): a switch a file ignores would only build its program twice.
@@ -18,6 +19,9 @@
 #endif
 #ifndef DTYPE
 #define DTYPE 0
+#endif
+#ifndef PAGED
+#define PAGED 0
 #endif
 
 #define CAT2(a, b) a##b
@@ -153,7 +157,8 @@ inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2
     __global const float *sinks, __global const int *seqused_k, __global const int *cu_q,    \
     __global const int *cu_k, int total_q, int total_k, int nsplit, int split_len,           \
     long rows_total,                                                                         \
-    __global const float *kt, long kt_ld
+    __global const float *kt, long kt_ld, __global const int *block_table, int page_size,   \
+    int pages_per_seq, int num_pages, int seq_new
 
 /* The arguments of the backward kernels (dK/dV and dQ of every family), in one place. d_o is
  * laid out as o (its strides, offset do_off); dq, dk, dv as q, k, v. dvec holds D_i = d_o_i . o_i
@@ -199,7 +204,11 @@ inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb,
 {
     seq_geom s;
 #if VARLEN
+#if PAGED /* keys come from the cache (paged_seq), not from packed tokens */
+    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = (int2)(0, nk);
+#else
     const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
+#endif
     s.nq = rq.y;
     s.nk = rk.y;
     s.q_tok0 = rq.x;
@@ -226,6 +235,29 @@ inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb,
     return s;
 }
 
+/* A paged cache: the sequence's keys are its cached ones, seqused_k[b] clamped to what the
+ * table row holds before the append (nk - nnew), and the nnew appended after them; the
+ * caches have no batch stride (paged_row finds each key). */
+inline void paged_seq(seq_geom *s, __global const int *seqused_k, int b, int nk, int nnew, int top_left,
+                      ulong k_off, ulong v_off)
+{
+    s->nk = clamp(seqused_k[b], 0, nk - nnew) + nnew;
+    s->nk_all = s->nk;
+    s->k_tok0 = 0;
+    s->k_base = (long)k_off;
+    s->v_base = (long)v_off;
+    s->off = top_left ? 0 : s->nk - s->nq;
+}
+
+/* The cache row of key j of a sequence whose block table row is `table`: page * page_size +
+ * j % page_size, or -1 when the block id is outside 0 .. num_pages - 1: that key is masked and
+ * its page never read. j < the table row's reach (nk <= pages_per_seq * page_size). */
+inline long paged_row(__global const int *table, int j, int ps, int npages)
+{
+    const int page = table[j / ps];
+    return (page >= 0 && page < npages) ? (long)page * ps + j % ps : -1L;
+}
+
 /* The row's index in lse (and in the split scratch): (B, Hq, Nq), or (Hq, total_q) packed. */
 inline long row_id(int b, int h, int i, int hq, int nq, int total_q, const seq_geom *s)
 {
@@ -249,8 +281,8 @@ inline unfused_row unfused_row_at(int b, int h, int bh, int i, int nq, int nk, i
                                   int total_q, int total_k)
 {
     unfused_row u;
-#if VARLEN /* rows past a clamped sequence are padding */
-    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
+#if VARLEN /* rows past a clamped sequence are padding; a paged cache's keys are not packed */
+    const int2 rq = seq_range(cu_q, b, total_q, nq), rk = PAGED ? (int2)(0, nk) : seq_range(cu_k, b, total_k, nk);
     u.nq = rq.y;
     u.nk = rk.y;
     u.id = (long)h * total_q + rq.x + i;

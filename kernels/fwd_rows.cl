@@ -8,7 +8,7 @@
  *   D   head dim of q and k        DV  head dim of v and o
  *   VW  vector width (divides D and DV)
  *   BM  packed rows per work-item  BN  keys per block (one rescale per block)
- * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN (common.cl).
+ * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv, B). Scores are kept in the log2 domain: q is
  * pre-scaled by scale * log2(e) so that exp2 serves. Masked scores are -INFINITY and a row's
@@ -57,8 +57,12 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #else
     const int r0 = (int)get_global_id(0) * BM;
 #endif
-    const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
-                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+    seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
+                            o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+#if PAGED
+    paged_seq(&sg, seqused_k, b, nk, seq_new, top_left, k_off, v_off);
+    __global const int *table = block_table + (long)b * pages_per_seq;
+#endif
     const int rows = group * sg.nq;
     if (r0 >= rows) return;
 
@@ -122,6 +126,23 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         float s[BM][BN];
+#if PAGED /* the block's keys' cache rows, once for K and V; a key on a page outside the cache
+             is masked and row 0 stands in for its address */
+        long prow[BN];
+        int pok[BN];
+        for (int jj = 0; jj < BN; jj++) {
+            const long pr = paged_row(table, min(j0 + jj, jend - 1), page_size, num_pages);
+            pok[jj] = pr >= 0 ? -1 : 0;
+            prow[jj] = max(pr, 0L);
+        }
+#define KEY_ROW(jj, j) (kb + prow[jj] * k_ss)
+#define VALUE_ROW(jj, j) (vb + prow[jj] * v_ss)
+#define KEY_OK(jj) (pok[jj] != 0)
+#else
+#define KEY_ROW(jj, j) (kb + (j) * k_ss)
+#define VALUE_ROW(jj, j) (vb + (j) * v_ss)
+#define KEY_OK(jj) 1
+#endif
 #if KVEC && KT
         float16 sv[BM];
         #pragma unroll
@@ -134,7 +155,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         }
 #elif KVEC
         __global const T *kr[16];
-        for (int jj = 0; jj < 16; jj++) kr[jj] = kb + min(j0 + jj, jend - 1) * k_ss;
+        for (int jj = 0; jj < 16; jj++) kr[jj] = KEY_ROW(jj, min(j0 + jj, jend - 1));
         float16 sv[BM];
         #pragma unroll
         for (int r = 0; r < BM; r++) sv[r] = (float16)(0.0f);
@@ -151,13 +172,17 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         const int16 jn = (int16)(j0) + (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         #pragma unroll
         for (int r = 0; r < BM; r++) {
+#if PAGED
+            const int16 ok = (jn >= (int16)(lo[r])) & (jn < (int16)(hi[r])) & (jn < (int16)(jend)) & vload16(0, pok);
+#else
             const int16 ok = (jn >= (int16)(lo[r])) & (jn < (int16)(hi[r])) & (jn < (int16)(jend));
+#endif
             vstore16(select((float16)(-INFINITY), sv[r], ok), 0, s[r]);
         }
 #else
         for (int jj = 0; jj < BN; jj++) {
             const int j = min(j0 + jj, jend - 1);
-            __global const T *kr = kb + j * k_ss;
+            __global const T *kr = KEY_ROW(jj, j);
             VEC kv[DQV];
             #pragma unroll
             for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
@@ -167,7 +192,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                 #pragma unroll
                 for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
                 const int jn = j0 + jj;
-                s[r][jj] = (jn >= lo[r] && jn < hi[r] && jn < jend)
+                s[r][jj] = (jn >= lo[r] && jn < hi[r] && jn < jend && KEY_OK(jj))
                                ? logit(hsum(dot), ii[r], jn, sg.off, softcap_log2, slope[r], mrow[r])
                                : -INFINITY;
             }
@@ -205,7 +230,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         }
         const int nb = min(BN, jend - j0);
         for (int jj = 0; jj < nb; jj++) {
-            __global const T *vr = vb + (j0 + jj) * v_ss;
+            __global const T *vr = VALUE_ROW(jj, j0 + jj);
             VEC vv[DVV];
             #pragma unroll
             for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);

@@ -12,7 +12,7 @@
  *   D, DV  head dims of q/k and v/o        VW  vector width (divides D/TPR and DV/TPR)
  *   BM     rows per work-group             TPR work-items per row (work-group: BM*TPR)
  *   BN     keys per tile; (D + DV) * BN * 4 (+ TPR * BN * BM * 4) bytes of local memory
- * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN (common.cl).
+ * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit * BM * TPR, Hkv, B), local (BM * TPR, 1, 1). Every
  * work-item reaches every barrier: rows past the end repeat the last row and are not stored. */
@@ -33,6 +33,9 @@ void clattn_fwd_tiles(FWD_ARGS)
 #if TPR > 1
     __local float sp[TPR * BN * BM]; /* partial scores: [part][key][row] */
 #endif
+#if PAGED
+    __local long prow[BN]; /* the tile's keys' cache rows; -1: a page outside the cache */
+#endif
 
     const int lid = (int)get_local_id(0);
     const int r = lid % BM, part = lid / BM;
@@ -44,8 +47,12 @@ void clattn_fwd_tiles(FWD_ARGS)
 #else
     const int r0 = (int)get_group_id(0) * BM;
 #endif
-    const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
-                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+    seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
+                            o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+#if PAGED
+    paged_seq(&sg, seqused_k, b, nk, seq_new, top_left, k_off, v_off);
+    __global const int *table = block_table + (long)b * pages_per_seq;
+#endif
     const int rows = group * sg.nq;
     if (r0 >= rows) return; /* uniform over the work-group: before any barrier */
 
@@ -86,13 +93,20 @@ void clattn_fwd_tiles(FWD_ARGS)
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         const int nb = min(BN, jend - j0);
         barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile (and its partial scores) is no longer read */
+#if PAGED
+        for (int x = lid; x < BN; x += BM * TPR) prow[x] = x < nb ? paged_row(table, j0 + x, page_size, num_pages) : -1L;
+        barrier(CLK_LOCAL_MEM_FENCE);
+#define KEY_AT(jj) prow[jj]
+#else
+#define KEY_AT(jj) (long)(j0 + (jj))
+#endif
         for (int x = lid; x < BN * D; x += BM * TPR) {
             const int jj = x / D, c = x - jj * D;
-            ks[x] = jj < nb ? LOAD1(kb + (j0 + jj) * k_ss + c) : 0.0f;
+            ks[x] = jj < nb && KEY_AT(jj) >= 0 ? LOAD1(kb + KEY_AT(jj) * k_ss + c) : 0.0f;
         }
         for (int x = lid; x < BN * DV; x += BM * TPR) {
             const int jj = x / DV, c = x - jj * DV;
-            vs[x] = jj < nb ? LOAD1(vb + (j0 + jj) * v_ss + c) : 0.0f;
+            vs[x] = jj < nb && KEY_AT(jj) >= 0 ? LOAD1(vb + KEY_AT(jj) * v_ss + c) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -115,7 +129,7 @@ void clattn_fwd_tiles(FWD_ARGS)
         float mx = m;
         for (int jj = 0; jj < BN; jj++) {
             const int j = j0 + jj;
-            s[jj] = (j >= lo && j < hi && jj < nb) ? logit(s[jj], i, j, sg.off, softcap_log2, slope, mrow)
+            s[jj] = (j >= lo && j < hi && jj < nb && KEY_AT(jj) >= 0) ? logit(s[jj], i, j, sg.off, softcap_log2, slope, mrow)
                                                    : -INFINITY;
             mx = nan_max(mx, s[jj]);
         }

@@ -8,7 +8,8 @@
  * Tuning parameters (-D):
  *   SMW  work-items per row (a power of two; 1 on CPU devices: no barriers)
  *
- * Switches (-D): SEQUSED (per-batch key lengths), VARLEN (packed sequences: S holds padded
+ * Switches (-D): SEQUSED (per-batch key lengths), PAGED (a paged cache: key counts after the
+ * append, keys on pages outside the cache masked), VARLEN (packed sequences: S holds padded
  * rows; the lengths come from cu_q/cu_k, rows past a sequence's end get P = 0 and no lse).
  *
  * NDRange: (rows * SMW, items), local (SMW, 1). Item p of the chunk is (batch, head) pair
@@ -43,7 +44,8 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
                     int has_mask,
                     __global const float *sinks, int has_sinks,
                     __global const int *seqused_k, __global const int *cu_q, __global const int *cu_k,
-                    int total_q, int total_k, int top_left, int wl, int wr)
+                    int total_q, int total_k, int top_left, int wl, int wr,
+                    __global const int *block_table, int page_size, int pages_per_seq, int num_pages, int seq_new)
 {
     const int lid = (int)get_local_id(0);
     const int r = (int)get_group_id(0);
@@ -51,7 +53,12 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     if (r >= rows) return; /* uniform per work-group */
     const int bh = bh0 + p, b = bh / hq, h = bh % hq, i = r0 + r;
     __global float *row = s + ((long)p * rows + r) * nk;
-    const unfused_row u = unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+    unfused_row u = unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+#if PAGED /* the gathered keys: the cached ones and the appended ones after them */
+    u.nk = clamp(seqused_k[b], 0, nk - seq_new) + seq_new;
+    u.off = top_left ? 0 : u.nk - u.nq;
+    __global const int *table = block_table + (long)b * pages_per_seq;
+#endif
     const int off = u.off;
     if (i >= u.nq) { /* padding row of a packed sequence: P = 0 */
         for (int j = lid; j < nk; j += SMW) row[j] = 0.0f;
@@ -66,7 +73,12 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     float mx = sink;
     for (int j = lid; j < nk; j += SMW) {
         float x = -INFINITY;
-        if (j >= lo && j < hi) x = unfused_logit(row[j], i, j, off, softcap, has_alibi, slope, has_mask, mrow);
+#if PAGED
+        if (j >= lo && j < hi && paged_row(table, j, page_size, num_pages) >= 0)
+#else
+        if (j >= lo && j < hi)
+#endif
+            x = unfused_logit(row[j], i, j, off, softcap, has_alibi, slope, has_mask, mrow);
         row[j] = x;
         mx = nan_max(mx, x);
     }

@@ -74,4 +74,9 @@ void expect_ok(const run_result *r, const char *name, uint64_t seed)
               r->o.max_abs, r->o.mismatched_special);
     cr_expect(clattn_error_ok(&r->lse, tol), "%s (seed %llu, %s): lse rel L2 %.3e, %zu NaN/inf mismatches",
               name, (unsigned long long)seed, r->variant, r->lse.rel_l2, r->lse.mismatched_special);
+    if (r->appended)
+        cr_expect(clattn_error_ok(&r->k_cache, tol) && clattn_error_ok(&r->v_cache, tol),
+                  "%s (seed %llu, %s): appended cache rel L2 k %.3e v %.3e, max abs %.3e / %.3e", name,
+                  (unsigned long long)seed, r->variant, r->k_cache.rel_l2, r->v_cache.rel_l2, r->k_cache.max_abs,
+                  r->v_cache.max_abs);
 }

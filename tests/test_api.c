@@ -400,7 +400,7 @@ Test(api, build_failure_carries_log)
 Test(api, kernel_switches)
 {
     const char *files[] = {"fwd_rows", "fwd_tiles", "combine", "convert", "softmax", "bwd_prep", "bwd_rows", "bwd_softmax",
-                           "bwd_tiles"};
+                           "bwd_tiles", "paged"};
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
         const clattn_embedded_source *src = clattn__find_source(files[f]);
         cr_assert(src, "no embedded source %s", files[f]);
@@ -409,7 +409,7 @@ Test(api, kernel_switches)
         cr_assert(doc, "kernels/%s.cl names no switches", files[f]);
         const char *doc_end = strchr(doc, '.');
         const unsigned table = clattn__file_switches(files[f]);
-        for (unsigned bit = 1; bit <= CLATTN_SW_VARLEN; bit <<= 1) {
+        for (unsigned bit = 1; bit <= CLATTN_SW_PAGED; bit <<= 1) {
             const char *name = clattn__switch_name(bit);
             const char *at = strstr(doc, name);
             const bool documented = at && at < doc_end;
@@ -434,10 +434,10 @@ Test(api, kernel_switches)
  * clattn_merge's name one program. */
 Test(api, kernel_options_per_file)
 {
-    const clattn_switches all = {2, true, true, true, true, true, true}, none = {0};
+    const clattn_switches all = {2, true, true, true, true, true, true, true}, none = {0};
     clattn_kernel_spec a = {.file = "softmax"}, b = {.file = "softmax"};
     clattn__kernel_options(&a, "-D SMW=1", &all);
-    cr_expect_str_eq(a.options, CLATTN_CL_STD " -D SMW=1 -D SEQUSED=1 -D VARLEN=1");
+    cr_expect_str_eq(a.options, CLATTN_CL_STD " -D SMW=1 -D SEQUSED=1 -D VARLEN=1 -D PAGED=1");
     clattn_switches merge_like = {0};
     merge_like.softcap = merge_like.alibi = merge_like.mask = merge_like.seqused = true; /* combine ignores them */
     a.file = b.file = "combine";

@@ -4,7 +4,10 @@
  * both sides inside its parent; after each run every input's parent must be byte-identical and
  * every output's guards intact, and the output rows of tokens no clamped sequence covers must
  * be untouched (include/clattn.h states the rule). Every path and family, with and without key
- * splits, the rows family's K transpose included, the backward pass's paths too. */
+ * splits, the rows family's K transpose included, the backward pass's paths too; and a paged KV
+ * cache's block table (ids outside the cache, negative, INT_MIN/MAX) with seqused_k garbage,
+ * with the append writing through the table (the caches are outputs then: their guards must
+ * hold). */
 #include "harness.h"
 
 #include <limits.h>
@@ -14,13 +17,13 @@
 TestSuite(device_ints, .fini = leak_check);
 
 #define GUARD_BYTE 0xa7
-#define NTENSORS 17
+#define NTENSORS 22
 
 enum { T_Q, T_K, T_V, T_MASK, T_ALIBI, T_SINKS, T_USED, T_CUQ, T_CUK, T_DO, T_O, T_LSE, T_SCRATCH, T_DQ, T_DK, T_DV,
-       T_DSINKS };
+       T_DSINKS, T_TABLE, T_KNEW, T_VNEW, T_COS, T_SIN };
 static const char *tensor_name[NTENSORS] = {"q", "k", "v", "mask", "alibi", "sinks", "seqused_k", "cu_seqlens_q",
                                             "cu_seqlens_k", "d_o", "o", "lse", "scratch", "dq", "dk", "dv",
-                                            "dsinks"};
+                                            "dsinks", "block_table", "k_new", "v_new", "rotary_cos", "rotary_sin"};
 
 typedef struct guarded {
     cl_mem parent, sub;
@@ -94,6 +97,8 @@ typedef struct trial_case {
     clattn_algo algo;
     int varlen, seqused, splits, seq_q, mask;
     int backward; /* the backward pass: o, lse, d_o in; dq, dk, dv, dsinks out */
+    int page;     /* a paged cache of pages this large (seqused_k required); with seq_q new tokens
+                     appended and rotated unless varlen */
 } trial_case;
 
 static void trials(const trial_case *c, int n_trials)
@@ -117,12 +122,27 @@ static void trials(const trial_case *c, int n_trials)
     if (c->varlen) {
         d.varlen = 1; d.layout = CLATTN_LAYOUT_BSHD; d.total_q = 2 * c->seq_q + 3; d.total_k = 70;
     }
+    if (c->page) {
+        d.page_size = c->page;
+        d.pages_per_seq = (d.seq_kv + c->page - 1) / c->page;
+        d.num_pages = d.batch * d.pages_per_seq + 2;
+        if (!c->varlen) {
+            d.seq_new = c->seq_q;
+            d.rotary_dim = 8;
+            d.rotary_positions = d.seq_kv;
+        }
+    }
     clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
     uint64_t rng = seed_for(c->name);
     float *q = malloc(n.q * 4), *k = malloc(n.k * 4), *v = malloc(n.v * 4), *mask = malloc(n.mask * 4 + 4);
     float alibi[4] = {0.5f, 0.25f, 0.125f, 0.0625f}, sinks[4] = {0.5f, -1.0f, 2.0f, 0.0f};
     float *o = malloc(n.o * 4), *dout = malloc(n.o * 4), *lse = malloc(n.lse * 4);
+    float *knew = malloc(n.k_new * 4 + 4), *vnew = malloc(n.v_new * 4 + 4), *rot = malloc(n.rotary * 4 + 4);
+    clattn_rng_fill(knew, n.k_new, &rng, 1);
+    clattn_rng_fill(vnew, n.v_new, &rng, 1);
+    clattn_rng_fill(rot, n.rotary, &rng, 1);
+    int32_t *table = malloc(n.block_table * 4 + 4);
     clattn_rng_fill(o, n.o, &rng, 1);
     clattn_rng_fill(dout, n.o, &rng, 1);
     for (size_t i = 0; i < n.lse; i++) lse[i] = 3.0f + clattn_rng_uniform(&rng); /* finite, as a forward writes */
@@ -142,6 +162,7 @@ static void trials(const trial_case *c, int n_trials)
             cuk[i] = garbage(&rng, d.total_k);
         }
         for (int i = 0; i < nb; i++) used[i] = garbage(&rng, d.seq_kv);
+        for (size_t i = 0; i < n.block_table; i++) table[i] = garbage(&rng, d.num_pages);
         guarded g[NTENSORS];
         memset(g, 0, sizeof g);
         make(cl, &g[T_Q], q, n.q * 4, pad);
@@ -155,6 +176,13 @@ static void trials(const trial_case *c, int n_trials)
         make(cl, &g[T_O], c->backward ? o : NULL, n.o * 4, pad);
         make(cl, &g[T_LSE], c->backward ? lse : NULL, n.lse * 4, pad);
         if (scratch) make(cl, &g[T_SCRATCH], NULL, scratch, pad);
+        if (c->page) make(cl, &g[T_TABLE], table, n.block_table * 4, pad);
+        if (d.seq_new) {
+            make(cl, &g[T_KNEW], knew, n.k_new * 4, pad);
+            make(cl, &g[T_VNEW], vnew, n.v_new * 4, pad);
+            make(cl, &g[T_COS], rot, n.rotary * 4, pad);
+            make(cl, &g[T_SIN], rot, n.rotary * 4, pad);
+        }
         if (c->backward) {
             make(cl, &g[T_SINKS], sinks, sizeof sinks, pad);
             make(cl, &g[T_DO], dout, n.o * 4, pad);
@@ -168,7 +196,9 @@ static void trials(const trial_case *c, int n_trials)
         bf.sinks = g[T_SINKS].sub; bf.d_o = g[T_DO].sub; bf.dq = g[T_DQ].sub; bf.dk = g[T_DK].sub;
         bf.dv = g[T_DV].sub; bf.dsinks = g[T_DSINKS].sub;
         bf.mask = g[T_MASK].sub; bf.alibi_slopes = g[T_ALIBI].sub; bf.seqused_k = g[T_USED].sub;
-        bf.cu_seqlens_q = g[T_CUQ].sub; bf.cu_seqlens_k = g[T_CUK].sub; bf.scratch = g[T_SCRATCH].sub;
+        bf.cu_seqlens_q = g[T_CUQ].sub; bf.cu_seqlens_k = c->page ? NULL : g[T_CUK].sub; bf.scratch = g[T_SCRATCH].sub;
+        bf.block_table = g[T_TABLE].sub; bf.k_new = g[T_KNEW].sub; bf.v_new = g[T_VNEW].sub;
+        bf.rotary_cos = g[T_COS].sub; bf.rotary_sin = g[T_SIN].sub;
         cl_event ev = NULL;
         const clattn_status st = clattn_plan_execute(plan, queue, &bf, 0, NULL, &ev);
         cr_expect_eq(st, CLATTN_SUCCESS, "%s, trial %d: %s", c->name, trial, clattn_context_last_error(ctx));
@@ -181,7 +211,8 @@ static void trials(const trial_case *c, int n_trials)
             if (!g[t].parent) continue;
             unsigned char *b = read_back(queue, &g[t]);
             /* outputs: o and lse in the forward, the gradients in the backward; scratch always */
-            const bool output = t == T_SCRATCH || (c->backward ? t >= T_DQ : t == T_O || t == T_LSE);
+            const bool output = t == T_SCRATCH || (c->backward ? t >= T_DQ && t <= T_DSINKS : t == T_O || t == T_LSE) ||
+                                (d.seq_new && (t == T_K || t == T_V));
             size_t bad = g[t].total;
             for (size_t i = 0; i < g[t].total && bad == g[t].total; i++) {
                 const bool inside = i >= g[t].pad && i < g[t].pad + g[t].bytes;
@@ -208,6 +239,7 @@ static void trials(const trial_case *c, int n_trials)
     clattn_plan_destroy(plan);
     clReleaseCommandQueue(queue);
     free(q); free(k); free(v); free(mask); free(o); free(dout); free(lse);
+    free(knew); free(vnew); free(rot); free(table);
     clattn_context_destroy(ctx);
 }
 
@@ -216,7 +248,9 @@ static void trials(const trial_case *c, int n_trials)
     {tag " varlen seqused", fam, CLATTN_ALGO_FUSED, 1, 1, 1, 20, 0},                                      \
     {tag " varlen seqused splits", fam, CLATTN_ALGO_FUSED, 1, 1, 3, 20, 0},                               \
     {tag " varlen mask alibi", fam, CLATTN_ALGO_FUSED, 1, 1, 1, 7, 1},                                    \
-    {tag " seqused decode splits", fam, CLATTN_ALGO_FUSED, 0, 1, 3, 1, 0}
+    {tag " seqused decode splits", fam, CLATTN_ALGO_FUSED, 0, 1, 3, 1, 0},                              \
+    {tag " paged append rotary splits", fam, CLATTN_ALGO_FUSED, 0, 1, 3, 2, 0, 0, 3},                     \
+    {tag " paged varlen", fam, CLATTN_ALGO_FUSED, 1, 1, 1, 20, 0, 0, 16}
 
 ParameterizedTestParameters(device_ints, garbage)
 {
@@ -226,6 +260,8 @@ ParameterizedTestParameters(device_ints, garbage)
         {"unfused varlen seqused", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 20, 0},
         {"unfused varlen mask alibi", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 7, 1},
         {"unfused seqused", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 0, 1, 0, 5, 0},
+        {"unfused paged append rotary", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 0, 1, 0, 3, 0, 0, 1},
+        {"unfused paged varlen", CLATTN_KERNELS_AUTO, CLATTN_ALGO_UNFUSED, 1, 1, 0, 9, 0, 0, 4},
         {"backward rows varlen seqused", CLATTN_KERNELS_ROWS, CLATTN_ALGO_FUSED, 1, 1, 0, 20, 0, 1},
         {"backward rows varlen mask alibi", CLATTN_KERNELS_ROWS, CLATTN_ALGO_FUSED, 1, 1, 0, 7, 1, 1},
         {"backward tiles varlen seqused", CLATTN_KERNELS_TILES, CLATTN_ALGO_FUSED, 1, 1, 0, 20, 0, 1},

@@ -11,9 +11,13 @@
 
 TestSuite(faults, .fini = leak_check);
 
-typedef enum path { FUSED, FUSED_SPLIT, UNFUSED_COPIES, HOST_CALL, BACKWARD_FUSED, BACKWARD_UNFUSED, NPATHS } path;
+typedef enum path {
+    FUSED, FUSED_SPLIT, UNFUSED_COPIES, HOST_CALL, BACKWARD_FUSED, BACKWARD_UNFUSED, PAGED_FUSED, PAGED_UNFUSED, NPATHS
+} path;
 static const char *path_name[] = {"fused", "fused split-KV", "unfused f16 varlen", "host call",
-                                  "backward fused (host call)", "backward unfused f16 varlen (host call)"};
+                                  "backward fused (host call)", "backward unfused f16 varlen (host call)",
+                                  "paged append rotary fused split-KV (host call)",
+                                  "paged append rotary unfused f16 (host call)"};
 static const char *kind_name[] = {"", "host alloc", "buffer", "build", "kernel", "enqueue"};
 
 static clattn_desc desc_for(path p)
@@ -39,6 +43,20 @@ static clattn_desc desc_for(path p)
     if (p == BACKWARD_FUSED || p == BACKWARD_UNFUSED) {
         d.pass = CLATTN_PASS_BACKWARD;
         d.has_sinks = 1;
+    }
+    if (p == PAGED_FUSED || p == PAGED_UNFUSED) { /* pages of 3 keys, two new tokens, rotary */
+        d.seq_q = 2;
+        d.seq_kv = 33;
+        d.page_size = 3;
+        d.pages_per_seq = 11;
+        d.num_pages = 24;
+        d.has_seqused_k = 1;
+        d.seq_new = 2;
+        d.rotary_dim = 16;
+        d.rotary_positions = 33;
+        d.num_splits = p == PAGED_FUSED ? 2 : 0;
+        d.dtype = p == PAGED_UNFUSED ? CLATTN_DTYPE_F16 : CLATTN_DTYPE_F32;
+        d.algo = p == PAGED_FUSED ? CLATTN_ALGO_FUSED : CLATTN_ALGO_UNFUSED;
     }
     return d;
 }
@@ -92,6 +110,24 @@ static clattn_status attempt(clattn_context *ctx, path p, bool *wrote)
         st = clattn_backward_host(ctx, &d, &t);
         *wrote = memcmp(grads, keep, (n.q + n.k + n.v) * es + 16) != 0;
         free(grads);
+        free(keep);
+    } else if (p == PAGED_FUSED || p == PAGED_UNFUSED) {
+        /* k and v are the caches; o and the caches out start as a pattern that must stay */
+        int32_t table[22], used[2] = {30, 7};
+        for (int i = 0; i < 22; i++) table[i] = (i * 5 + 1) % 24;
+        float rot[33 * 8];
+        for (int i = 0; i < 33 * 8; i++) rot[i] = (float)(i % 7) * 0.1f;
+        unsigned char *out = malloc((n.o + n.k + n.v) * es), *keep = malloc((n.o + n.k + n.v) * es);
+        for (size_t i = 0; i < (n.o + n.k + n.v) * es; i++) out[i] = keep[i] = (unsigned char)(i * 3 + 2) & 0x3b;
+        clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+        t.q = host; t.k = host + n.q * es; t.v = host + (n.q + n.k) * es;
+        t.k_new = t.q; t.v_new = t.k; /* any values */
+        t.o = out; t.k_cache_out = out + n.o * es; t.v_cache_out = out + (n.o + n.k) * es;
+        t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.k_new_len = n.k_new; t.v_new_len = n.v_new;
+        t.block_table = table; t.seqused_k = used; t.rotary_cos = rot; t.rotary_sin = rot;
+        st = clattn_forward_host(ctx, &d, &t);
+        *wrote = memcmp(out, keep, (n.o + n.k + n.v) * es) != 0;
+        free(out);
         free(keep);
     } else if (p == HOST_CALL) {
         clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;

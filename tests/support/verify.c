@@ -223,6 +223,82 @@ static int run_backward(clattn_context *ctx, clattn_plan *plan, cl_command_queue
     return 0;
 }
 
+/* A paged call's own inputs (verify.h): block table, k_new, v_new, rotary tables. */
+typedef struct paged_inputs {
+    int32_t *table;
+    void *k_new, *v_new;
+    float *cos, *sin;
+} paged_inputs;
+
+static bool make_paged(const clattn_desc *d, const clattn_tensor_sizes *n, bool holes, uint64_t *rng,
+                       paged_inputs *p)
+{
+    memset(p, 0, sizeof *p);
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)d->num_pages);
+    p->table = malloc(sizeof(int32_t) * n->block_table + 4);
+    if (!order || !p->table) {
+        free(order);
+        return false;
+    }
+    for (int i = 0; i < d->num_pages; i++) order[i] = i;
+    for (int i = d->num_pages - 1; i > 0; i--) { /* Fisher-Yates */
+        const int j = (int)(clattn_rng_next(rng) % (uint64_t)(i + 1));
+        const int32_t t = order[i]; order[i] = order[j]; order[j] = t;
+    }
+    /* distinct pages per entry while they last (an append must not write one page twice) */
+    for (size_t i = 0; i < n->block_table; i++) p->table[i] = order[i % (size_t)d->num_pages];
+    free(order);
+    if (holes) /* a page id outside the cache inside each sequence's used range */
+        for (int b = 0; b < d->batch; b++)
+            p->table[(size_t)b * d->pages_per_seq + (size_t)(b % d->pages_per_seq)] =
+                b % 2 ? -1 - b : d->num_pages + b;
+    const clattn_dtype dt = d->dtype;
+    if (d->seq_new && (!(p->k_new = random_tensor(n->k_new, dt, rng, 1.0f)) ||
+                       !(p->v_new = random_tensor(n->v_new, dt, rng, 1.0f))))
+        return false;
+    if (d->rotary_dim) {
+        const int half = d->rotary_dim / 2;
+        p->cos = malloc(sizeof(float) * n->rotary + 4);
+        p->sin = malloc(sizeof(float) * n->rotary + 4);
+        if (!p->cos || !p->sin) return false;
+        for (int pos = 0; pos < d->rotary_positions; pos++)
+            for (int i = 0; i < half; i++) { /* theta = pos * 10000^(-i/half), as RoPE */
+                const double th = pos * pow(10000.0, -(double)i / half);
+                p->cos[(size_t)pos * half + i] = (float)cos(th);
+                p->sin[(size_t)pos * half + i] = (float)sin(th);
+            }
+    }
+    return true;
+}
+
+static void free_paged(paged_inputs *p)
+{
+    free(p->table); free(p->k_new); free(p->v_new); free(p->cos); free(p->sin);
+}
+
+/* A cache after the append against the reference's: elements the reference left as they were
+ * must be byte-for-byte unchanged; those it wrote are compared as values. */
+static bool compare_cache(const unsigned char *got, const unsigned char *want, const unsigned char *before, size_t n,
+                          clattn_dtype dt, clattn_error *err)
+{
+    const size_t es = clattn_dtype_size(dt);
+    float *g = malloc(n * 4 + 4), *w = malloc(n * 4 + 4);
+    size_t m = 0;
+    bool untouched = g && w;
+    for (size_t i = 0; i < n && untouched; i++) {
+        if (!memcmp(want + i * es, before + i * es, es)) {
+            untouched = !memcmp(got + i * es, before + i * es, es);
+        } else {
+            g[m] = get(got, dt, i);
+            w[m++] = get(want, dt, i);
+        }
+    }
+    if (untouched) *err = clattn_compare(g, w, m, 1);
+    free(g);
+    free(w);
+    return untouched;
+}
+
 int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opts *opts, verify_result *out)
 {
     verify_result res;
@@ -247,10 +323,15 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     memset(g, 0, sizeof g);
     cl_mem din = NULL, oin = NULL, lin = NULL;
     const bool bwd = desc_in->pass == CLATTN_PASS_BACKWARD;
+    paged_inputs pg;
+    memset(&pg, 0, sizeof pg);
+    void *kc_ref = NULL, *vc_ref = NULL, *kc_got = NULL, *vc_got = NULL;
+    cl_mem pmem[5] = {NULL, NULL, NULL, NULL, NULL};
     if (desc.varlen) {
         cu_q = make_cu(desc.batch, desc.seq_q, &rng, &desc.total_q);
-        cu_k = make_cu(desc.batch, desc.seq_kv, &rng, &desc.total_k);
-        if (!cu_q || !cu_k) FAIL("out of host memory");
+        if (!cu_q) FAIL("out of host memory");
+        if (!desc.page_size && !(cu_k = make_cu(desc.batch, desc.seq_kv, &rng, &desc.total_k)))
+            FAIL("out of host memory");
     }
     clattn_status st = clattn_desc_validate(&desc, msg, sizeof msg);
     if (st) FAIL("descriptor invalid: %s", msg);
@@ -277,9 +358,17 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
         for (int h = 0; h < desc.heads_q; h++) sinks[h] = 2.0f * clattn_rng_uniform(&rng);
     }
     if (desc.has_seqused_k) {
+        const int most = desc.seq_kv - desc.seq_new; /* cached keys before a paged append */
         if (!(lens = malloc(sizeof(int32_t) * desc.batch))) FAIL("out of host memory");
-        for (int b = 0; b < desc.batch; b++) /* 0, 1, then random lengths */
-            lens[b] = b == 0 ? 0 : b == 1 ? 1 : (int32_t)(clattn_rng_next(&rng) % (uint64_t)(desc.seq_kv + 1));
+        for (int b = 0; b < desc.batch; b++) /* 0, 1, the most, then random lengths */
+            lens[b] = b == 0 ? 0 : b == 1 ? (most > 0) : b == 2 ? most
+                                                              : (int32_t)(clattn_rng_next(&rng) % (uint64_t)(most + 1));
+    }
+    if (desc.page_size) {
+        if (!make_paged(&desc, &n, opts->paged_holes, &rng, &pg)) FAIL("out of host memory");
+        if (desc.seq_new && (!(kc_ref = malloc(n.k * es + 1)) || !(vc_ref = malloc(n.v * es + 1)) ||
+                             !(kc_got = malloc(n.k * es + 1)) || !(vc_got = malloc(n.v * es + 1))))
+            FAIL("out of host memory");
     }
 
     /* The reference, into outputs prefilled with a sentinel: elements a strided view skips
@@ -295,6 +384,8 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
     t.mask = mask; t.mask_len = n.mask; t.alibi_slopes = alibi; t.sinks = sinks; t.seqused_k = lens;
     t.cu_seqlens_q = cu_q; t.cu_seqlens_k = cu_k;
+    t.block_table = pg.table; t.k_new = pg.k_new; t.v_new = pg.v_new; t.rotary_cos = pg.cos; t.rotary_sin = pg.sin;
+    t.k_new_len = n.k_new; t.v_new_len = n.v_new; t.k_cache_out = kc_ref; t.v_cache_out = vc_ref;
     if ((st = clattn_reference_forward(&desc, &t, msg, sizeof msg))) FAIL("reference: %s", msg);
     if (bwd) { /* the gradients of d_o . o, into arrays prefilled with the sentinel */
         const size_t gn[3] = {n.q, n.k, n.v};
@@ -324,13 +415,27 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     const void *host_in[3] = {q, k, v};
     const size_t in_bytes[3] = {n.q * es, n.k * es, n.v * es};
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
+        if (desc.seq_new && i > 0) { /* caches the append writes: read-write */
+            if (!(ins[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, in_bytes[i], (void *)host_in[i],
+                                          &e)))
+                FAIL("creating the caches: %d", e);
+            continue;
+        }
         if (!(ins[i] = make_input(cl, host_in[i], in_bytes[i], opts->sub_buffers, align_bits / 8, &parents[i], &e)))
             FAIL("creating input buffers: %d", e);
+    }
+    const void *phost[5] = {pg.table, pg.k_new, pg.v_new, pg.cos, pg.sin};
+    const size_t pbytes[5] = {n.block_table * 4, n.k_new * es, n.v_new * es, n.rotary * 4, n.rotary * 4};
+    for (int i = 0; i < 5; i++)
+        if (phost[i] && !(pmem[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, pbytes[i],
+                                                   (void *)phost[i], &e)))
+            FAIL("creating paged inputs: %d", e);
 
     clattn_buffers bf = CLATTN_BUFFERS_INIT;
     bf.q = ins[0]; bf.k = ins[1]; bf.v = ins[2];
     bf.scratch = opts->scratch;
+    bf.block_table = pmem[0]; bf.k_new = pmem[1]; bf.v_new = pmem[2]; bf.rotary_cos = pmem[3]; bf.rotary_sin = pmem[4];
     const void *fhost[6] = {mask, alibi, sinks, lens, cu_q, cu_k};
     const size_t fbytes[6] = {n.mask * 4, (size_t)desc.heads_q * 4, (size_t)desc.heads_q * 4, (size_t)desc.batch * 4,
                               (size_t)(desc.batch + 1) * 4, (size_t)(desc.batch + 1) * 4};
@@ -397,6 +502,14 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
         res.lse = clattn_compare(lse_got, lse_ref, n.lse, 1);
     }
     res.tolerance = clattn_tolerance(dt);
+    if (desc.seq_new) { /* the caches after the append */
+        if ((e = clEnqueueReadBuffer(queue, ins[1], CL_TRUE, 0, n.k * es, kc_got, 0, NULL, NULL)) ||
+            (e = clEnqueueReadBuffer(queue, ins[2], CL_TRUE, 0, n.v * es, vc_got, 0, NULL, NULL)))
+            FAIL("reading the caches: %d", e);
+        res.appended = true;
+        res.guards_ok = res.guards_ok && compare_cache(kc_got, kc_ref, k, n.k, dt, &res.k_cache) &&
+                        compare_cache(vc_got, vc_ref, v, n.v, dt, &res.v_cache);
+    }
     rc = 0;
 done:
     if (ev) clReleaseEvent(ev);
@@ -417,6 +530,10 @@ done:
     free(dout); free(gref[0]); free(gref[1]); free(gref[2]); free(dsinks_ref);
     free(mask); free(alibi); free(sinks); free(lens); free(cu_q); free(cu_k);
     free(q); free(k); free(v); free(ref); free(lse_ref); free(o); free(lse); free(got); free(want);
+    for (int i = 0; i < 5; i++)
+        if (pmem[i]) clReleaseMemObject(pmem[i]);
+    free_paged(&pg);
+    free(kc_ref); free(vc_ref); free(kc_got); free(vc_got);
     *out = res;
     return rc;
 }
@@ -427,5 +544,6 @@ bool verify_ok(const verify_result *r)
     if (r->backward)
         return clattn_error_ok(&r->dq, r->tolerance) && clattn_error_ok(&r->dk, r->tolerance) &&
                clattn_error_ok(&r->dv, r->tolerance) && clattn_error_ok(&r->dsinks, r->tolerance);
-    return clattn_error_ok(&r->o, r->tolerance) && clattn_error_ok(&r->lse, r->tolerance);
+    return clattn_error_ok(&r->o, r->tolerance) && clattn_error_ok(&r->lse, r->tolerance) &&
+           (!r->appended || (clattn_error_ok(&r->k_cache, r->tolerance) && clattn_error_ok(&r->v_cache, r->tolerance)));
 }

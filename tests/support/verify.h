@@ -22,19 +22,27 @@ typedef struct verify_opts {
     float v_amplitude;      /* v alone (e.g. near the storage type's limit); 0: amplitude */
     bool inject_error;      /* test-only: perturb one output element before the comparison */
     const clattn_tuning *tuning; /* fused: these parameters instead of the looked-up ones */
+    bool paged_holes;       /* paged: one used block table entry of each sequence outside the cache */
 } verify_opts;
 
 typedef struct verify_result {
     clattn_error o, lse;
     bool backward;          /* the descriptor's pass was backward: dq, dk, dv, dsinks compared */
     clattn_error dq, dk, dv, dsinks;
-    bool guards_ok;         /* guards intact, and an unrequested lse untouched */
+    bool guards_ok;         /* guards intact, an unrequested lse untouched, and cache elements
+                               the append does not write byte-for-byte unchanged */
+    bool appended;          /* a paged append: the updated caches compared */
+    clattn_error k_cache, v_cache; /* the elements the append wrote */
     double tolerance;       /* the dtype's bound (DESIGN.md) */
     char variant[256];
     char error[1024];       /* set when the run itself failed (a status, an OpenCL error) */
 } verify_result;
 
-/* Feature tensors the descriptor asks for (mask with its strides, ALiBi slopes, sinks, key
+/* A paged cache (page_size > 0): random caches, a random non-contiguous block table (each
+ * sequence's pages drawn from a shuffled list of every page, the rest of the cache in no table),
+ * random cached lengths, k_new/v_new and rotary tables of real angles; the updated caches are
+ * compared too.
+ * Feature tensors the descriptor asks for (mask with its strides, ALiBi slopes, sinks, key
  * lengths including 0 and 1, packed sequence lengths including empty and length-1 sequences)
  * are random too; masks hold -inf in about a fifth of their entries. f16/bf16 inputs are
  * rounded once and fed to both sides. With desc->pass backward, d_o is random too, the device is
