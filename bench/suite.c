@@ -35,6 +35,8 @@ const bench_case bench_suite[] = {
     {26, 1, 32, 8, 1, 32768, 128, 1, false, 16},
     {27, 1, 32, 8, 1, 32768, 128, 1, false, 256},
     {28, 1, 32, 8, 1, 32768, 128, 1, false, 16, true},
+    {29, 1, 32, 8, 1, 32768, 128, 1, false, 16, false, true}, /* the table in page order */
+    {30, 1, 32, 8, 1, 32768, 128, 1, false, 256, false, true},
 };
 const int bench_suite_size = (int)(sizeof bench_suite / sizeof bench_suite[0]);
 
@@ -43,7 +45,8 @@ void bench_case_name(const bench_case *c, char *buf, size_t size)
     snprintf(buf, size, "%dx%dx%dx%dx%dx%d%s", c->b, c->hq, c->hkv, c->nq, c->nk, c->d, c->causal ? "c" : "");
     if (c->page) {
         const size_t n = strlen(buf);
-        snprintf(buf + n, size > n ? size - n : 0, " p%d%s", c->page, c->append_rotary ? "+rope" : "");
+        snprintf(buf + n, size > n ? size - n : 0, " p%d%s%s", c->page, c->append_rotary ? "+rope" : "",
+                 c->pages_in_order ? " seq" : "");
     }
 }
 
@@ -366,7 +369,7 @@ static void run_paged(clattn_context *ctx, const device_peak *peak, const bench_
         if (host[fillers[i]]) fill(host[fillers[i]], counts[i], dt, &rng);
     int32_t *table = host[TABLE], *used = host[USED];
     for (int p = 0; p < d.num_pages; p++) table[p] = p;
-    for (int p = d.num_pages - 1; p > 0; p--) { /* fragmented: pages in random order */
+    for (int p = d.num_pages - 1; p > 0 && !c->pages_in_order; p--) { /* fragmented: pages in random order */
         const int j = (int)(clattn_rng_next(&rng) % (uint64_t)(p + 1));
         const int32_t t = table[p]; table[p] = table[j]; table[j] = t;
     }

@@ -17,12 +17,14 @@ typedef struct bench_case {
     int page;   /* a paged KV cache of pages this large (0: dense); its block table a random
                    permutation of the pages */
     bool append_rotary; /* paged: the call appends its token (rotated, NeoX, rotary dim = d) */
+    bool pages_in_order; /* paged: the block table lists the pages in order (a fresh cache) */
 } bench_case;
 
 extern const bench_case bench_suite[];
 extern const int bench_suite_size;
 
-/* "1x8x8x2048x2048x64c", "1x32x8x1x32768x128c p16" (paged), "... p16+rope" (with the append) */
+/* "1x8x8x2048x2048x64c", "1x32x8x1x32768x128c p16" (paged), "... p16+rope" (with the append),
+ * "... p16 seq" (pages in order) */
 void bench_case_name(const bench_case *c, char *buf, size_t size);
 /* FlashAttention's count: 4 B Hq Nq Nk d, halved for causal when Nq = Nk (the forward). */
 double bench_flops(const bench_case *c);

@@ -182,9 +182,11 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     k->function = f->family->fwd_function;
     k->local_size = fit->local_size;
     char params[192];
+    /* CPUs reading a paged cache: prefetch hints for each block's rows (kernels/fwd_rows.cl) */
+    const bool prefetch = s->paged && (ctx->info.type & CL_DEVICE_TYPE_CPU);
     clattn__format(params, sizeof params, "-cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d "
-                   "-D SPLIT=%d -D KT=%d", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
-                   split, f->kt);
+                   "-D SPLIT=%d -D KT=%d%s", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
+                   split, f->kt, prefetch ? " -D PREFETCH=1" : "");
     clattn__kernel_options(k, params, &sw);
     clattn__format(k->name, sizeof k->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s %s splits=%d",
                    f->family->name, d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,

@@ -8,6 +8,7 @@
  *   D   head dim of q and k        DV  head dim of v and o
  *   VW  vector width (divides D and DV)
  *   BM  packed rows per work-item  BN  keys per block (one rescale per block)
+ *   PREFETCH  request a paged block's rows before reading them (CPU devices)
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv, B). Scores are kept in the log2 domain: q is
@@ -27,6 +28,11 @@
  * column of 16 keys is one vector load instead of 16 gathered scalars. */
 #ifndef KT
 #define KT 0
+#endif
+/* PREFETCH: the host sets it on CPU devices for a paged cache (a hint: results do not depend
+ * on it; a compiler without __builtin_prefetch skips it). */
+#ifndef PREFETCH
+#define PREFETCH 0
 #endif
 #define KVEC (BN == 16 && (D <= 64 || KT) && !SOFTCAP && !ALIBI && !MASK)
 
@@ -126,14 +132,32 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         float s[BM][BN];
-#if PAGED /* the block's keys' cache rows, once for K and V; a key on a page outside the cache
-             is masked and row 0 stands in for its address */
+#if PAGED /* the block's keys' cache rows, once for K and V: one division per block and one
+             table entry per page it touches (a division per key made a page-256 decode
+             1.15-1.2x slower, bench/NOTES.md). A key on a page outside the cache, or past
+             jend, is masked and row 0 stands in for its address. */
         long prow[BN];
         int pok[BN];
-        for (int jj = 0; jj < BN; jj++) {
-            const long pr = paged_row(table, min(j0 + jj, jend - 1), page_size, num_pages);
-            pok[jj] = pr >= 0 ? -1 : 0;
-            prow[jj] = max(pr, 0L);
+        {
+            int at = j0 / page_size, r = j0 - at * page_size, page = table[at];
+            for (int jj = 0; jj < BN; jj++) {
+                const bool ok = page >= 0 && page < num_pages && j0 + jj < jend;
+                pok[jj] = ok ? -1 : 0;
+                prow[jj] = ok ? (long)page * page_size + r : 0L;
+                if (++r == page_size && j0 + jj + 1 < jend) { /* the next key opens the next page */
+                    r = 0;
+                    page = table[++at];
+                }
+            }
+#if PREFETCH && defined(__clang__)
+            /* CPUs: every line of the block's rows requested at once. Pages in random order
+             * break the hardware prefetchers' strides, and the loads below reach only a few
+             * keys ahead (bench/NOTES.md: page 1 decode 1.25x faster, page 16 1.1x) */
+            for (int jj = 0; jj < BN; jj++) {
+                for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(kb + prow[jj] * k_ss + c, 0, 3);
+                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(vb + prow[jj] * v_ss + c, 0, 3);
+            }
+#endif
         }
 #define KEY_ROW(jj, j) (kb + prow[jj] * k_ss)
 #define VALUE_ROW(jj, j) (vb + prow[jj] * v_ss)
