@@ -56,6 +56,8 @@ typedef struct bench_row {
     char status[16];   /* ok, unsupported, error, wrong */
     char reason[512];
     double ms_median, ms_min, ms_max; /* per call */
+    double dense_ms;   /* paged rows: the same call on a dense cache, timed in alternation with
+                          the paged one (median per call; NaN for other rows) */
     int samples, calls_per_sample;
     double gflops, pct_flops, gbs, pct_bw;
     double mem_bytes;  /* device memory the call uses: tensors + scratch */

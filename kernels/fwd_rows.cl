@@ -8,7 +8,7 @@
  *   D   head dim of q and k        DV  head dim of v and o
  *   VW  vector width (divides D and DV)
  *   BM  packed rows per work-item  BN  keys per block (one rescale per block)
- *   PREFETCH  request a paged block's rows before reading them (CPU devices)
+ *   PREFETCH  request a paged block's rows before reading them (CPU devices, small pages)
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv, B). Scores are kept in the log2 domain: q is
@@ -150,13 +150,16 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                 }
             }
 #if PREFETCH && defined(__clang__)
-            /* CPUs: every line of the block's rows requested at once. Pages in random order
-             * break the hardware prefetchers' strides, and the loads below reach only a few
-             * keys ahead (bench/NOTES.md: page 1 decode 1.25x faster, page 16 1.1x) */
-            for (int jj = 0; jj < BN; jj++) {
-                for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(kb + prow[jj] * k_ss + c, 0, 3);
-                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(vb + prow[jj] * v_ss + c, 0, 3);
-            }
+            /* CPUs, pages smaller than a block: every line of the block's rows requested at
+             * once, since keys on pages in random order defeat the hardware prefetchers and the
+             * loads below reach only a few keys ahead. Measured (bench/NOTES.md): page 1 decode
+             * 1.25x faster; with pages of a block or more it cost up to 10%, so they go without. */
+            if (page_size < BN)
+                for (int jj = 0; jj < BN; jj++) {
+                    for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(kb + prow[jj] * k_ss + c, 0, 3);
+                    for (int c = 0; c < DV; c += 64 / (int)sizeof(T))
+                        __builtin_prefetch(vb + prow[jj] * v_ss + c, 0, 3);
+                }
 #endif
         }
 #define KEY_ROW(jj, j) (kb + prow[jj] * k_ss)
