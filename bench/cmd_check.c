@@ -17,6 +17,8 @@ typedef struct check_case {
     int mask, alibi, sinks, seqused, varlen, dtype, splits;
     int quick;
     int backward; /* the backward pass: dq, dk, dv (dsinks) against the reference backward */
+    int page, nnew, rotary, holes; /* a paged KV cache: page size, tokens appended, rotary dim,
+                                      block ids outside the cache in the table */
 } check_case;
 
 static const check_case cases[] = {
@@ -46,6 +48,12 @@ static const check_case cases[] = {
     {"bwd_varlen", 4, 4, 2, 20, 30, 64, .varlen = 1, .causal = 1, .backward = 1},
     {"bwd_f16", 2, 4, 2, 31, 47, 64, .causal = 1, .dtype = CLATTN_DTYPE_F16, .backward = 1},
     {"bwd_bf16", 1, 4, 1, 20, 33, 128, .dtype = CLATTN_DTYPE_BF16, .backward = 1},
+    /* paged KV cache: random block tables; the caches after the append compared too */
+    {"paged_decode_p16_rope", 3, 8, 2, 1, 300, 128, .causal = 1, .page = 16, .nnew = 1, .rotary = 128, .quick = 1},
+    {"paged_chunk_p3_f16", 3, 4, 2, 5, 70, 64, .causal = 1, .page = 3, .nnew = 5, .rotary = 32,
+     .dtype = CLATTN_DTYPE_F16},
+    {"paged_p1_split_holes", 3, 8, 2, 1, 500, 64, .page = 1, .nnew = 1, .splits = 4, .holes = 1},
+    {"paged_p256_varlen", 4, 4, 2, 12, 600, 64, .causal = 1, .page = 256, .varlen = 1},
 };
 
 static clattn_desc desc_of(const check_case *c, clattn_algo algo)
@@ -61,6 +69,15 @@ static clattn_desc desc_of(const check_case *c, clattn_algo algo)
     if (c->mask) d.mask_strides = (clattn_strides){0, (int64_t)c->nq * c->nk, c->nk}; /* broadcast over batch */
     d.algo = algo;
     d.pass = c->backward ? CLATTN_PASS_BACKWARD : CLATTN_PASS_FORWARD;
+    if (c->page) { /* every table entry its own page, and 3 pages in no table */
+        d.page_size = c->page;
+        d.pages_per_seq = (c->nk + c->page - 1) / c->page;
+        d.num_pages = c->b * d.pages_per_seq + 3;
+        d.has_seqused_k = 1;
+        d.seq_new = c->nnew;
+        d.rotary_dim = c->rotary;
+        if (c->rotary) d.rotary_positions = c->nk + (c->nq > c->nnew ? c->nq - c->nnew : 0);
+    }
     return d;
 }
 
@@ -101,6 +118,7 @@ int cmd_check(int argc, char **argv)
                 verify_opts opts = {0};
                 opts.seed = 0xc4ec0000ull + c;
                 opts.inject_error = inject;
+                opts.paged_holes = cases[c].holes;
                 verify_result r;
                 const char *status;
                 if (verify_run(ctx, &d, &opts, &r)) {
