@@ -20,6 +20,7 @@ typedef struct fused {
     clattn_fwd_fit fit;
     int nsplit, split_len; /* key splits and keys per split (a multiple of the key block) */
     bool kt;               /* K transposed to f32 in scratch first */
+    bool heads_together;   /* paged decode on a CPU: a work-group of the KV heads (HEADS_TOGETHER) */
     long kt_ld;            /* its row length: the keys and 16 zero columns */
     size_t rows_total;     /* output rows (shape.h) */
     size_t q_rot;          /* rotary: q's rotated copy, at this element of scratch (after the partials) */
@@ -180,17 +181,25 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     clattn_kernel_spec *k = &f->fwd_spec;
     k->file = f->family->fwd_file;
     k->function = f->family->fwd_function;
-    k->local_size = fit->local_size;
+    k->local_size = f->heads_together ? 0 : fit->local_size; /* (1, Hkv, 1): set at the launch */
     char params[192];
-    /* CPUs reading a paged cache: prefetch hints for each block's rows (kernels/fwd_rows.cl) */
+    /* CPUs reading a paged cache: prefetch hints for each block's rows and, for the rows family's
+     * one-item blocks, the KV heads of a block of rows in one work-group that advances block by
+     * block, its private arrays within the same budget as family_rows.c's (a family whose
+     * work-items each own a block: kernels/fwd_rows.cl) */
     const bool prefetch = s->paged && (ctx->info.type & CL_DEVICE_TYPE_CPU);
+    f->heads_together = prefetch && !fit->group_per_block &&
+                        (size_t)s->heads_kv <= ctx->info.max_wg_size &&
+                        (size_t)s->heads_kv * (size_t)fit->rows * (size_t)(2 * d + dv) * 4 <= 256 * 1024;
     clattn__format(params, sizeof params, "-cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d "
                    "-D SPLIT=%d -D KT=%d%s", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
-                   split, f->kt, prefetch ? " -D PREFETCH=1" : "");
+                   split, f->kt, prefetch ? (f->heads_together ? " -D PREFETCH=1 -D HEADS_TOGETHER=1" : " -D PREFETCH=1")
+                                          : "");
     clattn__kernel_options(k, params, &sw);
-    clattn__format(k->name, sizeof k->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s %s splits=%d",
+    clattn__format(k->name, sizeof k->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s%s %s splits=%d",
                    f->family->name, d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
-                   fit->local_size, f->kt ? " KT" : "", dtype_name(s->dtype), f->nsplit);
+                   f->heads_together ? (size_t)s->heads_kv : fit->local_size, f->kt ? " KT" : "",
+                   f->heads_together ? " heads-together" : "", dtype_name(s->dtype), f->nsplit);
     clattn__format(p->variant, sizeof p->variant, "%s", k->name);
     clattn_args count = {0};
     const clattn_buffers none = {0};
@@ -309,9 +318,14 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     const size_t g0 = f->fit.group_per_block ? blocks * wg : wg ? (blocks + wg - 1) / wg * wg : blocks;
     size_t global[3] = {g0, (size_t)s->heads_kv, (size_t)s->batch};
     size_t local[3] = {wg, 1, 1};
+    if (f->heads_together) { /* a work-item per block of rows, the KV heads in one work-group */
+        global[0] = blocks;
+        local[0] = 1;
+        local[1] = (size_t)s->heads_kv;
+    }
     cl_event fwd = NULL;
-    cl_int e = clattn__enqueue(p->ctx, l->queue, f->fwd, 3, global, wg ? local : NULL, num_wait, wait,
-                               split ? &fwd : l->event);
+    cl_int e = clattn__enqueue(p->ctx, l->queue, f->fwd, 3, global, wg || f->heads_together ? local : NULL,
+                               num_wait, wait, split ? &fwd : l->event);
     if (tr) clReleaseEvent(tr);
     if (e) return clattn__fail(p->ctx, e, "clEnqueueNDRangeKernel failed (%d) for %s", e, p->variant);
     if (!split) return CLATTN_SUCCESS;

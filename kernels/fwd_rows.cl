@@ -9,6 +9,9 @@
  *   VW  vector width (divides D and DV)
  *   BM  packed rows per work-item  BN  keys per block (one rescale per block)
  *   PREFETCH  request a paged block's rows before reading them (CPU devices, small pages)
+ *   HEADS_TOGETHER  a barrier after each block of keys; the work-group is (1, Hkv, 1), so the
+ *       KV heads of one block of rows advance block by block together (a paged cache keeps a
+ *       token's heads side by side: bench/NOTES.md change 11)
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv, B). Scores are kept in the log2 domain: q is
@@ -33,6 +36,9 @@
  * on it; a compiler without __builtin_prefetch skips it). */
 #ifndef PREFETCH
 #define PREFETCH 0
+#endif
+#ifndef HEADS_TOGETHER
+#define HEADS_TOGETHER 0
 #endif
 #define KVEC (BN == 16 && (D <= 64 || KT) && !SOFTCAP && !ALIBI && !MASK)
 
@@ -269,6 +275,10 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                     #pragma unroll
                     for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
         }
+#if HEADS_TOGETHER /* a work-group holds the KV heads of one block of rows (host: paged decode on
+                      CPUs): PoCL runs them block by block, so a page's heads are read together */
+        barrier(CLK_GLOBAL_MEM_FENCE);
+#endif
     }
 
     #pragma unroll
