@@ -79,6 +79,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     d.total_k = small_or_any(&r, 40, 0);
     d.num_splits = (int)((flags >> 9) & 3);
     d.scale = (flags >> 11) & 1 ? NAN : 0.0f;
+    if ((flags >> 12) & 1) { /* a paged KV cache, its fields as wild as the others */
+        d.page_size = small_or_any(&r, 5, 0);
+        d.num_pages = small_or_any(&r, 12, 0);
+        d.pages_per_seq = small_or_any(&r, 8, 0);
+        d.seq_new = small_or_any(&r, 4, 0);
+        d.rotary_dim = small_or_any(&r, 8, 0);
+        d.rotary_interleaved = (flags >> 13) & 1;
+        d.rotary_positions = small_or_any(&r, 24, 0);
+    }
 
     char msg[256];
     if (clattn_desc_validate(&d, msg, sizeof msg) != CLATTN_SUCCESS) return 0;
@@ -89,8 +98,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (double)d.seq_q * d.seq_kv * d.head_dim > 1e6)
         return 0;
     /* The fuzzer picks how much of each array exists: exact, one short, or none at all. */
-    size_t len[6] = {n.q, n.k, n.v, n.o, n.lse, n.mask};
-    for (int i = 0; i < 6; i++) {
+    if (n.block_table > cap || n.k_new > cap || n.v_new > cap || n.rotary > cap) return 0;
+    size_t len[8] = {n.q, n.k, n.v, n.o, n.lse, n.mask, n.k_new, n.v_new};
+    for (int i = 0; i < 8; i++) {
         const uint32_t s = take(&r, 1) % 8;
         if (s == 0 && len[i]) len[i]--;
     }
@@ -100,6 +110,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     float *lse = calloc(len[4] + 1, 4), *mask = calloc(len[5] + 1, 4);
     float *alibi = calloc((size_t)d.heads_q, 4), *sinks = calloc((size_t)d.heads_q, 4);
     int32_t *used = calloc((size_t)d.batch, 4), *cuq = calloc((size_t)d.batch + 1, 4), *cuk = calloc((size_t)d.batch + 1, 4);
+    /* paged: block ids in -1 .. num_pages + 1 (outside the cache: masked), new tokens, rotary */
+    int32_t *table = calloc(n.block_table + 1, 4);
+    void *kn = calloc(len[6] + 1, es), *vn = calloc(len[7] + 1, es), *kout = calloc(n.k + 1, es);
+    float *rot = calloc(n.rotary + 1, 4);
+    for (size_t i = 0; i < n.block_table; i++) table[i] = (int32_t)(take(&r, 1) % (uint32_t)(d.num_pages + 3)) - 1;
     for (int b = 0; b < d.batch; b++) {
         used[b] = (int32_t)(take(&r, 1) % (uint32_t)(d.seq_kv + 2)) - 1; /* sometimes out of range */
         cuq[b + 1] = cuq[b] + (int32_t)(take(&r, 1) % (uint32_t)(d.seq_q + 2));
@@ -109,10 +124,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     t.q = q; t.k = k; t.v = v; t.o = o; t.lse = lse; t.mask = mask; t.alibi_slopes = alibi; t.sinks = sinks;
     t.seqused_k = used; t.cu_seqlens_q = cuq; t.cu_seqlens_k = cuk;
     t.q_len = len[0]; t.k_len = len[1]; t.v_len = len[2]; t.o_len = len[3]; t.lse_len = len[4]; t.mask_len = len[5];
+    t.block_table = table; t.k_new = kn; t.v_new = vn; t.k_new_len = len[6]; t.v_new_len = len[7];
+    t.rotary_cos = rot; t.rotary_sin = rot; t.k_cache_out = (flags >> 14) & 1 ? kout : NULL;
     const clattn_status st = clattn_reference_forward(&d, &t, msg, sizeof msg);
     const bool short_array = len[0] < n.q || len[1] < n.k || len[2] < n.v || len[3] < n.o || len[4] < n.lse ||
-                             (d.has_mask && len[5] < n.mask);
+                             (d.has_mask && len[5] < n.mask) || len[6] < n.k_new || len[7] < n.v_new;
     if (short_array && st == CLATTN_SUCCESS) abort(); /* a too-small array must be refused */
     free(q); free(k); free(v); free(o); free(lse); free(mask); free(alibi); free(sinks); free(used); free(cuq); free(cuk);
+    free(table); free(kn); free(vn); free(kout); free(rot);
     return 0;
 }
