@@ -34,6 +34,32 @@ int cli_open_context(const char *selector, clattn_context **ctx)
     return 0;
 }
 
+int cli_tuning_note(clattn_context *ctx, const char *device_name)
+{
+    /* a prefill and a decode class, the two a first user meets */
+    static const int shapes[2][6] = {{1, 8, 8, 512, 512, 64}, {1, 32, 8, 1, 4096, 128}};
+    char generic[64] = "";
+    int n = 0;
+    for (int i = 0; i < 2; i++) {
+        clattn_desc d = CLATTN_DESC_INIT;
+        d.batch = shapes[i][0]; d.heads_q = shapes[i][1]; d.heads_kv = shapes[i][2]; d.seq_q = shapes[i][3];
+        d.seq_kv = shapes[i][4]; d.head_dim = shapes[i][5]; d.causal = 1; d.algo = CLATTN_ALGO_FUSED;
+        clattn_plan *plan = NULL;
+        if (clattn_plan_create(ctx, &d, &plan)) continue; /* not served: nothing to tune */
+        clattn_tuning t = CLATTN_TUNING_INIT;
+        if (!strcmp(clattn_plan_tuning(plan, &t), "generic")) {
+            const size_t len = strlen(generic);
+            snprintf(generic + len, sizeof generic - len, "%s%s", n++ ? ", " : "", clattn_tuning_class(&d));
+        }
+        clattn_plan_destroy(plan);
+    }
+    if (n)
+        printf("note: %s: the fused kernels run generic parameters (%s): nothing is tuned or shipped for this "
+               "device and driver. `clattn tune --quick` (35 s on a 2-core PoCL) or `clattn tune` (the whole "
+               "search) measures and stores tuned ones.\n", device_name, generic);
+    return n;
+}
+
 int cli_select_devices(const char *cmd, const char *device, cl_device_id devs[CLI_MAX_DEVICES], int *first,
                        int *last)
 {

@@ -14,6 +14,10 @@ int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Opens a context on the device `selector` (index or name substring; NULL: default pick). */
 int cli_open_context(const char *selector, clattn_context **ctx);
 
+/* Prints, when the fused kernels would run generic parameters on ctx's device for a prefill or
+ * a decode class, a note that says so and how to tune. Returns the number of such classes. */
+int cli_tuning_note(clattn_context *ctx, const char *device_name);
+
 /* Lists every platform's devices into devs (at most CLI_MAX_DEVICES, in order) and sets
  * [*first, *last] to those a --device option selects: "all" -> every one; NULL -> the default
  * pick (CLATTN_DEVICE, else first GPU, else first); else an index or name substring. Returns

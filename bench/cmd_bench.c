@@ -102,6 +102,24 @@ static const struct option bench_options[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* Fused rows that ran generic parameters (nothing tuned or shipped for their device and class):
+ * say so, and how to tune. */
+static void print_generic(const bench_report *rep)
+{
+    char ids[256] = "";
+    int n = 0;
+    for (int i = 0; i < rep->nrows; i++) {
+        const bench_row *w = &rep->rows[i];
+        if (w->algo != ALGO_FUSED || strcmp(w->status, "ok") || strcmp(w->tuning_source, "generic")) continue;
+        const size_t len = strlen(ids);
+        snprintf(ids + len, sizeof ids - len, "%s%d", n++ ? ", " : "", w->c.id);
+    }
+    if (n)
+        printf("\nnote: %d fused row(s) ran generic parameters (case %s): nothing is tuned or shipped for their "
+               "device and shape class. `clattn tune --quick` (35 s on a 2-core PoCL) or `clattn tune` measures and "
+               "stores tuned ones; later runs use them.\n", n, ids);
+}
+
 /* Each paged row beside the same call on a dense cache, timed in alternation with it (the
  * ratio that drift on a shared machine moves least), and beside the dense case's own row of the
  * same run when there is one. GB/s count the same fewest bytes for both. */
@@ -327,6 +345,7 @@ int cmd_bench(int argc, char **argv)
                    report_algo_label(w, label, sizeof label), a, b, c, u);
         }
     }
+    print_generic(&rep);
     print_paged(&rep);
     int rc = 0;
     if (json && report_json(json, &rep)) rc = 1;

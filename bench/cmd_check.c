@@ -151,6 +151,7 @@ int cmd_check(int argc, char **argv)
                 fflush(stdout);
             }
         }
+        cli_tuning_note(ctx, name);
         clattn_context_destroy(ctx);
     }
     printf("\n%d passed, %d failed (%.1f s)\n", passes, failures, (cli_now_ms() - t0) / 1000);

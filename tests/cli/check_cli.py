@@ -102,6 +102,10 @@ def main():
     expect(r.returncode != 0 and "FAIL" in r.stdout, "check fails when a wrong result is injected")
     r = run(exe, "bench", "--cases", "12", "--algo", "fused", "--budget-ms", "20", env={"CLATTN_TEST_INJECT_ERROR": "1"})
     expect(r.returncode != 0 and "wrong" in r.stdout, "bench marks an injected wrong result as wrong and exits non-zero")
+    # generic parameters are named, with how to tune (the tiles family on a CPU has none shipped here)
+    r = run(exe, "bench", "--cases", "12", "--algo", "fused", "--budget-ms", "20", env={"CLATTN_KERNELS": "tiles"})
+    expect(r.returncode == 0 and ("(generic)" in r.stdout) == ("clattn tune --quick" in r.stdout),
+           "bench says when a row ran generic parameters, and how to tune")
 
     # The backward pass: rows carry their pass, count 2.5x the forward's FLOPs, are checked
     # (sampled) before they are timed, and a wrong gradient shows as wrong.
