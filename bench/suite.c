@@ -189,6 +189,18 @@ static int time_calls(const clattn_plan *plan, cl_command_queue queue, const cla
     return st;
 }
 
+/* A plan for the row, or the row marked unsupported / error with the library's reason. */
+static clattn_status row_plan(clattn_context *ctx, const clattn_desc *d, const clattn_tuning *tuning, clattn_plan **plan,
+                              bench_row *row)
+{
+    const clattn_status st = clattn_plan_create_tuned(ctx, d, tuning, plan);
+    if (st) {
+        snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
+        clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
+    }
+    return st;
+}
+
 /* The row's variant, parameters and their source, and the plan's scratch in its memory. */
 static void describe_plan(bench_row *row, const clattn_plan *plan)
 {
@@ -249,13 +261,9 @@ static void run_backward(clattn_context *ctx, const device_peak *peak, const ben
     fill(host[1], sizes[1], dt, &rng);
     fill(host[2], sizes[2], dt, &rng);
     fill(host[5], sizes[5], dt, &rng);
-    clattn_status st = clattn_plan_create_tuned(ctx, &bd, opts->tuning, &plan);
-    if (!st) st = clattn_plan_create(ctx, &fd, &fwd);
-    if (st) {
-        snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
-        clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
-        goto done;
-    }
+    clattn_status st = row_plan(ctx, &bd, opts->tuning, &plan, row);
+    if (!st) st = row_plan(ctx, &fd, NULL, &fwd, row);
+    if (st) goto done;
     describe_plan(row, plan);
     cl_int e;
     cl_context cl = clattn_context_cl_context(ctx);
@@ -440,11 +448,7 @@ static void run_paged(clattn_context *ctx, const device_peak *peak, const bench_
     }
     double samples[64];
     int ns = 0, k_calls = 1;
-    if ((st = clattn_plan_create_tuned(ctx, &d, opts->tuning, &plan))) {
-        snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
-        clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
-        goto done;
-    }
+    if ((st = row_plan(ctx, &d, opts->tuning, &plan, row))) goto done;
     describe_plan(row, plan);
     cl_int e;
     cl_context cl = clattn_context_cl_context(ctx);
@@ -592,12 +596,8 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
         }
         row->mem_bytes = 0;
     } else {
-        clattn_status st = clattn_plan_create_tuned(ctx, &d, opts->tuning, &plan);
-        if (st) {
-            snprintf(row->status, sizeof row->status, st == CLATTN_UNSUPPORTED ? "unsupported" : "error");
-            clattn_context_copy_last_error(ctx, row->reason, sizeof row->reason);
-            goto done;
-        }
+        clattn_status st = row_plan(ctx, &d, opts->tuning, &plan, row);
+        if (st) goto done;
         describe_plan(row, plan);
         cl_int e;
         cl_context cl = clattn_context_cl_context(ctx);

@@ -30,6 +30,28 @@ static void cache_args(clattn_args *a, cl_mem m, size_t off, const clattn_stride
     CLATTN_ARG(a, cl_long, st->seq);
 }
 
+/* A tensor of new tokens (or q): its buffer, first element, batch, head and token strides. */
+static void strided_args(clattn_args *a, cl_mem m, size_t off, const clattn_strides *st)
+{
+    CLATTN_ARG(a, cl_mem, m);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)off);
+    CLATTN_ARG(a, cl_long, st->batch);
+    CLATTN_ARG(a, cl_long, st->head);
+    CLATTN_ARG(a, cl_long, st->seq);
+}
+
+/* The cached lengths and the block table, with what bounds them. */
+static void table_args(clattn_args *a, const clattn_shape *s, const clattn_buffers *bf)
+{
+    CLATTN_ARG(a, cl_mem, bf->seqused_k);
+    CLATTN_ARG(a, cl_mem, bf->block_table);
+    CLATTN_ARG(a, cl_int, s->page_size);
+    CLATTN_ARG(a, cl_int, s->pages_per_seq);
+    CLATTN_ARG(a, cl_int, s->num_pages);
+    CLATTN_ARG(a, cl_int, s->seq_kv);
+    CLATTN_ARG(a, cl_int, s->seq_new);
+}
+
 static void rotary_args(clattn_args *a, const clattn_shape *s, const clattn_buffers *bf)
 {
     CLATTN_ARG(a, cl_mem, s->rotary_dim ? bf->rotary_cos : bf->k);
@@ -47,33 +69,15 @@ void clattn__paged_args(clattn_args *a, clattn_paged_kernel which, const clattn_
     case CLATTN_PAGED_APPEND:
         cache_args(a, bf->k, bf->k_offset, &s->k);
         cache_args(a, bf->v, bf->v_offset, &s->v);
-        CLATTN_ARG(a, cl_mem, bf->k_new);
-        CLATTN_ARG(a, cl_ulong, (cl_ulong)bf->k_new_offset);
-        CLATTN_ARG(a, cl_long, s->kn.batch);
-        CLATTN_ARG(a, cl_long, s->kn.head);
-        CLATTN_ARG(a, cl_long, s->kn.seq);
-        CLATTN_ARG(a, cl_mem, bf->v_new);
-        CLATTN_ARG(a, cl_ulong, (cl_ulong)bf->v_new_offset);
-        CLATTN_ARG(a, cl_long, s->vn.batch);
-        CLATTN_ARG(a, cl_long, s->vn.head);
-        CLATTN_ARG(a, cl_long, s->vn.seq);
+        strided_args(a, bf->k_new, bf->k_new_offset, &s->kn);
+        strided_args(a, bf->v_new, bf->v_new_offset, &s->vn);
         CLATTN_ARG(a, cl_int, s->head_dim);
         CLATTN_ARG(a, cl_int, s->head_dim_v);
-        CLATTN_ARG(a, cl_mem, bf->seqused_k);
-        CLATTN_ARG(a, cl_mem, bf->block_table);
-        CLATTN_ARG(a, cl_int, s->page_size);
-        CLATTN_ARG(a, cl_int, s->pages_per_seq);
-        CLATTN_ARG(a, cl_int, s->num_pages);
-        CLATTN_ARG(a, cl_int, s->seq_kv);
-        CLATTN_ARG(a, cl_int, s->seq_new);
+        table_args(a, s, bf);
         rotary_args(a, s, bf);
         break;
     case CLATTN_PAGED_ROTATE_Q:
-        CLATTN_ARG(a, cl_mem, bf->q);
-        CLATTN_ARG(a, cl_ulong, (cl_ulong)bf->q_offset);
-        CLATTN_ARG(a, cl_long, s->q.batch);
-        CLATTN_ARG(a, cl_long, s->q.head);
-        CLATTN_ARG(a, cl_long, s->q.seq);
+        strided_args(a, bf->q, bf->q_offset, &s->q);
         CLATTN_ARG(a, cl_mem, c->scratch);
         CLATTN_ARG(a, cl_ulong, (cl_ulong)c->q_out);
         CLATTN_ARG(a, cl_int, s->head_dim);
@@ -92,13 +96,7 @@ void clattn__paged_args(clattn_args *a, clattn_paged_kernel which, const clattn_
         CLATTN_ARG(a, cl_int, s->head_dim);
         CLATTN_ARG(a, cl_int, s->head_dim_v);
         CLATTN_ARG(a, cl_int, s->heads_kv);
-        CLATTN_ARG(a, cl_mem, bf->seqused_k);
-        CLATTN_ARG(a, cl_mem, bf->block_table);
-        CLATTN_ARG(a, cl_int, s->page_size);
-        CLATTN_ARG(a, cl_int, s->pages_per_seq);
-        CLATTN_ARG(a, cl_int, s->num_pages);
-        CLATTN_ARG(a, cl_int, s->seq_kv);
-        CLATTN_ARG(a, cl_int, s->seq_new);
+        table_args(a, s, bf);
         break;
     }
 }
