@@ -344,8 +344,10 @@ CLATTN_API void clattn_plan_destroy(clattn_plan *plan); /* NULL is fine */
 /* "fused" or "unfused", and the kernel variant, e.g. "cpu_rows D=64 DV=64 BM=4 BN=16 VW=16". */
 CLATTN_API clattn_algo clattn_plan_algo(const clattn_plan *plan);
 CLATTN_API const char *clattn_plan_variant(const clattn_plan *plan);
-/* Bytes of device scratch one execution needs (0 for the fused path). Without a caller
- * scratch buffer the plan allocates it at its first execution and keeps it. */
+/* Bytes of device scratch one execution needs: the unfused path's score chunks and f32 copies;
+ * the fused path's split-KV partials, K transposed (rows family, prefill) or q rotated (paged
+ * cache with rotary), else 0. Without a caller scratch buffer the plan allocates it at its first
+ * execution and keeps it. */
 CLATTN_API size_t clattn_plan_scratch_size(const clattn_plan *plan);
 /* Why the plan took its path, e.g. "auto: unfused, because fused: attention sinks is not
  * supported by the fused path yet". */
