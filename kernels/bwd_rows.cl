@@ -80,7 +80,7 @@ __kernel void clattn_bwd_kv_rows(BWD_ARGS)
     const int g = (int)get_global_id(1), b = (int)get_global_id(2);
     const int j0 = (int)get_global_id(0) * 16;
     const seq_geom sg = seq_setup(b, 0, q_sb, 0, k_sb, 0, v_sb, 0, o_sb, q_ss, k_ss, v_ss, o_ss, nq, nk, top_left,
-                                  seqused_k, cu_q, cu_k, total_q, total_k);
+                                  seqused_k, cu_q, cu_k, total_q, total_k, 0);
     if (j0 >= sg.nk_all) return;
     __global const T *kb = k + k_off + sg.k_base + g * k_sh;
     __global const T *vb = v + v_off + sg.v_base + g * v_sh;
@@ -219,7 +219,7 @@ __kernel void clattn_bwd_q_rows(BWD_ARGS)
     const int g = (int)get_global_id(1), b = (int)get_global_id(2);
     const int r0 = (int)get_global_id(0) * 16;
     const seq_geom sg = seq_setup(b, 0, q_sb, 0, k_sb, 0, v_sb, 0, o_sb, q_ss, k_ss, v_ss, o_ss, nq, nk, top_left,
-                                  seqused_k, cu_q, cu_k, total_q, total_k);
+                                  seqused_k, cu_q, cu_k, total_q, total_k, 0);
     const int rows = group * sg.nq;
     if (r0 >= rows) return;
     __global const T *kb = k + k_off + sg.k_base + g * k_sh;

@@ -22,7 +22,7 @@ __kernel void clattn_bwd_softmax(__global float *s, __global float *dp, ulong dp
     if (r >= rows) return;
     const int bh = bh0 + p, b = bh / hq, h = bh % hq, i = r0 + r;
     __global float *srow = s + ((long)p * rows + r) * nk, *dprow = dp + dp_off + ((long)p * rows + r) * nk;
-    const unfused_row u = unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+    const unfused_row u = unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k, 0);
     const float l = i < u.nq ? lse[lse_off + u.id] : -INFINITY;
     if (l == -INFINITY) { /* a padding row, or a row that saw nothing: no gradient */
         for (int j = 0; j < nk; j++) srow[j] = dprow[j] = 0.0f;

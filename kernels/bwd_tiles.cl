@@ -57,7 +57,7 @@ void clattn_bwd_kv_tiles(BWD_ARGS)
     const int g = (int)get_global_id(1), b = (int)get_global_id(2);
     const int j0 = (int)get_group_id(0) * BN;
     const seq_geom sg = seq_setup(b, 0, q_sb, 0, k_sb, 0, v_sb, 0, o_sb, q_ss, k_ss, v_ss, o_ss, nq, nk, top_left,
-                                  seqused_k, cu_q, cu_k, total_q, total_k);
+                                  seqused_k, cu_q, cu_k, total_q, total_k, 0);
     if (j0 >= sg.nk_all) return; /* uniform over the work-group */
     const int j = min(j0 + lid, sg.nk_all - 1);
     __global const T *kr = k + k_off + sg.k_base + g * k_sh + (long)j * k_ss;
@@ -135,7 +135,7 @@ void clattn_bwd_q_tiles(BWD_ARGS)
     const int g = (int)get_global_id(1), b = (int)get_global_id(2);
     const int r0 = (int)get_group_id(0) * BM;
     const seq_geom sg = seq_setup(b, 0, q_sb, 0, k_sb, 0, v_sb, 0, o_sb, q_ss, k_ss, v_ss, o_ss, nq, nk, top_left,
-                                  seqused_k, cu_q, cu_k, total_q, total_k);
+                                  seqused_k, cu_q, cu_k, total_q, total_k, 0);
     const int rows = group * sg.nq;
     if (r0 >= rows) return; /* uniform over the work-group */
     const int p = min(r0 + lid, rows - 1);

@@ -188,6 +188,13 @@ inline int2 seq_range(__global const int *cu, int b, int total, int longest)
     return (int2)(s, min(e - s, longest));
 }
 
+/* A paged cache: the keys sequence b holds before an append of nnew, seqused_k[b] clamped to
+ * what its table row holds before it (nk, the plan's seq_kv, bounds the row's reach). */
+inline int cached_keys(__global const int *seqused_k, int b, int nk, int nnew)
+{
+    return clamp(seqused_k[b], 0, nk - nnew);
+}
+
 /* Per-(batch) geometry: where the sequence starts and how long it is. With VARLEN the batch
  * stride is unused: sequence b starts at token cu[b] of the packed tensors. Key lengths
  * (seqused_k) are clamped to the sequence's keys. */
@@ -200,11 +207,11 @@ typedef struct seq_geom {
 inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb, ulong v_off, long v_sb,
                           ulong o_off, long o_sb, long q_ss, long k_ss, long v_ss, long o_ss, int nq,
                           int nk, int top_left, __global const int *seqused_k, __global const int *cu_q,
-                          __global const int *cu_k, int total_q, int total_k)
+                          __global const int *cu_k, int total_q, int total_k, int nnew)
 {
     seq_geom s;
 #if VARLEN
-#if PAGED /* keys come from the cache (paged_seq), not from packed tokens */
+#if PAGED /* keys come from the cache, not from packed tokens */
     const int2 rq = seq_range(cu_q, b, total_q, nq), rk = (int2)(0, nk);
 #else
     const int2 rq = seq_range(cu_q, b, total_q, nq), rk = seq_range(cu_k, b, total_k, nk);
@@ -227,26 +234,20 @@ inline seq_geom seq_setup(int b, ulong q_off, long q_sb, ulong k_off, long k_sb,
     s.k_base = (long)k_off + b * k_sb;
     s.v_base = (long)v_off + b * v_sb;
 #endif
+#if PAGED /* the caches have no batch stride (paged_row finds each key); seqused_k[b] counts the
+             keys cached before the append, clamped to what the table row holds before it */
+    s.k_base = (long)k_off;
+    s.v_base = (long)v_off;
+    s.nk = cached_keys(seqused_k, b, nk, nnew) + nnew;
+    s.nk_all = s.nk;
+#else
     s.nk_all = s.nk;
 #if SEQUSED
     s.nk = clamp(seqused_k[b], 0, s.nk);
 #endif
+#endif
     s.off = top_left ? 0 : s.nk - s.nq;
     return s;
-}
-
-/* A paged cache: the sequence's keys are its cached ones, seqused_k[b] clamped to what the
- * table row holds before the append (nk - nnew), and the nnew appended after them; the
- * caches have no batch stride (paged_row finds each key). */
-inline void paged_seq(seq_geom *s, __global const int *seqused_k, int b, int nk, int nnew, int top_left,
-                      ulong k_off, ulong v_off)
-{
-    s->nk = clamp(seqused_k[b], 0, nk - nnew) + nnew;
-    s->nk_all = s->nk;
-    s->k_tok0 = 0;
-    s->k_base = (long)k_off;
-    s->v_base = (long)v_off;
-    s->off = top_left ? 0 : s->nk - s->nq;
 }
 
 /* The cache row of key j of a sequence whose block table row is `table`: page * page_size +
@@ -278,7 +279,7 @@ typedef struct unfused_row {
 
 inline unfused_row unfused_row_at(int b, int h, int bh, int i, int nq, int nk, int top_left,
                                   __global const int *seqused_k, __global const int *cu_q, __global const int *cu_k,
-                                  int total_q, int total_k)
+                                  int total_q, int total_k, int nnew)
 {
     unfused_row u;
 #if VARLEN /* rows past a clamped sequence are padding; a paged cache's keys are not packed */
@@ -291,7 +292,9 @@ inline unfused_row unfused_row_at(int b, int h, int bh, int i, int nq, int nk, i
     u.nk = nk;
     u.id = (long)bh * nq + i;
 #endif
-#if SEQUSED
+#if PAGED /* the gathered keys: the cached ones and the nnew appended after them */
+    u.nk = cached_keys(seqused_k, b, nk, nnew) + nnew;
+#elif SEQUSED
     u.nk = clamp(seqused_k[b], 0, u.nk);
 #endif
     u.off = top_left ? 0 : u.nk - u.nq;

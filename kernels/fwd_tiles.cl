@@ -47,10 +47,9 @@ void clattn_fwd_tiles(FWD_ARGS)
 #else
     const int r0 = (int)get_group_id(0) * BM;
 #endif
-    seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
-                            o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
+    const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
+                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k, seq_new);
 #if PAGED
-    paged_seq(&sg, seqused_k, b, nk, seq_new, top_left, k_off, v_off);
     __global const int *table = block_table + (long)b * pages_per_seq;
 #endif
     const int rows = group * sg.nq;

@@ -42,7 +42,7 @@ __kernel void clattn_paged_append(__global T *kc, ulong kc_off, long kc_sh, long
                                   int interleaved, int positions)
 {
     const int t = (int)get_global_id(0), g = (int)get_global_id(1), b = (int)get_global_id(2);
-    const int j = clamp(seqused_k[b], 0, seq_kv - seq_new) + t;
+    const int j = cached_keys(seqused_k, b, seq_kv, seq_new) + t;
     const long row = paged_row(block_table + (long)b * pages_per_seq, j, page_size, num_pages);
     if (row < 0) return; /* a page outside the cache: the token is dropped */
     __global const T *ks = kn + kn_off + b * kn_sb + g * kn_sh + t * kn_ss;
@@ -68,7 +68,7 @@ __kernel void clattn_paged_rotate_q(__global const T *q, ulong q_off, long q_sb,
     __global const T *src = q + q_off + at;
     __global T *dst = qr + qr_off + at;
     for (int c = rotary_dim; c < d; c++) STORE1(LOAD1(src + c), dst + c);
-    const int pos = clamp(seqused_k[b], 0, seq_kv - seq_new) + (per_row ? i : 0);
+    const int pos = cached_keys(seqused_k, b, seq_kv, seq_new) + (per_row ? i : 0);
     rotate_row(src, dst, rotary_dim, interleaved, rcos, rsin, min(pos, positions - 1));
 }
 
@@ -82,7 +82,7 @@ __kernel void clattn_paged_gather(__global const T *kc, ulong kc_off, long kc_sh
                                   int pages_per_seq, int num_pages, int seq_kv, int seq_new)
 {
     const int j = (int)get_global_id(0), g = (int)get_global_id(1), b = (int)get_global_id(2);
-    const int nk = clamp(seqused_k[b], 0, seq_kv - seq_new) + seq_new;
+    const int nk = cached_keys(seqused_k, b, seq_kv, seq_new) + seq_new;
     const long row = j < nk ? paged_row(block_table + (long)b * pages_per_seq, j, page_size, num_pages) : -1L;
     const long item = ((long)b * heads_kv + g) * seq_kv + j;
     __global float *kd = work + k_out + item * d;

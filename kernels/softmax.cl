@@ -53,10 +53,9 @@ void clattn_softmax(__global float *s, int rows, int nk, int bh0, int r0, int nq
     if (r >= rows) return; /* uniform per work-group */
     const int bh = bh0 + p, b = bh / hq, h = bh % hq, i = r0 + r;
     __global float *row = s + ((long)p * rows + r) * nk;
-    unfused_row u = unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k);
-#if PAGED /* the gathered keys: the cached ones and the appended ones after them */
-    u.nk = clamp(seqused_k[b], 0, nk - seq_new) + seq_new;
-    u.off = top_left ? 0 : u.nk - u.nq;
+    const unfused_row u =
+        unfused_row_at(b, h, bh, i, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k, seq_new);
+#if PAGED
     __global const int *table = block_table + (long)b * pages_per_seq;
 #endif
     const int off = u.off;
