@@ -32,9 +32,10 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
 
 /* PoCL keeps each work-item's register tile on its worker's stack: bound a work-group's
  * private arrays (256x8 groups once overflowed it at d=128: a segfault). */
+#define PRIVATE_BUDGET ((size_t)256 * 1024)
 static void bound_private(int d, int dv, int *bm, size_t *wg)
 {
-    const size_t budget = 256 * 1024;
+    const size_t budget = PRIVATE_BUDGET;
     while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *wg > 1) *wg /= 2;
     while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *bm > 1) *bm /= 2;
 }
@@ -56,6 +57,11 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->group_per_block = false;
     /* 16-key score vectors of the plain formula (the optional terms are per score) */
     f->kt_capable = t->keys == 16 && d <= 128 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
+    /* A paged cache on a CPU: the KV heads of a block of rows in one work-group, so that PoCL
+     * reads a page's heads (side by side in memory) block by block together (bench/NOTES.md
+     * change 11); the group's private arrays within the same budget */
+    f->heads_together = s->paged && (dev->type & CL_DEVICE_TYPE_CPU) && (size_t)s->heads_kv <= dev->max_wg_size &&
+                        (size_t)s->heads_kv * (size_t)bm * (size_t)(2 * d + dv) * 4 <= PRIVATE_BUDGET;
 }
 
 /* Both backward kernels put 16 of their own items in the lanes of float16 vectors (dK/dV: 16

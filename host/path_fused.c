@@ -183,14 +183,10 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     k->function = f->family->fwd_function;
     k->local_size = f->heads_together ? 0 : fit->local_size; /* (1, Hkv, 1): set at the launch */
     char params[192];
-    /* CPUs reading a paged cache: prefetch hints for each block's rows and, for the rows family's
-     * one-item blocks, the KV heads of a block of rows in one work-group that advances block by
-     * block, its private arrays within the same budget as family_rows.c's (a family whose
-     * work-items each own a block: kernels/fwd_rows.cl) */
+    /* CPUs reading a paged cache: prefetch hints for each block's rows; and the family's choice of
+     * a work-group of KV heads (family.h) */
     const bool prefetch = s->paged && (ctx->info.type & CL_DEVICE_TYPE_CPU);
-    f->heads_together = prefetch && !fit->group_per_block &&
-                        (size_t)s->heads_kv <= ctx->info.max_wg_size &&
-                        (size_t)s->heads_kv * (size_t)fit->rows * (size_t)(2 * d + dv) * 4 <= 256 * 1024;
+    f->heads_together = fit->heads_together;
     clattn__format(params, sizeof params, "-cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d "
                    "-D SPLIT=%d -D KT=%d%s", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
                    split, f->kt, prefetch ? (f->heads_together ? " -D PREFETCH=1 -D HEADS_TOGETHER=1" : " -D PREFETCH=1")
