@@ -42,3 +42,33 @@ void clattn__combine_args(clattn_args *a, const clattn_combine_call *c)
     CLATTN_ARG(a, cl_mem, c->cu_seqlens_q ? c->cu_seqlens_q : c->o_parts);
     CLATTN_ARG(a, cl_int, c->batch);
 }
+
+void clattn__fold_spec(clattn_kernel_spec *spec, int dv, const clattn_switches *sw)
+{
+    clattn__combine_spec(spec, dv, sw); /* same file and options: one program */
+    spec->function = "clattn_fold";
+    clattn__format(spec->name, sizeof spec->name, "fold DV=%d", dv);
+    clattn_args count = {0};
+    const clattn_fold_call none = {0};
+    clattn__fold_args(&count, &none);
+    spec->num_args = count.n;
+}
+
+/* In kernels/combine.cl's order. */
+void clattn__fold_args(clattn_args *a, const clattn_fold_call *c)
+{
+    CLATTN_ARG(a, cl_mem, c->o);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->o_off);
+    CLATTN_ARG(a, cl_long, c->o_strides.batch);
+    CLATTN_ARG(a, cl_long, c->o_strides.head);
+    CLATTN_ARG(a, cl_long, c->o_strides.seq);
+    CLATTN_ARG(a, cl_mem, c->lse);
+    CLATTN_ARG(a, cl_ulong, (cl_ulong)c->lse_off);
+    CLATTN_ARG(a, cl_int, c->heads_q);
+    CLATTN_ARG(a, cl_int, c->seq_q);
+    CLATTN_ARG(a, cl_int, c->batch);
+    CLATTN_ARG(a, cl_mem, c->acc_o);
+    CLATTN_ARG(a, cl_mem, c->acc_lse);
+    CLATTN_ARG(a, cl_int, c->acc_seq);
+    CLATTN_ARG(a, cl_int, c->acc_start);
+}

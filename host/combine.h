@@ -1,5 +1,5 @@
 /* The combine kernel (kernels/combine.cl): partial (o, lse) results over disjoint key ranges
- * merged exactly. Both its users, the fused path's split-KV decode and clattn_merge, create it
+ * merged exactly, and its fold of one partial into a running result. Both its users, the fused path's split-KV decode and clattn_merge, create it
  * and set its arguments through here, so it has one argument setter and one program key. */
 #ifndef CLATTN_COMBINE_H
 #define CLATTN_COMBINE_H
@@ -25,5 +25,17 @@ typedef struct clattn_combine_call {
 /* The kernel of rows of dv floats with these switches (only DTYPE, SINKS, VARLEN matter). */
 CLATTN_HIDDEN void clattn__combine_spec(clattn_kernel_spec *spec, int dv, const clattn_switches *sw);
 CLATTN_HIDDEN void clattn__combine_args(clattn_args *a, const clattn_combine_call *c);
+
+/* The fold of one partial into a running result (clattn_merge_fold): the same program. */
+typedef struct clattn_fold_call {
+    cl_mem o, lse;              /* the partial: o in the storage type with o_strides, lse dense */
+    size_t o_off, lse_off;
+    clattn_strides o_strides;
+    int heads_q, seq_q, batch;
+    cl_mem acc_o, acc_lse;      /* f32 (batch, heads_q, acc_seq, dv) and (batch, heads_q, acc_seq) */
+    int acc_seq, acc_start;
+} clattn_fold_call;
+CLATTN_HIDDEN void clattn__fold_spec(clattn_kernel_spec *spec, int dv, const clattn_switches *sw);
+CLATTN_HIDDEN void clattn__fold_args(clattn_args *a, const clattn_fold_call *c);
 
 #endif

@@ -73,6 +73,8 @@ const char *clattn_status_string(clattn_status s)
     case CLATTN_BLAS_ERROR: return "CLBlast error";
     case CLATTN_IO_ERROR: return "file input/output error";
     case CLATTN_BUFFERS_OVERLAP: return "an output overlaps an input or another output";
+    case CLATTN_PEER_FAILED: return "another process of the collective call failed";
+    case CLATTN_COMM_ERROR: return "communication between processes failed";
     default: break;
     }
     const char *cl = opencl_status_string(s);

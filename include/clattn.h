@@ -130,7 +130,9 @@ enum {
     CLATTN_INTERNAL_ERROR = -2009,     /* a bug in clattn: please report */
     CLATTN_BLAS_ERROR = -2010,         /* CLBlast failed; last_error names its status */
     CLATTN_IO_ERROR = -2011,           /* a file (the tuning file) could not be written */
-    CLATTN_BUFFERS_OVERLAP = -2012     /* an output shares memory with an input or another output */
+    CLATTN_BUFFERS_OVERLAP = -2012,    /* an output shares memory with an input or another output */
+    CLATTN_PEER_FAILED = -2013,        /* collective calls (clattn_mpi): another process failed */
+    CLATTN_COMM_ERROR = -2014          /* collective calls (clattn_mpi): the communication failed */
 };
 
 /* A short English description of any status (clattn's own or OpenCL's). Never NULL. */
@@ -491,6 +493,28 @@ CLATTN_API clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queu
                                       const cl_event *wait_list, cl_event *event);
 CLATTN_API clattn_status clattn_merge_host(const clattn_merge_desc *desc, const float *o_parts,
                                            const float *lse_parts, float *o, float *lse);
+
+/* Folding partials one at a time, as ring attention (sequence parallelism) does: each step's
+ * forward call, over a range of keys, writes o and lse as usual (o in the descriptor's dtype and
+ * layout, lse dense); clattn_merge_fold folds that partial into a running f32 accumulator in
+ * place, and clattn_merge_store writes the accumulator out as a forward's o and lse. Keeping the
+ * accumulator in f32 means an f16/bf16 result is rounded once per partial, not once per step.
+ *   acc_o (batch, heads_q, acc_seq, head_dim_v) f32 dense, acc_lse (batch, heads_q, acc_seq) f32:
+ *   start acc_lse at -inf (acc_o may then hold anything: an empty side is never read).
+ * Fold: `desc` describes the partial (its forward call's descriptor: batch, heads_q, seq_q,
+ * head_dim_v, dtype, layout or o_strides; no packed sequences or paged cache); its row i of each
+ * (batch, head) goes to the accumulator's row acc_start + i (so a call over part of the queries
+ * folds into the whole). Store: `desc` describes the output (seq_q = acc_seq); lse may be NULL.
+ * The accumulator shares no buffer with o or lse (CLATTN_BUFFERS_OVERLAP). Both enqueue one
+ * kernel after the wait list and never block. */
+CLATTN_API clattn_status clattn_merge_fold(clattn_context *ctx, cl_command_queue queue, const clattn_desc *desc,
+                                           cl_mem o, size_t o_offset, cl_mem lse, size_t lse_offset, cl_mem acc_o,
+                                           cl_mem acc_lse, int acc_seq, int acc_start, cl_uint num_wait,
+                                           const cl_event *wait_list, cl_event *event);
+CLATTN_API clattn_status clattn_merge_store(clattn_context *ctx, cl_command_queue queue, const clattn_desc *desc,
+                                            cl_mem acc_o, cl_mem acc_lse, cl_mem o, size_t o_offset, cl_mem lse,
+                                            size_t lse_offset, cl_uint num_wait, const cl_event *wait_list,
+                                            cl_event *event);
 
 /* Checks a descriptor without a device. `message` as above. */
 CLATTN_API clattn_status clattn_desc_validate(const clattn_desc *desc, char *message,

@@ -1,4 +1,5 @@
-/* Combine of split-KV partials (flash-decoding), and the public merge: partial results
+/* Combine of split-KV partials (flash-decoding), the public merge, and the fold of one partial
+ * into a running result (clattn_merge_fold: sequence parallelism). Partial results
  * (o_s, lse_s) over disjoint key ranges become
  *     lse = log(sum_s exp(lse_s) [+ exp(sink)]),   o = sum_s exp(lse_s - lse) * o_s.
  * A partial with lse_s = -inf (no key in its range) weighs nothing; a row with no key at all
@@ -64,4 +65,34 @@ __kernel void clattn_combine(__global const float *po_buf, ulong po_off, __globa
         STORE1(acc * inv, o + dst + c);
     }
     if (write_lse) lse[lse_off + id] = m + log(den);
+}
+
+/* One partial result, as a forward call wrote it (o in the storage type, any strides; lse dense
+ * (batch, hq, nq)), folded into a running f32 one in place: acc_o (batch, hq, acc_nq, DV) and
+ * acc_lse (batch, hq, acc_nq), the partial's row i being the accumulator's row acc_i0 + i.
+ * Each work-item reads and writes only its own row. A side with lse = -inf weighs nothing
+ * (whatever its o holds: the accumulator starts as lse = -inf over any o); a NaN lse makes the
+ * row NaN, as in the combine.
+ * NDRange: (batch * hq * nq). */
+__kernel void clattn_fold(__global const T *o, ulong o_off, long o_sb, long o_sh, long o_ss, __global const float *lse,
+                          ulong lse_off, int hq, int nq, int batch, __global float *acc_o, __global float *acc_lse,
+                          int acc_nq, int acc_i0)
+{
+    const long id = get_global_id(0);
+    if (id >= (long)batch * hq * nq) return;
+    const int i = (int)(id % nq), h = (int)(id / nq % hq), b = (int)(id / ((long)nq * hq));
+    const long src = (long)o_off + b * o_sb + h * o_sh + i * o_ss;
+    const long dst = ((long)b * hq + h) * acc_nq + acc_i0 + i;
+    const float l1 = acc_lse[dst], l2 = lse[lse_off + id];
+    const float m = nan_max(l1, l2);
+    if (m == -INFINITY) return; /* neither side has a key: the accumulator stays empty */
+    const float w1 = exp(l1 - m), w2 = exp(l2 - m), inv = 1.0f / (w1 + w2);
+    __global float *a = acc_o + dst * DV;
+    for (int c = 0; c < DV; c++) {
+        float x = 0.0f;
+        if (w1 != 0.0f) x += w1 * a[c];               /* an empty side's o is never read: */
+        if (w2 != 0.0f) x += w2 * LOAD1(o + src + c); /* it may hold anything */
+        a[c] = x * inv;
+    }
+    acc_lse[dst] = m + log(w1 + w2);
 }

@@ -142,7 +142,7 @@ Test(api, host_arrays_too_small)
 
 /* OpenCL's codes keep their numbers: clattn's own band (-2000..-2029) stays clear of them and
  * of CLBlast's (-1007..-1024, -2039..-2050). Constants: checked when the test compiles. */
-_Static_assert(CLATTN_INVALID_ARGUMENT == -2000 && CLATTN_BUFFERS_OVERLAP >= -2029, "clattn's status band moved");
+_Static_assert(CLATTN_INVALID_ARGUMENT == -2000 && CLATTN_COMM_ERROR >= -2029, "clattn's status band moved");
 
 /* Every code of clattn's band has its own description, and the list below is every code the
  * library has: a code added to the header without a string, or without a line here, fails. */
@@ -152,7 +152,8 @@ Test(api, status_strings)
                                  CLATTN_INVALID_STRIDES, CLATTN_BUFFER_TOO_SMALL, CLATTN_UNSUPPORTED,
                                  CLATTN_OUT_OF_HOST_MEMORY, CLATTN_NO_DEVICE, CLATTN_BUILD_FAILED,
                                  CLATTN_SIZE_OVERFLOW, CLATTN_INTERNAL_ERROR, CLATTN_BLAS_ERROR,
-                                 CLATTN_IO_ERROR, CLATTN_BUFFERS_OVERLAP};
+                                 CLATTN_IO_ERROR, CLATTN_BUFFERS_OVERLAP, CLATTN_PEER_FAILED,
+                                 CLATTN_COMM_ERROR};
     const size_t n = sizeof all / sizeof all[0];
     for (size_t i = 0; i < n; i++) {
         const char *s = clattn_status_string(all[i]);

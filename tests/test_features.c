@@ -221,6 +221,126 @@ Test(features, merge_equals_whole, .timeout = 120)
     clattn_context_destroy(ctx);
 }
 
+/* Folding partials one at a time (clattn_merge_fold, clattn_merge_store): keys [0, 20) for all
+ * rows, then keys [20, NK) in two calls over rows [0, 3) and [3, NQ) (acc_start), each partial as
+ * the reference writes it in the storage type; the stored result, in BSHD, equals attention over
+ * all keys. f32 and f16 (whose partials are rounded once each). */
+static void *to_dtype(const float *x, size_t n, clattn_dtype dt)
+{
+    if (dt == CLATTN_DTYPE_F32) {
+        float *y = malloc(n * 4);
+        memcpy(y, x, n * 4);
+        return y;
+    }
+    uint16_t *y = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) y[i] = clattn_f32_to_f16(x[i]);
+    return y;
+}
+
+static float elem(const void *x, size_t i, clattn_dtype dt)
+{
+    return dt == CLATTN_DTYPE_F32 ? ((const float *)x)[i] : clattn_f16_to_f32(((const uint16_t *)x)[i]);
+}
+
+static void fold_case(clattn_dtype dt, double bound)
+{
+    clattn_context *ctx = test_context();
+    const int B = 2, H = 3, NQ = 7, NK = 50, D = 24;
+    clattn_desc d = CLATTN_DESC_INIT;
+    d.batch = B; d.heads_q = H; d.seq_q = NQ; d.seq_kv = NK; d.head_dim = D; d.dtype = dt;
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    clattn_desc_tensor_sizes(&d, &n);
+    const size_t es = clattn_dtype_size(dt);
+    float *qf = malloc(n.q * 4), *kf = malloc(n.k * 4), *vf = malloc(n.v * 4);
+    uint64_t rng = 4242 + dt;
+    clattn_rng_fill(qf, n.q, &rng, 1); clattn_rng_fill(kf, n.k, &rng, 1); clattn_rng_fill(vf, n.v, &rng, 1);
+    void *q = to_dtype(qf, n.q, dt), *k = to_dtype(kf, n.k, dt), *v = to_dtype(vf, n.v, dt);
+    void *whole = malloc(n.o * es);
+    float *lwhole = malloc(n.lse * 4);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = q; t.k = k; t.v = v; t.o = whole; t.lse = lwhole;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
+    cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
+
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_int e;
+    cl_command_queue qu = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
+    cl_mem acc_o = clCreateBuffer(cl, CL_MEM_READ_WRITE, n.o * 4, NULL, &e);
+    cl_mem acc_l = clCreateBuffer(cl, CL_MEM_READ_WRITE, n.lse * 4, NULL, &e);
+    const float poison = NAN, empty = -INFINITY;
+    cr_assert_eq(clEnqueueFillBuffer(qu, acc_o, &poison, 4, 0, n.o * 4, 0, NULL, NULL), CL_SUCCESS);
+    cr_assert_eq(clEnqueueFillBuffer(qu, acc_l, &empty, 4, 0, n.lse * 4, 0, NULL, NULL), CL_SUCCESS);
+    const struct { int k0, k1, i0, i1; } parts[] = {{0, 20, 0, NQ}, {20, NK, 0, 3}, {20, NK, 3, NQ}};
+    for (int p = 0; p < 3; p++) {
+        const int nq = parts[p].i1 - parts[p].i0, nk = parts[p].k1 - parts[p].k0;
+        clattn_desc dp = d;
+        dp.seq_q = nq; dp.seq_kv = nk;
+        dp.layout = CLATTN_LAYOUT_STRIDED;
+        dp.q_strides = (clattn_strides){(int64_t)H * NQ * D, (int64_t)NQ * D, D};
+        dp.k_strides = dp.v_strides = (clattn_strides){(int64_t)H * NK * D, (int64_t)NK * D, D};
+        dp.o_strides = (clattn_strides){(int64_t)H * nq * D, (int64_t)nq * D, D};
+        const size_t po_n = (size_t)B * H * nq * D, pl_n = (size_t)B * H * nq;
+        void *po = malloc(po_n * es);
+        float *pl = malloc(pl_n * 4);
+        clattn_host_tensors tp = t;
+        tp.q = (const char *)q + (size_t)parts[p].i0 * D * es;
+        tp.k = (const char *)k + (size_t)parts[p].k0 * D * es;
+        tp.v = (const char *)v + (size_t)parts[p].k0 * D * es;
+        tp.q_len = n.q - (size_t)parts[p].i0 * D;
+        tp.k_len = tp.v_len = n.k - (size_t)parts[p].k0 * D;
+        tp.o = po; tp.lse = pl; tp.o_len = po_n; tp.lse_len = pl_n;
+        cr_assert_eq(clattn_reference_forward(&dp, &tp, NULL, 0), CLATTN_SUCCESS);
+        /* the partial sits at an offset inside a larger buffer, as a view would */
+        cl_mem om = clCreateBuffer(cl, CL_MEM_READ_ONLY, (po_n + 5) * es, NULL, &e);
+        cl_mem lm = clCreateBuffer(cl, CL_MEM_READ_ONLY, (pl_n + 3) * 4, NULL, &e);
+        cr_assert_eq(clEnqueueWriteBuffer(qu, om, CL_TRUE, 5 * es, po_n * es, po, 0, NULL, NULL), CL_SUCCESS);
+        cr_assert_eq(clEnqueueWriteBuffer(qu, lm, CL_TRUE, 3 * 4, pl_n * 4, pl, 0, NULL, NULL), CL_SUCCESS);
+        cr_assert_eq(clattn_merge_fold(ctx, qu, &dp, om, 5, lm, 3, acc_o, acc_l, NQ, parts[p].i0, 0, NULL, NULL),
+                     CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+        if (p == 1) { /* refusals: rows past the accumulator, the accumulator as the partial */
+            cr_expect_eq(clattn_merge_fold(ctx, qu, &dp, om, 5, lm, 3, acc_o, acc_l, NQ, NQ - 2, 0, NULL, NULL),
+                         CLATTN_INVALID_SHAPE);
+            cr_expect_eq(clattn_merge_fold(ctx, qu, &dp, acc_o, 0, lm, 3, acc_o, acc_l, NQ, 0, 0, NULL, NULL),
+                         CLATTN_BUFFERS_OVERLAP);
+            cr_expect_eq(clattn_merge_fold(ctx, qu, &dp, om, 6, lm, 3, acc_o, acc_l, NQ, 0, 0, NULL, NULL),
+                         CLATTN_BUFFER_TOO_SMALL);
+        }
+        cr_assert_eq(clFinish(qu), CL_SUCCESS);
+        clReleaseMemObject(om); clReleaseMemObject(lm);
+        free(po); free(pl);
+    }
+    /* stored as BSHD, with lse */
+    clattn_desc ds = d;
+    ds.layout = CLATTN_LAYOUT_BSHD;
+    cl_mem out = clCreateBuffer(cl, CL_MEM_WRITE_ONLY, n.o * es, NULL, &e);
+    cl_mem lout = clCreateBuffer(cl, CL_MEM_WRITE_ONLY, n.lse * 4, NULL, &e);
+    cr_assert_eq(clattn_merge_store(ctx, qu, &ds, acc_o, acc_l, out, 0, lout, 0, 0, NULL, NULL), CLATTN_SUCCESS,
+                 "%s", clattn_context_last_error(ctx));
+    void *o = malloc(n.o * es);
+    float *lse = malloc(n.lse * 4), *of = malloc(n.o * 4), *wf = malloc(n.o * 4);
+    cr_assert_eq(clEnqueueReadBuffer(qu, out, CL_TRUE, 0, n.o * es, o, 0, NULL, NULL), CL_SUCCESS);
+    cr_assert_eq(clEnqueueReadBuffer(qu, lout, CL_TRUE, 0, n.lse * 4, lse, 0, NULL, NULL), CL_SUCCESS);
+    for (int b = 0; b < B; b++) /* BSHD result against the BHSD reference */
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < NQ; i++)
+                for (int c = 0; c < D; c++) {
+                    const size_t r = (((size_t)b * H + h) * NQ + i) * D + c;
+                    of[r] = elem(o, (((size_t)b * NQ + i) * H + h) * D + c, dt);
+                    wf[r] = elem(whole, r, dt);
+                }
+    clattn_error eo = clattn_compare(of, wf, n.o, D), el = clattn_compare(lse, lwhole, n.lse, 1);
+    cr_expect(clattn_error_ok(&eo, bound) && clattn_error_ok(&el, 1e-5), "%s: o %.3e lse %.3e", dt ? "f16" : "f32",
+              eo.rel_l2, el.rel_l2);
+    clReleaseMemObject(out); clReleaseMemObject(lout); clReleaseMemObject(acc_o); clReleaseMemObject(acc_l);
+    clReleaseCommandQueue(qu);
+    free(qf); free(kf); free(vf); free(q); free(k); free(v); free(whole); free(lwhole);
+    free(o); free(lse); free(of); free(wf);
+    clattn_context_destroy(ctx);
+}
+
+Test(features, fold_equals_whole_f32, .timeout = 120) { fold_case(CLATTN_DTYPE_F32, 1e-5); }
+Test(features, fold_equals_whole_f16, .timeout = 120) { fold_case(CLATTN_DTYPE_F16, 2e-3); }
+
 static clattn_context *limited(size_t limit)
 {
     cl_device_id dev;
