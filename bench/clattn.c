@@ -204,6 +204,10 @@ static void usage(FILE *f)
             "                   with --do: the backward pass too (d_o shaped like o; dq, dk, dv like q, k, v)\n"
             "                   with --expect (--out optional): compare with another framework's output;\n"
             "                   exit 0 within the bound, 1 outside it, 2 when it cannot compare\n"
+            "  ring --q Q.npy --k K.npy --v V.npy --out O.npy [--lse L.npy] [--causal]\n"
+            "       [--layout bhsd|bshd] [--dtype f32|f16|bf16] [--scale S] [--softcap C] [--device ID]\n"
+            "       [--bench [--repeat N]]\n"
+            "                   under mpirun -np P: ring attention, each rank reading and writing its shard\n"
             "clattn %s\n",
             clattn_version_string());
 }
@@ -230,5 +234,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "check")) return cmd_check(argc - 1, argv + 1);
     if (!strcmp(cmd, "tune")) return cmd_tune(argc - 1, argv + 1);
     if (!strcmp(cmd, "report")) return cmd_report(argc - 1, argv + 1);
+#ifdef CLATTN_HAVE_MPI
+    if (!strcmp(cmd, "ring")) return cmd_ring(argc - 1, argv + 1);
+#else
+    if (!strcmp(cmd, "ring")) return cli_error("ring: this clattn was built without MPI (install libopenmpi-dev, rebuild)");
+#endif
     return cli_error("unknown command '%s' (try `clattn --help`)", cmd);
 }

@@ -61,5 +61,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_tune(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_ring(int argc, char **argv); /* built with clattn_mpi only */
 
 #endif

@@ -4,6 +4,8 @@
 #include "files.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,25 +154,167 @@ int npy_read(const char *path, npy_array *a, char *err, size_t err_size)
     return 0;
 }
 
-int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
-              char *err, size_t err_size)
+/* The header of an array: magic, version 1, the dictionary padded so that the data starts on a
+ * 64-byte boundary. Returns its length (at most NPY_HEADER_MAX). */
+#define NPY_HEADER_MAX 600
+static size_t make_header(npy_type type, int ndim, const int64_t *shape, unsigned char *out, size_t *count)
 {
     static const char *descr[] = {"<f4", "<f2", "<u2", "<i4"};
     char h[512];
     int n = snprintf(h, sizeof h, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr[type]);
-    size_t count = 1;
+    *count = 1;
     for (int i = 0; i < ndim; i++) {
         n += snprintf(h + n, sizeof h - n, "%lld%s", (long long)shape[i], ndim == 1 ? "," : i + 1 < ndim ? ", " : "");
-        count *= (size_t)shape[i];
+        *count *= (size_t)shape[i];
     }
     n += snprintf(h + n, sizeof h - n, "), }");
     /* Pad with spaces so that magic + header ends on a 64-byte boundary, then '\n'. */
     while ((10 + n + 1) % 64) h[n++] = ' ';
     h[n++] = '\n';
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff),
-                             (unsigned char)(n >> 8)};
-    const files_chunk parts[3] = {{pre, 10}, {h, (size_t)n}, {data, count * npy_type_size(type)}};
-    const int e = files_write_atomic(path, parts, 3);
+    const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff),
+                                   (unsigned char)(n >> 8)};
+    memcpy(out, pre, 10);
+    memcpy(out + 10, h, (size_t)n);
+    return 10 + (size_t)n;
+}
+
+int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
+              char *err, size_t err_size)
+{
+    unsigned char h[NPY_HEADER_MAX];
+    size_t count;
+    const size_t hlen = make_header(type, ndim, shape, h, &count);
+    const files_chunk parts[2] = {{h, hlen}, {data, count * npy_type_size(type)}};
+    const int e = files_write_atomic(path, parts, 2);
+    if (e) ERR("%s: cannot write (%s)", path, strerror(e));
+    return 0;
+}
+
+int npy_read_header(const char *path, npy_array *a, size_t *data_offset, char *err, size_t err_size)
+{
+    memset(a, 0, sizeof *a);
+    FILE *f = fopen(path, "rb");
+    if (!f) ERR("%s: %s", path, strerror(errno));
+    unsigned char buf[1 << 16];
+    const size_t len = fread(buf, 1, sizeof buf, f);
+    long end = -1;
+    if (!fseek(f, 0, SEEK_END)) end = ftell(f);
+    fclose(f);
+    if (end < 0) ERR("%s: cannot tell its size", path);
+    /* parse the header alone: an image of the header followed by no data, then check sizes */
+    if (len < 12 || memcmp(buf, "\x93NUMPY", 6)) ERR("%s: not a .npy file (bad magic)", path);
+    if (buf[6] < 1 || buf[6] > 3) ERR("%s: unsupported .npy format version %d", path, buf[6]);
+    const size_t start = buf[6] == 1 ? 10 : 12;
+    const size_t hlen = start + (buf[6] == 1 ? (buf[8] | (size_t)buf[9] << 8)
+                                             : (buf[8] | (size_t)buf[9] << 8 | (size_t)buf[10] << 16));
+    if (hlen > len) ERR("%s: header longer than %zu bytes", path, sizeof buf);
+    if (memchr(buf + start, '\0', hlen - start)) ERR("%s: header contains a NUL byte", path);
+    char h[sizeof buf + 1], inner[256];
+    memcpy(h, buf + start, hlen - start);
+    h[hlen - start] = '\0';
+    if (parse_header(h, a, inner, sizeof inner)) ERR("%s: %s", path, inner);
+    const size_t es = npy_type_size(a->type);
+    if (a->count > SIZE_MAX / es || (size_t)end - hlen != a->count * es)
+        ERR("%s: the data is %zu bytes, the shape needs %zu", path, (size_t)end - hlen, a->count * es);
+    *data_offset = hlen;
+    return 0;
+}
+
+/* Elements before and after `axis` of a's shape. */
+static void axis_split(const npy_array *a, int axis, size_t *outer, size_t *inner)
+{
+    *outer = *inner = 1;
+    for (int i = 0; i < a->ndim; i++) {
+        if (i < axis) *outer *= (size_t)a->shape[i];
+        if (i > axis) *inner *= (size_t)a->shape[i];
+    }
+}
+
+/* pread/pwrite of the ranges' slabs, in C order of the array with `axis` cut to the ranges. */
+static int slabs_io(int fd, bool write, const npy_array *hdr, size_t offset, int axis, int nranges,
+                    const int64_t *starts, const int64_t *lens, unsigned char *data)
+{
+    size_t outer, inner;
+    axis_split(hdr, axis, &outer, &inner);
+    const size_t es = npy_type_size(hdr->type), row = inner * es;
+    for (size_t o = 0; o < outer; o++)
+        for (int r = 0; r < nranges; r++) {
+            const size_t bytes = (size_t)lens[r] * row;
+            const off_t at = (off_t)(offset + (o * (size_t)hdr->shape[axis] + (size_t)starts[r]) * row);
+            for (size_t done = 0; done < bytes;) {
+                const ssize_t n = write ? pwrite(fd, data + done, bytes - done, at + (off_t)done)
+                                        : pread(fd, data + done, bytes - done, at + (off_t)done);
+                if (n <= 0) return n == 0 ? EIO : errno;
+                done += (size_t)n;
+            }
+            data += bytes;
+        }
+    return 0;
+}
+
+static int check_ranges(const npy_array *hdr, int axis, int nranges, const int64_t *starts, const int64_t *lens,
+                        int64_t *total)
+{
+    if (axis < 0 || axis >= hdr->ndim) return -1;
+    *total = 0;
+    for (int r = 0; r < nranges; r++) {
+        if (starts[r] < 0 || lens[r] < 0 || starts[r] > hdr->shape[axis] - lens[r]) return -1;
+        *total += lens[r];
+    }
+    return 0;
+}
+
+int npy_read_slabs(const char *path, int axis, int nranges, const int64_t *starts, const int64_t *lens,
+                   npy_array *out, char *err, size_t err_size)
+{
+    size_t offset;
+    if (npy_read_header(path, out, &offset, err, err_size)) return -1;
+    int64_t total;
+    if (check_ranges(out, axis, nranges, starts, lens, &total))
+        ERR("%s: rows outside its axis %d of %lld", path, axis, (long long)out->shape[axis]);
+    npy_array hdr = *out;
+    out->shape[axis] = total;
+    out->count = 1;
+    for (int i = 0; i < out->ndim; i++) out->count *= (size_t)out->shape[i];
+    out->data = malloc(out->count ? out->count * npy_type_size(out->type) : 1);
+    if (!out->data) ERR("%s: out of memory", path);
+    const int fd = open(path, O_RDONLY);
+    const int e = fd < 0 ? errno : slabs_io(fd, false, &hdr, offset, axis, nranges, starts, lens, out->data);
+    if (fd >= 0) close(fd);
+    if (e) {
+        npy_free(out);
+        ERR("%s: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+int npy_create(const char *path, npy_type type, int ndim, const int64_t *shape, char *err, size_t err_size)
+{
+    unsigned char h[NPY_HEADER_MAX];
+    size_t count;
+    const size_t hlen = make_header(type, ndim, shape, h, &count);
+    const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) ERR("%s: cannot create (%s)", path, strerror(errno));
+    int e = 0;
+    if (pwrite(fd, h, hlen, 0) != (ssize_t)hlen) e = errno ? errno : EIO;
+    if (!e && ftruncate(fd, (off_t)(hlen + count * npy_type_size(type)))) e = errno;
+    if (close(fd) && !e) e = errno;
+    if (e) ERR("%s: cannot write (%s)", path, strerror(e));
+    return 0;
+}
+
+int npy_write_slabs(const char *path, int axis, int nranges, const int64_t *starts, const int64_t *lens,
+                    const void *data, char *err, size_t err_size)
+{
+    npy_array hdr;
+    size_t offset;
+    if (npy_read_header(path, &hdr, &offset, err, err_size)) return -1;
+    int64_t total;
+    if (check_ranges(&hdr, axis, nranges, starts, lens, &total))
+        ERR("%s: rows outside its axis %d of %lld", path, axis, (long long)hdr.shape[axis]);
+    const int fd = open(path, O_WRONLY);
+    int e = fd < 0 ? errno : slabs_io(fd, true, &hdr, offset, axis, nranges, starts, lens, (unsigned char *)data);
+    if (fd >= 0 && close(fd) && !e) e = errno;
     if (e) ERR("%s: cannot write (%s)", path, strerror(e));
     return 0;
 }

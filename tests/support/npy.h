@@ -30,4 +30,18 @@ int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, c
               char *err, size_t err_size);
 void npy_free(npy_array *a);
 
+/* Shards of a file, for processes that each hold part of a tensor (`clattn ring`): */
+/* The header alone (out->data NULL) and where the data starts; the file's size is checked. */
+int npy_read_header(const char *path, npy_array *out, size_t *data_offset, char *err, size_t err_size);
+/* Reads only the ranges [starts[r], starts[r] + lens[r]) along `axis`, concatenated in order:
+ * out has the file's shape with that axis their total length. */
+int npy_read_slabs(const char *path, int axis, int nranges, const int64_t *starts, const int64_t *lens,
+                   npy_array *out, char *err, size_t err_size);
+/* Creates a file of the shape (header, then data of unspecified content), for npy_write_slabs;
+ * not atomic: callers write to a temporary name and rename it when every slab is written. */
+int npy_create(const char *path, npy_type type, int ndim, const int64_t *shape, char *err, size_t err_size);
+/* Writes `data` (laid out as npy_read_slabs returns it) into those ranges of an existing file. */
+int npy_write_slabs(const char *path, int axis, int nranges, const int64_t *starts, const int64_t *lens,
+                    const void *data, char *err, size_t err_size);
+
 #endif
