@@ -45,6 +45,27 @@ run(cc "${SOURCE_DIR}/examples/app.c" ${flags} -lm "-Wl,-rpath,${libdir}" -o "${
 run("${WORK_DIR}/app_pkgconfig")
 message(STATUS "pkg-config build: ${last_output}")
 
+# 2b. the mpi component, when it was built: both builds of the ring example, run on two ranks
+if(EXISTS "${prefix}/include/clattn_mpi.h")
+  foreach(f "${pcdir}/clattn-mpi.pc" "${libdir}/cmake/clattn/clattnMpiTargets.cmake")
+    if(NOT EXISTS "${f}")
+      message(FATAL_ERROR "missing after install: ${f}")
+    endif()
+  endforeach()
+  find_program(MPIEXEC NAMES mpiexec mpirun REQUIRED)
+  if(NOT EXISTS "${WORK_DIR}/cmake-build/clattn_ring_example")
+    message(FATAL_ERROR "find_package(clattn COMPONENTS mpi) did not give the ring example")
+  endif()
+  run(${MPIEXEC} -np 2 "${WORK_DIR}/cmake-build/clattn_ring_example" 300)
+  message(STATUS "ring example (find_package): ${last_output}")
+  run(${PKG_CONFIG} --cflags --libs clattn-mpi)
+  string(STRIP "${last_output}" flags)
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  run(cc "${SOURCE_DIR}/examples/ring.c" ${flags} -lm "-Wl,-rpath,${libdir}" -o "${WORK_DIR}/ring_pkgconfig")
+  run(${MPIEXEC} -np 2 "${WORK_DIR}/ring_pkgconfig" 301)
+  message(STATUS "ring example (pkg-config): ${last_output}")
+endif()
+
 # 3. only clattn_ symbols are exported
 run(nm -D --defined-only "${so}")
 string(REGEX MATCHALL "\n[0-9a-f]+ [TDBR] [^\n]+" syms "\n${last_output}")
