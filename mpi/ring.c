@@ -415,8 +415,9 @@ static clattn_status enqueue_step(clattn_ring *r, cl_command_queue queue, int s,
     return CLATTN_SUCCESS;
 }
 
-/* Waits for the step's transfer and computation, polling both so that each one's end is timed
- * (and MPI progresses). Returns the first failure. */
+/* Waits for the step's transfer and computation, polling both while the transfer runs, so that
+ * each one's end is timed (and MPI progresses), then blocking on the computation. Returns the
+ * first failure. */
 static clattn_status wait_step(clattn_ring *r, int s, MPI_Request *reqs, int nreq, cl_event last, double t0)
 {
     clattn_ring_step *st = &r->stats[s];
@@ -435,6 +436,15 @@ static clattn_status wait_step(clattn_ring *r, int s, MPI_Request *reqs, int nre
                 comm_done = moved = true;
                 st->comm_ms = now_ms() - t0;
             }
+        }
+        if (!compute_done && comm_done) { /* nothing left to progress: block, do not poll (the
+                                              * poll shares a core with the device's threads) */
+            const cl_int e = clWaitForEvents(1, &last);
+            if (e && !bad)
+                bad = fail(r->error, sizeof r->error, e, "ring attention: step %d: the device reported %d", s, e);
+            compute_done = true;
+            st->compute_ms = now_ms() - t0;
+            continue;
         }
         if (!compute_done) {
             cl_int status = CL_QUEUED;
