@@ -67,56 +67,8 @@ clattn_status clattn_merge_host(const clattn_merge_desc *caller, const float *o_
     return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_merge_desc *caller, cl_mem o_parts,
-                           cl_mem lse_parts, cl_mem o, cl_mem lse, cl_uint num_wait, const cl_event *wait,
-                           cl_event *event)
-{
-    if (event) *event = NULL;
-    if (!ctx) return CLATTN_INVALID_ARGUMENT;
-    char msg[128];
-    clattn_merge_desc desc;
-    const clattn_merge_desc *d = &desc;
-    clattn_status st = check_desc(caller, &desc, msg, sizeof msg);
-    if (st) return clattn__fail(ctx, st, "%s", msg);
-    if (!queue || !o_parts || !lse_parts || !o)
-        return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "merge: queue, o_parts, lse_parts and o are required");
-    if ((num_wait > 0) != (wait != NULL))
-        return clattn__fail(ctx, CL_INVALID_EVENT_WAIT_LIST, "num_wait and wait_list disagree");
-    const size_t rows = (size_t)d->rows, parts = (size_t)d->n_parts, dim = (size_t)d->dim;
-    const struct { cl_mem m; const char *name; size_t bytes; } bufs[] = {
-        {o_parts, "o_parts", parts * rows * dim * 4}, {lse_parts, "lse_parts", parts * rows * 4},
-        {o, "o", rows * dim * 4}, {lse, "lse", rows * 4}};
-    for (int i = 0; i < 4; i++) {
-        if (!bufs[i].m) continue;
-        size_t size = 0;
-        cl_int e = clGetMemObjectInfo(bufs[i].m, CL_MEM_SIZE, sizeof size, &size, NULL);
-        if (e) return clattn__fail(ctx, e, "merge: buffer %s: clGetMemObjectInfo failed (%d)", bufs[i].name, e);
-        if (size < bufs[i].bytes)
-            return clattn__fail(ctx, CLATTN_BUFFER_TOO_SMALL, "merge: buffer %s holds %zu bytes, needs %zu",
-                                bufs[i].name, size, bufs[i].bytes);
-    }
-    /* The fused path's combine kernel for f32 rows without sinks: the same program. */
-    const clattn_switches sw = {0};
-    clattn_kernel_spec spec = {0};
-    clattn__combine_spec(&spec, d->dim, &sw);
-    cl_kernel k;
-    if ((st = clattn__make_kernel(ctx, &spec, &k))) return st;
-    /* Dense rows: one batch, one head, `rows` positions of `dim` floats. */
-    const clattn_combine_call c = {.o_parts = o_parts, .lse_parts = lse_parts, .n_parts = d->n_parts,
-                                   .rows_total = rows, .o = o, .o_strides = {0, 0, (int64_t)dim}, .lse = lse,
-                                   .heads_q = 1, .seq_q = d->rows, .batch = 1};
-    clattn_args a = {k, 0, CL_SUCCESS};
-    clattn__combine_args(&a, &c);
-    cl_int e = a.err;
-    if (!e) e = clattn__enqueue(ctx, queue, k, 1, &rows, NULL, num_wait, wait, event);
-    clattn__release_kernel(ctx, k); /* the enqueued command keeps what it needs */
-    if (e) return clattn__fail(ctx, e, "merge: enqueueing the combine kernel failed (%d)", e);
-    return CLATTN_SUCCESS;
-}
-
-/* ---- folding partials one at a time (sequence parallelism) ---- */
-
-/* A buffer of the merge calls: in ctx's context, and at least `bytes` (offset included). */
+/* A buffer of the merge calls: in ctx's context, and large enough for `elems` elements after
+ * `offset`. */
 static clattn_status check_merge_mem(clattn_context *ctx, cl_mem m, const char *name, size_t offset, size_t elems,
                                      size_t elem_size)
 {
@@ -133,6 +85,62 @@ static clattn_status check_merge_mem(clattn_context *ctx, cl_mem m, const char *
         return clattn__fail(ctx, CLATTN_BUFFER_TOO_SMALL, "merge: buffer %s holds %zu bytes, needs %zu", name, size, need);
     return CLATTN_SUCCESS;
 }
+
+/* Creates the kernel of `spec`, sets its arguments through `set`, enqueues it over `rows`
+ * (every merge call ends here). */
+static clattn_status run_merge_kernel(clattn_context *ctx, cl_command_queue queue, const char *call,
+                                    const clattn_kernel_spec *spec, void (*set)(clattn_args *, const void *),
+                                    const void *args, size_t rows, cl_uint num_wait, const cl_event *wait,
+                                    cl_event *event)
+{
+    cl_kernel k;
+    clattn_status st = clattn__make_kernel(ctx, spec, &k);
+    if (st) return st;
+    clattn_args a = {k, 0, CL_SUCCESS};
+    set(&a, args);
+    cl_int e = a.err;
+    if (!e) e = clattn__enqueue(ctx, queue, k, 1, &rows, NULL, num_wait, wait, event);
+    clattn__release_kernel(ctx, k); /* the enqueued command keeps what it needs */
+    if (e) return clattn__fail(ctx, e, "%s: enqueueing its kernel failed (%d)", call, e);
+    return CLATTN_SUCCESS;
+}
+
+static void set_fold(clattn_args *a, const void *c) { clattn__fold_args(a, c); }
+static void set_combine(clattn_args *a, const void *c) { clattn__combine_args(a, c); }
+
+clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const clattn_merge_desc *caller, cl_mem o_parts,
+                           cl_mem lse_parts, cl_mem o, cl_mem lse, cl_uint num_wait, const cl_event *wait,
+                           cl_event *event)
+{
+    if (event) *event = NULL;
+    if (!ctx) return CLATTN_INVALID_ARGUMENT;
+    char msg[128];
+    clattn_merge_desc desc;
+    const clattn_merge_desc *d = &desc;
+    clattn_status st = check_desc(caller, &desc, msg, sizeof msg);
+    if (st) return clattn__fail(ctx, st, "%s", msg);
+    if (!queue || !o_parts || !lse_parts || !o)
+        return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "merge: queue, o_parts, lse_parts and o are required");
+    if ((num_wait > 0) != (wait != NULL))
+        return clattn__fail(ctx, CL_INVALID_EVENT_WAIT_LIST, "num_wait and wait_list disagree");
+    const size_t rows = (size_t)d->rows, parts = (size_t)d->n_parts, dim = (size_t)d->dim;
+    const struct { cl_mem m; const char *name; size_t elems; } bufs[] = {
+        {o_parts, "o_parts", parts * rows * dim}, {lse_parts, "lse_parts", parts * rows}, {o, "o", rows * dim},
+        {lse, "lse", rows}};
+    for (int i = 0; i < 4; i++)
+        if (bufs[i].m && (st = check_merge_mem(ctx, bufs[i].m, bufs[i].name, 0, bufs[i].elems, 4))) return st;
+    /* The fused path's combine kernel for f32 rows without sinks: the same program. */
+    const clattn_switches sw = {0};
+    clattn_kernel_spec spec = {0};
+    clattn__combine_spec(&spec, d->dim, &sw);
+    /* Dense rows: one batch, one head, `rows` positions of `dim` floats. */
+    const clattn_combine_call c = {.o_parts = o_parts, .lse_parts = lse_parts, .n_parts = d->n_parts,
+                                   .rows_total = rows, .o = o, .o_strides = {0, 0, (int64_t)dim}, .lse = lse,
+                                   .heads_q = 1, .seq_q = d->rows, .batch = 1};
+    return run_merge_kernel(ctx, queue, "merge", &spec, set_combine, &c, rows, num_wait, wait, event);
+}
+
+/* ---- folding partials one at a time (sequence parallelism) ---- */
 
 /* The buffer that owns m's memory (a sub-buffer's parent). */
 static cl_mem root_of(cl_mem m)
@@ -190,31 +198,9 @@ static clattn_status check_acc(clattn_context *ctx, const char *call, const clat
             if (theirs[j] && mine[i] == theirs[j])
                 return clattn__fail(ctx, CLATTN_BUFFERS_OVERLAP, "%s: %s shares a buffer with %s", call,
                                     i ? "acc_lse" : "acc_o", j ? "lse" : "o");
-    v->sw = clattn__switches(s);
-    v->sw = (clattn_switches){.dtype = v->sw.dtype}; /* the combine program reads DTYPE only here */
+    v->sw = (clattn_switches){.dtype = clattn__switches(s).dtype}; /* the combine program: DTYPE only here */
     return CLATTN_SUCCESS;
 }
-
-/* Creates the kernel of `spec`, sets its arguments through `set`, enqueues it over `rows`. */
-static clattn_status run_acc_kernel(clattn_context *ctx, cl_command_queue queue, const char *call,
-                                    const clattn_kernel_spec *spec, void (*set)(clattn_args *, const void *),
-                                    const void *args, size_t rows, cl_uint num_wait, const cl_event *wait,
-                                    cl_event *event)
-{
-    cl_kernel k;
-    clattn_status st = clattn__make_kernel(ctx, spec, &k);
-    if (st) return st;
-    clattn_args a = {k, 0, CL_SUCCESS};
-    set(&a, args);
-    cl_int e = a.err;
-    if (!e) e = clattn__enqueue(ctx, queue, k, 1, &rows, NULL, num_wait, wait, event);
-    clattn__release_kernel(ctx, k); /* the enqueued command keeps what it needs */
-    if (e) return clattn__fail(ctx, e, "%s: enqueueing its kernel failed (%d)", call, e);
-    return CLATTN_SUCCESS;
-}
-
-static void set_fold(clattn_args *a, const void *c) { clattn__fold_args(a, c); }
-static void set_combine(clattn_args *a, const void *c) { clattn__combine_args(a, c); }
 
 clattn_status clattn_merge_fold(clattn_context *ctx, cl_command_queue queue, const clattn_desc *desc, cl_mem o,
                                 size_t o_offset, cl_mem lse, size_t lse_offset, cl_mem acc_o, cl_mem acc_lse,
@@ -232,7 +218,7 @@ clattn_status clattn_merge_fold(clattn_context *ctx, cl_command_queue queue, con
     const clattn_fold_call c = {.o = o, .lse = lse, .o_off = o_offset, .lse_off = lse_offset, .o_strides = v.s.o,
                                 .heads_q = v.s.heads_q, .seq_q = v.s.seq_q, .batch = v.s.batch, .acc_o = acc_o,
                                 .acc_lse = acc_lse, .acc_seq = acc_seq, .acc_start = acc_start};
-    return run_acc_kernel(ctx, queue, "merge_fold", &spec, set_fold, &c, v.rows, num_wait, wait, event);
+    return run_merge_kernel(ctx, queue, "merge_fold", &spec, set_fold, &c, v.rows, num_wait, wait, event);
 }
 
 clattn_status clattn_merge_store(clattn_context *ctx, cl_command_queue queue, const clattn_desc *desc, cl_mem acc_o,
@@ -254,5 +240,5 @@ clattn_status clattn_merge_store(clattn_context *ctx, cl_command_queue queue, co
                                    .o = o, .o_off = o_offset, .o_strides = v.s.o, .lse = lse, .lse_off = lse_offset,
                                    .heads_q = v.s.heads_q, .seq_q = v.s.seq_q, .total_q = v.s.seq_q,
                                    .batch = v.s.batch};
-    return run_acc_kernel(ctx, queue, "merge_store", &spec, set_combine, &c, v.rows, num_wait, wait, event);
+    return run_merge_kernel(ctx, queue, "merge_store", &spec, set_combine, &c, v.rows, num_wait, wait, event);
 }

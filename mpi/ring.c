@@ -17,6 +17,7 @@
 typedef struct step {
     ring_call call[2];
     int ncalls;
+    clattn_desc desc[2];  /* each call's descriptor (views into the shards) */
     clattn_plan *plan[2]; /* owned by the ring's plan list */
 } step;
 
@@ -29,8 +30,7 @@ struct clattn_ring {
     clattn_ring_shard qs;     /* this rank's query rows */
     clattn_ring_shard *ks;    /* every rank's key rows */
     step *steps;              /* one per rank: step s holds the shard of rank - s */
-    clattn_plan **plans;      /* distinct plans (a plan serves every call of its shape) */
-    clattn_desc *plan_descs;
+    clattn_plan **plans;      /* the distinct plans, owned (one serves every call of its shape) */
     int nplans;
     size_t kv_max;            /* bytes of the largest K/V shard (k then v) */
     unsigned char *host[2];   /* staging: the shard at hand, and the next */
@@ -147,20 +147,21 @@ static bool same_call(const clattn_desc *a, const clattn_desc *b)
     return a->seq_q == b->seq_q && a->seq_kv == b->seq_kv && a->causal == b->causal;
 }
 
-/* The plan of a call: one already made for the same shape, or a new one. */
+/* The plan of a call: one an earlier call of the same shape has (steps not built yet hold no
+ * plan), or a new one, which the ring's plan list owns. */
 static clattn_status plan_for(clattn_ring *r, const clattn_desc *d, clattn_plan **out, char *msg, size_t size)
 {
-    for (int i = 0; i < r->nplans; i++)
-        if (same_call(&r->plan_descs[i], d)) {
-            *out = r->plans[i];
-            return CLATTN_SUCCESS;
-        }
+    for (int s = 0; s < r->size; s++)
+        for (int i = 0; i < r->steps[s].ncalls; i++)
+            if (r->steps[s].plan[i] && same_call(&r->steps[s].desc[i], d)) {
+                *out = r->steps[s].plan[i];
+                return CLATTN_SUCCESS;
+            }
     clattn_status st = clattn_plan_create(r->ctx, d, out);
     if (st)
         return fail(msg, size, st, "ring attention: a step's plan (%d rows x %d keys): %s", d->seq_q, d->seq_kv,
                     clattn_context_last_error(r->ctx));
-    r->plans[r->nplans] = *out;
-    r->plan_descs[r->nplans++] = *d;
+    r->plans[r->nplans++] = *out;
     return CLATTN_SUCCESS;
 }
 
@@ -193,9 +194,8 @@ static clattn_status build(clattn_ring *r, char *msg, size_t size)
     r->ks = calloc((size_t)P, sizeof *r->ks);
     r->steps = calloc((size_t)P, sizeof *r->steps);
     r->plans = calloc(2 * (size_t)P, sizeof *r->plans);
-    r->plan_descs = calloc(2 * (size_t)P, sizeof *r->plan_descs);
     r->stats = calloc((size_t)P, sizeof *r->stats);
-    if (!r->ks || !r->steps || !r->plans || !r->plan_descs || !r->stats)
+    if (!r->ks || !r->steps || !r->plans || !r->stats)
         return fail(msg, size, CLATTN_OUT_OF_HOST_MEMORY, "ring attention: out of host memory");
     clattn_ring_shard_of(d->seq_q, P, r->rank, &r->qs);
     for (int x = 0; x < P; x++) clattn_ring_shard_of(d->seq_kv, P, x, &r->ks[x]);
@@ -205,8 +205,8 @@ static clattn_status build(clattn_ring *r, char *msg, size_t size)
         step *t = &r->steps[s];
         t->ncalls = clattn__ring_calls(d->causal, r->rank, src, &r->qs, &r->ks[src], t->call);
         for (int i = 0; i < t->ncalls; i++) {
-            const clattn_desc cd = call_desc(r, &t->call[i], r->qs.total, r->ks[src].total);
-            if ((st = plan_for(r, &cd, &t->plan[i], msg, size))) return st;
+            t->desc[i] = call_desc(r, &t->call[i], r->qs.total, r->ks[src].total);
+            if ((st = plan_for(r, &t->desc[i], &t->plan[i], msg, size))) return st;
         }
     }
     size_t k_max = 0; /* shards differ by a row at most; k and v grow together */
@@ -301,7 +301,6 @@ void clattn_ring_destroy(clattn_ring *r)
     free(r->ks);
     free(r->steps);
     free(r->plans);
-    free(r->plan_descs);
     free(r->stats);
     free(r);
 }
@@ -383,11 +382,9 @@ static clattn_status enqueue_step(clattn_ring *r, cl_command_queue queue, int s,
 {
     const step *t = &r->steps[s];
     const clattn_desc *g = &r->desc;
-    const int src = (r->rank - s + r->size) % r->size;
     *last = NULL;
     for (int i = 0; i < t->ncalls; i++) {
         const ring_call *c = &t->call[i];
-        const clattn_desc cd = call_desc(r, c, r->qs.total, r->ks[src].total);
         const size_t qrow = g->layout == CLATTN_LAYOUT_BSHD ? (size_t)g->heads_q * g->head_dim : (size_t)g->head_dim;
         const size_t krow = g->layout == CLATTN_LAYOUT_BSHD ? (size_t)g->heads_kv : 1;
         clattn_buffers bf = CLATTN_BUFFERS_INIT;
@@ -404,7 +401,7 @@ static clattn_status enqueue_step(clattn_ring *r, cl_command_queue queue, int s,
         if (*last) clReleaseEvent(*last);
         *last = NULL;
         if (!st)
-            st = clattn_merge_fold(r->ctx, queue, &cd, r->o_step, 0, r->lse_step, 0, r->acc_o, r->acc_lse, r->qs.total,
+            st = clattn_merge_fold(r->ctx, queue, &t->desc[i], r->o_step, 0, r->lse_step, 0, r->acc_o, r->acc_lse, r->qs.total,
                                    c->q0, 1, &attn, &fold);
         if (attn) clReleaseEvent(attn);
         if (st)
