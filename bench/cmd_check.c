@@ -83,16 +83,24 @@ static clattn_desc desc_of(const check_case *c, clattn_algo algo)
 
 int cmd_check(int argc, char **argv)
 {
-    enum { OPT_QUICK = 256, OPT_DEVICE };
-    static const struct option check_options[] = {
-        {"quick", no_argument, NULL, OPT_QUICK}, {"device", required_argument, NULL, OPT_DEVICE}, {NULL, 0, NULL, 0}};
+    enum { OPT_QUICK = 256, OPT_DEVICE, OPT_DTYPE };
+    static const struct option check_options[] = {{"quick", no_argument, NULL, OPT_QUICK},
+                                                  {"device", required_argument, NULL, OPT_DEVICE},
+                                                  {"dtype", required_argument, NULL, OPT_DTYPE},
+                                                  {NULL, 0, NULL, 0}};
     const char *device = NULL;
-    int quick = 0;
+    int quick = 0, dtype = -1; /* -1: each case's own storage type */
     optind = 0;
     for (int c; (c = cli_next_option("check", argc, argv, "", check_options)) != -1;) {
         if (c == OPT_QUICK) quick = 1;
         else if (c == OPT_DEVICE) device = optarg;
-        else return 1; /* reported */
+        else if (c == OPT_DTYPE) {
+            /* every case in one storage type: f16/bf16 serve the tensor-core family everywhere */
+            if (!strcmp(optarg, "f32")) dtype = CLATTN_DTYPE_F32;
+            else if (!strcmp(optarg, "f16")) dtype = CLATTN_DTYPE_F16;
+            else if (!strcmp(optarg, "bf16")) dtype = CLATTN_DTYPE_BF16;
+            else return cli_error("check: --dtype takes f32, f16 or bf16, not '%s'", optarg);
+        } else return 1; /* reported */
     }
     cl_device_id devs[CLI_MAX_DEVICES];
     int first, last;
@@ -115,6 +123,7 @@ int cmd_check(int argc, char **argv)
             for (int a = 0; a < 2; a++) {
                 const clattn_algo algo = a ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
                 clattn_desc d = desc_of(&cases[c], algo);
+                if (dtype >= 0) d.dtype = (clattn_dtype)dtype;
                 verify_opts opts = {0};
                 opts.seed = 0xc4ec0000ull + c;
                 opts.inject_error = inject;

@@ -41,6 +41,25 @@ clattn_kernel_family clattn_context_kernel_family(const clattn_context *ctx)
     return ctx->family != CLATTN_KERNELS_AUTO ? ctx->family : clattn__family_default(&ctx->info)->id;
 }
 
+/* NVIDIA's compute capability, where the driver offers cl_nv_device_attribute_query (tensor-core
+ * instructions depend on it); 0 on other devices or when the query fails. */
+static int nv_compute_capability(cl_device_id dev)
+{
+    enum { CC_MAJOR = 0x4000, CC_MINOR = 0x4001 }; /* CL_DEVICE_COMPUTE_CAPABILITY_{MAJOR,MINOR}_NV */
+    size_t n = 0;
+    if (clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, 0, NULL, &n) || !n) return 0;
+    char *ext = malloc(n + 1);
+    if (!ext) return 0;
+    const bool has = !clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, n, ext, NULL) &&
+                     (ext[n] = '\0', strstr(ext, "cl_nv_device_attribute_query") != NULL);
+    free(ext);
+    cl_uint major = 0, minor = 0;
+    if (!has || clGetDeviceInfo(dev, CC_MAJOR, sizeof major, &major, NULL) ||
+        clGetDeviceInfo(dev, CC_MINOR, sizeof minor, &minor, NULL))
+        return 0;
+    return (int)(major * 10 + minor);
+}
+
 static clattn_status query_device(cl_device_id dev, clattn_device_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -56,6 +75,7 @@ static clattn_status query_device(cl_device_id dev, clattn_device_info *info)
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof info->compute_units, &info->compute_units, NULL);
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
     if (!e) e = clGetPlatformInfo(plat, CL_PLATFORM_VERSION, sizeof info->platform_version - 1, info->platform_version, NULL);
+    if (!e) info->nv_sm = nv_compute_capability(dev);
     return e;
 }
 

@@ -28,8 +28,10 @@ const clattn_family *clattn__family_by_name(const char *name)
 const clattn_family *clattn__family_default(const clattn_device_info *dev)
 {
     for (int i = 0; i < NFAMILIES; i++)
-        if (families[i]->default_for & dev->type) return families[i];
-    return families[NFAMILIES - 1];
+        if (!families[i]->manual && (families[i]->default_for & dev->type)) return families[i];
+    for (int i = NFAMILIES - 1; i > 0; i--) /* the last that auto may pick */
+        if (!families[i]->manual) return families[i];
+    return families[0];
 }
 
 const clattn_family *clattn__family_pick(const clattn_context *ctx, const clattn_shape *s, char *why,
@@ -43,7 +45,8 @@ const clattn_family *clattn__family_pick(const clattn_context *ctx, const clattn
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < NFAMILIES; i++) {
             const bool made_for = (families[i]->default_for & ctx->info.type) != 0;
-            if (made_for == (pass == 0) && families[i]->serves(&ctx->info, s, why, why_size)) return families[i];
+            if (made_for == (pass == 0) && !families[i]->manual && families[i]->serves(&ctx->info, s, why, why_size))
+                return families[i];
         }
     return NULL;
 }

@@ -32,6 +32,7 @@ typedef struct clattn_family {
     clattn_kernel_family id;
     const char *name;            /* "rows": $CLATTN_KERNELS, the tuning file, variant names */
     cl_device_type default_for;  /* auto picks the first family of the table made for the device */
+    bool manual;                 /* auto never picks it: only a forced family runs it */
     clattn_tuning generic;       /* parameters when no tuning source has them */
     const char *fwd_file, *fwd_function; /* kernels/<fwd_file>.cl, its forward __kernel */
     /* Each nonzero field of t within this family's bounds on the device; else why not. */
@@ -40,6 +41,8 @@ typedef struct clattn_family {
     bool (*serves)(const clattn_device_info *dev, const clattn_shape *s, char *why, size_t why_size);
     /* The forward variant for the shape from complete parameters t. */
     void (*choose)(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t, clattn_fwd_fit *out);
+    /* Compile options of its own for the forward kernel on the device (NULL: none). */
+    void (*fwd_options)(const clattn_device_info *dev, const clattn_shape *s, char *out, size_t out_size);
     /* The backward pass: kernels/<bwd_file>.cl with its dK/dV and dQ kernels (NULL: none), and
      * its variant for a shape. `serves` answers for the shape's pass. */
     const char *bwd_file, *bwd_kv_function, *bwd_q_function;
@@ -64,7 +67,8 @@ CLATTN_HIDDEN const clattn_family *clattn__family_default(const clattn_device_in
  * defining clattn__family_<name>). */
 #define CLATTN_FAMILIES(X) \
     X(rows)                \
-    X(tiles)
+    X(tiles)               \
+    X(mma)
 #define CLATTN_DECLARE_FAMILY(n) CLATTN_HIDDEN extern const clattn_family clattn__family_##n;
 CLATTN_FAMILIES(CLATTN_DECLARE_FAMILY)
 #undef CLATTN_DECLARE_FAMILY

@@ -58,6 +58,7 @@ typedef struct clattn_device_info {
     cl_ulong local_mem, max_alloc;
     size_t max_wg_size;
     cl_uint compute_units;
+    int nv_sm; /* NVIDIA compute capability as 10 * major + minor (cl_nv_device_attribute_query); 0 elsewhere */
 } clattn_device_info;
 
 /* Program cache entry: one built cl_program per kernel file and option string. */

@@ -182,20 +182,22 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     k->file = f->family->fwd_file;
     k->function = f->family->fwd_function;
     k->local_size = f->heads_together ? 0 : fit->local_size; /* (1, Hkv, 1): set at the launch */
-    char params[192];
+    char params[256], own[64] = "";
+    if (f->family->fwd_options) f->family->fwd_options(&ctx->info, s, own, sizeof own);
     /* CPUs reading a paged cache: prefetch hints for each block's rows; and the family's choice of
      * a work-group of KV heads (family.h) */
     const bool prefetch = s->paged && (ctx->info.type & CL_DEVICE_TYPE_CPU);
     f->heads_together = fit->heads_together;
     clattn__format(params, sizeof params, "-cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d "
-                   "-D SPLIT=%d -D KT=%d%s", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
-                   split, f->kt, prefetch ? (f->heads_together ? " -D PREFETCH=1 -D HEADS_TOGETHER=1" : " -D PREFETCH=1")
+                   "-D SPLIT=%d -D KT=%d%s%s%s", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
+                   split, f->kt, own[0] ? " " : "", own, prefetch ? (f->heads_together ? " -D PREFETCH=1 -D HEADS_TOGETHER=1" : " -D PREFETCH=1")
                                           : "");
     clattn__kernel_options(k, params, &sw);
-    clattn__format(k->name, sizeof k->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s%s %s splits=%d",
+    clattn__format(k->name, sizeof k->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s%s%s%s %s splits=%d",
                    f->family->name, d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
                    f->heads_together ? (size_t)s->heads_kv : fit->local_size, f->kt ? " KT" : "",
-                   f->heads_together ? " heads-together" : "", dtype_name(s->dtype), f->nsplit);
+                   f->heads_together ? " heads-together" : "", own[0] ? " " : "", own, dtype_name(s->dtype),
+                   f->nsplit);
     clattn__format(p->variant, sizeof p->variant, "%s", k->name);
     clattn_args count = {0};
     const clattn_buffers none = {0};

@@ -21,24 +21,33 @@ const clattn_embedded_source *clattn__find_source(const char *name)
     return NULL;
 }
 
-/* The "common" prelude then the variant's file, each behind a #line so that build logs
- * name the real file and line. */
+/* Files a kernel file needs between the common prelude and itself: the warp layer under the
+ * tensor-core family. */
+static const char *prelude_of(const char *name) { return !strcmp(name, "fwd_mma") ? "warp" : NULL; }
+
+/* The "common" prelude, the file's own prelude if it has one, then the variant's file, each
+ * behind a #line so that build logs name the real file and line. */
 static char *assemble_source(clattn_context *ctx, const char *name)
 {
-    const clattn_embedded_source *common = clattn__find_source("common");
-    const clattn_embedded_source *main = clattn__find_source(name);
-    if (!common || !main) return NULL;
-    size_t cap = common->size + main->size + 256;
+    const char *names[3] = {"common", prelude_of(name), name};
+    const clattn_embedded_source *part[3] = {NULL, NULL, NULL};
+    size_t cap = 1;
+    for (int i = 0; i < 3; i++) {
+        if (!names[i]) continue;
+        if (!(part[i] = clattn__find_source(names[i]))) return NULL;
+        cap += part[i]->size + strlen(names[i]) + 32;
+    }
     char *src = clattn__calloc(ctx, cap, 1);
     if (!src) return NULL;
-    int n = snprintf(src, cap, "#line 1 \"kernels/common.cl\"\n%.*s\n#line 1 \"kernels/%s.cl\"\n",
-                     (int)common->size, (const char *)common->data, name);
-    if (n < 0 || (size_t)n >= cap - main->size) {
-        free(src);
-        return NULL;
+    size_t n = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!part[i]) continue;
+        n += (size_t)snprintf(src + n, cap - n, "#line 1 \"kernels/%s.cl\"\n", names[i]);
+        memcpy(src + n, part[i]->data, part[i]->size);
+        n += part[i]->size;
+        src[n++] = '\n';
     }
-    memcpy(src + n, main->data, main->size);
-    src[n + main->size] = '\0';
+    src[n] = '\0';
     return src;
 }
 

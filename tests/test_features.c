@@ -87,15 +87,24 @@ static feature_case cases[] = {
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_TILES_SHARED, PATH_UNFUSED } path;
+/* PATH_MMA: the tensor-core family, which stores f16/bf16 only: an f32 case runs in one of them. */
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_TILES_SHARED, PATH_UNFUSED, PATH_MMA } path;
 
 static void run_path(const feature_case *c, path p)
 {
     clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_UNFUSED
-                                                  ? CLATTN_KERNELS_AUTO : CLATTN_KERNELS_TILES);
+                                                  ? CLATTN_KERNELS_AUTO : p == PATH_MMA ? CLATTN_KERNELS_MMA
+                                                  : CLATTN_KERNELS_TILES);
     clattn_desc d = desc_of(c);
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude, NULL, c->v_amplitude};
+    if (p == PATH_MMA && d.dtype == CLATTN_DTYPE_F32) d.dtype = opts.seed & 1 ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F16;
+    if (p == PATH_MMA && c->d > 256) { /* past its registers: refused, as the fused path says */
+        clattn_plan *plan = NULL;
+        cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED, "%s: d=%d on the mma family", c->name, c->d);
+        clattn_context_destroy(ctx);
+        return;
+    }
     /* the tiles kernel with rows shared by 2 or 4 work-items (partial scores in local memory) */
     const clattn_tuning shared = {sizeof(clattn_tuning), 16, 16, 4, 0, 0, c->d % 8 ? 2 : 4};
     if (p == PATH_TILES_SHARED) opts.tuning = &shared;
@@ -112,6 +121,8 @@ ParameterizedTestParameters(features, tiles_shared_rows) { return cr_make_param_
 ParameterizedTest(feature_case *c, features, tiles_shared_rows, .timeout = 300) { run_path(c, PATH_TILES_SHARED); }
 ParameterizedTestParameters(features, unfused) { return cr_make_param_array(feature_case, cases, NCASES); }
 ParameterizedTest(feature_case *c, features, unfused, .timeout = 300) { run_path(c, PATH_UNFUSED); }
+ParameterizedTestParameters(features, mma) { return cr_make_param_array(feature_case, cases, NCASES); }
+ParameterizedTest(feature_case *c, features, mma, .timeout = 300) { run_path(c, PATH_MMA); }
 
 /* The split count and the unfused chunking, as the plan's variant names them (the paths keep
  * them private). */

@@ -76,12 +76,13 @@ static fused_case cases[] = {
     C("many_row_blocks_d256", 1, 8, 8, 2048, 16, 256),
 };
 
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED } path;
+/* PATH_MMA: the tensor-core family, which stores f16/bf16 only: each case in one of them. */
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA } path;
 
 static clattn_context *context_for(path p)
 {
     return test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_TILES ? CLATTN_KERNELS_TILES
-                                                                                      : CLATTN_KERNELS_AUTO);
+                               : p == PATH_MMA ? CLATTN_KERNELS_MMA : CLATTN_KERNELS_AUTO);
 }
 
 static void sweep(const fused_case *c, path p)
@@ -90,6 +91,7 @@ static void sweep(const fused_case *c, path p)
     clattn_desc d = desc_of(c);
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL};
+    if (p == PATH_MMA) d.dtype = opts.seed & 1 ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F16;
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
     clattn_context_destroy(ctx);
@@ -103,6 +105,43 @@ ParameterizedTestParameters(forward, tiles) { return cr_make_param_array(fused_c
 ParameterizedTest(fused_case *c, forward, tiles, .timeout = 120) { sweep(c, PATH_TILES); }
 ParameterizedTestParameters(forward, unfused) { return cr_make_param_array(fused_case, cases, NCASES); }
 ParameterizedTest(fused_case *c, forward, unfused, .timeout = 300) { sweep(c, PATH_UNFUSED); }
+ParameterizedTestParameters(forward, mma) { return cr_make_param_array(fused_case, cases, NCASES); }
+ParameterizedTest(fused_case *c, forward, mma, .timeout = 300) { sweep(c, PATH_MMA); }
+
+/* The tensor-core family on strided f16 views (odd element offsets between rows) and on
+ * sub-buffers; and its refusals: f32 storage, head dims above 256, the backward pass. */
+Test(forward, mma_strided_and_refusals, .timeout = 300)
+{
+    const int B = 2, H = 3, N = 37, D = 40;
+    clattn_desc d = CLATTN_DESC_INIT;
+    d.batch = B; d.heads_q = H; d.seq_q = N; d.seq_kv = N; d.head_dim = D; d.causal = 1;
+    d.dtype = CLATTN_DTYPE_F16; d.algo = CLATTN_ALGO_FUSED;
+    d.layout = CLATTN_LAYOUT_STRIDED;
+    const int64_t row = 3 * H * D + 1; /* rows start at odd elements */
+    d.q_strides = (clattn_strides){N * row, D, row};
+    d.k_strides = d.q_strides;
+    d.v_strides = d.q_strides;
+    d.o_strides = (clattn_strides){2 * N * H * D, D, 2 * H * D};
+    clattn_context *ctx = context_for(PATH_MMA);
+    run_opts opts = {seed_for("mma_strided"), false, true, NULL};
+    run_result r = run_and_compare(ctx, &d, &opts);
+    expect_ok(&r, "mma strided f16 on sub-buffers", opts.seed);
+    cr_expect(strstr(r.variant, "mma ") == r.variant, "ran %s, not the mma family", r.variant);
+
+    clattn_desc f = CLATTN_DESC_INIT;
+    f.batch = 1; f.heads_q = 2; f.seq_q = 16; f.seq_kv = 16; f.head_dim = 64; f.algo = CLATTN_ALGO_FUSED;
+    clattn_plan *plan = NULL;
+    cr_expect_eq(clattn_plan_create(ctx, &f, &plan), CLATTN_UNSUPPORTED, "f32 storage is not the mma family's");
+    cr_expect(strstr(clattn_context_last_error(ctx), "f16 and bf16"), "%s", clattn_context_last_error(ctx));
+    f.dtype = CLATTN_DTYPE_BF16;
+    f.head_dim = 288;
+    cr_expect_eq(clattn_plan_create(ctx, &f, &plan), CLATTN_UNSUPPORTED, "head dims above 256");
+    f.head_dim = 64;
+    f.pass = CLATTN_PASS_BACKWARD;
+    cr_expect_eq(clattn_plan_create(ctx, &f, &plan), CLATTN_UNSUPPORTED, "no backward kernels");
+    cr_expect_null(plan);
+    clattn_context_destroy(ctx);
+}
 
 /* Strided views: q, k, v as slices of one packed QKV projection output (B, N, 3, H, D), and
  * o written into every other row of a larger buffer. */

@@ -64,11 +64,54 @@ static void run(host_case *c, clattn_kernel_family family, bool unfused, const c
     clattn_context_destroy(ctx);
 }
 
+static uint16_t *to_f16(const float *x, size_t n)
+{
+    uint16_t *h = malloc(n * sizeof *h);
+    for (size_t i = 0; i < n; i++) h[i] = clattn_f32_to_f16(x[i]);
+    return h;
+}
+
+/* The tensor-core family (f16 storage only): the case's inputs rounded to f16, the reference
+ * on the same f16 inputs, o compared at the f16 bound with NaN/inf positions exact; o is left in
+ * c->o (as f32) for the test's own expectations. A tile whose V holds a NaN takes the kernel's
+ * per-element path: this is where it is tested. */
+static void run_mma(host_case *c, const char *what)
+{
+    clattn_context *ctx = test_context_family(CLATTN_KERNELS_MMA);
+    clattn_desc d = c->d;
+    d.algo = CLATTN_ALGO_FUSED;
+    d.dtype = CLATTN_DTYPE_F16;
+    uint16_t *q = to_f16(c->q, c->n.q), *k = to_f16(c->k, c->n.k), *v = to_f16(c->v, c->n.v);
+    uint16_t *o = malloc(c->n.o * 2), *ref = malloc(c->n.o * 2);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = q; t.k = k; t.v = v; t.o = ref; t.lse = c->lse_ref; t.seqused_k = c->used;
+    t.q_len = c->n.q; t.k_len = c->n.k; t.v_len = c->n.v; t.o_len = c->n.o; t.lse_len = c->n.lse;
+    cr_assert_eq(clattn_reference_forward(&d, &t, NULL, 0), CLATTN_SUCCESS);
+    for (size_t i = 0; i < c->n.o; i++) o[i] = 0xfe00; /* a NaN pattern no result has */
+    t.o = o;
+    t.lse = c->lse;
+    cr_assert_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    for (size_t i = 0; i < c->n.o; i++) {
+        c->o[i] = clattn_f16_to_f32(o[i]);
+        c->ref[i] = clattn_f16_to_f32(ref[i]);
+    }
+    const clattn_error eo = clattn_compare(c->o, c->ref, c->n.o, (size_t)c->d.head_dim),
+                       el = clattn_compare(c->lse, c->lse_ref, c->n.lse, 1);
+    cr_expect(clattn_error_ok(&eo, 2e-3), "%s (mma, f16): o rel L2 %.3e, %zu NaN/inf mismatches", what, eo.rel_l2,
+              eo.mismatched_special);
+    cr_expect(clattn_error_ok(&el, 1e-5), "%s (mma, f16): lse rel L2 %.3e, %zu NaN/inf mismatches", what, el.rel_l2,
+              el.mismatched_special);
+    free(q); free(k); free(v); free(o); free(ref);
+    clattn_context_destroy(ctx);
+}
+
+/* The mma family last: the test's own expectations then read its o. */
 static void all_paths(host_case *c, const char *what, bool unfused_too)
 {
     run(c, CLATTN_KERNELS_ROWS, false, what);
     run(c, CLATTN_KERNELS_TILES, false, what);
     if (unfused_too) run(c, CLATTN_KERNELS_AUTO, true, what);
+    run_mma(c, what);
 }
 
 Test(hostile, nan_and_inf_in_queries)
