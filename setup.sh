@@ -15,7 +15,7 @@ esac
 
 packages=(build-essential cmake pkg-config git ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libcjson-dev
           clinfo libclblast-dev libcriterion-dev libopenblas-dev python3 python3-numpy clang libclang-rt-14-dev
-          libopenmpi-dev openmpi-bin)
+          libopenmpi-dev openmpi-bin clang-15 llvm-15 libclc-15)  # the last three: the offline PTX screen
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

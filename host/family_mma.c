@@ -69,6 +69,9 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
 static void choose(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t, clattn_fwd_fit *f)
 {
     int bm = t->rows, bn = t->keys < 16 ? 16 : t->keys;
+    /* Q's fragments, O's accumulators and S's tile share a GPU thread's 255 registers: past 128
+       + 128 head dims a tile of 32 keys spilled in the ptxas screen (tests/ptx/screen.sh), 16 did not */
+    if (round_up(s->head_dim, 16) + round_up(s->head_dim_v, 8) > 256 && bn > 16) bn = 16;
     while ((size_t)bm * 2 > dev->max_wg_size && bm > 16) bm /= 2;
     while (bn > 16 && mma_local(s, bm, bn) > local_budget(dev)) bn /= 2;
     while (bm > 16 && mma_local(s, bm, bn) > local_budget(dev)) bm /= 2;

@@ -76,7 +76,7 @@ void clattn_fwd_mma(FWD_ARGS)
     float slope[2] = {0.0f, 0.0f};
     __global const float *mrow[2] = {mask, mask};
     __global const ushort *qrow[2];
-    for (int r = 0; r < 2; r++) {
+    UNROLL for (int r = 0; r < 2; r++) {
         const int pr = r0 + 16 * w + gq + 8 * r, p = min(pr, rows - 1);
         stored[r] = pr < rows;
         h[r] = g * group + p / sg.nq;
@@ -144,7 +144,7 @@ void clattn_fwd_mma(FWD_ARGS)
         }
         if (bad) v_bad = tile; /* every writer writes the same value */
         barrier(CLK_LOCAL_MEM_FENCE);
-        const bool safe = v_bad == tile;
+        const bool special = v_bad == tile;
 
         /* S = Q.K^T: n-block n holds keys 8n .. 8n + 7 of the tile */
         float4 s[NNB];
@@ -175,7 +175,7 @@ void clattn_fwd_mma(FWD_ARGS)
            yet gets probabilities 0 (its base +inf), a NaN max makes the row NaN */
         float base[2];
         const float rmx[2] = {mx.x, mx.y};
-        for (int r = 0; r < 2; r++) {
+        UNROLL for (int r = 0; r < 2; r++) {
             const float mn = nan_max(m[r], rmx[r]);
             base[r] = mn;
             if (mn == -INFINITY) base[r] = INFINITY;
@@ -197,53 +197,41 @@ void clattn_fwd_mma(FWD_ARGS)
             s[n] = p;
         }
 
-        if (!safe) {
-            /* O += P.V: P's A fragment for keys 16k .. 16k + 15 is S's n-blocks 2k and 2k + 1 */
-            __local const ushort *vh = (__local const ushort *)vs;
+        /* O += P.V: P's A fragment for keys 16t .. 16t + 15 is S's n-blocks 2t and 2t + 1,
+           rounded to the storage type. In a tile whose V holds an inf or NaN (`special`), P.V
+           runs on V with those made 0, and a second MMA of P's nonzero pattern by the values'
+           codes counts, per output element, the infs and NaNs its nonzero probabilities meet
+           (warp.cl, pair_code): a zero probability never turns garbage into NaN, as in the other
+           families. Every index is known at compile time: no register array spills to memory. */
+        uint4 pa[NKK];
+        UNROLL for (int t = 0; t < NKK; t++)
+            pa[t] = (uint4)(pack_f32x2(s[2 * t].x, s[2 * t].y), pack_f32x2(s[2 * t].z, s[2 * t].w),
+                            pack_f32x2(s[2 * t + 1].x, s[2 * t + 1].y), pack_f32x2(s[2 * t + 1].z, s[2 * t + 1].w));
+        __local const ushort *vh = (__local const ushort *)vs + 2 * tq * VSTR + gq;
+        UNROLL for (int n = 0; n < NDB; n++) {
             UNROLL for (int t = 0; t < NKK; t++) {
-                const uint4 pa = (uint4)(pack_f32x2(s[2 * t].x, s[2 * t].y), pack_f32x2(s[2 * t].z, s[2 * t].w),
-                                         pack_f32x2(s[2 * t + 1].x, s[2 * t + 1].y),
-                                         pack_f32x2(s[2 * t + 1].z, s[2 * t + 1].w));
-                __local const ushort *v0 = vh + (16 * t + 2 * tq) * VSTR + gq;
-                UNROLL for (int n = 0; n < NDB; n++) {
-                    const uint2 bv = (uint2)((uint)v0[8 * n] | ((uint)v0[8 * n + VSTR] << 16),
-                                             (uint)v0[8 * n + 8 * VSTR] | ((uint)v0[8 * n + 9 * VSTR] << 16));
-                    o[n] = mma_16816(o[n], pa, bv, ws);
-                }
+                __local const ushort *v0 = vh + 16 * t * VSTR + 8 * n;
+                uint2 bv = (uint2)((uint)v0[0] | ((uint)v0[VSTR] << 16), (uint)v0[8 * VSTR] | ((uint)v0[9 * VSTR] << 16));
+                if (special) bv = (uint2)(pair_clean(bv.x), pair_clean(bv.y));
+                o[n] = mma_16816(o[n], pa[t], bv, ws);
             }
-        } else {
-            /* per element, skipping zero probabilities: each warp's 16 x 8 probabilities of one
-               n-block at a time through its scratch */
-            __local float *pw = (__local float *)ws;
-            __local const ushort *vh = (__local const ushort *)vs;
-            for (int n = 0; n < NNB; n++) {
-                barrier(CLK_LOCAL_MEM_FENCE);
-                pw[gq * 8 + 2 * tq] = s[n].x;
-                pw[gq * 8 + 2 * tq + 1] = s[n].y;
-                pw[(gq + 8) * 8 + 2 * tq] = s[n].z;
-                pw[(gq + 8) * 8 + 2 * tq + 1] = s[n].w;
-                barrier(CLK_LOCAL_MEM_FENCE);
-                for (int nd = 0; nd < NDB; nd++) {
-                    float a[4];
-                    for (int e = 0; e < 4; e++) {
-                        const int row = gq + 8 * (e >> 1), col = 8 * nd + 2 * tq + (e & 1);
-                        float acc = f4_get(o[nd], e);
-                        for (int jj = 0; jj < 8; jj++) {
-                            const float pj = pw[row * 8 + jj];
-                            if (pj != 0.0f) acc = fma(pj, elem_f32(vh[(8 * n + jj) * VSTR + col]), acc);
-                        }
-                        a[e] = acc;
-                    }
-                    o[nd] = (float4)(a[0], a[1], a[2], a[3]);
+            if (special) {
+                float4 cnt = (float4)(0.0f);
+                UNROLL for (int t = 0; t < NKK; t++) {
+                    __local const ushort *v0 = vh + 16 * t * VSTR + 8 * n;
+                    const uint2 code = (uint2)(pair_code((uint)v0[0] | ((uint)v0[VSTR] << 16)),
+                                               pair_code((uint)v0[8 * VSTR] | ((uint)v0[9 * VSTR] << 16)));
+                    cnt = mma_16816(cnt, pair_nonzero4(pa[t]), code, ws);
                 }
+                o[n] = (float4)(apply_special(o[n].x, cnt.x), apply_special(o[n].y, cnt.y),
+                                apply_special(o[n].z, cnt.z), apply_special(o[n].w, cnt.w));
             }
-            barrier(CLK_LOCAL_MEM_FENCE); /* the scratch is the warp layer's again */
         }
     }
 
     const float2 lsum = quad_sum2((float2)(l[0], l[1]), ws);
     const float ls[2] = {lsum.x, lsum.y};
-    for (int r = 0; r < 2; r++) {
+    UNROLL for (int r = 0; r < 2; r++) {
         if (!stored[r]) continue;
         const float inv = row_inv(ls[r]), lse_r = row_lse(m[r], ls[r]);
         const long id = row_id(b, h[r], i[r], hq, nq, total_q, &sg);

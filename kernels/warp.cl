@@ -64,6 +64,46 @@ inline bool pair_nonfinite(uint x)
 #endif
 }
 
+/* A packed pair with its inf and NaN elements replaced by 0, and the pair's codes for them:
+ * per element 1 for NaN, 128 for +inf, 16384 for -inf, 0 when finite (each exact in f16 and
+ * bf16). An MMA of 0/1 indicators by these codes counts, per output element, the NaN, +inf and
+ * -inf values its nonzero weights met: up to 127 of each, read back from the f32 sum's bits. */
+#if DTYPE == 1
+#define ELEM_ONE 0x3c00u
+inline uint elem_clean(uint x) { return (x & 0x7c00u) == 0x7c00u ? 0u : x; }
+inline uint elem_code(uint x)
+{
+    return (x & 0x7fffu) > 0x7c00u ? 0x3c00u : x == 0x7c00u ? 0x5800u : x == 0xfc00u ? 0x7400u : 0u;
+}
+#else
+#define ELEM_ONE 0x3f80u
+inline uint elem_clean(uint x) { return (x & 0x7f80u) == 0x7f80u ? 0u : x; }
+inline uint elem_code(uint x)
+{
+    return (x & 0x7fffu) > 0x7f80u ? 0x3f80u : x == 0x7f80u ? 0x4300u : x == 0xff80u ? 0x4680u : 0u;
+}
+#endif
+/* 1 for each element of an A fragment that is not zero (either sign), 0 for the others. */
+inline uint elem_nonzero(uint x) { return (x & 0x7fffu) ? ELEM_ONE : 0u; }
+inline uint4 pair_nonzero4(uint4 a)
+{
+    return (uint4)(elem_nonzero(a.x & 0xffffu) | (elem_nonzero(a.x >> 16) << 16),
+                   elem_nonzero(a.y & 0xffffu) | (elem_nonzero(a.y >> 16) << 16),
+                   elem_nonzero(a.z & 0xffffu) | (elem_nonzero(a.z >> 16) << 16),
+                   elem_nonzero(a.w & 0xffffu) | (elem_nonzero(a.w >> 16) << 16));
+}
+inline uint pair_clean(uint x) { return elem_clean(x & 0xffffu) | (elem_clean(x >> 16) << 16); }
+inline uint pair_code(uint x) { return elem_code(x & 0xffffu) | (elem_code(x >> 16) << 16); }
+
+/* What the counts of pair_code say an output element becomes: NaN when it met a NaN or both
+ * infinities, +-inf when it met one of them (x + inf: NaN stays NaN, -inf becomes NaN). */
+inline float apply_special(float x, float count)
+{
+    const int c = (int)count, nan = c & 127, pinf = (c >> 7) & 127, ninf = c >> 14;
+    if (nan || (pinf && ninf)) return NAN;
+    return pinf ? x + INFINITY : ninf ? x - INFINITY : x;
+}
+
 /* Two f32 rounded to nearest even into one register of input elements, lo in the low half. */
 inline uint pack_f32x2(float lo, float hi)
 {
