@@ -68,7 +68,8 @@ CLATTN_HIDDEN const clattn_family *clattn__family_default(const clattn_device_in
 #define CLATTN_FAMILIES(X) \
     X(rows)                \
     X(tiles)               \
-    X(mma)
+    X(mma)                 \
+    X(decode)
 #define CLATTN_DECLARE_FAMILY(n) CLATTN_HIDDEN extern const clattn_family clattn__family_##n;
 CLATTN_FAMILIES(CLATTN_DECLARE_FAMILY)
 #undef CLATTN_DECLARE_FAMILY

@@ -270,8 +270,10 @@ typedef enum clattn_kernel_family {
     CLATTN_KERNELS_AUTO = 0,  /* rows on CPU devices, tiles elsewhere */
     CLATTN_KERNELS_ROWS = 1,  /* one work-item owns a register tile of query rows, no barriers */
     CLATTN_KERNELS_TILES = 2, /* a work-group owns a block of rows; K/V tiles in local memory */
-    CLATTN_KERNELS_MMA = 3    /* tensor-core MMA tiles (f16/bf16 storage): inline PTX on NVIDIA sm_80+,
+    CLATTN_KERNELS_MMA = 3,   /* tensor-core MMA tiles (f16/bf16 storage): inline PTX on NVIDIA sm_80+,
                                  an exact portable emulation elsewhere; only when asked for */
+    CLATTN_KERNELS_DECODE = 4 /* decode (<= 16 rows per KV head): a work-group reads each K/V row once,
+                                 coalesced, for all its query heads; only when asked for */
 } clattn_kernel_family;
 
 /* ---- context ---- */
@@ -288,7 +290,7 @@ typedef struct clattn_context_options {
     int disable_disk_cache;  /* nonzero: never read or write program binaries on disk */
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
-    clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (rows|tiles|mma) if set,
+    clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (rows|tiles|mma|decode) if set,
                                            else by device type */
     size_t scratch_limit;    /* unfused path: most bytes of scores kept at once; 0 means
                                 256 MiB; never above CL_DEVICE_MAX_MEM_ALLOC_SIZE */

@@ -88,26 +88,32 @@ static feature_case cases[] = {
 #define NCASES (sizeof cases / sizeof cases[0])
 
 /* PATH_MMA: the tensor-core family, which stores f16/bf16 only: an f32 case runs in one of them. */
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_TILES_SHARED, PATH_UNFUSED, PATH_MMA } path;
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_TILES_SHARED, PATH_UNFUSED, PATH_MMA, PATH_DECODE } path;
 
 static void run_path(const feature_case *c, path p)
 {
     clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_UNFUSED
                                                   ? CLATTN_KERNELS_AUTO : p == PATH_MMA ? CLATTN_KERNELS_MMA
-                                                  : CLATTN_KERNELS_TILES);
+                                                  : p == PATH_DECODE ? CLATTN_KERNELS_DECODE : CLATTN_KERNELS_TILES);
     clattn_desc d = desc_of(c);
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude, NULL, c->v_amplitude};
     if (p == PATH_MMA && d.dtype == CLATTN_DTYPE_F32) d.dtype = opts.seed & 1 ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F16;
-    if (p == PATH_MMA && c->d > 256) { /* past its registers: refused, as the fused path says */
+    if (p == PATH_MMA || p == PATH_DECODE) { /* a family with limits: refused past them, as the fused path says */
         clattn_plan *plan = NULL;
-        cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED, "%s: d=%d on the mma family", c->name, c->d);
-        clattn_context_destroy(ctx);
-        return;
+        clattn_desc probe = d;
+        if (probe.varlen) probe.total_q = c->b * c->nq, probe.total_k = c->b * c->nk; /* as the run sets them */
+        const clattn_status st = clattn_plan_create(ctx, &probe, &plan);
+        clattn_plan_destroy(plan);
+        const int rows = c->hq / c->hkv * c->nq;
+        const bool beyond = c->d > 256 || (p == PATH_DECODE && rows > 16);
+        if (beyond || st) {
+            cr_expect(beyond && st == CLATTN_UNSUPPORTED, "%s: d=%d, %d rows per KV head: status %d (%s)", c->name,
+                      c->d, rows, st, clattn_context_last_error(ctx));
+            clattn_context_destroy(ctx);
+            return;
+        }
     }
-    /* the tiles kernel with rows shared by 2 or 4 work-items (partial scores in local memory) */
-    const clattn_tuning shared = {sizeof(clattn_tuning), 16, 16, 4, 0, 0, c->d % 8 ? 2 : 4};
-    if (p == PATH_TILES_SHARED) opts.tuning = &shared;
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
     clattn_context_destroy(ctx);
@@ -123,6 +129,8 @@ ParameterizedTestParameters(features, unfused) { return cr_make_param_array(feat
 ParameterizedTest(feature_case *c, features, unfused, .timeout = 300) { run_path(c, PATH_UNFUSED); }
 ParameterizedTestParameters(features, mma) { return cr_make_param_array(feature_case, cases, NCASES); }
 ParameterizedTest(feature_case *c, features, mma, .timeout = 300) { run_path(c, PATH_MMA); }
+ParameterizedTestParameters(features, decode) { return cr_make_param_array(feature_case, cases, NCASES); }
+ParameterizedTest(feature_case *c, features, decode, .timeout = 300) { run_path(c, PATH_DECODE); }
 
 /* The split count and the unfused chunking, as the plan's variant names them (the paths keep
  * them private). */

@@ -77,12 +77,13 @@ static fused_case cases[] = {
 };
 
 /* PATH_MMA: the tensor-core family, which stores f16/bf16 only: each case in one of them. */
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA } path;
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA, PATH_DECODE } path;
 
 static clattn_context *context_for(path p)
 {
     return test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_TILES ? CLATTN_KERNELS_TILES
-                               : p == PATH_MMA ? CLATTN_KERNELS_MMA : CLATTN_KERNELS_AUTO);
+                               : p == PATH_MMA ? CLATTN_KERNELS_MMA : p == PATH_DECODE ? CLATTN_KERNELS_DECODE
+                               : CLATTN_KERNELS_AUTO);
 }
 
 static void sweep(const fused_case *c, path p)
@@ -92,6 +93,13 @@ static void sweep(const fused_case *c, path p)
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL};
     if (p == PATH_MMA) d.dtype = opts.seed & 1 ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F16;
+    if (p == PATH_DECODE && c->hq / c->hkv * c->nq > 16) { /* its bound: refused, with the reason */
+        clattn_plan *plan = NULL;
+        cr_expect_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_UNSUPPORTED, "%s on the decode family", c->name);
+        cr_expect(strstr(clattn_context_last_error(ctx), "rows per KV head"), "%s", clattn_context_last_error(ctx));
+        clattn_context_destroy(ctx);
+        return;
+    }
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
     clattn_context_destroy(ctx);
@@ -107,6 +115,8 @@ ParameterizedTestParameters(forward, unfused) { return cr_make_param_array(fused
 ParameterizedTest(fused_case *c, forward, unfused, .timeout = 300) { sweep(c, PATH_UNFUSED); }
 ParameterizedTestParameters(forward, mma) { return cr_make_param_array(fused_case, cases, NCASES); }
 ParameterizedTest(fused_case *c, forward, mma, .timeout = 300) { sweep(c, PATH_MMA); }
+ParameterizedTestParameters(forward, decode) { return cr_make_param_array(fused_case, cases, NCASES); }
+ParameterizedTest(fused_case *c, forward, decode, .timeout = 300) { sweep(c, PATH_DECODE); }
 
 /* The tensor-core family on strided f16 views (odd element offsets between rows) and on
  * sub-buffers; and its refusals: f32 storage, head dims above 256, the backward pass. */

@@ -1,8 +1,9 @@
 /* Numerical hostility: inputs with NaN, +-inf, logits of 1e4, all-equal scores, denormals.
  * The device must match the reference exactly where the reference has NaN or inf, within the
  * f32 bound elsewhere; fully masked rows stay 0 / -inf; NaN in keys or values a row never
- * attends to (causal future, past seqused_k) does not reach that row. Fused paths of both
- * families; the unfused path where its GEMMs allow (see the note at the end). */
+ * attends to (causal future, past seqused_k) does not reach that row. Fused paths of every
+ * family (decode where its 16 rows per KV head allow, mma in f16); the unfused path where its
+ * GEMMs allow (see the note at the end). */
 #include "harness.h"
 
 #include <float.h>
@@ -56,7 +57,8 @@ static void run(host_case *c, clattn_kernel_family family, bool unfused, const c
     cr_assert_eq(clattn_forward_host(ctx, &d, &t), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
     const clattn_error eo = clattn_compare(c->o, c->ref, c->n.o, (size_t)c->d.head_dim),
                        el = clattn_compare(c->lse, c->lse_ref, c->n.lse, 1);
-    const char *fam = unfused ? "unfused" : family == CLATTN_KERNELS_ROWS ? "rows" : "tiles";
+    const char *fam = unfused ? "unfused" : family == CLATTN_KERNELS_ROWS ? "rows"
+                      : family == CLATTN_KERNELS_DECODE ? "decode" : "tiles";
     cr_expect(clattn_error_ok(&eo, 1e-5), "%s (%s): o rel L2 %.3e, %zu NaN/inf mismatches", what, fam, eo.rel_l2,
               eo.mismatched_special);
     cr_expect(clattn_error_ok(&el, 1e-5), "%s (%s): lse rel L2 %.3e, %zu NaN/inf mismatches", what, fam, el.rel_l2,
@@ -111,6 +113,7 @@ static void all_paths(host_case *c, const char *what, bool unfused_too)
     run(c, CLATTN_KERNELS_ROWS, false, what);
     run(c, CLATTN_KERNELS_TILES, false, what);
     if (unfused_too) run(c, CLATTN_KERNELS_AUTO, true, what);
+    if (c->d.heads_q / c->d.heads_kv * c->d.seq_q <= 16) run(c, CLATTN_KERNELS_DECODE, false, what); /* its rows */
     run_mma(c, what);
 }
 

@@ -1,4 +1,4 @@
-/* The paged KV cache on every device path — fused rows, tiles and mma, unfused — against the
+/* The paged KV cache on every device path — fused rows, tiles, mma and decode, unfused — against the
  * reference: page sizes 1, 3, 16, 64 and 256, random non-contiguous block tables, the append
  * (caches compared after it; cache elements it does not write must come back byte-for-byte,
  * pages in no table included), rotary embedding interleaved and GPT-NeoX, f16/bf16 caches,
@@ -82,17 +82,21 @@ static paged_case cases[] = {
 #define NCASES (sizeof cases / sizeof cases[0])
 
 /* PATH_MMA: the tensor-core family, which stores f16/bf16 only: an f32 case runs in one of them. */
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA } path;
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA, PATH_DECODE } path;
 
 static void run_path(const paged_case *c, path p)
 {
     clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_UNFUSED
                                                   ? CLATTN_KERNELS_AUTO : p == PATH_MMA ? CLATTN_KERNELS_MMA
-                                                  : CLATTN_KERNELS_TILES);
+                                                  : p == PATH_DECODE ? CLATTN_KERNELS_DECODE : CLATTN_KERNELS_TILES);
     clattn_desc d = desc_of(c);
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {.seed = seed_for(c->name), .paged_holes = c->holes};
     if (p == PATH_MMA && d.dtype == CLATTN_DTYPE_F32) d.dtype = opts.seed & 1 ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F16;
+    if (p == PATH_DECODE && c->hq / c->hkv * c->nq > 16) { /* past the decode family's rows */
+        clattn_context_destroy(ctx);
+        return;
+    }
     run_result r = run_and_compare(ctx, &d, &opts);
     expect_ok(&r, c->name, opts.seed);
     if (c->nnew) cr_expect(r.appended, "%s: the caches were not compared", c->name);
@@ -107,6 +111,8 @@ ParameterizedTestParameters(paged, unfused) { return cr_make_param_array(paged_c
 ParameterizedTest(paged_case *c, paged, unfused, .timeout = 300) { run_path(c, PATH_UNFUSED); }
 ParameterizedTestParameters(paged, mma) { return cr_make_param_array(paged_case, cases, NCASES); }
 ParameterizedTest(paged_case *c, paged, mma, .timeout = 300) { run_path(c, PATH_MMA); }
+ParameterizedTestParameters(paged, decode) { return cr_make_param_array(paged_case, cases, NCASES); }
+ParameterizedTest(paged_case *c, paged, decode, .timeout = 300) { run_path(c, PATH_DECODE); }
 
 /* The comparison can fail: a wrong result in a paged run is caught. */
 Test(paged, wrong_result_is_caught, .timeout = 120)
