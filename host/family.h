@@ -69,7 +69,8 @@ CLATTN_HIDDEN const clattn_family *clattn__family_default(const clattn_device_in
     X(rows)                \
     X(tiles)               \
     X(mma)                 \
-    X(decode)
+    X(decode)              \
+    X(rtile)
 #define CLATTN_DECLARE_FAMILY(n) CLATTN_HIDDEN extern const clattn_family clattn__family_##n;
 CLATTN_FAMILIES(CLATTN_DECLARE_FAMILY)
 #undef CLATTN_DECLARE_FAMILY

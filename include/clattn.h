@@ -272,8 +272,10 @@ typedef enum clattn_kernel_family {
     CLATTN_KERNELS_TILES = 2, /* a work-group owns a block of rows; K/V tiles in local memory */
     CLATTN_KERNELS_MMA = 3,   /* tensor-core MMA tiles (f16/bf16 storage): inline PTX on NVIDIA sm_80+,
                                  an exact portable emulation elsewhere; only when asked for */
-    CLATTN_KERNELS_DECODE = 4 /* decode (<= 16 rows per KV head): a work-group reads each K/V row once,
-                                 coalesced, for all its query heads; only when asked for */
+    CLATTN_KERNELS_DECODE = 4, /* decode (<= 16 rows per KV head): a work-group reads each K/V row once,
+                                  coalesced, for all its query heads; only when asked for */
+    CLATTN_KERNELS_RTILE = 5   /* register-tiled: each work-item a micro-tile of scores and outputs, Q/K/V
+                                  chunks double-buffered in local memory (xgemm's structure); when asked */
 } clattn_kernel_family;
 
 /* ---- context ---- */
@@ -290,7 +292,7 @@ typedef struct clattn_context_options {
     int disable_disk_cache;  /* nonzero: never read or write program binaries on disk */
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
-    clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (rows|tiles|mma|decode) if set,
+    clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (a family's name) if set,
                                            else by device type */
     size_t scratch_limit;    /* unfused path: most bytes of scores kept at once; 0 means
                                 256 MiB; never above CL_DEVICE_MAX_MEM_ALLOC_SIZE */

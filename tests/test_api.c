@@ -401,7 +401,7 @@ Test(api, build_failure_carries_log)
 Test(api, kernel_switches)
 {
     const char *files[] = {"fwd_rows", "fwd_tiles", "combine", "convert", "softmax", "bwd_prep", "bwd_rows", "bwd_softmax",
-                           "bwd_tiles", "paged", "fwd_mma", "fwd_decode"};
+                           "bwd_tiles", "paged", "fwd_mma", "fwd_decode", "fwd_rtile"};
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
         const clattn_embedded_source *src = clattn__find_source(files[f]);
         cr_assert(src, "no embedded source %s", files[f]);

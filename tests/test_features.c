@@ -88,18 +88,19 @@ static feature_case cases[] = {
 #define NCASES (sizeof cases / sizeof cases[0])
 
 /* PATH_MMA: the tensor-core family, which stores f16/bf16 only: an f32 case runs in one of them. */
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_TILES_SHARED, PATH_UNFUSED, PATH_MMA, PATH_DECODE } path;
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_TILES_SHARED, PATH_UNFUSED, PATH_MMA, PATH_DECODE, PATH_RTILE } path;
 
 static void run_path(const feature_case *c, path p)
 {
     clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_UNFUSED
                                                   ? CLATTN_KERNELS_AUTO : p == PATH_MMA ? CLATTN_KERNELS_MMA
-                                                  : p == PATH_DECODE ? CLATTN_KERNELS_DECODE : CLATTN_KERNELS_TILES);
+                                                  : p == PATH_DECODE ? CLATTN_KERNELS_DECODE : p == PATH_RTILE ? CLATTN_KERNELS_RTILE
+                                                  : CLATTN_KERNELS_TILES);
     clattn_desc d = desc_of(c);
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {seed_for(c->name), false, false, NULL, c->amplitude, NULL, c->v_amplitude};
     if (p == PATH_MMA && d.dtype == CLATTN_DTYPE_F32) d.dtype = opts.seed & 1 ? CLATTN_DTYPE_BF16 : CLATTN_DTYPE_F16;
-    if (p == PATH_MMA || p == PATH_DECODE) { /* a family with limits: refused past them, as the fused path says */
+    if (p == PATH_MMA || p == PATH_DECODE || p == PATH_RTILE) { /* a family with limits: refused past them, as the fused path says */
         clattn_plan *plan = NULL;
         clattn_desc probe = d;
         if (probe.varlen) probe.total_q = c->b * c->nq, probe.total_k = c->b * c->nk; /* as the run sets them */
@@ -131,6 +132,8 @@ ParameterizedTestParameters(features, mma) { return cr_make_param_array(feature_
 ParameterizedTest(feature_case *c, features, mma, .timeout = 300) { run_path(c, PATH_MMA); }
 ParameterizedTestParameters(features, decode) { return cr_make_param_array(feature_case, cases, NCASES); }
 ParameterizedTest(feature_case *c, features, decode, .timeout = 300) { run_path(c, PATH_DECODE); }
+ParameterizedTestParameters(features, rtile) { return cr_make_param_array(feature_case, cases, NCASES); }
+ParameterizedTest(feature_case *c, features, rtile, .timeout = 300) { run_path(c, PATH_RTILE); }
 
 /* The split count and the unfused chunking, as the plan's variant names them (the paths keep
  * them private). */

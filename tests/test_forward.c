@@ -77,12 +77,13 @@ static fused_case cases[] = {
 };
 
 /* PATH_MMA: the tensor-core family, which stores f16/bf16 only: each case in one of them. */
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA, PATH_DECODE } path;
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA, PATH_DECODE, PATH_RTILE } path;
 
 static clattn_context *context_for(path p)
 {
     return test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_TILES ? CLATTN_KERNELS_TILES
                                : p == PATH_MMA ? CLATTN_KERNELS_MMA : p == PATH_DECODE ? CLATTN_KERNELS_DECODE
+                               : p == PATH_RTILE ? CLATTN_KERNELS_RTILE
                                : CLATTN_KERNELS_AUTO);
 }
 
@@ -117,6 +118,8 @@ ParameterizedTestParameters(forward, mma) { return cr_make_param_array(fused_cas
 ParameterizedTest(fused_case *c, forward, mma, .timeout = 300) { sweep(c, PATH_MMA); }
 ParameterizedTestParameters(forward, decode) { return cr_make_param_array(fused_case, cases, NCASES); }
 ParameterizedTest(fused_case *c, forward, decode, .timeout = 300) { sweep(c, PATH_DECODE); }
+ParameterizedTestParameters(forward, rtile) { return cr_make_param_array(fused_case, cases, NCASES); }
+ParameterizedTest(fused_case *c, forward, rtile, .timeout = 300) { sweep(c, PATH_RTILE); }
 
 /* The tensor-core family on strided f16 views (odd element offsets between rows) and on
  * sub-buffers; and its refusals: f32 storage, head dims above 256, the backward pass. */

@@ -58,7 +58,7 @@ static void run(host_case *c, clattn_kernel_family family, bool unfused, const c
     const clattn_error eo = clattn_compare(c->o, c->ref, c->n.o, (size_t)c->d.head_dim),
                        el = clattn_compare(c->lse, c->lse_ref, c->n.lse, 1);
     const char *fam = unfused ? "unfused" : family == CLATTN_KERNELS_ROWS ? "rows"
-                      : family == CLATTN_KERNELS_DECODE ? "decode" : "tiles";
+                      : family == CLATTN_KERNELS_DECODE ? "decode" : family == CLATTN_KERNELS_RTILE ? "rtile" : "tiles";
     cr_expect(clattn_error_ok(&eo, 1e-5), "%s (%s): o rel L2 %.3e, %zu NaN/inf mismatches", what, fam, eo.rel_l2,
               eo.mismatched_special);
     cr_expect(clattn_error_ok(&el, 1e-5), "%s (%s): lse rel L2 %.3e, %zu NaN/inf mismatches", what, fam, el.rel_l2,
@@ -112,6 +112,7 @@ static void all_paths(host_case *c, const char *what, bool unfused_too)
 {
     run(c, CLATTN_KERNELS_ROWS, false, what);
     run(c, CLATTN_KERNELS_TILES, false, what);
+    run(c, CLATTN_KERNELS_RTILE, false, what);
     if (unfused_too) run(c, CLATTN_KERNELS_AUTO, true, what);
     if (c->d.heads_q / c->d.heads_kv * c->d.seq_q <= 16) run(c, CLATTN_KERNELS_DECODE, false, what); /* its rows */
     run_mma(c, what);

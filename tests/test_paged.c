@@ -1,4 +1,4 @@
-/* The paged KV cache on every device path — fused rows, tiles, mma and decode, unfused — against the
+/* The paged KV cache on every device path — fused rows, tiles, mma, decode and rtile, unfused — against the
  * reference: page sizes 1, 3, 16, 64 and 256, random non-contiguous block tables, the append
  * (caches compared after it; cache elements it does not write must come back byte-for-byte,
  * pages in no table included), rotary embedding interleaved and GPT-NeoX, f16/bf16 caches,
@@ -82,13 +82,14 @@ static paged_case cases[] = {
 #define NCASES (sizeof cases / sizeof cases[0])
 
 /* PATH_MMA: the tensor-core family, which stores f16/bf16 only: an f32 case runs in one of them. */
-typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA, PATH_DECODE } path;
+typedef enum path { PATH_ROWS, PATH_TILES, PATH_UNFUSED, PATH_MMA, PATH_DECODE, PATH_RTILE } path;
 
 static void run_path(const paged_case *c, path p)
 {
     clattn_context *ctx = test_context_family(p == PATH_ROWS ? CLATTN_KERNELS_ROWS : p == PATH_UNFUSED
                                                   ? CLATTN_KERNELS_AUTO : p == PATH_MMA ? CLATTN_KERNELS_MMA
-                                                  : p == PATH_DECODE ? CLATTN_KERNELS_DECODE : CLATTN_KERNELS_TILES);
+                                                  : p == PATH_DECODE ? CLATTN_KERNELS_DECODE : p == PATH_RTILE ? CLATTN_KERNELS_RTILE
+                                                  : CLATTN_KERNELS_TILES);
     clattn_desc d = desc_of(c);
     d.algo = p == PATH_UNFUSED ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
     run_opts opts = {.seed = seed_for(c->name), .paged_holes = c->holes};
@@ -113,6 +114,8 @@ ParameterizedTestParameters(paged, mma) { return cr_make_param_array(paged_case,
 ParameterizedTest(paged_case *c, paged, mma, .timeout = 300) { run_path(c, PATH_MMA); }
 ParameterizedTestParameters(paged, decode) { return cr_make_param_array(paged_case, cases, NCASES); }
 ParameterizedTest(paged_case *c, paged, decode, .timeout = 300) { run_path(c, PATH_DECODE); }
+ParameterizedTestParameters(paged, rtile) { return cr_make_param_array(paged_case, cases, NCASES); }
+ParameterizedTest(paged_case *c, paged, rtile, .timeout = 300) { run_path(c, PATH_RTILE); }
 
 /* The comparison can fail: a wrong result in a paged run is caught. */
 Test(paged, wrong_result_is_caught, .timeout = 120)

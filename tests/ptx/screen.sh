@@ -38,6 +38,14 @@ variants=(
   "tiles f32 prefill d128|fwd_tiles|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=16 -D TPR=2"
   "tiles f32 decode d128 split|fwd_tiles|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=16 -D BN=16 -D TPR=4 -D SPLIT=1"
   "tiles bf16 prefill d128|fwd_tiles|-D DTYPE=2 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=16 -D TPR=2"
+  "rtile f32 prefill d64|fwd_rtile|-D DTYPE=0 -D D=64 -D DV=64 -D VW=4 -D BM=64 -D BN=64"
+  "rtile f32 prefill d128|fwd_rtile|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=64"
+  "rtile bf16 d128 every switch|fwd_rtile|-D DTYPE=2 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=64 -D SOFTCAP=1 -D ALIBI=1 -D MASK=1 -D SINKS=1 -D SEQUSED=1 -D VARLEN=1"
+  "rtile f32 prefill d256|fwd_rtile|-D DTYPE=0 -D D=256 -D DV=256 -D VW=4 -D BM=64 -D BN=64"
+  "decode f32 d64 gqa4 split|fwd_decode|-D DTYPE=0 -D D=64 -D DV=64 -D VW=4 -D BM=4 -D BN=32 -D SPLIT=1"
+  "decode f32 d128 gqa4 split|fwd_decode|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=4 -D BN=32 -D SPLIT=1"
+  "decode bf16 d128 gqa4 split|fwd_decode|-D DTYPE=2 -D D=128 -D DV=128 -D VW=4 -D BM=4 -D BN=32 -D SPLIT=1"
+  "decode bf16 d128 paged|fwd_decode|-D DTYPE=2 -D D=128 -D DV=128 -D VW=4 -D BM=4 -D BN=32 -D PAGED=1 -D SPLIT=1"
   "mma f16 prefill d64|fwd_mma|-D DTYPE=1 -D D=64 -D DV=64 -D BM=64 -D BN=64"
   "mma bf16 prefill d64|fwd_mma|-D DTYPE=2 -D D=64 -D DV=64 -D BM=64 -D BN=64"
   "mma f16 prefill d128|fwd_mma|-D DTYPE=1 -D D=128 -D DV=128 -D BM=64 -D BN=64"
@@ -49,8 +57,10 @@ variants=(
 switches="SOFTCAP ALIBI MASK SINKS SEQUSED VARLEN PAGED SPLIT KT PREFETCH HEADS_TOGETHER"
 
 cat > "$out/screen_prelude.cl" <<'EOF'
-inline float screen_ex2(float x) { float r; __asm__("ex2.approx.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
-inline float screen_lg2(float x) { float r; __asm__("lg2.approx.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
+#define OVL __attribute__((overloadable))
+inline float OVL screen_ex2(float x) { float r; __asm__("ex2.approx.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
+inline float4 OVL screen_ex2(float4 x) { return (float4)(screen_ex2(x.x), screen_ex2(x.y), screen_ex2(x.z), screen_ex2(x.w)); }
+inline float OVL screen_lg2(float x) { float r; __asm__("lg2.approx.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 #define exp2(x) screen_ex2(x)
 #define log2(x) screen_lg2(x)
 EOF
