@@ -4,6 +4,8 @@
 #include "diag.h"
 #include "params.h"
 
+#include <stdlib.h>
+
 /* Local memory a tiles variant may use: NVIDIA's OpenCL gives 48 KB per work-group; leave
  * room for what the compiler adds. */
 static size_t local_budget(const clattn_device_info *dev)
@@ -83,6 +85,16 @@ static void choose_backward(const clattn_device_info *dev, const clattn_shape *s
     f->q_group_per_block = f->kv_group_per_block = true;
 }
 
+/* $CLATTN_TILES_UNROLL=1: the loops over keys and dims unrolled (fwd_tiles.cl, UNROLL), for
+ * timing both on a GPU before one becomes the default. */
+static void fwd_options(const clattn_device_info *dev, const clattn_shape *s, char *out, size_t out_size)
+{
+    (void)dev;
+    (void)s;
+    const char *env = getenv("CLATTN_TILES_UNROLL");
+    clattn__format(out, out_size, "-D UNROLL=%d", env && env[0] && env[0] != '0');
+}
+
 const clattn_family clattn__family_tiles = {
     .id = CLATTN_KERNELS_TILES,
     .name = "tiles",
@@ -94,6 +106,7 @@ const clattn_family clattn__family_tiles = {
     .valid = valid,
     .serves = serves,
     .choose = choose,
+    .fwd_options = fwd_options,
     .bwd_file = "bwd_tiles",
     .bwd_kv_function = "clattn_bwd_kv_tiles",
     .bwd_q_function = "clattn_bwd_q_tiles",

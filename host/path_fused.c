@@ -14,6 +14,7 @@
 #include "tuning.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct fused {
     const clattn_family *family;
@@ -182,8 +183,11 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     k->file = f->family->fwd_file;
     k->function = f->family->fwd_function;
     k->local_size = f->heads_together ? 0 : fit->local_size; /* (1, Hkv, 1): set at the launch */
-    char params[256], own[64] = "";
+    char params[256], own[64] = "", own_name[64] = ""; /* the family's own options; in the name without "-D " */
     if (f->family->fwd_options) f->family->fwd_options(&ctx->info, s, own, sizeof own);
+    for (size_t i = 0, n = 0; own[i] && n + 1 < sizeof own_name; i++)
+        if (strncmp(own + i, "-D ", 3)) own_name[n++] = own[i];
+        else i += 2;
     /* CPUs reading a paged cache: prefetch hints for each block's rows; and the family's choice of
      * a work-group of KV heads (family.h) */
     const bool prefetch = s->paged && (ctx->info.type & CL_DEVICE_TYPE_CPU);
@@ -196,7 +200,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     clattn__format(k->name, sizeof k->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s%s%s%s %s splits=%d",
                    f->family->name, d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
                    f->heads_together ? (size_t)s->heads_kv : fit->local_size, f->kt ? " KT" : "",
-                   f->heads_together ? " heads-together" : "", own[0] ? " " : "", own, dtype_name(s->dtype),
+                   f->heads_together ? " heads-together" : "", own_name[0] ? " " : "", own_name, dtype_name(s->dtype),
                    f->nsplit);
     clattn__format(p->variant, sizeof p->variant, "%s", k->name);
     clattn_args count = {0};

@@ -12,6 +12,7 @@
  *   D, DV  head dims of q/k and v/o        VW  vector width (divides D/TPR and DV/TPR)
  *   BM     rows per work-group             TPR work-items per row (work-group: BM*TPR)
  *   BN     keys per tile; (D + DV) * BN * 4 (+ TPR * BN * BM * 4) bytes of local memory
+ *   UNROLL unroll the loops over keys and dims (below)
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit * BM * TPR, Hkv, B), local (BM * TPR, 1, 1). Every
@@ -19,6 +20,18 @@
 
 #ifndef TPR
 #define TPR 1
+#endif
+/* UNROLL=1: loops over a row's keys and head dims unrolled, so s[], qv[] and acc[] stay in
+   registers (rolled, the ptxas screen puts them in stack memory, 64-320 bytes a work-item;
+   unrolled, no stack but 229-255 registers: tests/ptx/screen.sh). Off until a GPU measures
+   which is faster ($CLATTN_TILES_UNROLL=1 turns it on; bench/device/run.sh times both). */
+#ifndef UNROLL
+#define UNROLL 0
+#endif
+#if UNROLL
+#define UNROLL_ALL _Pragma("unroll")
+#else
+#define UNROLL_ALL
 #endif
 #define DS (D / TPR)   /* a work-item's slice of the q/k dims */
 #define DVS (DV / TPR) /* and of the v/o dims */
@@ -62,8 +75,8 @@ void clattn_fwd_tiles(FWD_ARGS)
     __global const T *qr = q + sg.q_base + h * q_sh + i * q_ss + part * DS;
 
     VEC qv[DQV], acc[DVV];
-    for (int t = 0; t < DQV; t++) qv[t] = LOADV(t, qr) * scale_log2;
-    for (int t = 0; t < DVV; t++) acc[t] = (VEC)(0.0f);
+    UNROLL_ALL for (int t = 0; t < DQV; t++) qv[t] = LOADV(t, qr) * scale_log2;
+    UNROLL_ALL for (int t = 0; t < DVV; t++) acc[t] = (VEC)(0.0f);
 #if SINKS && !SPLIT
     float m = sinks[h] * LOG2E, l = 1.0f;
 #else
@@ -110,23 +123,23 @@ void clattn_fwd_tiles(FWD_ARGS)
         barrier(CLK_LOCAL_MEM_FENCE);
 
         float s[BN];
-        for (int jj = 0; jj < BN; jj++) {
+        UNROLL_ALL for (int jj = 0; jj < BN; jj++) {
             __local const float *kr = ks + jj * D + part * DS;
             VEC dot = qv[0] * vload_f(0, kr);
-            for (int t = 1; t < DQV; t++) dot = fma(qv[t], vload_f(t, kr), dot);
+            UNROLL_ALL for (int t = 1; t < DQV; t++) dot = fma(qv[t], vload_f(t, kr), dot);
             s[jj] = hsum(dot);
         }
 #if TPR > 1
-        for (int jj = 0; jj < BN; jj++) sp[(part * BN + jj) * BM + r] = s[jj];
+        UNROLL_ALL for (int jj = 0; jj < BN; jj++) sp[(part * BN + jj) * BM + r] = s[jj];
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (int jj = 0; jj < BN; jj++) {
+        UNROLL_ALL for (int jj = 0; jj < BN; jj++) {
             float x = sp[jj * BM + r];
-            for (int u = 1; u < TPR; u++) x += sp[(u * BN + jj) * BM + r];
+            UNROLL_ALL for (int u = 1; u < TPR; u++) x += sp[(u * BN + jj) * BM + r];
             s[jj] = x;
         }
 #endif
         float mx = m;
-        for (int jj = 0; jj < BN; jj++) {
+        UNROLL_ALL for (int jj = 0; jj < BN; jj++) {
             const int j = j0 + jj;
             s[jj] = (j >= lo && j < hi && jj < nb && KEY_AT(jj) >= 0) ? logit(s[jj], i, j, sg.off, softcap_log2, slope, mrow)
                                                    : -INFINITY;
@@ -137,15 +150,15 @@ void clattn_fwd_tiles(FWD_ARGS)
         if (mx > m) { /* rescale only when the running max grows */
             const float alpha = exp2(m - mx);
             l *= alpha;
-            for (int t = 0; t < DVV; t++) acc[t] *= alpha;
+            UNROLL_ALL for (int t = 0; t < DVV; t++) acc[t] *= alpha;
             m = mx;
         }
-        for (int jj = 0; jj < BN; jj++) {
+        UNROLL_ALL for (int jj = 0; jj < BN; jj++) {
             const float pj = exp2(s[jj] - mx);
             l += pj;
             if (pj != 0.0f) { /* a masked key never touches acc: 0 * NaN would leak garbage */
                 __local const float *vr = vs + jj * DV + part * DVS;
-                for (int t = 0; t < DVV; t++) acc[t] = fma((VEC)(pj), vload_f(t, vr), acc[t]);
+                UNROLL_ALL for (int t = 0; t < DVV; t++) acc[t] = fma((VEC)(pj), vload_f(t, vr), acc[t]);
             }
         }
     }
@@ -155,11 +168,11 @@ void clattn_fwd_tiles(FWD_ARGS)
     const long id = row_id(b, h, i, hq, nq, total_q, &sg);
 #if SPLIT
     __global float *po = (__global float *)o_any + ((long)split * rows_total + id) * DV + part * DVS;
-    for (int t = 0; t < DVV; t++) VSTOREF(acc[t] * inv, t, po);
+    UNROLL_ALL for (int t = 0; t < DVV; t++) VSTOREF(acc[t] * inv, t, po);
     if (part == 0) lse[lse_off + (long)split * rows_total + id] = lse_r;
 #else
     __global T *orow = (__global T *)o_any + sg.o_base + h * o_sh + i * o_ss + part * DVS;
-    for (int t = 0; t < DVV; t++) STOREV(acc[t] * inv, t, orow);
+    UNROLL_ALL for (int t = 0; t < DVV; t++) STOREV(acc[t] * inv, t, orow);
     if (write_lse && part == 0) lse[lse_off + id] = lse_r;
 #endif
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Run ON the lent NVIDIA machine, in one call (about 5 minutes), after bench/device/prepare.sh
+# Run ON the lent NVIDIA machine, in one call (about 7 minutes), after bench/device/prepare.sh
 # here: sets up the NVIDIA OpenCL ICD, unpacks the ICD loader, CLBlast, cJSON and OpenBLAS
-# carried as .deb files, then runs clattn's quick check, the tuner (`clattn tune`, whose user
-# file then serves the later steps and comes back in $OUT), the benchmark suite (f32, bf16),
-# PyTorch's scaled_dot_product_attention on the same shapes, the full check with the tuned
-# parameters, and the inline-PTX mma.sync probe. Everything it prints goes to
-# $OUT/device-run.txt too; bench/RESULTS.md records it.
-# CLATTN_DEVICE_SKIP_TUNE=1 skips the tuner (the shipped parameters serve); extra steps:
+# carried as .deb files, then: `clattn check` for every kernel family (the tensor-core one in
+# f16 and bf16, inline PTX and its portable emulation), the benchmark suite per family and
+# storage type (JSON per run), PyTorch's scaled_dot_product_attention on the same shapes (f32,
+# bf16, f16), and the inline-PTX probe. Everything it prints goes to $OUT/device-run.txt too;
+# copy $OUT into bench/results-<gpu>/ and the table into bench/RESULTS.md.
+# CLATTN_DEVICE_TUNE=1 runs the tuner first (4 minutes more); extra steps:
 # CLATTN_DEVICE_EXTRA="cmd; cmd" runs after the rest.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,24 +36,39 @@ CLATTN=(env LD_LIBRARY_PATH="$LIBS:${LD_LIBRARY_PATH:-}" "$PWD/build-device/benc
 step() { echo; echo "== $*"; local t0=$SECONDS; "$@"; local rc=$?; echo "== rc=$rc, $((SECONDS - t0)) s"; }
 
 step "${CLATTN[@]}" devices
-# 3. correctness first, then the tuner (its user file then serves every later step), then speed
-#    (the CPU reference is left out of the timed algorithms; device 0 is the GPU)
+# 3. correctness first: every family on the GPU against the CPU reference. The tensor-core family
+#    (inline PTX) in f16 and bf16, and once more through its portable emulation on the same GPU;
+#    the decode and register-tiled families; the CPU family. (device 0 is the GPU)
 step timeout 60 "${CLATTN[@]}" check --quick --device 0
-# CLATTN_DEVICE_SKIP_TUNE=1: measure with the shipped parameters instead (no user file then)
-if [ -z "${CLATTN_DEVICE_SKIP_TUNE:-}" ]; then
+for dt in bf16 f16; do
+  CLATTN_KERNELS=mma step timeout 40 "${CLATTN[@]}" check --quick --device 0 --dtype "$dt"
+done
+CLATTN_KERNELS=mma CLATTN_MMA_PORTABLE=1 step timeout 40 "${CLATTN[@]}" check --quick --device 0 --dtype bf16
+CLATTN_KERNELS=decode step timeout 40 "${CLATTN[@]}" check --quick --device 0
+CLATTN_KERNELS=rtile step timeout 40 "${CLATTN[@]}" check --quick --device 0
+CLATTN_KERNELS=rows step timeout 40 "${CLATTN[@]}" check --quick --device 0
+# 4. the tuner, when asked (CLATTN_DEVICE_TUNE=1; its user file then serves every later step)
+if [ -n "${CLATTN_DEVICE_TUNE:-}" ]; then
   step timeout 240 "${CLATTN[@]}" tune --device 0 --budget-ms 50 --emit-c
   cp /tmp/clattn-cache/tuning-*.txt "$OUT/" 2>/dev/null
 fi
-step timeout 90 "${CLATTN[@]}" bench --device 0 --cases 3,4,5,6,9,11,12,20,21,22 --algo fused,unfused \
-  --budget-ms 150 --json "$OUT/bench-f32.json"
-step timeout 40 "${CLATTN[@]}" bench --device 0 --cases 3,4,5,6,21,22 --dtype bf16 --algo fused \
-  --budget-ms 150 --json "$OUT/bench-bf16.json"
-# 4. the peer on the same shapes, in the same call
-PYTHONUNBUFFERED=1 step timeout 60 python3 bench/device/torch_sdpa.py
-# 5. every check case with the tuned parameters; the CPU family on the GPU
-step timeout 60 "${CLATTN[@]}" check --device 0
-CLATTN_KERNELS=rows step timeout 40 "${CLATTN[@]}" check --quick --device 0
-# 6. can NVIDIA's OpenCL compiler take inline PTX mma.sync (tensor cores)?
+# 5. speed, family by family on the same shapes: prefill 3-6, 9, 11 (d = 64, 128, causal or
+#    not, GQA), small 12, decode 20-22; f32, then bf16 and f16 where the tensor cores serve
+b() { local fam=$1 dt=$2 cases=$3 tag=${4:-$1}
+  CLATTN_KERNELS=$fam step timeout 75 "${CLATTN[@]}" bench --device 0 --cases "$cases" --dtype "$dt" --algo fused \
+    --budget-ms 120 --json "$OUT/bench-$tag-$dt.json"; }
+CLATTN_KERNELS=tiles step timeout 90 "${CLATTN[@]}" bench --device 0 --cases 3,4,5,6,9,11,12,20,21,22 \
+  --algo fused,unfused --budget-ms 120 --json "$OUT/bench-tiles-f32.json"
+CLATTN_TILES_UNROLL=1 b tiles f32 3,5,12,21,22 tiles-unrolled # the same kernel, its loops unrolled
+b rtile f32 3,4,5,6,9,11,12
+b decode f32 20,21,22
+b tiles bf16 3,4,5,6,9,11,21,22
+b mma bf16 3,4,5,6,9,11,12
+b mma f16 3,4,5,6,9,11
+b decode bf16 20,21,22
+# 6. the peer on the same shapes, in the same call: f32, bf16, f16
+PYTHONUNBUFFERED=1 step timeout 75 python3 bench/device/torch_sdpa.py
+# 7. can NVIDIA's OpenCL compiler take inline PTX mma.sync (the probe of the first session)?
 step timeout 30 env LD_LIBRARY_PATH="$LIBS" build-device/bench/clattn_ptx_probe
 if [ -n "${CLATTN_DEVICE_EXTRA:-}" ]; then step bash -c "$CLATTN_DEVICE_EXTRA"; fi
 echo "== done"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch scaled_dot_product_attention on clattn's benchmark shapes (cases 3-6, 9, 11, 12 and
-20-22), fp32 and bf16, CUDA events, warm-up, median of 20: the peer figures for
+20-22), fp32, bf16 and fp16, CUDA events, warm-up, median of 20: the peer figures for
 bench/RESULTS.md. Exits 0 with a note when torch or CUDA is missing."""
 import statistics
 import sys
@@ -21,7 +21,7 @@ CASES = {3: (1, 8, 8, 2048, 2048, 64, 0), 4: (1, 8, 8, 2048, 2048, 64, 1), 5: (1
          22: (4, 32, 8, 1, 8192, 128, 1)}
 print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
 print(f"{'id':>3} {'dtype':>5} {'ms':>9} {'GFLOP/s':>9} {'GB/s':>8}")
-for dtype in (torch.float32, torch.bfloat16):
+for dtype in (torch.float32, torch.bfloat16, torch.float16):
     for cid, (b, hq, hkv, nq, nk, d, causal) in CASES.items():
         q = torch.randn(b, hq, nq, d, device="cuda", dtype=dtype)
         k = torch.randn(b, hkv, nk, d, device="cuda", dtype=dtype)

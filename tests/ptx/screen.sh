@@ -38,6 +38,9 @@ variants=(
   "tiles f32 prefill d128|fwd_tiles|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=16 -D TPR=2"
   "tiles f32 decode d128 split|fwd_tiles|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=16 -D BN=16 -D TPR=4 -D SPLIT=1"
   "tiles bf16 prefill d128|fwd_tiles|-D DTYPE=2 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=16 -D TPR=2"
+  "tiles f32 prefill d64 unrolled|fwd_tiles|-D DTYPE=0 -D D=64 -D DV=64 -D VW=4 -D BM=64 -D BN=32 -D TPR=1 -D UNROLL=1"
+  "tiles f32 prefill d128 unrolled|fwd_tiles|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=16 -D TPR=2 -D UNROLL=1"
+  "tiles f32 decode d128 unrolled|fwd_tiles|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=16 -D BN=16 -D TPR=4 -D SPLIT=1 -D UNROLL=1"
   "rtile f32 prefill d64|fwd_rtile|-D DTYPE=0 -D D=64 -D DV=64 -D VW=4 -D BM=64 -D BN=64"
   "rtile f32 prefill d128|fwd_rtile|-D DTYPE=0 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=64"
   "rtile bf16 d128 every switch|fwd_rtile|-D DTYPE=2 -D D=128 -D DV=128 -D VW=4 -D BM=64 -D BN=64 -D SOFTCAP=1 -D ALIBI=1 -D MASK=1 -D SINKS=1 -D SEQUSED=1 -D VARLEN=1"
@@ -54,7 +57,7 @@ variants=(
   "mma bf16 d128 paged split|fwd_mma|-D DTYPE=2 -D D=128 -D DV=128 -D BM=64 -D BN=64 -D PAGED=1 -D SPLIT=1"
   "mma f16 prefill d256|fwd_mma|-D DTYPE=1 -D D=256 -D DV=256 -D BM=64 -D BN=16"
 )
-switches="SOFTCAP ALIBI MASK SINKS SEQUSED VARLEN PAGED SPLIT KT PREFETCH HEADS_TOGETHER"
+switches="SOFTCAP ALIBI MASK SINKS SEQUSED VARLEN PAGED SPLIT KT PREFETCH HEADS_TOGETHER UNROLL"
 
 cat > "$out/screen_prelude.cl" <<'EOF'
 #define OVL __attribute__((overloadable))
