@@ -68,7 +68,7 @@ inline float OVL screen_lg2(float x) { float r; __asm__("lg2.approx.f32 %0, %1;"
 #define log2(x) screen_lg2(x)
 EOF
 
-printf '%-30s %-6s %5s %6s %6s %6s %7s\n' variant arch regs spill_st spill_ld stack smem
+printf '%-32s %-6s %5s %6s %6s %6s %7s\n' variant arch regs spill_st spill_ld stack smem
 fail=0
 n=0
 for v in "${variants[@]}"; do
@@ -106,7 +106,7 @@ for v in "${variants[@]}"; do
     ld=$(sed -n 's/.*spill stores, \([0-9]*\) bytes spill loads.*/\1/p' "$log" | head -1)
     stack=$(sed -n 's/.* \([0-9]*\) bytes stack frame.*/\1/p' "$log" | head -1)
     smem=$(sed -n 's/.* \([0-9]*\) bytes smem.*/\1/p' "$log" | head -1)
-    printf '%-30s %-6s %5s %6s %6s %6s %7s\n' "$name" "$arch" "$regs" "$st" "$ld" "$stack" "${smem:-0}"
+    printf '%-32s %-6s %5s %6s %6s %6s %7s\n' "$name" "$arch" "$regs" "$st" "$ld" "$stack" "${smem:-0}"
     if [ "${st:-0}" != 0 ] || [ "${ld:-0}" != 0 ]; then
       if grep -qxF "$name" "$here/spills.allowed" 2>/dev/null; then
         echo "  (spills explained in tests/ptx/spills.allowed)"
