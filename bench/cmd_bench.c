@@ -3,6 +3,8 @@
 #include "cli.h"
 #include "report.h"
 
+#include <cblas.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -272,6 +274,9 @@ int cmd_bench(int argc, char **argv)
         clGetDeviceInfo(devs[di], CL_DEVICE_VENDOR, sizeof bd->vendor - 1, bd->vendor, NULL);
         clGetDeviceInfo(devs[di], CL_DRIVER_VERSION, sizeof bd->driver - 1, bd->driver, NULL);
         clGetDeviceInfo(devs[di], CL_DEVICE_VERSION, sizeof bd->version - 1, bd->version, NULL);
+        cl_device_type type = 0;
+        clGetDeviceInfo(devs[di], CL_DEVICE_TYPE, sizeof type, &type, NULL);
+        bd->cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
         fprintf(stderr, "clattn bench: %s: measuring peaks...\n", bd->name);
         if (peak_measure(ctx, remeasure, &bd->peak)) {
             clattn_context_destroy(ctx);
@@ -317,6 +322,15 @@ int cmd_bench(int argc, char **argv)
                "  streaming read (OpenBLAS's threads):      %7.1f / %7.1f GB/s\n\n",
                before.sgemm_gflops, after.sgemm_gflops, before.attn_gflops, after.attn_gflops,
                before.attn_causal_gflops, after.attn_causal_gflops, before.stream_gbs, after.stream_gbs);
+        /* PyTorch's CPU SDPA on the forward cases, at OpenBLAS's thread count (as the other peers) */
+        const int nt = openblas_get_num_threads();
+        fprintf(stderr, "clattn bench: PyTorch SDPA on the CPU (if torch imports)...\n");
+        peers_torch(list, ncases, nt < 1 ? 1 : nt, &rep.torch);
+        if (rep.torch.present)
+            printf("  PyTorch %s scaled_dot_product_attention, CPU, %d thread(s): the xtorch column below\n\n",
+                   rep.torch.version, rep.torch.threads);
+        else
+            printf("  PyTorch SDPA: absent (%s)\n\n", rep.torch.note);
     }
     printf("devices:\n");
     for (int i = 0; i < rep.ndevices; i++) report_device(stdout, &rep.devices[i]);
@@ -326,23 +340,24 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < rep.nrows; i++) any_unfused = any_unfused || !isnan(report_ratio_unfused(&rep, &rep.rows[i]));
     if (rep.have_peers || any_unfused) {
         printf("\nratios (x SGEMM rate; x OpenBLAS unfused attention, same shape; x streaming read; x clattn's "
-               "unfused CLBlast path, same case):\n");
-        printf("%-4s %-22s %-4s %-24.24s %-11s %10s %10s %10s %10s\n", "id", "BxHqxHkvxNqxNkxD", "type", "device",
-               "algo", "xSGEMM", "xBLASattn", "xstream", "xunfused");
+               "unfused CLBlast path, same case; x PyTorch's CPU SDPA, same case, f32, its ms over ours):\n");
+        printf("%-4s %-22s %-4s %-24.24s %-11s %10s %10s %10s %10s %10s\n", "id", "BxHqxHkvxNqxNkxD", "type", "device",
+               "algo", "xSGEMM", "xBLASattn", "xstream", "xunfused", "xtorch");
         for (int i = 0; i < rep.nrows; i++) {
             const bench_row *w = &rep.rows[i];
             if (strcmp(w->status, "ok") || w->algo == ALGO_REFERENCE) continue;
-            char shape[64], a[16] = "-", b[16] = "-", c[16] = "-", u[16] = "-";
+            char shape[64], a[16] = "-", b[16] = "-", c[16] = "-", u[16] = "-", t[16] = "-";
             bench_case_name(&w->c, shape, sizeof shape);
             double x;
             if (!isnan(x = report_ratio_sgemm(&rep, w))) snprintf(a, sizeof a, "%.3f", x);
             if (!isnan(x = report_ratio_blas_attention(&rep, w))) snprintf(b, sizeof b, "%.3f", x);
             if (!isnan(x = report_ratio_stream(&rep, w))) snprintf(c, sizeof c, "%.3f", x);
             if (!isnan(x = report_ratio_unfused(&rep, w))) snprintf(u, sizeof u, "%.2f", x);
+            if (!isnan(x = report_ratio_torch(&rep, w))) snprintf(t, sizeof t, "%.2f", x);
             char label[24];
-            printf("%-4d %-22s %-4s %-24.24s %-11s %10s %10s %10s %10s\n", w->c.id, shape,
+            printf("%-4d %-22s %-4s %-24.24s %-11s %10s %10s %10s %10s %10s\n", w->c.id, shape,
                    w->dtype == CLATTN_DTYPE_F32 ? "f32" : w->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16", w->device,
-                   report_algo_label(w, label, sizeof label), a, b, c, u);
+                   report_algo_label(w, label, sizeof label), a, b, c, u, t);
         }
     }
     print_generic(&rep);

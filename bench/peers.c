@@ -125,3 +125,57 @@ int peers_measure(int reps, peer_figures *out)
     free(a); free(b); free(c); free(q); free(k); free(v); free(o); free(stream);
     return 0;
 }
+
+/* The script next to this program's sources (CLATTN_BENCH_DIR), or $CLATTN_TORCH_PEER. */
+void peers_torch(const bench_case *cases, int ncases, int threads, torch_peer *out)
+{
+    memset(out, 0, sizeof *out);
+    out->threads = threads;
+    const char *py = getenv("CLATTN_PYTHON"), *script = getenv("CLATTN_TORCH_PEER");
+    if (!py || !py[0]) py = "python3";
+    if (!script || !script[0]) script = CLATTN_BENCH_DIR "/peer_torch.py";
+    char cmd[8192];
+    int len = snprintf(cmd, sizeof cmd, "'%s' '%s' %d", py, script, threads);
+    for (int i = 0; i < ncases && out->n + i < TORCH_PEER_MAX && len > 0 && (size_t)len < sizeof cmd - 64; i++) {
+        const bench_case *c = &cases[i];
+        if (c->causal && c->nq != c->nk && c->nq > 1) continue; /* bottom-right is not is_causal */
+        const int causal = c->causal && c->nq == c->nk; /* Nq = 1 bottom-right sees every key */
+        len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %d:%d:%d:%d:%d:%d:%d:%d", c->id, c->b, c->hq, c->hkv,
+                        c->nq, c->nk, c->d, causal);
+    }
+    snprintf(cmd + len, sizeof cmd - (size_t)len, " 2>/dev/null"); /* torch warns on stderr */
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        snprintf(out->note, sizeof out->note, "cannot run %s", py);
+        return;
+    }
+    char line[512];
+    while (fgets(line, sizeof line, p)) {
+        int id, th;
+        double ms;
+        char ver[48];
+        if (!strncmp(line, "absent: ", 8)) {
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(out->note, sizeof out->note, "%.200s", line + 8);
+        } else if (sscanf(line, "torch %47s threads %d", ver, &th) == 2) {
+            out->present = true;
+            snprintf(out->version, sizeof out->version, "%s", ver);
+            out->threads = th;
+        } else if (out->present && out->n < TORCH_PEER_MAX && sscanf(line, "%d %lf", &id, &ms) == 2) {
+            out->id[out->n] = id;
+            out->ms[out->n++] = ms;
+        } else if (!out->note[0]) { /* the first line of an error, for the note */
+            line[strcspn(line, "\n")] = '\0';
+            snprintf(out->note, sizeof out->note, "%.200s", line);
+        }
+    }
+    const int rc = pclose(p);
+    if (!out->present && !out->note[0]) snprintf(out->note, sizeof out->note, "%s exited with status %d", py, rc);
+}
+
+double peers_torch_ms(const torch_peer *t, int id)
+{
+    for (int i = 0; t->present && i < t->n; i++)
+        if (t->id[i] == id) return t->ms[i];
+    return -1;
+}

@@ -51,6 +51,18 @@ double report_ratio_stream(const bench_report *r, const bench_row *w)
                : NAN;
 }
 
+double report_ratio_torch(const bench_report *r, const bench_row *w)
+{
+    if (!r->torch.present || strcmp(w->status, "ok") || w->algo == ALGO_REFERENCE || w->dtype != CLATTN_DTYPE_F32 ||
+        w->pass != PASS_FORWARD)
+        return NAN;
+    bool cpu = false;
+    for (int i = 0; i < r->ndevices; i++)
+        if (r->devices[i].index == w->device_index) cpu = r->devices[i].cpu;
+    const double peer = peers_torch_ms(&r->torch, w->c.id);
+    return cpu && peer > 0 && w->ms_median > 0 ? peer / w->ms_median : NAN;
+}
+
 double report_ratio_unfused(const bench_report *r, const bench_row *w)
 {
     if (w->algo != ALGO_FUSED || strcmp(w->status, "ok")) return NAN;
@@ -191,6 +203,19 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddItemToObject(peers, "openblas_unfused_attention_gflops", num(r->peers.attn_gflops));
         cJSON_AddItemToObject(peers, "openblas_unfused_attention_causal_gflops", num(r->peers.attn_causal_gflops));
         cJSON_AddItemToObject(peers, "stream_read_gbs", num(r->peers.stream_gbs));
+        cJSON *t = cJSON_AddObjectToObject(peers, "torch_sdpa_cpu");
+        if (t && r->torch.present) {
+            cJSON_AddStringToObject(t, "torch", r->torch.version);
+            cJSON_AddNumberToObject(t, "threads", r->torch.threads);
+            cJSON *ms = cJSON_AddObjectToObject(t, "ms_by_case");
+            for (int i = 0; ms && i < r->torch.n; i++) {
+                char id[16];
+                snprintf(id, sizeof id, "%d", r->torch.id[i]);
+                cJSON_AddItemToObject(ms, id, num(r->torch.ms[i]));
+            }
+        } else if (t) {
+            cJSON_AddStringToObject(t, "absent", r->torch.note);
+        }
     }
     cJSON *rows = cJSON_AddArrayToObject(root, "rows");
     for (int i = 0; i < r->nrows; i++) {
@@ -237,6 +262,7 @@ int report_json(const char *path, const bench_report *r)
         cJSON_AddItemToObject(o, "ratio_blas_attention", num(report_ratio_blas_attention(r, w)));
         cJSON_AddItemToObject(o, "ratio_stream", num(report_ratio_stream(r, w)));
         cJSON_AddItemToObject(o, "ratio_unfused", num(report_ratio_unfused(r, w)));
+        cJSON_AddItemToObject(o, "ratio_torch", num(report_ratio_torch(r, w)));
         if (w->algo == ALGO_FUSED && w->tuning.rows) {
             cJSON *t = cJSON_AddObjectToObject(o, "tuning");
             cJSON_AddNumberToObject(t, "rows", w->tuning.rows);
@@ -313,7 +339,7 @@ int report_csv(const char *path, const bench_report *r)
                 "case,shape,batch,heads_q,heads_kv,seq_q,seq_kv,head_dim,causal,dtype,device_index,device,"
                 "driver,algo,pass,variant,status,reason,ms_median,ms_min,ms_max,samples,calls_per_sample,gflops,"
                 "pct_peak_flops,above_peak_flops,gbs,pct_peak_bw,above_peak_bw,mem_bytes,rel_l2,max_abs,checked_rows,"
-                "seed,ratio_sgemm,ratio_blas_attention,ratio_stream,ratio_unfused\n",
+                "seed,ratio_sgemm,ratio_blas_attention,ratio_stream,ratio_unfused,ratio_torch\n",
                 BENCH_FORMAT_VERSION, clattn_version_string(), CLATTN_GIT_COMMIT);
     for (int i = 0; i < r->nrows; i++) {
         const bench_row *w = &r->rows[i];
@@ -328,12 +354,12 @@ int report_csv(const char *path, const bench_report *r)
                               w->status, w->reason};
         for (size_t k = 0; k < sizeof text / sizeof text[0]; k++) csv_field(&t, text[k], ",");
         const bool af = report_above_peak(w->pct_flops), ab = report_above_peak(w->pct_bw);
-        text_printf(&t, "%.6g,%.6g,%.6g,%d,%d,%.6g,%.6g,%d,%.6g,%.6g,%d,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g\n",
+        text_printf(&t, "%.6g,%.6g,%.6g,%d,%d,%.6g,%.6g,%d,%.6g,%.6g,%d,%.0f,%.6g,%.6g,%d,%llu,%.6g,%.6g,%.6g,%.6g,%.6g\n",
                     w->ms_median, w->ms_min, w->ms_max, w->samples, w->calls_per_sample, w->gflops,
                     af ? NAN : w->pct_flops, af, w->gbs, ab ? NAN : w->pct_bw, ab, w->mem_bytes, w->rel_l2, w->max_abs,
                     w->checked_rows,
                     (unsigned long long)w->seed, report_ratio_sgemm(r, w), report_ratio_blas_attention(r, w),
-                    report_ratio_stream(r, w), report_ratio_unfused(r, w));
+                    report_ratio_stream(r, w), report_ratio_unfused(r, w), report_ratio_torch(r, w));
     }
     const int rc = t.failed ? cli_error("out of memory writing %s", path) : report_write_text(path, t.s);
     free(t.s);

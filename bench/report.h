@@ -12,8 +12,9 @@
 
 /* 2 added devices[].peak_read_method and .dispatch, rows' above_peak_flops / above_peak_bw (a
  * percentage above 100 is written as null); 3 added rows' pass ("forward" or "backward": a row
- * without it is a forward one). Readers take versions 1 and 2 too. */
-#define BENCH_FORMAT_VERSION 3
+ * without it is a forward one); 4 added rows' ratio_torch and peers.torch_sdpa_cpu. Readers take
+ * versions 1 to 3 too. */
+#define BENCH_FORMAT_VERSION 4
 
 /* "fused", or "fused bwd" for a backward row: how tables and charts name a row. */
 const char *report_algo_label(const bench_row *w, char *buf, size_t size);
@@ -21,6 +22,7 @@ const char *report_algo_label(const bench_row *w, char *buf, size_t size);
 typedef struct bench_device {
     int index;
     char name[256], vendor[256], driver[128], version[128];
+    bool cpu; /* a CPU device: the CPU peers compare with it */
     device_peak peak;
     dispatch_figures dispatch;
 } bench_device;
@@ -33,6 +35,7 @@ typedef struct bench_report {
     char command[1024];
     bool have_peers;    /* --peers: measured before and after the rows, averaged */
     peer_figures peers;
+    torch_peer torch;   /* --peers: PyTorch's CPU SDPA on the f32 forward cases, when importable */
 } bench_report;
 
 /* A row's ratio to a peer, or NAN where the peer does not apply: GFLOP/s to SGEMM (any row),
@@ -41,6 +44,9 @@ typedef struct bench_report {
 double report_ratio_sgemm(const bench_report *r, const bench_row *w);
 double report_ratio_blas_attention(const bench_report *r, const bench_row *w);
 double report_ratio_stream(const bench_report *r, const bench_row *w);
+/* PyTorch SDPA's ms over the row's (> 1: clattn is faster), for f32 forward rows on a CPU
+ * device that PyTorch ran; NAN elsewhere. */
+double report_ratio_torch(const bench_report *r, const bench_row *w);
 
 /* What the table prints instead of a share of a peak above 100%: the row measured more than
  * the device's measured peak, a measurement error (of the peak, or of the row helped by a

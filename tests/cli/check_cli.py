@@ -22,7 +22,7 @@ ROW_FIELDS = ["case", "shape", "batch", "heads_q", "heads_kv", "seq_q", "seq_kv"
               "ms_max", "samples", "calls_per_sample", "gflops", "pct_peak_flops", "above_peak_flops", "gbs",
               "pct_peak_bw", "above_peak_bw",
               "mem_bytes", "rel_l2", "max_abs", "checked_rows", "seed", "ratio_sgemm", "ratio_blas_attention",
-              "ratio_stream", "ratio_unfused"]
+              "ratio_stream", "ratio_unfused", "ratio_torch"]
 DEVICE_FIELDS = ["index", "name", "vendor", "driver", "opencl_version", "peak_fma_gflops", "peak_read_gbs",
                  "peak_read_method", "dispatch"]
 DISPATCH_FIELDS = ["execute_us", "execute_calls", "tiny_shape", "tiny_variant", "tiny_call_us", "empty_kernel_us",
@@ -47,7 +47,7 @@ def main():
     r = run(exe, "bench", "--cases", "12,20", "--algo", "all", "--budget-ms", "50", "--json", j, "--csv", c, "--svg", s)
     expect(r.returncode == 0, f"bench exits 0 ({r.stderr.strip()[-300:]})")
     doc = json.load(open(j))
-    expect(doc.get("format_version") == 3, "JSON has format_version 3")
+    expect(doc.get("format_version") == 4, "JSON has format_version 4")
     expect(all(k in doc["provenance"] for k in PROVENANCE_FIELDS), "JSON provenance has every field")
     expect(len(doc["devices"]) >= 1 and all(k in doc["devices"][0] for k in DEVICE_FIELDS), "JSON devices have every field")
     disp = doc["devices"][0].get("dispatch") or {}
@@ -95,6 +95,17 @@ def main():
     expect(r.returncode == 0 and all((pd.get("peers") or {}).get(k, 0) > 0 for k in peer_fields)
            and pd["rows"][0]["ratio_sgemm"] > 0 and "xSGEMM" in r.stdout,
            "bench --peers measures every peer and gives each row its ratios")
+    # PyTorch's CPU SDPA: measured where torch imports, else absent with the reason; never a failure
+    t = (pd.get("peers") or {}).get("torch_sdpa_cpu", {})
+    expect("xtorch" in r.stdout and (t.get("absent") or (t.get("ms_by_case", {}).get("12", 0) > 0
+                                                        and pd["rows"][0]["ratio_torch"] > 0)),
+           "bench --peers has PyTorch's SDPA, or says why not: %s" % t)
+    r = run(exe, "bench", "--peers", "--cases", "12", "--algo", "fused", "--budget-ms", "20", "--json", pj,
+            env={"CLATTN_PYTHON": "/nonexistent/python3"})
+    pd = json.load(open(pj)) if r.returncode == 0 else {}
+    t = (pd.get("peers") or {}).get("torch_sdpa_cpu", {})
+    expect(r.returncode == 0 and t.get("absent") and "PyTorch SDPA: absent" in r.stdout
+           and pd["rows"][0]["ratio_torch"] is None, "bench --peers without torch: absent, the reason given")
 
     r = run(exe, "check", "--quick")
     expect(r.returncode == 0 and " 0 failed" in r.stdout, "check --quick passes")
