@@ -70,6 +70,7 @@ typedef struct clattn_program_entry {
 
 /* A tuning entry of the user's file (tuning.c). */
 typedef struct clattn_tuned {
+    bool preferred; /* auto takes this family for this class (at most one per class) */
     clattn_kernel_family family;
     char cls[24];
     clattn_tuning t;

@@ -53,7 +53,7 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
                        CLATTN_FUSED_MAX_HEAD_DIM, s->head_dim, s->head_dim_v);
         return false;
     }
-    return clattn__family_pick(ctx, s, why, why_size) != NULL;
+    return clattn__tuning_pick_family(ctx, s, why, why_size) != NULL;
 }
 
 /* Key splits (flash-decoding): when the query rows give too few work units to fill the
@@ -147,7 +147,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     if (!f) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
     p->state = f;
     char why[192];
-    if (!(f->family = clattn__family_pick(ctx, s, why, sizeof why)))
+    if (!(f->family = clattn__tuning_pick_family(ctx, s, why, sizeof why)))
         return clattn__fail(ctx, CLATTN_UNSUPPORTED, "fused: %s", why);
     if (given && !f->family->valid(&ctx->info, given, why, sizeof why))
         return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", why);

@@ -34,7 +34,7 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
                        "dimension holds", s->heads_kv, s->batch, CLATTN_GRID_MAX);
         return false;
     }
-    return clattn__family_pick(ctx, s, why, why_size) != NULL;
+    return clattn__tuning_pick_family(ctx, s, why, why_size) != NULL;
 }
 
 /* The dK/dV and dQ kernels' arguments (BWD_ARGS in kernels/common.cl); unused buffers get q. */
@@ -94,7 +94,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     if (!f) return clattn__fail(ctx, CLATTN_OUT_OF_HOST_MEMORY, "out of host memory for a plan");
     p->state = f;
     char why[192];
-    if (!(f->family = clattn__family_pick(ctx, s, why, sizeof why)))
+    if (!(f->family = clattn__tuning_pick_family(ctx, s, why, sizeof why)))
         return clattn__fail(ctx, CLATTN_UNSUPPORTED, "fused backward: %s", why);
     if (given && !f->family->valid(&ctx->info, given, why, sizeof why))
         return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", why);

@@ -46,12 +46,17 @@ static void file_path(clattn_context *ctx)
                    (unsigned long long)d.hi);
 }
 
-/* Adds or replaces an entry (called with the lock held, or before the context is shared). */
-static bool put(clattn_context *ctx, clattn_kernel_family f, const char *cls, const clattn_tuning *t)
+/* Adds or replaces an entry (called with the lock held, or before the context is shared). A
+ * preferred entry takes the preference of its class from any other family's. */
+static bool put(clattn_context *ctx, clattn_kernel_family f, const char *cls, const clattn_tuning *t, bool preferred)
 {
+    if (preferred)
+        for (int i = 0; i < ctx->n_tuned; i++)
+            if (!strcmp(ctx->tuned[i].cls, cls)) ctx->tuned[i].preferred = false;
     for (int i = 0; i < ctx->n_tuned; i++)
         if (ctx->tuned[i].family == f && !strcmp(ctx->tuned[i].cls, cls)) {
             ctx->tuned[i].t = *t;
+            ctx->tuned[i].preferred = ctx->tuned[i].preferred || preferred;
             return true;
         }
     clattn_tuned *n = realloc(ctx->tuned, sizeof *n * (size_t)(ctx->n_tuned + 1));
@@ -60,6 +65,7 @@ static bool put(clattn_context *ctx, clattn_kernel_family f, const char *cls, co
     n[ctx->n_tuned].family = f;
     clattn__format(n[ctx->n_tuned].cls, sizeof n[ctx->n_tuned].cls, "%s", cls);
     n[ctx->n_tuned].t = *t;
+    n[ctx->n_tuned].preferred = preferred;
     ctx->n_tuned++;
     return true;
 }
@@ -85,10 +91,11 @@ void clattn__tuning_load(clattn_context *ctx)
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (line[0] == '#' || line[0] == '\n') continue;
-        char fam[16], cls[32];
+        char fam[16], cls[32], use[8] = "";
         clattn_tuning t = {0};
-        const int got = sscanf(line, "%15s %31s rows=%d keys=%d vw=%d group=%d split=%d tpr=%d", fam, cls, &t.rows,
-                               &t.keys, &t.vector_width, &t.group_size, &t.split_units, &t.threads_per_row);
+        /* "use" last: auto takes this family for the class (an older clattn ignores the word) */
+        const int got = sscanf(line, "%15s %31s rows=%d keys=%d vw=%d group=%d split=%d tpr=%d %7s", fam, cls, &t.rows,
+                               &t.keys, &t.vector_width, &t.group_size, &t.split_units, &t.threads_per_row, use);
         const clattn_family *family = got >= 7 ? clattn__family_by_name(fam) : NULL;
         if (!family || !known_class(cls)) {
             clattn__logf(ctx, "clattn: %s:%d: not a tuning line, skipped", ctx->tuning_path, lineno);
@@ -99,7 +106,7 @@ void clattn__tuning_load(clattn_context *ctx)
             clattn__logf(ctx, "clattn: %s:%d: %s, skipped", ctx->tuning_path, lineno, why);
             continue;
         }
-        put(ctx, family->id, cls, &t);
+        put(ctx, family->id, cls, &t, !strcmp(use, "use"));
     }
     fclose(f);
     clattn__logf(ctx, "clattn: %d tuning entries from %s", ctx->n_tuned, ctx->tuning_path);
@@ -179,9 +186,9 @@ static clattn_status write_file(clattn_context *ctx)
         len = strlen(text);
         for (int i = 0; i < n; i++) {
             const clattn_tuned *e = &ctx->tuned[i];
-            clattn__format(text + len, cap - len, "%s %s rows=%d keys=%d vw=%d group=%d split=%d tpr=%d\n",
+            clattn__format(text + len, cap - len, "%s %s rows=%d keys=%d vw=%d group=%d split=%d tpr=%d%s\n",
                            clattn__family_by_id(e->family)->name, e->cls, e->t.rows, e->t.keys, e->t.vector_width,
-                           e->t.group_size, e->t.split_units, e->t.threads_per_row);
+                           e->t.group_size, e->t.split_units, e->t.threads_per_row, e->preferred ? " use" : "");
             len += strlen(text + len);
         }
     }
@@ -206,11 +213,11 @@ clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, 
         return clattn__fail(ctx, st, "%s", msg);
     const clattn_tuning *tuning = &copy;
     /* stored for the family a plan of this descriptor uses */
-    const clattn_family *family = clattn__family_pick(ctx, &s, msg, sizeof msg);
+    const clattn_family *family = clattn__tuning_pick_family(ctx, &s, msg, sizeof msg);
     if (!family) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no kernel family serves this descriptor: %s", msg);
     if (!family->valid(&ctx->info, tuning, msg, sizeof msg)) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
     pthread_mutex_lock(&ctx->lock);
-    st = put(ctx, family->id, clattn__tuning_class(&s), tuning) ? CLATTN_SUCCESS : CLATTN_OUT_OF_HOST_MEMORY;
+    st = put(ctx, family->id, clattn__tuning_class(&s), tuning, false) ? CLATTN_SUCCESS : CLATTN_OUT_OF_HOST_MEMORY;
     pthread_mutex_unlock(&ctx->lock);
     if (st) return clattn__fail(ctx, st, "out of host memory for a tuning entry");
     if (!ctx->tuning_path[0]) return CLATTN_SUCCESS;
@@ -218,3 +225,45 @@ clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, 
 }
 
 const char *clattn_tuning_file(const clattn_context *ctx) { return ctx ? ctx->tuning_path : ""; }
+
+clattn_status clattn_tuning_store_preferred(clattn_context *ctx, const clattn_desc *desc, clattn_kernel_family family,
+                                            const clattn_tuning *caller)
+{
+    if (!ctx) return CLATTN_INVALID_ARGUMENT;
+    if (!desc || !caller) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "desc and tuning must not be NULL");
+    const clattn_family *fam = clattn__family_by_id(family);
+    if (!fam) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "kernel family %d is not one of clattn's", (int)family);
+    clattn_shape s;
+    char msg[512];
+    clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
+    if (st) return clattn__fail(ctx, st, "%s", msg);
+    clattn_tuning copy;
+    if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_tuning", msg, sizeof msg)))
+        return clattn__fail(ctx, st, "%s", msg);
+    if (!fam->serves(&ctx->info, &s, msg, sizeof msg))
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "the %s family does not serve this descriptor: %s", fam->name, msg);
+    if (!fam->valid(&ctx->info, &copy, msg, sizeof msg)) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
+    pthread_mutex_lock(&ctx->lock);
+    st = put(ctx, fam->id, clattn__tuning_class(&s), &copy, true) ? CLATTN_SUCCESS : CLATTN_OUT_OF_HOST_MEMORY;
+    pthread_mutex_unlock(&ctx->lock);
+    if (st) return clattn__fail(ctx, st, "out of host memory for a tuning entry");
+    if (!ctx->tuning_path[0]) return CLATTN_SUCCESS;
+    return write_file(ctx);
+}
+
+const clattn_family *clattn__tuning_pick_family(const clattn_context *ctx, const clattn_shape *s, char *why,
+                                                size_t why_size)
+{
+    if (ctx->family == CLATTN_KERNELS_AUTO) {
+        const char *cls = clattn__tuning_class(s);
+        clattn_kernel_family preferred = CLATTN_KERNELS_AUTO;
+        pthread_mutex_t *lock = (pthread_mutex_t *)&ctx->lock; /* the entries change under it; ctx does not */
+        pthread_mutex_lock(lock);
+        for (int i = 0; i < ctx->n_tuned; i++)
+            if (ctx->tuned[i].preferred && !strcmp(ctx->tuned[i].cls, cls)) preferred = ctx->tuned[i].family;
+        pthread_mutex_unlock(lock);
+        const clattn_family *f = clattn__family_by_id(preferred);
+        if (f && f->serves(&ctx->info, s, why, why_size)) return f;
+    }
+    return clattn__family_pick(ctx, s, why, why_size);
+}

@@ -18,4 +18,10 @@ CLATTN_HIDDEN const char *clattn__tuning_lookup(clattn_context *ctx, const clatt
                                                 const clattn_shape *s, const clattn_tuning *given,
                                                 clattn_tuning *out);
 
+/* The family a plan on ctx uses for the shape: the context's forced one; else, on auto, the
+ * family stored as preferred for the shape's class if it serves the shape; else the family
+ * table's choice (clattn__family_pick). NULL, with why, when none serves. */
+CLATTN_HIDDEN const clattn_family *clattn__tuning_pick_family(const clattn_context *ctx, const clattn_shape *s, char *why,
+                                                             size_t why_size);
+
 #endif

@@ -395,6 +395,11 @@ CLATTN_API const char *clattn_tuning_class(const clattn_desc *desc);
  * the disk cache is on. */
 CLATTN_API clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc,
                                              const clattn_tuning *tuning);
+/* Records `tuning` for `family` on the class of `desc` and makes `family` the one auto takes
+ * for that class on this device, wherever it serves a descriptor (`clattn tune --families`
+ * measures the families and stores the fastest this way). The family must serve `desc`. */
+CLATTN_API clattn_status clattn_tuning_store_preferred(clattn_context *ctx, const clattn_desc *desc,
+                                                       clattn_kernel_family family, const clattn_tuning *tuning);
 /* The user tuning file's path for this context ("" when the disk cache is off). */
 CLATTN_API const char *clattn_tuning_file(const clattn_context *ctx);
 

@@ -1,6 +1,7 @@
 /* Tuning: parameters given to a plan are validated and used; the user's tuning file is
  * written atomically, read back by a new context and used by `auto`; malformed lines are
- * skipped; the shipped table is consulted by device, then vendor; every point of the tuner's
+ * skipped; a preferred family is taken by auto for its class; the shipped table is consulted by
+ * device, then vendor; every point of the tuner's
  * search space computes the right result on awkward shapes (both families). */
 #include "harness.h"
 #include "tuning_db.h"
@@ -132,6 +133,76 @@ Test(tuning, user_file_round_trip, .timeout = 120)
     ctx = context_in(dir, CLATTN_KERNELS_TILES);
     cr_assert_eq(clattn_plan_create(ctx, &prefill, &p), CLATTN_SUCCESS);
     cr_expect_str_neq(clattn_plan_tuning(p, &got), "user file");
+    clattn_plan_destroy(p);
+    clattn_context_destroy(ctx);
+    remove(path);
+    rmdir(dir);
+}
+
+/* A preferred family (clattn tune --families): auto takes it for its class, where it serves, in
+ * this context and in a new one reading the file; other classes, descriptors it does not serve
+ * and forced contexts keep their family; a family that does not serve is refused. */
+Test(tuning, preferred_family, .timeout = 120)
+{
+    char dir[64];
+    temp_dir(dir, sizeof dir);
+    clattn_context *ctx = context_in(dir, CLATTN_KERNELS_AUTO);
+    const char *path = clattn_tuning_file(ctx);
+    const clattn_desc decode = shape(1, 600, 128), prefill = shape(64, 80, 64);
+    clattn_desc decode_f16 = decode, long_rows = shape(9, 600, 128);
+    decode_f16.dtype = CLATTN_DTYPE_F16;
+    long_rows.heads_q = 8; /* 4 query heads per KV head x 9 positions: past the decode family's 16 rows */
+    const clattn_tuning t = {.struct_size = sizeof(clattn_tuning), .rows = 16, .keys = 32, .vector_width = 4,
+                             .group_size = 64, .split_units = 2};
+    cr_assert_eq(clattn_tuning_store_preferred(ctx, &decode, CLATTN_KERNELS_DECODE, &t), CLATTN_SUCCESS, "%s",
+                 clattn_context_last_error(ctx));
+    for (int pass = 0; pass < 2; pass++) { /* this context, then a new one reading the file */
+        clattn_plan *p;
+        clattn_tuning got = CLATTN_TUNING_INIT;
+        cr_assert_eq(clattn_plan_create(ctx, &decode, &p), CLATTN_SUCCESS);
+        cr_expect(!strncmp(clattn_plan_variant(p), "decode ", 7), "pass %d: %s", pass, clattn_plan_variant(p));
+        cr_expect_str_eq(clattn_plan_tuning(p, &got), "user file");
+        cr_expect(got.keys == 32 && got.group_size == 64 && got.split_units == 2, "%d %d %d", got.keys,
+                  got.group_size, got.split_units);
+        clattn_plan_destroy(p);
+        cr_assert_eq(clattn_plan_create(ctx, &decode_f16, &p), CLATTN_SUCCESS); /* any storage it serves */
+        cr_expect(!strncmp(clattn_plan_variant(p), "decode ", 7), "%s", clattn_plan_variant(p));
+        clattn_plan_destroy(p);
+        cr_assert_eq(clattn_plan_create(ctx, &long_rows, &p), CLATTN_SUCCESS); /* not served: the table's choice */
+        cr_expect(strncmp(clattn_plan_variant(p), "decode ", 7), "%s", clattn_plan_variant(p));
+        clattn_plan_destroy(p);
+        cr_assert_eq(clattn_plan_create(ctx, &prefill, &p), CLATTN_SUCCESS); /* another class */
+        cr_expect(strncmp(clattn_plan_variant(p), "decode ", 7), "%s", clattn_plan_variant(p));
+        clattn_plan_destroy(p);
+        run_opts o = {.seed = seed_for("preferred_family")};
+        run_result r = run_and_compare(ctx, &decode, &o);
+        expect_ok(&r, "the preferred family", o.seed);
+        clattn_context_destroy(ctx);
+        ctx = context_in(dir, CLATTN_KERNELS_AUTO);
+    }
+    FILE *f = fopen(path, "r");
+    char text[1024] = "";
+    cr_assert_not_null(f);
+    cr_expect(fread(text, 1, sizeof text - 1, f) > 0);
+    fclose(f);
+    cr_expect(strstr(text, "decode decode-d128 rows=16 keys=32 vw=4 group=64 split=2 tpr=0 use\n"), "%s", text);
+    /* a forced context keeps its family */
+    clattn_context *rows = context_in(dir, CLATTN_KERNELS_ROWS);
+    clattn_plan *p;
+    cr_assert_eq(clattn_plan_create(rows, &decode, &p), CLATTN_SUCCESS);
+    cr_expect(!strncmp(clattn_plan_variant(p), "rows ", 5), "%s", clattn_plan_variant(p));
+    clattn_plan_destroy(p);
+    clattn_context_destroy(rows);
+    /* refusals: a family that does not serve the descriptor, one that does not exist */
+    cr_expect_eq(clattn_tuning_store_preferred(ctx, &long_rows, CLATTN_KERNELS_DECODE, &t), CLATTN_UNSUPPORTED);
+    cr_expect(strstr(clattn_context_last_error(ctx), "rows per KV head"), "%s", clattn_context_last_error(ctx));
+    cr_expect_eq(clattn_tuning_store_preferred(ctx, &decode, (clattn_kernel_family)42, &t), CLATTN_INVALID_ARGUMENT);
+    /* a new preference for the class replaces the old one */
+    const clattn_tuning tt = {.struct_size = sizeof(clattn_tuning), .rows = 16, .keys = 16, .vector_width = 4,
+                              .group_size = 64, .split_units = 2, .threads_per_row = 4};
+    cr_assert_eq(clattn_tuning_store_preferred(ctx, &decode, CLATTN_KERNELS_TILES, &tt), CLATTN_SUCCESS);
+    cr_assert_eq(clattn_plan_create(ctx, &decode, &p), CLATTN_SUCCESS);
+    cr_expect(!strncmp(clattn_plan_variant(p), "tiles ", 6), "%s", clattn_plan_variant(p));
     clattn_plan_destroy(p);
     clattn_context_destroy(ctx);
     remove(path);
