@@ -10,12 +10,6 @@
 #define DECODE_MAX_ROWS 16
 #define DECODE_MAX_HEAD_DIM 256
 
-static size_t local_budget(const clattn_device_info *dev)
-{
-    const size_t have = (size_t)dev->local_mem, cap = 48 * 1024; /* NVIDIA's OpenCL: 48 KB a group */
-    return (have < cap ? have : cap) - 1024;
-}
-
 /* K and V tiles (f32, rows padded by a vector), q, scores and their tree, running maxima
  * (fwd_decode.cl). */
 static size_t decode_local(const clattn_shape *s, int rp, int bn, int vw)
@@ -57,7 +51,7 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
         return false;
     }
     const int rp = rows_per_group(s);
-    if ((size_t)rp * 4 > dev->max_wg_size || decode_local(s, rp, 4, 1) > local_budget(dev)) {
+    if ((size_t)rp * 4 > dev->max_wg_size || decode_local(s, rp, 4, 1) > clattn__local_budget(dev)) {
         clattn__format(why, why_size, "the device cannot hold a tile of 4 keys for %d rows", rp);
         return false;
     }
@@ -73,7 +67,7 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     int bn = t->group_size / rp;
     if (bn > t->keys) bn = t->keys;
     if (bn < 4) bn = 4;
-    while (bn > 4 && ((size_t)(rp * bn) > dev->max_wg_size || decode_local(s, rp, bn, vw) > local_budget(dev)))
+    while (bn > 4 && ((size_t)(rp * bn) > dev->max_wg_size || decode_local(s, rp, bn, vw) > clattn__local_budget(dev)))
         bn /= 2;
     f->rows = rp;
     f->keys = bn;

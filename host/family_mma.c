@@ -11,12 +11,6 @@
 
 #define MMA_MAX_HEAD_DIM 256 /* Q's fragments and O's accumulators live in registers */
 
-static size_t local_budget(const clattn_device_info *dev)
-{
-    const size_t have = (size_t)dev->local_mem, cap = 48 * 1024; /* NVIDIA's OpenCL: 48 KB a group */
-    return (have < cap ? have : cap) - 1024;
-}
-
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 /* K and V tiles in storage type with 8 elements of padding a row, the warps' scratch, the
@@ -56,7 +50,7 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
                        MMA_MAX_HEAD_DIM, s->head_dim, s->head_dim_v);
         return false;
     }
-    if (dev->max_wg_size < 32 || mma_local(s, 16, 16) > local_budget(dev)) {
+    if (dev->max_wg_size < 32 || mma_local(s, 16, 16) > clattn__local_budget(dev)) {
         clattn__format(why, why_size, "the device cannot hold one warp's tiles (work-group %zu, local memory %llu)",
                        dev->max_wg_size, (unsigned long long)dev->local_mem);
         return false;
@@ -73,8 +67,8 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
        + 128 head dims a tile of 32 keys spilled in the ptxas screen (tests/ptx/screen.sh), 16 did not */
     if (round_up(s->head_dim, 16) + round_up(s->head_dim_v, 8) > 256 && bn > 16) bn = 16;
     while ((size_t)bm * 2 > dev->max_wg_size && bm > 16) bm /= 2;
-    while (bn > 16 && mma_local(s, bm, bn) > local_budget(dev)) bn /= 2;
-    while (bm > 16 && mma_local(s, bm, bn) > local_budget(dev)) bm /= 2;
+    while (bn > 16 && mma_local(s, bm, bn) > clattn__local_budget(dev)) bn /= 2;
+    while (bm > 16 && mma_local(s, bm, bn) > clattn__local_budget(dev)) bm /= 2;
     f->rows = bm;
     f->keys = bn;
     f->vector_width = 1; /* fragments, not vectors */

@@ -9,12 +9,6 @@
 
 #define RTILE_MAX_HEAD_DIM 256 /* 4 rows x DV / (BN / 4) outputs in registers */
 
-static size_t local_budget(const clattn_device_info *dev)
-{
-    const size_t have = (size_t)dev->local_mem, cap = 48 * 1024; /* NVIDIA's OpenCL: 48 KB a group */
-    return (have < cap ? have : cap) - 1024;
-}
-
 /* As fwd_rtile.cl lays it out: the chunks' union, P^T, the partial maxima, row offsets. */
 static size_t rtile_local(const clattn_shape *s, int bm, int bn)
 {
@@ -51,7 +45,7 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
                        RTILE_MAX_HEAD_DIM, s->head_dim, s->head_dim_v);
         return false;
     }
-    if (dev->max_wg_size < 4 || rtile_local(s, 4, 4) > local_budget(dev)) {
+    if (dev->max_wg_size < 4 || rtile_local(s, 4, 4) > clattn__local_budget(dev)) {
         clattn__format(why, why_size, "the device cannot hold the smallest tiles");
         return false;
     }
@@ -64,7 +58,7 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
 static void choose(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t, clattn_fwd_fit *f)
 {
     int bm = t->rows < 4 ? 4 : t->rows, bn = t->keys < 4 ? 4 : t->keys;
-    while ((size_t)(bm / 4) * (size_t)(bn / 4) > dev->max_wg_size || rtile_local(s, bm, bn) > local_budget(dev)) {
+    while ((size_t)(bm / 4) * (size_t)(bn / 4) > dev->max_wg_size || rtile_local(s, bm, bn) > clattn__local_budget(dev)) {
         if (bn >= bm && bn > 4) bn /= 2;
         else if (bm > 4) bm /= 2;
         else break;

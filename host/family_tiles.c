@@ -6,14 +6,6 @@
 
 #include <stdlib.h>
 
-/* Local memory a tiles variant may use: NVIDIA's OpenCL gives 48 KB per work-group; leave
- * room for what the compiler adds. */
-static size_t local_budget(const clattn_device_info *dev)
-{
-    const size_t have = (size_t)dev->local_mem, cap = 48 * 1024;
-    return (have < cap ? have : cap) - 1024;
-}
-
 /* The K and V tiles, and the partial scores when rows are shared by several work-items. */
 static size_t tiles_local(int d, int dv, int bm, int bn, int tpr)
 {
@@ -37,7 +29,7 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
                        s->head_dim, s->head_dim_v);
         return false;
     }
-    if ((size_t)(s->head_dim + s->head_dim_v) * 4 > local_budget(dev)) {
+    if ((size_t)(s->head_dim + s->head_dim_v) * 4 > clattn__local_budget(dev)) {
         clattn__format(why, why_size, "head dims %d/%d need more local memory than the device has", s->head_dim,
                        s->head_dim_v);
         return false;
@@ -54,7 +46,7 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     int tpr = t->threads_per_row > 1 ? t->threads_per_row : 1, bm = t->rows, bn = t->keys;
     while (tpr > 1 && (d % tpr || dv % tpr)) tpr /= 2;
     while ((size_t)(bm * tpr) > dev->max_wg_size && bm > 1) bm /= 2;
-    while (bn > 1 && tiles_local(d, dv, bm, bn, tpr) > local_budget(dev)) bn /= 2;
+    while (bn > 1 && tiles_local(d, dv, bm, bn, tpr) > clattn__local_budget(dev)) bn /= 2;
     f->rows = bm;
     f->keys = bn;
     f->vector_width = clattn__vector_width(d / tpr, dv / tpr, t->vector_width);
@@ -75,8 +67,8 @@ static void choose_backward(const clattn_device_info *dev, const clattn_shape *s
     int bm = t->rows, bn = 64;
     while ((size_t)bm > dev->max_wg_size && bm > 1) bm /= 2;
     while ((size_t)bn > dev->max_wg_size && bn > 1) bn /= 2;
-    while (bm > 1 && ((size_t)bm * (size_t)(d + dv + 2) * 4 > local_budget(dev))) bm /= 2;
-    while (bn > 1 && ((size_t)bn * (size_t)(d + dv) * 4 > local_budget(dev))) bn /= 2;
+    while (bm > 1 && ((size_t)bm * (size_t)(d + dv + 2) * 4 > clattn__local_budget(dev))) bm /= 2;
+    while (bn > 1 && ((size_t)bn * (size_t)(d + dv) * 4 > clattn__local_budget(dev))) bn /= 2;
     f->rows = bm;
     f->keys = bn;
     f->vector_width = clattn__vector_width(d, dv, t->vector_width);

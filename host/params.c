@@ -29,3 +29,9 @@ int clattn__vector_width(int d, int dv, int max_vw)
         if (d % vw == 0 && dv % vw == 0) return vw;
     return 1;
 }
+
+size_t clattn__local_budget(const clattn_device_info *dev)
+{
+    const size_t have = (size_t)dev->local_mem, cap = 48 * 1024;
+    return (have < cap ? have : cap) - 1024;
+}

@@ -11,6 +11,9 @@ CLATTN_HIDDEN bool clattn__pow2(int x);
  * false with why. */
 CLATTN_HIDDEN bool clattn__tuning_common_valid(const clattn_device_info *dev, const clattn_tuning *t, char *why,
                                                size_t why_size);
+/* Local memory a work-group's tiles may use on the device: NVIDIA's OpenCL gives 48 KB per
+ * work-group whatever the hardware has; leave room for what the compiler adds. */
+CLATTN_HIDDEN size_t clattn__local_budget(const clattn_device_info *dev);
 /* Largest vector width up to max_vw that divides both dims, so no lane reads past a row. */
 CLATTN_HIDDEN int clattn__vector_width(int d, int dv, int max_vw);
 

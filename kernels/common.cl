@@ -259,6 +259,33 @@ inline long paged_row(__global const int *table, int j, int ps, int npages)
     return (page >= 0 && page < npages) ? (long)page * ps + j % ps : -1L;
 }
 
+/* A fused kernel's block along NDRange dimension 0: its first packed row and its key split
+ * (with SPLIT, the nsplit groups of one block of rows are its splits; else split 0). */
+inline int2 block_of_group(int bm, int nsplit)
+{
+    const int grp = (int)get_group_id(0);
+#if SPLIT
+    return (int2)(grp / nsplit * bm, grp % nsplit);
+#else
+    (void)nsplit;
+    return (int2)(grp * bm, 0);
+#endif
+}
+
+/* The keys [x, y) a block of packed rows r0 .. r0 + bm - 1 (of `rows`) may see: from its first
+ * position's lower bound to its last's upper bound (every position's when the block spans two
+ * query heads: row_lo and row_hi grow with the position), within the split's keys when
+ * split_len > 0. */
+inline int2 block_keys(int r0, int bm, int rows, const seq_geom *sg, int wl, int wr, int split, int split_len)
+{
+    const int p1 = min(r0 + bm, rows) - 1;
+    const bool one_head = r0 / sg->nq == p1 / sg->nq;
+    const int imin = one_head ? r0 % sg->nq : 0, imax = one_head ? p1 % sg->nq : sg->nq - 1;
+    int2 j = (int2)(row_lo(imin, sg->off, wl), row_hi(imax, sg->off, wr, sg->nk));
+    if (split_len > 0) j = (int2)(max(j.x, split * split_len), min(j.y, (split + 1) * split_len));
+    return j;
+}
+
 /* The row's index in lse (and in the split scratch): (B, Hq, Nq), or (Hq, total_q) packed. */
 inline long row_id(int b, int h, int i, int hq, int nq, int total_q, const seq_geom *s)
 {

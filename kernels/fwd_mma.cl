@@ -55,12 +55,8 @@ void clattn_fwd_mma(FWD_ARGS)
     __local uint *ws = wscratch + w * WARP_SCRATCH;
     const int g = (int)get_global_id(1);
     const int b = (int)get_global_id(2);
-#if SPLIT
-    const int split = (int)get_group_id(0) % nsplit;
-    const int r0 = (int)get_group_id(0) / nsplit * BM;
-#else
-    const int r0 = (int)get_group_id(0) * BM;
-#endif
+    const int2 blk = block_of_group(BM, nsplit);
+    const int r0 = blk.x, split = blk.y;
     const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
                                   o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q,
                                   total_k, seq_new);
@@ -107,16 +103,9 @@ void clattn_fwd_mma(FWD_ARGS)
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* l: this lane's part of the row sum */
 #endif
 
-    /* Keys any row of the group may see (as the tiles kernel): the positions it covers, first to
-     * last (all of them when it spans two query heads). */
-    const int p1 = min(r0 + BM, rows) - 1;
-    const bool one_head = r0 / sg.nq == p1 / sg.nq;
-    const int imin = one_head ? r0 % sg.nq : 0, imax = one_head ? p1 % sg.nq : sg.nq - 1;
-    int jbeg = row_lo(imin, sg.off, wl), jend = row_hi(imax, sg.off, wr, sg.nk);
-#if SPLIT
-    jbeg = max(jbeg, split * split_len);
-    jend = min(jend, (split + 1) * split_len);
-#endif
+    /* Keys any row of the block may see (common.cl) */
+    const int2 keys = block_keys(r0, BM, rows, &sg, wl, wr, split, SPLIT ? split_len : 0);
+    const int jbeg = keys.x, jend = keys.y;
 
     if (lid == 0) v_bad = -1;
     int tile = 0;

@@ -54,12 +54,8 @@ void clattn_fwd_tiles(FWD_ARGS)
     const int r = lid % BM, part = lid / BM;
     const int g = (int)get_global_id(1);
     const int b = (int)get_global_id(2);
-#if SPLIT
-    const int split = (int)get_group_id(0) % nsplit;
-    const int r0 = (int)get_group_id(0) / nsplit * BM;
-#else
-    const int r0 = (int)get_group_id(0) * BM;
-#endif
+    const int2 blk = block_of_group(BM, nsplit);
+    const int r0 = blk.x, split = blk.y;
     const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
                                   o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k, seq_new);
 #if PAGED
@@ -91,16 +87,9 @@ void clattn_fwd_tiles(FWD_ARGS)
     mrow = mask + b * m_sb + h * m_sh + i * m_ss;
 #endif
     const int lo = row_lo(i, sg.off, wl), hi = row_hi(i, sg.off, wr, sg.nk);
-    /* Keys any row of the group may see: the positions the group covers, first to last (all
-     * of them when it spans two query heads); row_lo and row_hi grow with the position. */
-    const int p1 = min(r0 + BM, rows) - 1;
-    const bool one_head = r0 / sg.nq == p1 / sg.nq;
-    const int imin = one_head ? r0 % sg.nq : 0, imax = one_head ? p1 % sg.nq : sg.nq - 1;
-    int jbeg = row_lo(imin, sg.off, wl), jend = row_hi(imax, sg.off, wr, sg.nk);
-#if SPLIT
-    jbeg = max(jbeg, split * split_len);
-    jend = min(jend, (split + 1) * split_len);
-#endif
+    /* Keys any row of the block may see (common.cl) */
+    const int2 keys = block_keys(r0, BM, rows, &sg, wl, wr, split, SPLIT ? split_len : 0);
+    const int jbeg = keys.x, jend = keys.y;
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         const int nb = min(BN, jend - j0);

@@ -71,7 +71,7 @@ def main():
     with open(c, newline="") as f:  # RFC 4180: a quoted field may hold a line break
         comment, body = f.read().split("\n", 1)
     table = list(csv.DictReader(io.StringIO(body, newline="")))
-    expect(comment.startswith("# clattn bench, format_version 3") and len(table) == len(rows) > 0
+    expect(comment.startswith("# clattn bench, format_version 4") and len(table) == len(rows) > 0
            and all(k in table[0] for k in ROW_FIELDS), "CSV has its provenance line, every row and field")
     text_fields = ["shape", "dtype", "device", "driver", "algo", "variant", "status", "reason"]
     differ = [(k, t[k], row[k]) for t, row in zip(table, rows) for k in text_fields if t[k] != row[k]]

@@ -142,7 +142,7 @@ def main():
     bad = [
         ("no file", [], "give one or more"),
         ("not JSON", [garbage], "garbage.json"),
-        ("another format version", [other], "format version 1..3"),
+        ("another format version", [other], "format version 1..4"),
         ("a row without its fields", [norow], "no number 'device_index'"),
         ("a row whose case is text", [textcase], "no number 'case'"),
         ("a missing file", [os.path.join(work, "missing.json")], "missing.json"),
