@@ -89,6 +89,10 @@ void clattn_fwd_mma(FWD_ARGS)
     }
     __global const ushort *kb = (__global const ushort *)k + sg.k_base + g * k_sh;
     __global const ushort *vb = (__global const ushort *)v + sg.v_base + g * v_sh;
+    /* every K and V row on a 16-byte boundary (buffers are aligned far beyond that): the element
+       offsets of this head's rows and the row stride, multiples of 8 (uniform over the group) */
+    const bool kv16 = D % 8 == 0 && DV % 8 == 0 && ((sg.k_base + g * k_sh) & 7) == 0 && (k_ss & 7) == 0 &&
+                      ((sg.v_base + g * v_sh) & 7) == 0 && (v_ss & 7) == 0;
 
     uint4 qa[NKS]; /* Q's A fragments, unscaled (the scale is applied to S in f32) */
     UNROLL for (int s = 0; s < NKS; s++)
@@ -119,17 +123,34 @@ void clattn_fwd_mma(FWD_ARGS)
 #else
 #define KEY_AT(jj) (long)(j0 + (jj))
 #endif
-        /* K and V in pairs of elements, as stored; keys past the tile and padding are 0 */
-        for (int x = lid; x < BN * DP / 2; x += WG) {
-            const int jj = x / (DP / 2), c = 2 * (x - jj * (DP / 2));
-            ks[(jj * KSTR + c) / 2] = jj < nb && KEY_AT(jj) >= 0 ? load_pair(kb + KEY_AT(jj) * k_ss, c, D) : 0u;
-        }
+        /* K and V as stored; keys past the tile and padding are 0. 16 bytes a load where every
+           row starts on 8 elements (kv16), else pairs of elements (any offset or stride) */
         bool bad = false;
-        for (int x = lid; x < BN * DVP / 2; x += WG) {
-            const int jj = x / (DVP / 2), c = 2 * (x - jj * (DVP / 2));
-            const uint pair = jj < nb && KEY_AT(jj) >= 0 ? load_pair(vb + KEY_AT(jj) * v_ss, c, DV) : 0u;
-            bad |= pair_nonfinite(pair);
-            vs[(jj * VSTR + c) / 2] = pair;
+        if (kv16) {
+            for (int x = lid; x < BN * (DP / 8); x += WG) {
+                const int jj = x / (DP / 8), c = 8 * (x - jj * (DP / 8));
+                const uint4 val = jj < nb && KEY_AT(jj) >= 0 && c < D
+                                      ? *(__global const uint4 *)(kb + KEY_AT(jj) * k_ss + c) : (uint4)(0u);
+                vstore4(val, 0, ks + (jj * KSTR + c) / 2);
+            }
+            for (int x = lid; x < BN * (DVP / 8); x += WG) {
+                const int jj = x / (DVP / 8), c = 8 * (x - jj * (DVP / 8));
+                const uint4 val = jj < nb && KEY_AT(jj) >= 0 && c < DV
+                                      ? *(__global const uint4 *)(vb + KEY_AT(jj) * v_ss + c) : (uint4)(0u);
+                bad |= pair_nonfinite(val.x) || pair_nonfinite(val.y) || pair_nonfinite(val.z) || pair_nonfinite(val.w);
+                vstore4(val, 0, vs + (jj * VSTR + c) / 2);
+            }
+        } else {
+            for (int x = lid; x < BN * DP / 2; x += WG) {
+                const int jj = x / (DP / 2), c = 2 * (x - jj * (DP / 2));
+                ks[(jj * KSTR + c) / 2] = jj < nb && KEY_AT(jj) >= 0 ? load_pair(kb + KEY_AT(jj) * k_ss, c, D) : 0u;
+            }
+            for (int x = lid; x < BN * DVP / 2; x += WG) {
+                const int jj = x / (DVP / 2), c = 2 * (x - jj * (DVP / 2));
+                const uint pair = jj < nb && KEY_AT(jj) >= 0 ? load_pair(vb + KEY_AT(jj) * v_ss, c, DV) : 0u;
+                bad |= pair_nonfinite(pair);
+                vs[(jj * VSTR + c) / 2] = pair;
+            }
         }
         if (bad) v_bad = tile; /* every writer writes the same value */
         barrier(CLK_LOCAL_MEM_FENCE);
