@@ -264,10 +264,12 @@ typedef struct clattn_desc {
 } clattn_desc;
 #define CLATTN_DESC_INIT {sizeof(clattn_desc)}
 
-/* Which family of fused kernels a context uses. Auto picks by device type; forcing one is
- * for testing and benchmarking (both are correct on every device). */
+/* Which family of fused kernels a context uses. Auto picks per shape class: the family the
+ * user's tuning file prefers for the class (clattn_tuning_store_preferred, `clattn tune
+ * --families`) where it serves, else by device type; forcing one is for testing and
+ * benchmarking (every family is correct on every device). */
 typedef enum clattn_kernel_family {
-    CLATTN_KERNELS_AUTO = 0,  /* rows on CPU devices, tiles elsewhere */
+    CLATTN_KERNELS_AUTO = 0,  /* preferred by the tuning file, else rows on CPU devices, tiles elsewhere */
     CLATTN_KERNELS_ROWS = 1,  /* one work-item owns a register tile of query rows, no barriers */
     CLATTN_KERNELS_TILES = 2, /* a work-group owns a block of rows; K/V tiles in local memory */
     CLATTN_KERNELS_MMA = 3,   /* tensor-core MMA tiles (f16/bf16 storage): inline PTX on NVIDIA sm_80+,
