@@ -66,7 +66,7 @@ void clattn_fwd_mma(FWD_ARGS)
     const int rows = group * sg.nq;
     if (r0 >= rows) return; /* uniform over the work-group: before any barrier */
 
-    /* This lane's two rows: g and g + 8 of its warp's 16 (x: the first, y: the second). */
+    /* This lane's two rows of its warp's 16: r = 0 is row g, r = 1 row g + 8 (the C fragment's rows) */
     int h[2], i[2], lo[2], hi[2];
     bool stored[2];
     float slope[2] = {0.0f, 0.0f};
