@@ -183,7 +183,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: clattn <command> [options]\n"
             "  devices          every OpenCL platform and device\n"
-            "  check [--device ID|all] [--quick]\n"
+            "  check [--device ID|all] [--quick] [--dtype f32|f16|bf16]\n"
             "                   correctness sweep against the CPU reference\n"
             "  bench [--device ID|all] [--cases LIST] [--quick] [--shape BxHqxHkvxNqxNkxD ...]\n"
             "        [--causal] [--dtype f32|f16|bf16] [--algo LIST] [--budget-ms MS] [--splits N] [--peers]\n"
