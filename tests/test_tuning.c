@@ -147,7 +147,8 @@ Test(tuning, preferred_family, .timeout = 120)
     char dir[64];
     temp_dir(dir, sizeof dir);
     clattn_context *ctx = context_in(dir, CLATTN_KERNELS_AUTO);
-    const char *path = clattn_tuning_file(ctx);
+    char path[1200]; /* the context that names it is destroyed below */
+    snprintf(path, sizeof path, "%s", clattn_tuning_file(ctx));
     const clattn_desc decode = shape(1, 600, 128), prefill = shape(64, 80, 64);
     clattn_desc decode_f16 = decode, long_rows = shape(9, 600, 128);
     decode_f16.dtype = CLATTN_DTYPE_F16;
