@@ -7,7 +7,6 @@
 #include "diag.h"
 #include "params.h"
 
-#include <stdlib.h>
 
 #define MMA_MAX_HEAD_DIM 256 /* Q's fragments and O's accumulators live in registers */
 
@@ -84,9 +83,7 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
 static void fwd_options(const clattn_device_info *dev, const clattn_shape *s, char *out, size_t out_size)
 {
     (void)s;
-    const char *env = getenv("CLATTN_MMA_PORTABLE");
-    const bool portable = env && env[0] && env[0] != '0';
-    clattn__format(out, out_size, "-D WARP_PTX=%d", dev->nv_sm >= 80 && !portable);
+    clattn__format(out, out_size, "-D WARP_PTX=%d", dev->nv_sm >= 80 && !clattn__env_on("CLATTN_MMA_PORTABLE"));
 }
 
 const clattn_family clattn__family_mma = {

@@ -4,8 +4,6 @@
 #include "diag.h"
 #include "params.h"
 
-#include <stdlib.h>
-
 /* The K and V tiles, and the partial scores when rows are shared by several work-items. */
 static size_t tiles_local(int d, int dv, int bm, int bn, int tpr)
 {
@@ -83,8 +81,7 @@ static void fwd_options(const clattn_device_info *dev, const clattn_shape *s, ch
 {
     (void)dev;
     (void)s;
-    const char *env = getenv("CLATTN_TILES_UNROLL");
-    clattn__format(out, out_size, "-D UNROLL=%d", env && env[0] && env[0] != '0');
+    clattn__format(out, out_size, "-D UNROLL=%d", clattn__env_on("CLATTN_TILES_UNROLL"));
 }
 
 const clattn_family clattn__family_tiles = {

@@ -2,6 +2,8 @@
 #include "params.h"
 #include "diag.h"
 
+#include <stdlib.h>
+
 bool clattn__pow2(int x) { return x > 0 && (x & (x - 1)) == 0; }
 
 bool clattn__tuning_common_valid(const clattn_device_info *dev, const clattn_tuning *t, char *why, size_t why_size)
@@ -34,4 +36,10 @@ size_t clattn__local_budget(const clattn_device_info *dev)
 {
     const size_t have = (size_t)dev->local_mem, cap = 48 * 1024;
     return (have < cap ? have : cap) - 1024;
+}
+
+bool clattn__env_on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] && v[0] != '0';
 }

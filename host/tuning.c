@@ -200,9 +200,12 @@ static clattn_status write_file(clattn_context *ctx)
     return CLATTN_SUCCESS;
 }
 
-clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, const clattn_tuning *caller)
+/* Stores the caller's parameters for the descriptor's class: for `given` (which must serve the
+ * descriptor) and as the class's preferred family, or, with given NULL, for the family a plan of
+ * the descriptor uses. In the context at once, in the user's file when the disk cache is on. */
+static clattn_status store(clattn_context *ctx, const clattn_desc *desc, const clattn_tuning *caller,
+                           const clattn_family *given)
 {
-    if (!ctx) return CLATTN_INVALID_ARGUMENT;
     if (!desc || !caller) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "desc and tuning must not be NULL");
     clattn_shape s;
     char msg[512];
@@ -211,17 +214,24 @@ clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, 
     clattn_tuning copy;
     if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_tuning", msg, sizeof msg)))
         return clattn__fail(ctx, st, "%s", msg);
-    const clattn_tuning *tuning = &copy;
-    /* stored for the family a plan of this descriptor uses */
-    const clattn_family *family = clattn__tuning_pick_family(ctx, &s, msg, sizeof msg);
-    if (!family) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no kernel family serves this descriptor: %s", msg);
-    if (!family->valid(&ctx->info, tuning, msg, sizeof msg)) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
+    const clattn_family *family = given;
+    if (given && !given->serves(&ctx->info, &s, msg, sizeof msg))
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "the %s family does not serve this descriptor: %s", given->name, msg);
+    if (!given && !(family = clattn__tuning_pick_family(ctx, &s, msg, sizeof msg)))
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "no kernel family serves this descriptor: %s", msg);
+    if (!family->valid(&ctx->info, &copy, msg, sizeof msg)) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
     pthread_mutex_lock(&ctx->lock);
-    st = put(ctx, family->id, clattn__tuning_class(&s), tuning, false) ? CLATTN_SUCCESS : CLATTN_OUT_OF_HOST_MEMORY;
+    st = put(ctx, family->id, clattn__tuning_class(&s), &copy, given != NULL) ? CLATTN_SUCCESS
+                                                                             : CLATTN_OUT_OF_HOST_MEMORY;
     pthread_mutex_unlock(&ctx->lock);
     if (st) return clattn__fail(ctx, st, "out of host memory for a tuning entry");
     if (!ctx->tuning_path[0]) return CLATTN_SUCCESS;
     return write_file(ctx);
+}
+
+clattn_status clattn_tuning_store(clattn_context *ctx, const clattn_desc *desc, const clattn_tuning *caller)
+{
+    return ctx ? store(ctx, desc, caller, NULL) : CLATTN_INVALID_ARGUMENT;
 }
 
 const char *clattn_tuning_file(const clattn_context *ctx) { return ctx ? ctx->tuning_path : ""; }
@@ -230,25 +240,9 @@ clattn_status clattn_tuning_store_preferred(clattn_context *ctx, const clattn_de
                                             const clattn_tuning *caller)
 {
     if (!ctx) return CLATTN_INVALID_ARGUMENT;
-    if (!desc || !caller) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "desc and tuning must not be NULL");
     const clattn_family *fam = clattn__family_by_id(family);
     if (!fam) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "kernel family %d is not one of clattn's", (int)family);
-    clattn_shape s;
-    char msg[512];
-    clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
-    if (st) return clattn__fail(ctx, st, "%s", msg);
-    clattn_tuning copy;
-    if ((st = clattn__struct_in(&copy, sizeof copy, caller, "clattn_tuning", msg, sizeof msg)))
-        return clattn__fail(ctx, st, "%s", msg);
-    if (!fam->serves(&ctx->info, &s, msg, sizeof msg))
-        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "the %s family does not serve this descriptor: %s", fam->name, msg);
-    if (!fam->valid(&ctx->info, &copy, msg, sizeof msg)) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
-    pthread_mutex_lock(&ctx->lock);
-    st = put(ctx, fam->id, clattn__tuning_class(&s), &copy, true) ? CLATTN_SUCCESS : CLATTN_OUT_OF_HOST_MEMORY;
-    pthread_mutex_unlock(&ctx->lock);
-    if (st) return clattn__fail(ctx, st, "out of host memory for a tuning entry");
-    if (!ctx->tuning_path[0]) return CLATTN_SUCCESS;
-    return write_file(ctx);
+    return store(ctx, desc, caller, fam);
 }
 
 const clattn_family *clattn__tuning_pick_family(const clattn_context *ctx, const clattn_shape *s, char *why,
