@@ -78,9 +78,13 @@ static clattn_status check_paged(const clattn_desc *d, int heads_kv, int head_di
     if ((int64_t)d->seq_kv > (int64_t)d->page_size * d->pages_per_seq)
         FAIL(CLATTN_INVALID_SHAPE, "seq_kv (%d) exceeds what a block table row addresses (pages_per_seq %d x "
              "page_size %d)", d->seq_kv, d->pages_per_seq, d->page_size);
-    if ((int64_t)d->num_pages * d->page_size > INT32_MAX / 2 ||
-        (int64_t)d->num_pages * d->page_size * heads_kv * (d->head_dim > head_dim_v ? d->head_dim : head_dim_v) >
-            INT64_MAX / 8)
+    /* keys x heads x dims as elements of 8 bytes at most, each product checked (a fuzzer found
+       the unchecked chain overflowing: tests/fuzz/regressions/desc-paged-cache-size-overflow) */
+    const int64_t keys = (int64_t)d->num_pages * d->page_size;
+    int64_t elems;
+    if (keys > INT32_MAX / 2 || __builtin_mul_overflow(keys, (int64_t)heads_kv, &elems) ||
+        __builtin_mul_overflow(elems, (int64_t)(d->head_dim > head_dim_v ? d->head_dim : head_dim_v), &elems) ||
+        elems > INT64_MAX / 8)
         FAIL(CLATTN_SIZE_OVERFLOW, "a cache of %d pages of %d keys is too large", d->num_pages, d->page_size);
     if (!d->has_seqused_k)
         FAIL(CLATTN_INVALID_ARGUMENT, "a paged cache needs seqused_k (each sequence's cached length)");
