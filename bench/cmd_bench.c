@@ -149,15 +149,16 @@ static void print_paged(const bench_report *rep)
         bench_case_name(&p->c, shape, sizeof shape);
         if (!isnan(p->dense_ms)) {
             snprintf(dense_ms, sizeof dense_ms, "%.3f", p->dense_ms);
-            snprintf(share, sizeof share, "%.1f%%", 100.0 * p->dense_ms / p->ms_median);
+            snprintf(share, sizeof share, "%.1f%%", 100.0 * p->dense_share);
         }
         if (dense) snprintf(row_share, sizeof row_share, "%.1f%%", 100.0 * p->gbs / dense->gbs);
         printf("%-4d %-28s %-8s %10.3f %10s %10.2f %10s %13s\n", p->c.id, shape, bench_algo_name(p->algo),
                p->ms_median, dense_ms, p->gbs, share, row_share);
     }
     if (header)
-        printf("(dense ms: the dense call timed in alternation with the paged one, sample for sample; of dense "
-               "row: against the dense case's own row of this run)\n");
+        printf("(dense ms: the dense call timed in alternation with the paged one, sample for sample; of dense: "
+               "the median over those pairs of dense / paged time; of dense row: against the dense case's own "
+               "row of this run)\n");
 }
 
 int cmd_bench(int argc, char **argv)

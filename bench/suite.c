@@ -333,10 +333,11 @@ done:
 
 /* The paged call's dense twin: the same shape on dense BHSD q, k, v (random), timed in
  * alternation with it, sample for sample, so that drift on a shared machine moves both alike.
- * Returns the dense call's median ms per call, NaN when it could not run. */
+ * Returns the dense call's median ms per call, NaN when it could not run; *share: the median
+ * of the pairs' dense / paged time. */
 static double dense_twin(clattn_context *ctx, const bench_case *c, bench_algo algo, const bench_opts *opts,
                          const clattn_plan *paged, cl_command_queue queue, const clattn_buffers *paged_bf,
-                         int k_calls, double *paged_samples, int *paged_ns)
+                         int k_calls, double *paged_samples, int *paged_ns, double *share)
 {
     clattn_desc d = bench_desc(c, opts->dtype, algo);
     d.num_splits = opts->num_splits;
@@ -346,8 +347,9 @@ static double dense_twin(clattn_context *ctx, const bench_case *c, bench_algo al
     cl_context cl = clattn_context_cl_context(ctx);
     cl_mem mem[4] = {0};
     clattn_plan *plan = NULL;
-    double result = NAN, dense[64];
+    double result = NAN, dense[64], ratio[64];
     int nd = 0;
+    *share = NAN;
     cl_int e = clattn_plan_create_tuned(ctx, &d, opts->tuning, &plan);
     const cl_uchar byte = 0x3c; /* 0x3c3c3c3c: about 0.011 in f32, finite in every storage type */
     for (int i = 0; i < 4 && !e; i++) mem[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE, bytes[i], NULL, &e);
@@ -370,6 +372,9 @@ static double dense_twin(clattn_context *ctx, const bench_case *c, bench_algo al
         }
     }
     if (!e && nd) {
+        for (int i = 0; i < nd; i++) ratio[i] = dense[i] / paged_samples[i];
+        qsort(ratio, (size_t)nd, sizeof ratio[0], cli_cmp_double);
+        *share = cli_median(ratio, nd);
         qsort(dense, (size_t)nd, sizeof dense[0], cli_cmp_double);
         result = cli_median(dense, nd);
     }
@@ -507,7 +512,7 @@ static void run_paged(clattn_context *ctx, const device_peak *peak, const bench_
     int np = 0;
     const bench_opts half = {.budget_ms = opts->budget_ms / 2, .dtype = dt, .num_splits = opts->num_splits,
                              .tuning = opts->tuning};
-    row->dense_ms = dense_twin(ctx, c, algo, &half, plan, queue, &bf, k_calls, paired, &np);
+    row->dense_ms = dense_twin(ctx, c, algo, &half, plan, queue, &bf, k_calls, paired, &np, &row->dense_share);
     if (np >= 3) {
         memcpy(samples, paired, sizeof(double) * (size_t)np);
         ns = np;
@@ -537,7 +542,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     row->dtype = dt;
     row->algo = algo;
     row->seed = 0x5eed0000ull + (uint64_t)c->id;
-    row->rel_l2 = row->max_abs = row->dense_ms = NAN;
+    row->rel_l2 = row->max_abs = row->dense_ms = row->dense_share = NAN;
     snprintf(row->status, sizeof row->status, "error");
     clattn_desc d = bench_desc(c, dt, algo);
     d.num_splits = opts->num_splits;

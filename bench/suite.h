@@ -58,6 +58,8 @@ typedef struct bench_row {
     double ms_median, ms_min, ms_max; /* per call */
     double dense_ms;   /* paged rows: the same call on a dense cache, timed in alternation with
                           the paged one (median per call; NaN for other rows) */
+    double dense_share; /* paged rows: the median over the alternated pairs of dense / paged
+                           time (a burst of load on a shared machine moves one pair, not the median) */
     int samples, calls_per_sample;
     double gflops, pct_flops, gbs, pct_bw;
     double mem_bytes;  /* device memory the call uses: tensors + scratch */

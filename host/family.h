@@ -15,8 +15,8 @@ typedef struct clattn_fwd_fit {
     size_t local_size;    /* work-group size along dim 0; 0: the runtime chooses */
     bool group_per_block; /* a work-group per block of rows (else a work-item) */
     bool kt_capable;      /* the kernel can read K transposed to f32 (KT=1) for this variant */
-    bool heads_together;  /* a paged cache: a work-group of the KV heads of one block of rows,
-                             advancing block by block (HEADS_TOGETHER; launch (1, Hkv, 1)) */
+    int heads_per_item;   /* KV heads per work-item (rows family, HG; others 1): a paged cache
+                             on a CPU reads a token's heads side by side */
 } clattn_fwd_fit;
 
 /* A family's backward variant for one shape: its two kernels' geometry. */

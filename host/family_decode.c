@@ -76,7 +76,7 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->local_size = (size_t)(rp * bn);
     f->group_per_block = true;
     f->kt_capable = false;
-    f->heads_together = false;
+    f->heads_per_item = 1;
 }
 
 const clattn_family clattn__family_decode = {

@@ -75,7 +75,7 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->local_size = (size_t)bm * 2; /* 32 work-items per 16 rows */
     f->group_per_block = true;
     f->kt_capable = false;
-    f->heads_together = false;
+    f->heads_per_item = 1;
 }
 
 /* Inline PTX where NVIDIA's tensor cores take f16 and bf16 m16n8k16 (sm_80 and later), unless

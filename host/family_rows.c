@@ -33,22 +33,38 @@ static bool serves(const clattn_device_info *dev, const clattn_shape *s, char *w
 /* PoCL keeps each work-item's register tile on its worker's stack: bound a work-group's
  * private arrays (256x8 groups once overflowed it at d=128: a segfault). */
 #define PRIVATE_BUDGET ((size_t)256 * 1024)
-static void bound_private(int d, int dv, int *bm, size_t *wg)
+static void bound_private(int d, int dv, int *bm, size_t *wg, int hg)
 {
-    const size_t budget = PRIVATE_BUDGET;
-    while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *wg > 1) *wg /= 2;
-    while ((size_t)*bm * (size_t)(2 * d + dv) * 4 * *wg > budget && *bm > 1) *bm /= 2;
+    const size_t budget = PRIVATE_BUDGET, row = (size_t)hg * (size_t)(2 * d + dv) * 4;
+    while ((size_t)*bm * row * *wg > budget && *wg > 1) *wg /= 2;
+    while ((size_t)*bm * row * *wg > budget && *bm > 1) *bm /= 2;
 }
 
-/* One work-item owns `rows` rows and streams keys `keys` at a time with vw-wide vectors. The
- * kernel has no barriers, so the group size only matters to the runtime (explicit: PoCL once
- * picked 256x8 groups whose private arrays overflowed its stack). */
+/* A decode on a paged cache on a CPU, pages of at least a block of keys: up to 8 KV heads per
+ * work-item (a divisor of Hkv), so that a token's heads, side by side in the cache, are read
+ * one after the other. One head's rows a token apart lost the CPU's prefetchers at every page
+ * in random order (bench/NOTES.md change 16). Smaller pages keep one head and prefetch each
+ * block; a prefill keeps one head (its work is the arithmetic, and HG > 1 keeps the rows'
+ * state in memory rather than registers). */
+static int heads_per_item(const clattn_device_info *dev, const clattn_shape *s, int keys)
+{
+    if (!s->paged || !(dev->type & CL_DEVICE_TYPE_CPU) || s->page_size < keys || s->seq_q > CLATTN_DECODE_MAX_ROWS)
+        return 1;
+    int hg = s->heads_kv < 8 ? s->heads_kv : 8;
+    while (s->heads_kv % hg) hg--;
+    return hg;
+}
+
+/* One work-item owns `rows` rows (of each of its KV heads) and streams keys `keys` at a time
+ * with vw-wide vectors. The kernel has no barriers, so the group size only matters to the
+ * runtime (explicit: PoCL once picked 256x8 groups whose private arrays overflowed its stack). */
 static void choose(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t, clattn_fwd_fit *f)
 {
     const int d = s->head_dim, dv = s->head_dim_v;
+    const int hg = heads_per_item(dev, s, t->keys);
     int bm = t->rows;
     size_t wg = (size_t)t->group_size;
-    bound_private(d, dv, &bm, &wg);
+    bound_private(d, dv, &bm, &wg, hg);
     f->rows = bm;
     f->keys = t->keys;
     f->vector_width = clattn__vector_width(d, dv, t->vector_width);
@@ -57,11 +73,18 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->group_per_block = false;
     /* 16-key score vectors of the plain formula (the optional terms are per score) */
     f->kt_capable = t->keys == 16 && d <= 128 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
-    /* A paged cache on a CPU: the KV heads of a block of rows in one work-group, so that PoCL
-     * reads a page's heads (side by side in memory) block by block together (bench/NOTES.md
-     * change 11); the group's private arrays within the same budget */
-    f->heads_together = s->paged && (dev->type & CL_DEVICE_TYPE_CPU) && (size_t)s->heads_kv <= dev->max_wg_size &&
-                        (size_t)s->heads_kv * (size_t)bm * (size_t)(2 * d + dv) * 4 <= PRIVATE_BUDGET;
+    f->heads_per_item = hg;
+}
+
+/* A decode on a CPU streams the keys: software pipelining of the stream (PIPELINE: each key's
+ * V row requested with its scores, the next block's K rows with the values; a prefill, which
+ * reads K and V from cache, ran 15% slower with it). A paged cache with pages smaller than a
+ * block: each block's rows requested at once (PREFETCH). bench/NOTES.md changes 11 and 16. */
+static void fwd_options(const clattn_device_info *dev, const clattn_shape *s, char *out, size_t out_size)
+{
+    const bool cpu = dev->type & CL_DEVICE_TYPE_CPU;
+    const bool stream = cpu && s->seq_q <= CLATTN_DECODE_MAX_ROWS;
+    clattn__format(out, out_size, "%s%s", stream ? "-D PIPELINE=1" : "", cpu && s->paged ? " -D PREFETCH=1" : "");
 }
 
 /* Both backward kernels put 16 of their own items in the lanes of float16 vectors (dK/dV: 16
@@ -98,6 +121,7 @@ const clattn_family clattn__family_rows = {
     .valid = valid,
     .serves = serves,
     .choose = choose,
+    .fwd_options = fwd_options,
     .bwd_file = "bwd_rows",
     .bwd_kv_function = "clattn_bwd_kv_rows",
     .bwd_q_function = "clattn_bwd_q_rows",

@@ -70,7 +70,7 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->local_size = (size_t)(bm / 4) * (size_t)(bn / 4);
     f->group_per_block = true;
     f->kt_capable = false;
-    f->heads_together = false;
+    f->heads_per_item = 1;
 }
 
 const clattn_family clattn__family_rtile = {

@@ -52,7 +52,7 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->local_size = (size_t)(bm * tpr);
     f->group_per_block = true;
     f->kt_capable = false;
-    f->heads_together = false; /* its work-group already holds a block of rows */
+    f->heads_per_item = 1;
 }
 
 /* dK/dV: BN keys per work-group (one work-item each), query tiles of BM rows in local memory;

@@ -21,7 +21,7 @@ typedef struct fused {
     clattn_fwd_fit fit;
     int nsplit, split_len; /* key splits and keys per split (a multiple of the key block) */
     bool kt;               /* K transposed to f32 in scratch first */
-    bool heads_together;   /* paged decode on a CPU: a work-group of the KV heads (HEADS_TOGETHER) */
+    int hg;                /* KV heads per work-item (the family's heads_per_item) */
     long kt_ld;            /* its row length: the keys and 16 zero columns */
     size_t rows_total;     /* output rows (shape.h) */
     size_t q_rot;          /* rotary: q's rotated copy, at this element of scratch (after the partials) */
@@ -62,12 +62,12 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
  * compute unit (tuned per device); each split keeps at least 256 keys, so the combine stays
  * cheap next to the streaming, and the partials stay under CLATTN_SPLIT_PARTIALS_MAX. */
 static int choose_splits(const clattn_context *ctx, const clattn_shape *s, size_t rows_total, int rows_per_unit,
-                         int units_per_cu)
+                         int units_per_cu, int hg)
 {
     const int max_by_keys = s->seq_kv / 256 > 1 ? s->seq_kv / 256 : 1;
     if (s->num_splits) return s->num_splits < s->seq_kv ? s->num_splits : s->seq_kv; /* manual */
     const long rows = (long)s->group * s->seq_q;
-    const long units = (rows + rows_per_unit - 1) / rows_per_unit * s->heads_kv * s->batch;
+    const long units = (rows + rows_per_unit - 1) / rows_per_unit * (s->heads_kv / hg) * s->batch;
     /* On PoCL (2 threads) case 21 of the bench took 22.1 ms unsplit and 15.4-16.5 ms with 2-8
      * splits; on the H100 the tiles kernel at B=1, H=8, N=2048 ran 256 work-groups on 132
      * units, its time set by the longest group's 2048 keys. */
@@ -163,7 +163,8 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     p->tuning.threads_per_row = fit->threads_per_row;
 
     f->rows_total = clattn__rows_total(s);
-    f->nsplit = choose_splits(ctx, s, f->rows_total, fit->rows, t.split_units);
+    f->hg = fit->heads_per_item;
+    f->nsplit = choose_splits(ctx, s, f->rows_total, fit->rows, t.split_units, f->hg);
     if (f->nsplit > 1) {
         const int per = (s->seq_kv + f->nsplit - 1) / f->nsplit;
         f->split_len = (per + fit->keys - 1) / fit->keys * fit->keys;
@@ -182,26 +183,23 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     clattn_kernel_spec *k = &f->fwd_spec;
     k->file = f->family->fwd_file;
     k->function = f->family->fwd_function;
-    k->local_size = f->heads_together ? 0 : fit->local_size; /* (1, Hkv, 1): set at the launch */
+    k->local_size = fit->local_size;
     char params[256], own[64] = "", own_name[64] = ""; /* the family's own options; in the name without "-D " */
     if (f->family->fwd_options) f->family->fwd_options(&ctx->info, s, own, sizeof own);
     for (size_t i = 0, n = 0; own[i] && n + 1 < sizeof own_name; i++)
         if (strncmp(own + i, "-D ", 3)) own_name[n++] = own[i];
         else i += 2;
-    /* CPUs reading a paged cache: prefetch hints for each block's rows; and the family's choice of
-     * a work-group of KV heads (family.h) */
-    const bool prefetch = s->paged && (ctx->info.type & CL_DEVICE_TYPE_CPU);
-    f->heads_together = fit->heads_together;
+    /* the family's KV heads per work-item (family.h) */
+    char hg[16] = "";
+    if (f->hg > 1) clattn__format(hg, sizeof hg, " -D HG=%d", f->hg);
     clattn__format(params, sizeof params, "-cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d "
                    "-D SPLIT=%d -D KT=%d%s%s%s", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
-                   split, f->kt, own[0] ? " " : "", own, prefetch ? (f->heads_together ? " -D PREFETCH=1 -D HEADS_TOGETHER=1" : " -D PREFETCH=1")
-                                          : "");
+                   split, f->kt, own[0] ? " " : "", own, hg);
     clattn__kernel_options(k, params, &sw);
     clattn__format(k->name, sizeof k->name, "%s D=%d DV=%d VW=%d BM=%d BN=%d TPR=%d WG=%zu%s%s%s%s %s splits=%d",
                    f->family->name, d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
-                   f->heads_together ? (size_t)s->heads_kv : fit->local_size, f->kt ? " KT" : "",
-                   f->heads_together ? " heads-together" : "", own_name[0] ? " " : "", own_name, dtype_name(s->dtype),
-                   f->nsplit);
+                   fit->local_size, f->kt ? " KT" : "", hg[0] ? hg + 3 : "", own_name[0] ? " " : "", own_name,
+                   dtype_name(s->dtype), f->nsplit);
     clattn__format(p->variant, sizeof p->variant, "%s", k->name);
     clattn_args count = {0};
     const clattn_buffers none = {0};
@@ -318,15 +316,10 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     /* a work-group per block; or a work-item per block, padded to whole groups (the kernel
      * returns for blocks past the end) */
     const size_t g0 = f->fit.group_per_block ? blocks * wg : wg ? (blocks + wg - 1) / wg * wg : blocks;
-    size_t global[3] = {g0, (size_t)s->heads_kv, (size_t)s->batch};
+    size_t global[3] = {g0, (size_t)s->heads_kv / f->hg, (size_t)s->batch};
     size_t local[3] = {wg, 1, 1};
-    if (f->heads_together) { /* a work-item per block of rows, the KV heads in one work-group */
-        global[0] = blocks;
-        local[0] = 1;
-        local[1] = (size_t)s->heads_kv;
-    }
     cl_event fwd = NULL;
-    cl_int e = clattn__enqueue(p->ctx, l->queue, f->fwd, 3, global, wg || f->heads_together ? local : NULL,
+    cl_int e = clattn__enqueue(p->ctx, l->queue, f->fwd, 3, global, wg ? local : NULL,
                                num_wait, wait, split ? &fwd : l->event);
     if (tr) clReleaseEvent(tr);
     if (e) return clattn__fail(p->ctx, e, "clEnqueueNDRangeKernel failed (%d) for %s", e, p->variant);

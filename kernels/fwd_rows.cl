@@ -9,12 +9,17 @@
  *   VW  vector width (divides D and DV)
  *   BM  packed rows per work-item  BN  keys per block (one rescale per block)
  *   PREFETCH  request a paged block's rows before reading them (CPU devices, small pages)
- *   HEADS_TOGETHER  a barrier after each block of keys; the work-group is (1, Hkv, 1), so the
- *       KV heads of one block of rows advance block by block together (a paged cache keeps a
- *       token's heads side by side: bench/NOTES.md change 11)
+ *   PIPELINE  software pipelining of the key stream (the host sets it for a decode on a CPU):
+ *       each key's V row is requested while its scores are computed, and the next block's K
+ *       row of the same rank while the values are summed, so that the loads find their lines
+ *       arriving, dense cache or pages in any order (bench/NOTES.md change 16)
+ *   HG  KV heads per work-item (default 1): the BM rows of each of HG consecutive KV heads, a
+ *       key's HG rows read one after the other. The host sets it for a paged cache on a CPU,
+ *       where a token's heads lie side by side and the pages come in any order: one head's rows
+ *       a token apart lose the hardware prefetchers at every page (bench/NOTES.md change 16).
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
- * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv, B). Scores are kept in the log2 domain: q is
+ * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv / HG, B). Scores are kept in the log2 domain: q is
  * pre-scaled by scale * log2(e) so that exp2 serves. Masked scores are -INFINITY and a row's
  * state is only rescaled once it has a finite maximum, so an empty row never computes
  * (-inf) - (-inf): build without -cl-finite-math-only. A sink starts a row's state as one
@@ -37,10 +42,18 @@
 #ifndef PREFETCH
 #define PREFETCH 0
 #endif
-#ifndef HEADS_TOGETHER
-#define HEADS_TOGETHER 0
+#if !defined(PIPELINE) || !defined(__clang__) /* prefetches: __builtin_prefetch */
+#undef PIPELINE
+#define PIPELINE 0
 #endif
-#define KVEC (BN == 16 && (D <= 64 || KT) && !SOFTCAP && !ALIBI && !MASK)
+#ifndef HG
+#define HG 1
+#endif
+#define R (HG * BM) /* rows per work-item: BM packed rows of each of HG KV heads */
+#if KT && HG > 1
+#error "KT reads one KV head's transposed keys"
+#endif
+#define KVEC (HG == 1 && BN == 16 && (D <= 64 || KT) && !SOFTCAP && !ALIBI && !MASK)
 
 inline float hsum16(float16 a)
 {
@@ -59,9 +72,28 @@ inline float hmax16(float16 a)
     return any(isnan(a)) ? NAN : fmax(b.s0, b.s1);
 }
 
+#if PAGED
+/* The cache rows of keys j0 .. j0 + BN - 1 (row 0 and ok 0 for a key at or past jend or on a
+ * page outside the cache; ok -1 otherwise): one division per block and one table entry per page
+ * it touches (a division per key made a page-256 decode 1.15-1.2x slower, bench/NOTES.md). */
+inline void block_rows(__global const int *table, int j0, int jend, int page_size, int num_pages, long *row, int *ok)
+{
+    int at = j0 / page_size, r = j0 - at * page_size, page = j0 < jend ? table[at] : -1;
+    for (int jj = 0; jj < BN; jj++) {
+        const bool in = page >= 0 && page < num_pages && j0 + jj < jend;
+        ok[jj] = in ? -1 : 0;
+        row[jj] = in ? (long)page * page_size + r : 0L;
+        if (++r == page_size && j0 + jj + 1 < jend) { /* the next key opens the next page */
+            r = 0;
+            page = table[++at];
+        }
+    }
+}
+#endif
+
 __kernel void clattn_fwd_rows(FWD_ARGS)
 {
-    const int g = (int)get_global_id(1);
+    const int g = (int)get_global_id(1) * HG; /* the first of the work-item's KV heads */
     const int b = (int)get_global_id(2);
 #if SPLIT
     const int split = (int)get_global_id(0) % nsplit;
@@ -87,19 +119,19 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #endif
 #endif
 
-    VEC qv[BM][DQV];
-    VEC acc[BM][DVV];
+    VEC qv[R][DQV];
+    VEC acc[R][DVV];
 #if KVEC
     float qs[BM][D]; /* q as scalars, to broadcast one element against 16 keys */
 #endif
-    float m[BM], l[BM], slope[BM];
-    int lo[BM], hi[BM], hh[BM], ii[BM];
-    __global const float *mrow[BM];
+    float m[R], l[R], slope[R];
+    int lo[R], hi[R], hh[R], ii[R];
+    __global const float *mrow[R];
     int jbeg = sg.nk, jend = 0;
     #pragma unroll
-    for (int r = 0; r < BM; r++) {
-        const int p = min(r0 + r, rows - 1); /* tail rows repeat the last row, not stored */
-        const int h = g * group + p / sg.nq, i = p % sg.nq;
+    for (int r = 0; r < R; r++) {
+        const int p = min(r0 + r % BM, rows - 1); /* tail rows repeat the last row, not stored */
+        const int h = (g + r / BM) * group + p / sg.nq, i = p % sg.nq;
         hh[r] = h;
         ii[r] = i;
         __global const T *qr = q + sg.q_base + h * q_sh + i * q_ss;
@@ -136,44 +168,37 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #endif
 
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
-        float s[BM][BN];
-#if PAGED /* the block's keys' cache rows, once for K and V: one division per block and one
-             table entry per page it touches (a division per key made a page-256 decode
-             1.15-1.2x slower, bench/NOTES.md). A key on a page outside the cache, or past
-             jend, is masked and row 0 stands in for its address. */
+        float s[R][BN];
+#if PAGED /* the block's keys' cache rows, once for K and V (block_rows); a key on a page outside
+             the cache, or past jend, is masked and row 0 stands in for its address */
         long prow[BN];
         int pok[BN];
-        {
-            int at = j0 / page_size, r = j0 - at * page_size, page = table[at];
-            for (int jj = 0; jj < BN; jj++) {
-                const bool ok = page >= 0 && page < num_pages && j0 + jj < jend;
-                pok[jj] = ok ? -1 : 0;
-                prow[jj] = ok ? (long)page * page_size + r : 0L;
-                if (++r == page_size && j0 + jj + 1 < jend) { /* the next key opens the next page */
-                    r = 0;
-                    page = table[++at];
-                }
-            }
-#if PREFETCH && defined(__clang__)
-            /* CPUs, pages smaller than a block: every line of the block's rows requested at
-             * once, since keys on pages in random order defeat the hardware prefetchers and the
-             * loads below reach only a few keys ahead. Measured (bench/NOTES.md): page 1 decode
-             * 1.25x faster; with pages of a block or more it cost up to 10%, so they go without. */
-            if (page_size < BN)
-                for (int jj = 0; jj < BN; jj++) {
-                    for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(kb + prow[jj] * k_ss + c, 0, 3);
-                    for (int c = 0; c < DV; c += 64 / (int)sizeof(T))
-                        __builtin_prefetch(vb + prow[jj] * v_ss + c, 0, 3);
-                }
+        block_rows(table, j0, jend, page_size, num_pages, prow, pok);
+#if PIPELINE
+        long nrow[BN]; /* the next block's, for the prefetches below */
+        int nok[BN];
+        block_rows(table, j0 + BN, jend, page_size, num_pages, nrow, nok);
 #endif
-        }
+#if PREFETCH && defined(__clang__)
+        /* CPUs, pages smaller than a block: every line of the block's rows requested at once,
+         * since keys on pages in random order defeat the hardware prefetchers and the loads
+         * below reach only a few keys ahead. Measured (bench/NOTES.md): page 1 decode 1.25x
+         * faster; with pages of a block or more it cost up to 10%, so they go without. */
+        if (page_size < BN)
+            for (int jj = 0; jj < BN; jj++) {
+                for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(kb + prow[jj] * k_ss + c, 0, 3);
+                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(vb + prow[jj] * v_ss + c, 0, 3);
+            }
+#endif
 #define KEY_ROW(jj, j) (kb + prow[jj] * k_ss)
 #define VALUE_ROW(jj, j) (vb + prow[jj] * v_ss)
 #define KEY_OK(jj) (pok[jj] != 0)
+#define NEXT_KEY_ROW(jj) (nok[jj] ? kb + nrow[jj] * k_ss : 0)
 #else
 #define KEY_ROW(jj, j) (kb + (j) * k_ss)
 #define VALUE_ROW(jj, j) (vb + (j) * v_ss)
 #define KEY_OK(jj) 1
+#define NEXT_KEY_ROW(jj) (j0 + BN + (jj) < jend ? kb + (j0 + BN + (jj)) * k_ss : 0)
 #endif
 #if KVEC && KT
         float16 sv[BM];
@@ -214,24 +239,31 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #else
         for (int jj = 0; jj < BN; jj++) {
             const int j = min(j0 + jj, jend - 1);
-            __global const T *kr = KEY_ROW(jj, j);
-            VEC kv[DQV];
-            #pragma unroll
-            for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
-            #pragma unroll
-            for (int r = 0; r < BM; r++) {
-                VEC dot = qv[r][0] * kv[0];
+            /* HG > 1: a key's heads side by side in memory, read one after the other */
+            #pragma unroll 1
+            for (int hg = 0; hg < HG; hg++) {
+                __global const T *kr = KEY_ROW(jj, j) + hg * k_sh;
+#if PIPELINE /* this key's values, read after the block's scores */
+                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, j) + hg * v_sh + c, 0, 3);
+#endif
+                VEC kv[DQV];
                 #pragma unroll
-                for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
-                const int jn = j0 + jj;
-                s[r][jj] = (jn >= lo[r] && jn < hi[r] && jn < jend && KEY_OK(jj))
-                               ? logit(hsum(dot), ii[r], jn, sg.off, softcap_log2, slope[r], mrow[r])
-                               : -INFINITY;
+                for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
+                #pragma unroll
+                for (int r = hg * BM; r < hg * BM + BM; r++) {
+                    VEC dot = qv[r][0] * kv[0];
+                    #pragma unroll
+                    for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
+                    const int jn = j0 + jj;
+                    s[r][jj] = (jn >= lo[r] && jn < hi[r] && jn < jend && KEY_OK(jj))
+                                   ? logit(hsum(dot), ii[r], jn, sg.off, softcap_log2, slope[r], mrow[r])
+                                   : -INFINITY;
+                }
             }
         }
 #endif
         #pragma unroll
-        for (int r = 0; r < BM; r++) {
+        for (int r = 0; r < R; r++) {
 #if BN == 16
             const float mx = nan_max(m[r], hmax16(vload16(0, s[r])));
 #else
@@ -262,27 +294,33 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         }
         const int nb = min(BN, jend - j0);
         for (int jj = 0; jj < nb; jj++) {
-            __global const T *vr = VALUE_ROW(jj, j0 + jj);
-            VEC vv[DVV];
-            #pragma unroll
-            for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);
-            /* p = 0 (a masked key) skips the row: 0 * NaN would let garbage in a masked V row
-             * (an uninitialised KV cache past seqused_k) poison rows that never see it */
-            #pragma unroll
-            for (int r = 0; r < BM; r++)
-                if (s[r][jj] != 0.0f)
-                    #pragma unroll
-                    for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
-        }
-#if HEADS_TOGETHER /* a work-group holds the KV heads of one block of rows (host: paged decode on
-                      CPUs): PoCL runs them block by block, so a page's heads are read together */
-        barrier(CLK_GLOBAL_MEM_FENCE);
+            #pragma unroll 1
+            for (int hg = 0; hg < HG; hg++) {
+                __global const T *vr = VALUE_ROW(jj, j0 + jj) + hg * v_sh;
+#if PIPELINE /* the next block's key of the same rank, read after these values */
+                {
+                    __global const T *nk = NEXT_KEY_ROW(jj);
+                    if (nk)
+                        for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + hg * k_sh + c, 0, 3);
+                }
 #endif
+                VEC vv[DVV];
+                #pragma unroll
+                for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);
+                /* p = 0 (a masked key) skips the row: 0 * NaN would let garbage in a masked V row
+                 * (an uninitialised KV cache past seqused_k) poison rows that never see it */
+                #pragma unroll
+                for (int r = hg * BM; r < hg * BM + BM; r++)
+                    if (s[r][jj] != 0.0f)
+                        #pragma unroll
+                        for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
+            }
+        }
     }
 
     #pragma unroll
-    for (int r = 0; r < BM; r++) {
-        if (r0 + r >= rows) continue; /* tail rows repeat the last row: not stored */
+    for (int r = 0; r < R; r++) {
+        if (r0 + r % BM >= rows) continue; /* tail rows repeat the last row: not stored */
         const float inv = row_inv(l[r]), lse_r = row_lse(m[r], l[r]);
         const long id = row_id(b, hh[r], ii[r], hq, nq, total_q, &sg);
 #if SPLIT
