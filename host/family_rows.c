@@ -69,7 +69,10 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
     f->keys = t->keys;
     f->vector_width = clattn__vector_width(d, dv, t->vector_width);
     f->threads_per_row = 1;
-    f->local_size = wg;
+    /* HG > 1: a work-item per split and group of heads, few of them; PoCL runs a group's items
+     * one after another on one core, so groups of 4 left a core idle with 8 splits; alone, a
+     * page-16 decode took 7.0-8.5 ms against 8.8-9.5 (bench/NOTES.md change 16) */
+    f->local_size = hg > 1 ? 1 : wg;
     f->group_per_block = false;
     /* 16-key score vectors of the plain formula (the optional terms are per score) */
     f->kt_capable = t->keys == 16 && d <= 128 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
