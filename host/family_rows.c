@@ -40,16 +40,14 @@ static void bound_private(int d, int dv, int *bm, size_t *wg, int hg)
     while ((size_t)*bm * row * *wg > budget && *bm > 1) *bm /= 2;
 }
 
-/* A decode on a paged cache on a CPU, pages of at least a block of keys: up to 8 KV heads per
- * work-item (a divisor of Hkv), so that a token's heads, side by side in the cache, are read
- * one after the other. One head's rows a token apart lost the CPU's prefetchers at every page
- * in random order (bench/NOTES.md change 16). Smaller pages keep one head and prefetch each
- * block; a prefill keeps one head (its work is the arithmetic, and HG > 1 keeps the rows'
- * state in memory rather than registers). */
-static int heads_per_item(const clattn_device_info *dev, const clattn_shape *s, int keys)
+/* A decode on a paged cache on a CPU: up to 8 KV heads per work-item (a divisor of Hkv), so
+ * that a token's heads, side by side in the cache, are read one after the other. One head's
+ * rows a token apart lost the CPU's prefetchers at every page in random order (bench/NOTES.md
+ * change 16). A prefill keeps one head: its work is the arithmetic, and HG > 1 keeps the rows'
+ * state in memory rather than registers. */
+static int heads_per_item(const clattn_device_info *dev, const clattn_shape *s)
 {
-    if (!s->paged || !(dev->type & CL_DEVICE_TYPE_CPU) || s->page_size < keys || s->seq_q > CLATTN_DECODE_MAX_ROWS)
-        return 1;
+    if (!s->paged || !(dev->type & CL_DEVICE_TYPE_CPU) || s->seq_q > CLATTN_DECODE_MAX_ROWS) return 1;
     int hg = s->heads_kv < 8 ? s->heads_kv : 8;
     while (s->heads_kv % hg) hg--;
     return hg;
@@ -61,7 +59,7 @@ static int heads_per_item(const clattn_device_info *dev, const clattn_shape *s, 
 static void choose(const clattn_device_info *dev, const clattn_shape *s, const clattn_tuning *t, clattn_fwd_fit *f)
 {
     const int d = s->head_dim, dv = s->head_dim_v;
-    const int hg = heads_per_item(dev, s, t->keys);
+    const int hg = heads_per_item(dev, s);
     int bm = t->rows;
     size_t wg = (size_t)t->group_size;
     bound_private(d, dv, &bm, &wg, hg);

@@ -14,9 +14,10 @@
  *       row of the same rank while the values are summed, so that the loads find their lines
  *       arriving, dense cache or pages in any order (bench/NOTES.md change 16)
  *   HG  KV heads per work-item (default 1): the BM rows of each of HG consecutive KV heads, a
- *       key's HG rows read one after the other. The host sets it for a paged cache on a CPU,
- *       where a token's heads lie side by side and the pages come in any order: one head's rows
- *       a token apart lose the hardware prefetchers at every page (bench/NOTES.md change 16).
+ *       key's HG rows read one after the other. The host sets it for a decode on a paged cache
+ *       on a CPU, where a token's heads lie side by side and the pages come in any order: one
+ *       head's rows a token apart lose the hardware prefetchers at every page (bench/NOTES.md
+ *       change 16).
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv / HG, B). Scores are kept in the log2 domain: q is
