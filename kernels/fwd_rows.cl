@@ -214,6 +214,10 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #elif KVEC
         __global const T *kr[16];
         for (int jj = 0; jj < 16; jj++) kr[jj] = KEY_ROW(jj, min(j0 + jj, jend - 1));
+#if PIPELINE /* the block's values, read after its scores */
+        for (int jj = 0; jj < 16; jj++)
+            for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, min(j0 + jj, jend - 1)) + c, 0, 3);
+#endif
         float16 sv[BM];
         #pragma unroll
         for (int r = 0; r < BM; r++) sv[r] = (float16)(0.0f);
