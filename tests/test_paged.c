@@ -65,10 +65,11 @@ static paged_case cases[] = {
     {"read_page1_features", 3, 4, 2, 4, 30, 64, .page = 1, .extra_pages = 3, .alibi = 1, .sinks = 1, .softcap = 20.0f,
      .causal = 1},
     {"read_page64_d80", 3, 4, 4, 9, 150, 80, .page = 64, .extra_pages = 1},
-    /* several KV heads per work-item on a CPU (pages of a block or more): 12 KV heads, 6 a
-     * work-item, tail rows; and the optional terms per row of each head */
+    /* several KV heads per work-item in a CPU decode: 12 KV heads, 6 a work-item, tail rows,
+     * the optional terms per row of each head; and d = 256 (32 KB of q and o per work-item) */
     {"read_page16_hkv12_features", 2, 24, 12, 3, 70, 32, .page = 16, .extra_pages = 1, .alibi = 1, .sinks = 1,
      .softcap = 20.0f, .causal = 1},
+    {"decode_page16_d256_hkv4", 2, 8, 4, 1, 90, 256, .page = 16, .extra_pages = 1, .nnew = 1, .causal = 1},
     {"read_dv_differs", 3, 4, 2, 3, 45, 64, 32, .page = 8, .nnew = 3, .causal = 1},
     /* f16 and bf16 caches */
     {"f16_append_rotary", 3, 4, 2, 2, 80, 64, .page = 16, .extra_pages = 2, .nnew = 2, .rotary = 64, .causal = 1,
