@@ -21,7 +21,6 @@ typedef struct fused {
     clattn_fwd_fit fit;
     int nsplit, split_len; /* key splits and keys per split (a multiple of the key block) */
     bool kt;               /* K transposed to f32 in scratch first */
-    int hg;                /* KV heads per work-item (the family's heads_per_item) */
     long kt_ld;            /* its row length: the keys and 16 zero columns */
     size_t rows_total;     /* output rows (shape.h) */
     size_t q_rot;          /* rotary: q's rotated copy, at this element of scratch (after the partials) */
@@ -163,8 +162,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     p->tuning.threads_per_row = fit->threads_per_row;
 
     f->rows_total = clattn__rows_total(s);
-    f->hg = fit->heads_per_item;
-    f->nsplit = choose_splits(ctx, s, f->rows_total, fit->rows, t.split_units, f->hg);
+    f->nsplit = choose_splits(ctx, s, f->rows_total, fit->rows, t.split_units, fit->heads_per_item);
     if (f->nsplit > 1) {
         const int per = (s->seq_kv + f->nsplit - 1) / f->nsplit;
         f->split_len = (per + fit->keys - 1) / fit->keys * fit->keys;
@@ -191,7 +189,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
         else i += 2;
     /* the family's KV heads per work-item (family.h) */
     char hg[16] = "";
-    if (f->hg > 1) clattn__format(hg, sizeof hg, " -D HG=%d", f->hg);
+    if (fit->heads_per_item > 1) clattn__format(hg, sizeof hg, " -D HG=%d", fit->heads_per_item);
     clattn__format(params, sizeof params, "-cl-mad-enable -D D=%d -D DV=%d -D VW=%d -D BM=%d -D BN=%d -D TPR=%d "
                    "-D SPLIT=%d -D KT=%d%s%s%s", d, dv, fit->vector_width, fit->rows, fit->keys, fit->threads_per_row,
                    split, f->kt, own[0] ? " " : "", own, hg);
@@ -316,7 +314,7 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     /* a work-group per block; or a work-item per block, padded to whole groups (the kernel
      * returns for blocks past the end) */
     const size_t g0 = f->fit.group_per_block ? blocks * wg : wg ? (blocks + wg - 1) / wg * wg : blocks;
-    size_t global[3] = {g0, (size_t)s->heads_kv / f->hg, (size_t)s->batch};
+    size_t global[3] = {g0, (size_t)s->heads_kv / f->fit.heads_per_item, (size_t)s->batch};
     size_t local[3] = {wg, 1, 1};
     cl_event fwd = NULL;
     cl_int e = clattn__enqueue(p->ctx, l->queue, f->fwd, 3, global, wg ? local : NULL,

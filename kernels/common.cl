@@ -160,6 +160,11 @@ inline float row_lse(float m, float l) { return l > 0.0f || isnan(l) ? (m + log2
     __global const float *kt, long kt_ld, __global const int *block_table, int page_size,   \
     int pages_per_seq, int num_pages, int seq_new
 
+/* seq_setup for batch b from FWD_ARGS, the same in every forward kernel */
+#define FWD_SEQ_SETUP(b)                                                                                      \
+    seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss, o_ss, nq, nk, top_left, \
+              seqused_k, cu_q, cu_k, total_q, total_k, seq_new)
+
 /* The arguments of the backward kernels (dK/dV and dQ of every family), in one place. d_o is
  * laid out as o (its strides, offset do_off); dq, dk, dv as q, k, v. dvec holds D_i = d_o_i . o_i
  * per row, in lse's layout. */

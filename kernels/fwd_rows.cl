@@ -102,8 +102,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #else
     const int r0 = (int)get_global_id(0) * BM;
 #endif
-    const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
-                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k, seq_new);
+    const seq_geom sg = FWD_SEQ_SETUP(b);
 #if PAGED
     __global const int *table = block_table + (long)b * pages_per_seq;
 #endif

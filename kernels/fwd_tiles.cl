@@ -56,8 +56,7 @@ void clattn_fwd_tiles(FWD_ARGS)
     const int b = (int)get_global_id(2);
     const int2 blk = block_of_group(BM, nsplit);
     const int r0 = blk.x, split = blk.y;
-    const seq_geom sg = seq_setup(b, q_off, q_sb, k_off, k_sb, v_off, v_sb, o_off, o_sb, q_ss, k_ss, v_ss,
-                                  o_ss, nq, nk, top_left, seqused_k, cu_q, cu_k, total_q, total_k, seq_new);
+    const seq_geom sg = FWD_SEQ_SETUP(b);
 #if PAGED
     __global const int *table = block_table + (long)b * pages_per_seq;
 #endif
