@@ -21,7 +21,7 @@ typedef struct fused {
     clattn_fwd_fit fit;
     int nsplit, split_len; /* key splits and keys per split (a multiple of the key block) */
     bool kt;               /* K transposed to f32 in scratch first */
-    long kt_ld;            /* its row length: the keys and 16 zero columns */
+    long kt_ld;            /* its keys per KV head: the keys rounded up to a block of 16 */
     size_t rows_total;     /* output rows (shape.h) */
     size_t q_rot;          /* rotary: q's rotated copy, at this element of scratch (after the partials) */
     clattn_kernel_spec fwd_spec, combine_spec, transpose_spec, paged_spec[CLATTN_PAGED_KERNELS];
@@ -174,7 +174,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
      * scratch holds their partials); the transpose's 3rd dimension holds batch x KV heads. */
     f->kt = fit->kt_capable && s->seq_q > CLATTN_DECODE_MAX_ROWS && !split && !s->paged &&
             (long)(s->varlen ? 1 : s->batch) * s->heads_kv <= CLATTN_GRID_MAX;
-    f->kt_ld = f->kt ? (long)(s->varlen ? s->total_k : s->seq_kv) + 16 : 0;
+    f->kt_ld = f->kt ? ((long)(s->varlen ? s->total_k : s->seq_kv) + 15) / 16 * 16 : 0; /* whole blocks of 16 */
 
     const clattn_switches sw = clattn__switches(s);
     const int d = s->head_dim, dv = s->head_dim_v;

@@ -1,5 +1,5 @@
-/* K or V transposed to f32, dims x keys (kernels/convert.cl's clattn_transpose_k): the rows
- * family's forward reads K so. One spec and one argument setter serve
+/* K transposed to f32 in blocks of 16 keys x dims (kernels/convert.cl's clattn_transpose_k):
+ * the rows family's forward reads K so. One spec and one argument setter serve
  * every caller. */
 #ifndef CLATTN_TRANSPOSE_H
 #define CLATTN_TRANSPOSE_H
@@ -7,8 +7,8 @@
 #include "kernel.h"
 
 /* One transpose: a tensor of the shape's K or V layout into dst at dst_off (elements), each
- * (batch, KV head) -- or each KV head over all packed tokens -- as `dim` rows of `ld` keys
- * (the keys, then zero columns). */
+ * (batch, KV head) -- or each KV head over all packed tokens -- as `ld` keys (a multiple of 16:
+ * the keys, then zeros) in blocks of 16, each `dim` rows of 16 keys. */
 typedef struct clattn_transpose_call {
     cl_mem src;
     size_t src_off;

@@ -43,11 +43,12 @@ __kernel void clattn_narrow(__global const float *src, ulong src_off, __global T
     if (s < len) STORE1(src[src_off + ((long)bh * S + s) * Dm + d], dst + base + h * sh + s * ss + d);
 }
 
-/* The fused rows kernel's K, transposed to f32 (dims x keys) once per call, so that 16 keys'
- * values of one head dim are one vector load (they were 16 gathered scalars). Each (batch, KV
- * head), or each KV head over all packed tokens (varlen), gets D rows of `ld` keys; the 16
- * columns past the end are zero, so a 16-wide load never leaves the buffer.
- * NDRange: (ld, D, B * Hkv), or (ld, D, Hkv) with VARLEN. */
+/* The fused rows kernel's K, transposed to f32 once per call, so that 16 keys' values of one
+ * head dim are one vector load (they were 16 gathered scalars). Each (batch, KV head), or each KV
+ * head over all packed tokens (varlen), gets `ld` keys (a multiple of 16) in blocks of 16
+ * aligned keys, each block D rows of 16: a block's columns are one contiguous run of 64 D bytes,
+ * where rows of `ld` keys put each column on its own page (bench/NOTES.md change 17). Keys past
+ * the end are zero. NDRange: (ld, D, B * Hkv), or (ld, D, Hkv) with VARLEN. */
 __kernel void clattn_transpose_k(__global const T *k, ulong off, long sb, long sh, long ss, int Hkv, int Nk,
                                  __global float *kt, ulong kt_off, long ld)
 {
@@ -59,5 +60,6 @@ __kernel void clattn_transpose_k(__global const T *k, ulong off, long sb, long s
     const int b = bg / Hkv, g = bg % Hkv;
     const long src = (long)off + b * sb + g * sh + (long)j * ss + c;
 #endif
-    kt[kt_off + ((long)bg * get_global_size(1) + c) * ld + j] = j < Nk ? LOAD1(k + src) : 0.0f;
+    const long D = (long)get_global_size(1);
+    kt[kt_off + (long)bg * D * ld + ((long)(j / 16) * D + c) * 16 + j % 16] = j < Nk ? LOAD1(k + src) : 0.0f;
 }

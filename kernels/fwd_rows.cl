@@ -33,8 +33,9 @@
  * no horizontal sum per score; for the plain formula (the optional terms are per score).
  * Measured on PoCL, 1 thread (bench/NOTES.md): d=64 prefill 1.44x faster; d=128 no gain (each
  * horizontal sum already spans twice the FMAs, and the column gathers cost twice as much).
- * KT: the host transposed K to f32 (kt: dims x keys, row length kt_ld, zero-padded), so a
- * column of 16 keys is one vector load instead of 16 gathered scalars. */
+ * KT: the host transposed K to f32 (kt: blocks of 16 aligned keys, each D rows of 16 keys; kt_ld
+ * keys, a multiple of 16, per KV head), so a column of 16 keys is one vector load instead of 16
+ * gathered scalars; the blocks then start on an aligned key (of the packed tokens with VARLEN). */
 #ifndef KT
 #define KT 0
 #endif
@@ -64,13 +65,16 @@ inline float hsum16(float16 a)
     return b.s0 + b.s1;
 }
 
-/* max of 16 lanes that keeps NaN (see nan_max) */
+/* Max of 16 lanes, a NaN lane counted as +inf: the row then ends NaN as nan_max would make it
+ * (exp2(NaN - inf) is NaN in l), where `any(isnan(a))` compiled to a chain of 16 scalar tests
+ * and branches, and fmax to a NaN fix-up per step (bench/NOTES.md change 17). */
 inline float hmax16(float16 a)
 {
-    float8 d = fmax(a.lo, a.hi);
-    float4 c = fmax(d.lo, d.hi);
-    float2 b = fmax(c.lo, c.hi);
-    return any(isnan(a)) ? NAN : fmax(b.s0, b.s1);
+    a = select(a, (float16)(INFINITY), isnan(a));
+    float8 d = max(a.lo, a.hi);
+    float4 c = max(d.lo, d.hi);
+    float2 b = max(c.lo, c.hi);
+    return max(b.s0, b.s1);
 }
 
 #if PAGED
@@ -111,9 +115,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 
     __global const T *kb = k + sg.k_base + g * k_sh;
     __global const T *vb = v + sg.v_base + g * v_sh;
-#if KT /* this (batch, KV head)'s transposed keys; packed sequences start at their first token */
+#if KT /* this (batch, KV head)'s transposed keys; packed sequences: all tokens of the KV head */
 #if VARLEN
-    __global const float *ktb = kt + (long)g * D * kt_ld + sg.k_tok0;
+    __global const float *ktb = kt + (long)g * D * kt_ld;
 #else
     __global const float *ktb = kt + (long)(b * (hq / group) + g) * D * kt_ld;
 #endif
@@ -125,6 +129,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     float qs[BM][D]; /* q as scalars, to broadcast one element against 16 keys */
 #endif
     float m[R], l[R], slope[R];
+#if BN == 16 /* the row sums by lane, added up at the end: no horizontal sum per block */
+    float16 lv[R];
+#endif
     int lo[R], hi[R], hh[R], ii[R];
     __global const float *mrow[R];
     int jbeg = sg.nk, jend = 0;
@@ -149,6 +156,10 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         m[r] = -INFINITY;
         l[r] = 0.0f;
 #endif
+#if BN == 16
+        lv[r] = (float16)(0.0f);
+        lv[r].s0 = l[r];
+#endif
         slope[r] = 0.0f;
 #if ALIBI
         slope[r] = alibi[h] * LOG2E;
@@ -167,6 +178,10 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     jend = min(jend, (split + 1) * split_len);
 #endif
 
+#if KT /* blocks start on a multiple of 16 tokens (kt's blocks); keys before jbeg are masked
+          below, and one before the sequence's first token (VARLEN) is still a token of K */
+    jbeg = ((sg.k_tok0 + jbeg) & ~15) - sg.k_tok0;
+#endif
     for (int j0 = jbeg; j0 < jend; j0 += BN) {
         float s[R][BN];
 #if PAGED /* the block's keys' cache rows, once for K and V (block_rows); a key on a page outside
@@ -201,15 +216,27 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #define NEXT_KEY_ROW(jj) (j0 + BN + (jj) < jend ? kb + (j0 + BN + (jj)) * k_ss : 0)
 #endif
 #if KVEC && KT
-        float16 sv[BM];
+        /* two accumulators per row (even and odd dims): BM chains of dependent FMAs alone keep
+         * a core with two FMA pipes of latency 4 half busy (bench/NOTES.md change 17) */
+        float16 sv[BM], sw[BM];
         #pragma unroll
-        for (int r = 0; r < BM; r++) sv[r] = (float16)(0.0f);
-        __global const float *kc0 = ktb + j0;
-        for (int c = 0; c < D; c++) {
-            const float16 kc = vload16(0, kc0 + c * kt_ld);
+        for (int r = 0; r < BM; r++) sv[r] = sw[r] = (float16)(0.0f);
+        __global const float *kc0 = ktb + (long)(sg.k_tok0 + j0) * D; /* this block's D rows of 16 */
+        for (int c = 0; c + 1 < D; c += 2) {
+            const float16 kc = vload16(0, kc0 + c * 16), kd = vload16(0, kc0 + (c + 1) * 16);
             #pragma unroll
-            for (int r = 0; r < BM; r++) sv[r] = fma((float16)(qs[r][c]), kc, sv[r]);
+            for (int r = 0; r < BM; r++) {
+                sv[r] = fma((float16)(qs[r][c]), kc, sv[r]);
+                sw[r] = fma((float16)(qs[r][c + 1]), kd, sw[r]);
+            }
         }
+        if (D & 1) {
+            const float16 kc = vload16(0, kc0 + (D - 1) * 16);
+            #pragma unroll
+            for (int r = 0; r < BM; r++) sv[r] = fma((float16)(qs[r][D - 1]), kc, sv[r]);
+        }
+        #pragma unroll
+        for (int r = 0; r < BM; r++) sv[r] += sw[r];
 #elif KVEC
         __global const T *kr[16];
         for (int jj = 0; jj < 16; jj++) kr[jj] = KEY_ROW(jj, min(j0 + jj, jend - 1));
@@ -280,14 +307,18 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
             }
             if (mx > m[r]) { /* rescale only when the running max grows */
                 const float alpha = exp2(m[r] - mx);
+#if BN == 16
+                lv[r] *= alpha;
+#else
                 l[r] *= alpha;
+#endif
                 #pragma unroll
                 for (int t = 0; t < DVV; t++) acc[r][t] *= alpha;
                 m[r] = mx;
             }
 #if BN == 16 /* one vector exp2 for 16 scores */
             const float16 pv = exp2(vload16(0, s[r]) - (float16)(mx));
-            l[r] += hsum16(pv);
+            lv[r] += pv;
             vstore16(pv, 0, s[r]);
 #else
             for (int jj = 0; jj < BN; jj++) {
@@ -325,6 +356,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     #pragma unroll
     for (int r = 0; r < R; r++) {
         if (r0 + r % BM >= rows) continue; /* tail rows repeat the last row: not stored */
+#if BN == 16
+        l[r] = hsum16(lv[r]);
+#endif
         const float inv = row_inv(l[r]), lse_r = row_lse(m[r], l[r]);
         const long id = row_id(b, hh[r], ii[r], hq, nq, total_q, &sg);
 #if SPLIT
