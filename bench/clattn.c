@@ -187,7 +187,7 @@ static void usage(FILE *f)
             "                   correctness sweep against the CPU reference\n"
             "  bench [--device ID|all] [--cases LIST] [--quick] [--shape BxHqxHkvxNqxNkxD ...]\n"
             "        [--causal] [--dtype f32|f16|bf16] [--algo LIST] [--budget-ms MS] [--splits N] [--peers]\n"
-            "        [--json F] [--csv F] [--svg F] [--compare BASE.json] [--remeasure-peaks]\n"
+            "        [--json F] [--csv F] [--svg F] [--compare BASE.json] [--remeasure-peaks] [--keep-peaks]\n"
             "                   the numbered suite (or the shapes); fails when a row is wrong or none ran\n"
             "  tune [--device ID|all] [--classes LIST] [--quick] [--budget-ms MS] [--emit-c]\n"
             "       [--families LIST [--dtype f32|f16|bf16]]\n"

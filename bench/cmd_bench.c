@@ -80,7 +80,7 @@ static void record_arg(char *command, size_t size, const char *word)
 }
 
 enum {
-    OPT_CAUSAL = 256, OPT_QUICK, OPT_REMEASURE, OPT_PEERS, OPT_DEVICE, OPT_JSON, OPT_CSV, OPT_SVG, OPT_COMPARE,
+    OPT_CAUSAL = 256, OPT_QUICK, OPT_REMEASURE, OPT_KEEP_PEAKS, OPT_PEERS, OPT_DEVICE, OPT_JSON, OPT_CSV, OPT_SVG, OPT_COMPARE,
     OPT_CASES, OPT_ALGO, OPT_SHAPE, OPT_DTYPE, OPT_SPLITS, OPT_BUDGET, OPT_PASS
 };
 
@@ -88,6 +88,7 @@ static const struct option bench_options[] = {
     {"causal", no_argument, NULL, OPT_CAUSAL},
     {"quick", no_argument, NULL, OPT_QUICK},
     {"remeasure-peaks", no_argument, NULL, OPT_REMEASURE},
+    {"keep-peaks", no_argument, NULL, OPT_KEEP_PEAKS},
     {"peers", no_argument, NULL, OPT_PEERS},
     {"device", required_argument, NULL, OPT_DEVICE},
     {"json", required_argument, NULL, OPT_JSON},
@@ -103,6 +104,25 @@ static const struct option bench_options[] = {
     {"pass", required_argument, NULL, OPT_PASS},
     {NULL, 0, NULL, 0},
 };
+
+/* A row above one of its device's peaks: the peaks are measured again now and the larger of
+ * each kept (a shared VM's memory ran in two speeds minutes apart: a decode once streamed 70 GB/s
+ * against a 65.5 GB/s peak measured in a slow minute). A row still above is a measurement error,
+ * reported as such (report.c), never as a share above 100%. */
+static void raise_peaks(clattn_context *ctx, bench_device *bd, bench_row *rows, int n)
+{
+    bool above = false;
+    for (int i = 0; i < n; i++)
+        above = above || (!strcmp(rows[i].status, "ok") && (report_above_peak(rows[i].pct_flops) ||
+                                                              report_above_peak(rows[i].pct_bw)));
+    if (!above) return;
+    fprintf(stderr, "clattn bench: %s: a row ran above a peak; measuring the peaks again...\n", bd->name);
+    if (!peak_raise(ctx, &bd->peak)) return;
+    fprintf(stderr, "clattn bench: %s: now %.1f GFLOP/s FMA, %.1f GB/s read\n", bd->name, bd->peak.fma_gflops,
+            bd->peak.read_gbs);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(rows[i].status, "ok") && !isnan(rows[i].pct_flops)) bench_row_shares(&rows[i], &bd->peak);
+}
 
 /* Fused rows that ran generic parameters (nothing tuned or shipped for their device and class):
  * say so, and how to tune. */
@@ -165,7 +185,7 @@ int cmd_bench(int argc, char **argv)
 {
     const char *device = NULL, *json = NULL, *csv = NULL, *svg = NULL, *compare = NULL;
     bench_case custom[32];
-    int ncustom = 0, causal = 0, quick = 0, remeasure = 0;
+    int ncustom = 0, causal = 0, quick = 0, remeasure = 0, keep_peaks = 0;
     bool algos[3] = {true, true, true}, have_cases = false, pick[64]; /* pick: per suite index, as list[64] */
     bench_opts opts = {1000.0, CLATTN_DTYPE_F32, false, 0};
     bool passes[2] = {true, false}; /* forward, backward */
@@ -181,6 +201,7 @@ int cmd_bench(int argc, char **argv)
         case OPT_CAUSAL: causal = 1; break;
         case OPT_QUICK: quick = 1; break;
         case OPT_REMEASURE: remeasure = 1; break;
+        case OPT_KEEP_PEAKS: keep_peaks = 1; break;
         case OPT_PEERS: rep.have_peers = true; break;
         case OPT_DEVICE: device = v; break;
         case OPT_JSON: json = v; break;
@@ -290,6 +311,7 @@ int cmd_bench(int argc, char **argv)
             clattn_context_destroy(ctx);
             return 1;
         }
+        const int first_row = rep.nrows;
         for (int c = 0; c < ncases; c++)
             for (int pa = 0; pa < 2; pa++)
             for (int a = 0; a < 3; a++) {
@@ -307,6 +329,7 @@ int cmd_bench(int argc, char **argv)
                 failures += !strcmp(row->status, "error") || !strcmp(row->status, "wrong");
                 ran += !strcmp(row->status, "ok");
             }
+        if (!keep_peaks) raise_peaks(ctx, bd, rep.rows + first_row, rep.nrows - first_row);
         clattn_context_destroy(ctx);
     }
     if (rep.have_peers) { /* again after the rows: the mean of both, so drift shows in neither alone */

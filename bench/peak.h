@@ -18,4 +18,10 @@ typedef struct device_peak {
 /* Measures (or reads from cache unless `remeasure`). Returns 0, or 1 after printing why. */
 int peak_measure(clattn_context *ctx, bool remeasure, device_peak *out);
 
+/* Measures again and keeps, per peak, the larger of `peak` and the new figure (each
+ * measurement is a lower bound of the true peak), caching the result. For a row that ran
+ * above a peak: on a machine whose memory speed drifts from minute to minute (a shared VM), the
+ * first measurement may have met a slow minute. Returns whether either peak rose. */
+bool peak_raise(clattn_context *ctx, device_peak *peak);
+
 #endif

@@ -318,8 +318,7 @@ static void run_backward(clattn_context *ctx, const device_peak *peak, const ben
         goto done;
     }
     set_times(row, samples, ns, k_calls);
-    row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
-    row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
+    bench_row_shares(row, peak);
     snprintf(row->status, sizeof row->status, "ok");
 done:
     for (int i = 0; i < 9; i++) {
@@ -518,8 +517,7 @@ static void run_paged(clattn_context *ctx, const device_peak *peak, const bench_
         ns = np;
     }
     set_times(row, samples, ns, k_calls);
-    row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
-    row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
+    bench_row_shares(row, peak);
     snprintf(row->status, sizeof row->status, "ok");
 done:
     for (int i = 0; i < NBUF; i++) {
@@ -530,6 +528,12 @@ done:
     free(ref_lse);
     if (queue) clReleaseCommandQueue(queue);
     clattn_plan_destroy(plan);
+}
+
+void bench_row_shares(bench_row *row, const device_peak *peak)
+{
+    row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
+    row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
 }
 
 void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
@@ -651,8 +655,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
         row->rel_l2 = row->max_abs = 0;
         snprintf(row->status, sizeof row->status, "ok");
     } else {
-        row->pct_flops = peak && peak->fma_gflops > 0 ? 100 * row->gflops / peak->fma_gflops : NAN;
-        row->pct_bw = peak && peak->read_gbs > 0 ? 100 * row->gbs / peak->read_gbs : NAN;
+        bench_row_shares(row, peak);
         snprintf(row->status, sizeof row->status, "ok"); /* checked before it was timed */
     }
 done:

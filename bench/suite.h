@@ -81,6 +81,9 @@ typedef struct bench_opts {
     bench_pass pass;
 } bench_opts;
 
+/* A row's shares of the device's peaks (its GFLOP/s and GB/s over the peak's). */
+void bench_row_shares(bench_row *row, const device_peak *peak);
+
 /* Fills `row` (status and reason included) for one case and algorithm on `ctx`. */
 void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c, bench_algo algo,
                const bench_opts *opts, bench_row *row);

@@ -156,7 +156,7 @@ def main():
             f.write("0.001 0.001 forged by check_cli.py\n")
     fj, fc = os.path.join(work, "forged.json"), os.path.join(work, "forged.csv")
     r = run(exe, "bench", "--cases", "12,20", "--algo", "fused", "--budget-ms", "20", "--json", fj, "--csv", fc,
-            env={"CLATTN_CACHE_DIR": fdir})
+            "--keep-peaks", env={"CLATTN_CACHE_DIR": fdir})
     frows = json.load(open(fj))["rows"] if r.returncode == 0 else []
     table_rows = [line for line in r.stdout.splitlines() if line[:3].strip() in ("12", "20")]
     marks = [line.count("!>peak") for line in table_rows]  # %peak and %bw of each row
@@ -170,6 +170,18 @@ def main():
            and "!>peak: the row measured more" in r.stdout
            and all(t["above_peak_flops"] == "1" and t["pct_peak_bw"] == "nan" for t in ftable) and len(ftable) == 2,
            f"rows above a measured peak show !>peak, never a percentage above 100 ({marks}; {r.stderr.strip()[-200:]})")
+
+    # Without --keep-peaks, a row above a peak makes bench measure the peaks again and keep the
+    # larger: the forged peaks give way to measured ones and the rows get shares again.
+    r = run(exe, "bench", "--cases", "12,20", "--algo", "fused", "--budget-ms", "20", "--json", fj,
+            env={"CLATTN_CACHE_DIR": fdir})
+    frows = json.load(open(fj))["rows"] if r.returncode == 0 else []
+    cached = [open(os.path.join(fdir, n)).read().split() for n in peaks]
+    expect(len(frows) == 2 and "measuring the peaks again" in r.stderr
+           and all(not row["above_peak_bw"] and row["pct_peak_bw"] is not None and row["pct_peak_bw"] <= 100
+                   for row in frows)
+           and any(len(c) >= 2 and float(c[1]) > 1.0 for c in cached),
+           f"a row above a forged peak has the peaks measured again ({r.stderr.strip()[-300:]})")
 
     r = run(exe, "devices")
     expect(r.returncode == 0 and "clattn paths" in r.stdout and "local memory" in r.stdout, "devices lists what matters")
