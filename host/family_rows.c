@@ -75,8 +75,10 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
      * page-16 decode took 7.0-8.5 ms against 8.8-9.5 (bench/NOTES.md change 16) */
     f->local_size = hg > 1 ? 1 : wg;
     f->group_per_block = false;
-    /* 16-key score vectors of the plain formula (the optional terms are per score) */
-    f->kt_capable = t->keys == 16 && d <= 128 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
+    /* 16-key score vectors of the plain formula (the optional terms are per score), through K
+     * transposed in blocks of 16 keys: up to d = 256 since those blocks (a d = 256 prefill
+     * 1.15x, d = 200 1.4x faster with them; bench/NOTES.md change 19) */
+    f->kt_capable = t->keys == 16 && d <= 256 && !(s->softcap > 0) && !s->has_alibi && !s->has_mask;
     f->heads_per_item = hg;
 }
 

@@ -82,6 +82,9 @@ static feature_case cases[] = {
     {"prefill_seqused", 3, 4, 2, 40, 70, 96, .seqused = 1, .causal = 1},
     {"prefill_window_f16", 2, 4, 4, 50, 60, 128, .window = 1, .wl = 9, .wr = 3, .dtype = CLATTN_DTYPE_F16},
     {"prefill_varlen_bf16", 3, 4, 1, 37, 45, 64, .varlen = 1, .causal = 1, .dtype = CLATTN_DTYPE_BF16},
+    /* the transpose up to d = 256: a packed batch, and a head dim no 16-wide vector divides */
+    {"prefill_varlen_d256", 3, 4, 2, 35, 41, 256, .varlen = 1, .causal = 1},
+    {"prefill_window_d200_dv136", 2, 2, 1, 45, 53, 200, 136, .window = 1, .wl = 11, .wr = 4},
     /* MLA-style head dims: 576 for q/k, 512 for v */
     {"mla_576_512", 1, 4, 1, 3, 40, 576, 512, .causal = 1},
 };
