@@ -94,9 +94,13 @@ static const read_variant read_variants[] = {
 static const size_t read_sizes_mib[] = {64, 256, 1024};
 
 /* Keyed by device name, driver, compute units and the method: PoCL reports one unit per
- * thread, and its POCL_MAX_PTHREAD_COUNT changes the peaks. */
-static void cache_file(const char *name, const char *driver, unsigned cus, char *path, size_t size)
+ * thread, and its POCL_MAX_PTHREAD_COUNT changes the peaks. *cus: the device's compute units. */
+static void cache_file(cl_device_id dev, cl_uint *cus, char *path, size_t size)
 {
+    char name[256] = "", driver[256] = "";
+    clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
+    clGetDeviceInfo(dev, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL);
+    clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof *cus, cus, NULL);
     const char *dir = getenv("CLATTN_CACHE_DIR");
     char base[768];
     if (dir && dir[0]) snprintf(base, sizeof base, "%s", dir);
@@ -107,7 +111,7 @@ static void cache_file(const char *name, const char *driver, unsigned cus, char 
         return;
     }
     const char *parts[] = {name, driver, PEAK_METHOD};
-    snprintf(path, size, "%s/peak-%016llx-%ucu.txt", base, (unsigned long long)files_hash(parts, 3), cus);
+    snprintf(path, size, "%s/peak-%016llx-%ucu.txt", base, (unsigned long long)files_hash(parts, 3), (unsigned)*cus);
 }
 
 /* Best wall time of `runs` launches, after one warm-up; -1 when a launch fails. */
@@ -283,11 +287,8 @@ int peak_measure(clattn_context *ctx, bool remeasure, device_peak *out)
 {
     memset(out, 0, sizeof *out);
     peak_env env = {clattn_context_cl_context(ctx), clattn_context_device(ctx), NULL, NULL, NULL, 0, 1};
-    char name[256] = "", driver[256] = "", path[1024];
-    clGetDeviceInfo(env.dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
-    clGetDeviceInfo(env.dev, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL);
-    clGetDeviceInfo(env.dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof env.cus, &env.cus, NULL);
-    cache_file(name, driver, env.cus, path, sizeof path);
+    char path[1024];
+    cache_file(env.dev, &env.cus, path, sizeof path);
     if (!remeasure && read_cache(path, out)) return 0;
     memset(out, 0, sizeof *out);
     cl_int e;
@@ -338,13 +339,9 @@ bool peak_raise(clattn_context *ctx, device_peak *peak)
     }
     peak->cached = false;
     /* the cache holds the larger of each (peak_measure wrote the new figures alone) */
-    char name[256] = "", driver[256] = "", path[1024];
+    char path[1024];
     cl_uint cus = 0;
-    const cl_device_id dev = clattn_context_device(ctx);
-    clGetDeviceInfo(dev, CL_DEVICE_NAME, sizeof name - 1, name, NULL);
-    clGetDeviceInfo(dev, CL_DRIVER_VERSION, sizeof driver - 1, driver, NULL);
-    clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cus, &cus, NULL);
-    cache_file(name, driver, cus, path, sizeof path);
+    cache_file(clattn_context_device(ctx), &cus, path, sizeof path);
     write_cache(path, peak);
     return rose;
 }
