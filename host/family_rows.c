@@ -40,14 +40,18 @@ static void bound_private(int d, int dv, int *bm, size_t *wg, int hg)
     while ((size_t)*bm * row * *wg > budget && *bm > 1) *bm /= 2;
 }
 
-/* A decode on a paged cache on a CPU: up to 8 KV heads per work-item (a divisor of Hkv), so
- * that a token's heads, side by side in the cache, are read one after the other. One head's
- * rows a token apart lost the CPU's prefetchers at every page in random order (bench/NOTES.md
- * change 16). A prefill keeps one head: its work is the arithmetic, and HG > 1 keeps the rows'
- * state in memory rather than registers. */
+/* A decode on a CPU whose keys lie with a token's heads side by side (a paged cache, or a dense
+ * one in BSHD-like strides): up to 8 KV heads per work-item (a divisor of Hkv), so that those
+ * heads are read one after the other. One head's rows a token apart lost the CPU's prefetchers
+ * at every page in random order (bench/NOTES.md change 16); on a dense BSHD cache they ran
+ * 1.4x (d = 128) and 1.5x (d = 64) slower than 8 heads together, and d = 256 gained nothing
+ * (change 21), so a dense cache takes it up to d = 128. A prefill keeps one head: its work is
+ * the arithmetic, and HG > 1 keeps the rows' state in memory rather than registers. */
 static int heads_per_item(const clattn_device_info *dev, const clattn_shape *s)
 {
-    if (!s->paged || !(dev->type & CL_DEVICE_TYPE_CPU) || s->seq_q > CLATTN_DECODE_MAX_ROWS) return 1;
+    const bool side_by_side = s->paged || (s->k.head < s->k.seq && s->v.head < s->v.seq && s->head_dim <= 128 &&
+                                           s->head_dim_v <= 128);
+    if (!side_by_side || !(dev->type & CL_DEVICE_TYPE_CPU) || s->seq_q > CLATTN_DECODE_MAX_ROWS) return 1;
     int hg = s->heads_kv < 8 ? s->heads_kv : 8;
     while (s->heads_kv % hg) hg--;
     return hg;

@@ -17,6 +17,7 @@ typedef struct feature_case {
     float softcap, amplitude, v_amplitude;
     int mask, mask_b0, mask_h0, mask_r0; /* mask, and which of its dims broadcast (stride 0) */
     int alibi, sinks, seqused, varlen, dtype, splits;
+    int bshd; /* k and v with a token's heads side by side (varlen implies it) */
 } feature_case;
 
 static clattn_desc desc_of(const feature_case *c)
@@ -29,7 +30,7 @@ static clattn_desc desc_of(const feature_case *c)
     d.softcap = c->softcap;
     d.has_alibi = c->alibi; d.has_sinks = c->sinks; d.has_seqused_k = c->seqused;
     d.varlen = c->varlen;
-    if (c->varlen) d.layout = CLATTN_LAYOUT_BSHD;
+    if (c->varlen || c->bshd) d.layout = CLATTN_LAYOUT_BSHD;
     d.dtype = (clattn_dtype)c->dtype;
     d.num_splits = c->splits;
     if (c->mask) {
@@ -78,6 +79,10 @@ static feature_case cases[] = {
     {"split_seqused_bf16", 3, 4, 2, 2, 700, 64, .seqused = 1, .splits = 4, .dtype = CLATTN_DTYPE_BF16},
     {"split_varlen", 3, 4, 2, 4, 600, 32, .varlen = 1, .splits = 3, .causal = 1},
     {"split_heuristic_long", 1, 4, 1, 1, 4100, 64},
+    /* decode on a dense BSHD cache: a CPU reads several KV heads per work-item (6 and 5 here) */
+    {"decode_bshd_gqa6_d80", 2, 12, 6, 3, 77, 80, .causal = 1, .seqused = 1, .bshd = 1},
+    {"decode_bshd_f16_split", 1, 10, 5, 1, 333, 64, .window = 1, .wl = 100, .wr = 0, .splits = 3,
+     .dtype = CLATTN_DTYPE_F16, .bshd = 1},
     /* prefill with the K transpose of the rows family: key lengths, windows, f16, varlen */
     {"prefill_seqused", 3, 4, 2, 40, 70, 96, .seqused = 1, .causal = 1},
     {"prefill_window_f16", 2, 4, 4, 50, 60, 128, .window = 1, .wl = 9, .wr = 3, .dtype = CLATTN_DTYPE_F16},
