@@ -90,6 +90,10 @@ static feature_case cases[] = {
     /* the transpose up to d = 256: a packed batch, and a head dim no 16-wide vector divides */
     {"prefill_varlen_d256", 3, 4, 2, 35, 41, 256, .varlen = 1, .causal = 1},
     {"prefill_window_d200_dv136", 2, 2, 1, 45, 53, 200, 136, .window = 1, .wl = 11, .wr = 4},
+    /* windows with per-score terms at d = 96 and 128 (no transpose: each row's scores from its
+     * own dot products, a block wholly inside every row's window skips the per-row tests) */
+    {"window_softcap_d128", 2, 4, 2, 37, 150, 128, .window = 1, .wl = 50, .wr = 9, .softcap = 10.0f},
+    {"window_alibi_causal_d96", 1, 6, 2, 29, 90, 96, .window = 1, .wl = 40, .wr = 0, .alibi = 1, .causal = 1},
     /* MLA-style head dims: 576 for q/k, 512 for v */
     {"mla_576_512", 1, 4, 1, 3, 40, 576, 512, .causal = 1},
 };
