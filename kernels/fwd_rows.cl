@@ -154,6 +154,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     int lo[R], hi[R], hh[R], ii[R];
     __global const float *mrow[R];
     int jbeg = sg.nk, jend = 0;
+    int jlo_all = 0, jhi_all = sg.nk; /* the keys every row allows */
     #pragma unroll
     for (int r = 0; r < R; r++) {
         const int p = min(r0 + r % BM, rows - 1); /* tail rows repeat the last row, not stored */
@@ -191,10 +192,6 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         hi[r] = row_hi(i, sg.off, wr, sg.nk);
         jbeg = min(jbeg, lo[r]);
         jend = max(jend, hi[r]);
-    }
-    int jlo_all = 0, jhi_all = sg.nk; /* the keys every row allows */
-    #pragma unroll
-    for (int r = 0; r < R; r++) {
         jlo_all = max(jlo_all, lo[r]);
         jhi_all = min(jhi_all, hi[r]);
     }
@@ -314,6 +311,11 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #if PAGED
         for (int jj = 0; jj < BN; jj++) full = full && pok[jj];
 #endif
+/* row r's score of key jn from its dot product x, or -inf where the row or the cache masks it */
+#define SCORE(r, x)                                                                                 \
+    ((full || (jn >= lo[r] && jn < hi[r] && jn < jend && KEY_OK(jj)))                              \
+         ? logit((x), ii[r], jn, sg.off, softcap_log2, slope[r], mrow[r])                           \
+         : -INFINITY)
         for (int jj = 0; jj < BN; jj++) {
             const int j = min(j0 + jj, jend - 1);
             /* HG > 1: a key's heads side by side in memory, read one after the other */
@@ -342,10 +344,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                     const float4 sum = hsum4(dot[0], dot[1], dot[2], dot[3]);
                     const float sr[4] = {sum.s0, sum.s1, sum.s2, sum.s3};
                     #pragma unroll
-                    for (int u = 0; u < 4; u++)
-                        s[r + u][jj] = (full || (jn >= lo[r + u] && jn < hi[r + u] && jn < jend && KEY_OK(jj)))
-                                           ? logit(sr[u], ii[r + u], jn, sg.off, softcap_log2, slope[r + u], mrow[r + u])
-                                           : -INFINITY;
+                    for (int u = 0; u < 4; u++) s[r + u][jj] = SCORE(r + u, sr[u]);
                 }
 #else
                 #pragma unroll
@@ -353,9 +352,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                     VEC dot = qv[r][0] * kv[0];
                     #pragma unroll
                     for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
-                    s[r][jj] = (full || (jn >= lo[r] && jn < hi[r] && jn < jend && KEY_OK(jj)))
-                                   ? logit(hsum(dot), ii[r], jn, sg.off, softcap_log2, slope[r], mrow[r])
-                                   : -INFINITY;
+                    s[r][jj] = SCORE(r, hsum(dot));
                 }
 #endif
             }
