@@ -162,23 +162,28 @@ static void print_paged(const bench_report *rep)
         }
         if (!header)
             printf("\npaged KV cache against the same call on a dense cache (GB/s of the same fewest bytes):\n"
-                   "%-4s %-28s %-8s %10s %10s %10s %10s %13s\n", "id", "case", "algo", "paged ms", "dense ms",
-                   "paged GB/s", "of dense", "of dense row");
+                   "%-4s %-28s %-8s %10s %10s %10s %10s %10s %8s %13s\n", "id", "case", "algo", "paged ms", "dense ms",
+                   "BSHD ms", "paged GB/s", "of dense", "of BSHD", "of dense row");
         header = true;
-        char shape[64], row_share[16] = "-", share[16] = "-", dense_ms[16] = "-";
+        char shape[64], row_share[16] = "-", share[16] = "-", dense_ms[16] = "-", bshd[16] = "-", bshd_ms[16] = "-";
         bench_case_name(&p->c, shape, sizeof shape);
         if (!isnan(p->dense_ms)) {
             snprintf(dense_ms, sizeof dense_ms, "%.3f", p->dense_ms);
             snprintf(share, sizeof share, "%.1f%%", 100.0 * p->dense_share);
         }
+        if (!isnan(p->bshd_ms)) {
+            snprintf(bshd_ms, sizeof bshd_ms, "%.3f", p->bshd_ms);
+            snprintf(bshd, sizeof bshd, "%.1f%%", 100.0 * p->bshd_share);
+        }
         if (dense) snprintf(row_share, sizeof row_share, "%.1f%%", 100.0 * p->gbs / dense->gbs);
-        printf("%-4d %-28s %-8s %10.3f %10s %10.2f %10s %13s\n", p->c.id, shape, bench_algo_name(p->algo),
-               p->ms_median, dense_ms, p->gbs, share, row_share);
+        printf("%-4d %-28s %-8s %10.3f %10s %10s %10.2f %10s %8s %13s\n", p->c.id, shape, bench_algo_name(p->algo),
+               p->ms_median, dense_ms, bshd_ms, p->gbs, share, bshd, row_share);
     }
     if (header)
-        printf("(dense ms: the dense call timed in alternation with the paged one, sample for sample; of dense: "
-               "the median over those pairs of dense / paged time; of dense row: against the dense case's own "
-               "row of this run)\n");
+        printf("(dense ms: the same call on a dense BHSD cache, timed in alternation with the paged one, sample "
+               "for sample; BSHD ms: on a dense BSHD cache (a token's heads side by side, as in the pages), in the "
+               "same alternation; of dense, of BSHD: the median over those pairs of dense / paged time; of dense "
+               "row: against the dense case's own row of this run)\n");
 }
 
 int cmd_bench(int argc, char **argv)

@@ -330,57 +330,76 @@ done:
     clattn_plan_destroy(fwd);
 }
 
-/* The paged call's dense twin: the same shape on dense BHSD q, k, v (random), timed in
- * alternation with it, sample for sample, so that drift on a shared machine moves both alike.
- * Returns the dense call's median ms per call, NaN when it could not run; *share: the median
- * of the pairs' dense / paged time. */
-static double dense_twin(clattn_context *ctx, const bench_case *c, bench_algo algo, const bench_opts *opts,
-                         const clattn_plan *paged, cl_command_queue queue, const clattn_buffers *paged_bf,
-                         int k_calls, double *paged_samples, int *paged_ns, double *share)
+/* The paged call's dense twins: the same shape on dense q, k, v (random) in BHSD layout (each KV
+ * head's keys one run: the dense decode's own best case on a CPU) and in BSHD layout (a token's
+ * heads side by side, as in the paged cache and in flash_attn_with_kvcache's dense cache: the
+ * same reads without the block table). Each is timed in alternation with the paged call, sample
+ * for sample, so that drift on a shared machine moves them alike. ms[t]: twin t's median ms per
+ * call, NaN when it could not run; share[t]: the median of the pairs' twin / paged time. */
+enum { TWIN_BHSD, TWIN_BSHD, TWINS };
+static void dense_twins(clattn_context *ctx, const bench_case *c, bench_algo algo, const bench_opts *opts,
+                        const clattn_plan *paged, cl_command_queue queue, const clattn_buffers *paged_bf,
+                        int k_calls, double *paged_samples, int *paged_ns, double ms[TWINS], double share[TWINS])
 {
-    clattn_desc d = bench_desc(c, opts->dtype, algo);
-    d.num_splits = opts->num_splits;
-    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
-    clattn_desc_tensor_sizes(&d, &n);
-    const size_t es = clattn_dtype_size(opts->dtype), bytes[4] = {n.q * es, n.k * es, n.v * es, n.o * es};
+    static const clattn_layout layouts[TWINS] = {CLATTN_LAYOUT_BHSD, CLATTN_LAYOUT_BSHD};
     cl_context cl = clattn_context_cl_context(ctx);
-    cl_mem mem[4] = {0};
-    clattn_plan *plan = NULL;
-    double result = NAN, dense[64], ratio[64];
+    const size_t es = clattn_dtype_size(opts->dtype);
+    cl_mem mem[TWINS][4] = {{0}};
+    clattn_plan *plan[TWINS] = {0};
+    clattn_buffers bf[TWINS];
+    bool ok[TWINS];
+    static double dense[TWINS][64]; /* bench rows run one at a time */
+    double ratio[64];
     int nd = 0;
-    *share = NAN;
-    cl_int e = clattn_plan_create_tuned(ctx, &d, opts->tuning, &plan);
-    const cl_uchar byte = 0x3c; /* 0x3c3c3c3c: about 0.011 in f32, finite in every storage type */
-    for (int i = 0; i < 4 && !e; i++) mem[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE, bytes[i], NULL, &e);
-    for (int i = 0; i < 3 && !e; i++) e = clEnqueueFillBuffer(queue, mem[i], &byte, 1, 0, bytes[i], 0, NULL, NULL);
-    clattn_buffers bf = CLATTN_BUFFERS_INIT;
-    bf.q = mem[0]; bf.k = mem[1]; bf.v = mem[2]; bf.o = mem[3];
-    if (!e) e = clattn_plan_execute(plan, queue, &bf, 0, NULL, NULL); /* warm-up */
-    if (!e) e = clFinish(queue);
+    for (int t = 0; t < TWINS; t++) {
+        ms[t] = share[t] = NAN;
+        clattn_desc d = bench_desc(c, opts->dtype, algo);
+        d.num_splits = opts->num_splits;
+        d.layout = layouts[t];
+        clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+        clattn_desc_tensor_sizes(&d, &n);
+        const size_t bytes[4] = {n.q * es, n.k * es, n.v * es, n.o * es};
+        cl_int e = clattn_plan_create_tuned(ctx, &d, opts->tuning, &plan[t]);
+        const cl_uchar byte = 0x3c; /* 0x3c3c3c3c: about 0.011 in f32, finite in every storage type */
+        for (int i = 0; i < 4 && !e; i++) mem[t][i] = clCreateBuffer(cl, CL_MEM_READ_WRITE, bytes[i], NULL, &e);
+        for (int i = 0; i < 3 && !e; i++) e = clEnqueueFillBuffer(queue, mem[t][i], &byte, 1, 0, bytes[i], 0, NULL, NULL);
+        bf[t] = (clattn_buffers)CLATTN_BUFFERS_INIT;
+        bf[t].q = mem[t][0]; bf[t].k = mem[t][1]; bf[t].v = mem[t][2]; bf[t].o = mem[t][3];
+        if (!e) e = clattn_plan_execute(plan[t], queue, &bf[t], 0, NULL, NULL); /* warm-up */
+        if (!e) e = clFinish(queue);
+        ok[t] = !e;
+    }
     *paged_ns = 0;
+    cl_int e = CL_SUCCESS;
     for (double spent = 0; !e && (nd < 3 || (spent < opts->budget_ms && nd < 64));) {
-        for (int which = 0; which < 2 && !e; which++) {
+        for (int which = 0; which <= TWINS && !e; which++) {
+            if (which && !ok[which - 1]) continue;
+            const clattn_plan *pl = which ? plan[which - 1] : paged;
+            const clattn_buffers *b = which ? &bf[which - 1] : paged_bf;
             const double t0 = cli_now_ms();
-            for (int r = 0; r < k_calls && !e; r++)
-                e = clattn_plan_execute(which ? plan : paged, queue, which ? &bf : paged_bf, 0, NULL, NULL);
+            for (int r = 0; r < k_calls && !e; r++) e = clattn_plan_execute(pl, queue, b, 0, NULL, NULL);
             if (!e) e = clFinish(queue);
             const double t = cli_now_ms() - t0;
-            if (which) dense[nd++] = t / k_calls;
+            if (which) dense[which - 1][nd] = t / k_calls;
             else paged_samples[(*paged_ns)++] = t / k_calls;
             spent += t;
         }
+        if (!e) nd++;
     }
-    if (!e && nd) {
-        for (int i = 0; i < nd; i++) ratio[i] = dense[i] / paged_samples[i];
+    for (int t = 0; t < TWINS && nd; t++) {
+        if (!ok[t]) continue;
+        for (int i = 0; i < nd; i++) ratio[i] = dense[t][i] / paged_samples[i];
         qsort(ratio, (size_t)nd, sizeof ratio[0], cli_cmp_double);
-        *share = cli_median(ratio, nd);
-        qsort(dense, (size_t)nd, sizeof dense[0], cli_cmp_double);
-        result = cli_median(dense, nd);
+        share[t] = cli_median(ratio, nd);
+        qsort(dense[t], (size_t)nd, sizeof dense[t][0], cli_cmp_double);
+        ms[t] = cli_median(dense[t], nd);
     }
-    for (int i = 0; i < 4; i++)
-        if (mem[i]) clReleaseMemObject(mem[i]);
-    clattn_plan_destroy(plan);
-    return result;
+    if (e) *paged_ns = 0; /* a failed pass: the first samples stand */
+    for (int t = 0; t < TWINS; t++) {
+        for (int i = 0; i < 4; i++)
+            if (mem[t][i]) clReleaseMemObject(mem[t][i]);
+        clattn_plan_destroy(plan[t]);
+    }
 }
 
 /* A paged row: the cache (num_pages, page, Hkv, d) holds each sequence's keys in pages of a
@@ -511,7 +530,12 @@ static void run_paged(clattn_context *ctx, const device_peak *peak, const bench_
     int np = 0;
     const bench_opts half = {.budget_ms = opts->budget_ms / 2, .dtype = dt, .num_splits = opts->num_splits,
                              .tuning = opts->tuning};
-    row->dense_ms = dense_twin(ctx, c, algo, &half, plan, queue, &bf, k_calls, paired, &np, &row->dense_share);
+    double twin_ms[TWINS], twin_share[TWINS];
+    dense_twins(ctx, c, algo, &half, plan, queue, &bf, k_calls, paired, &np, twin_ms, twin_share);
+    row->dense_ms = twin_ms[TWIN_BHSD];
+    row->dense_share = twin_share[TWIN_BHSD];
+    row->bshd_ms = twin_ms[TWIN_BSHD];
+    row->bshd_share = twin_share[TWIN_BSHD];
     if (np >= 3) {
         memcpy(samples, paired, sizeof(double) * (size_t)np);
         ns = np;
@@ -546,7 +570,7 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
     row->dtype = dt;
     row->algo = algo;
     row->seed = 0x5eed0000ull + (uint64_t)c->id;
-    row->rel_l2 = row->max_abs = row->dense_ms = row->dense_share = NAN;
+    row->rel_l2 = row->max_abs = row->dense_ms = row->dense_share = row->bshd_ms = row->bshd_share = NAN;
     snprintf(row->status, sizeof row->status, "error");
     clattn_desc d = bench_desc(c, dt, algo);
     d.num_splits = opts->num_splits;

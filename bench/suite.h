@@ -60,6 +60,8 @@ typedef struct bench_row {
                           the paged one (median per call; NaN for other rows) */
     double dense_share; /* paged rows: the median over the alternated pairs of dense / paged
                            time (a burst of load on a shared machine moves one pair, not the median) */
+    double bshd_ms, bshd_share; /* paged rows: the same for a dense cache in BSHD layout (a token's
+                                   heads side by side, as in the pages); dense_*: BHSD */
     int samples, calls_per_sample;
     double gflops, pct_flops, gbs, pct_bw;
     double mem_bytes;  /* device memory the call uses: tensors + scratch */

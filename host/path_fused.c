@@ -59,14 +59,19 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
  * device (decode; or prefill on a GPU with few heads), the keys are split across work-groups
  * and a combine kernel merges the partials. The target is `units_per_cu` work units per
  * compute unit (tuned per device); each split keeps at least 256 keys, so the combine stays
- * cheap next to the streaming, and the partials stay under CLATTN_SPLIT_PARTIALS_MAX. */
+ * cheap next to the streaming, and the partials stay under CLATTN_SPLIT_PARTIALS_MAX.
+ *
+ * A unit is a block of rows of one KV head, however many heads a work-item holds: counted per
+ * work-item, the CPU decode with 8 heads per item (paged or BSHD cache) took 8 times the splits
+ * of the same decode on a BHSD cache, and 8 times its partials to combine; a paged decode of
+ * 1x32x8x1x32768x128 ran 2-4% faster with 4 splits than with 32 (bench/NOTES.md change 24). */
 static int choose_splits(const clattn_context *ctx, const clattn_shape *s, size_t rows_total, int rows_per_unit,
-                         int units_per_cu, int hg)
+                         int units_per_cu)
 {
     const int max_by_keys = s->seq_kv / 256 > 1 ? s->seq_kv / 256 : 1;
     if (s->num_splits) return s->num_splits < s->seq_kv ? s->num_splits : s->seq_kv; /* manual */
     const long rows = (long)s->group * s->seq_q;
-    const long units = (rows + rows_per_unit - 1) / rows_per_unit * (s->heads_kv / hg) * s->batch;
+    const long units = (rows + rows_per_unit - 1) / rows_per_unit * s->heads_kv * s->batch;
     /* On PoCL (2 threads) case 21 of the bench took 22.1 ms unsplit and 15.4-16.5 ms with 2-8
      * splits; on the H100 the tiles kernel at B=1, H=8, N=2048 ran 256 work-groups on 132
      * units, its time set by the longest group's 2048 keys. */
@@ -162,7 +167,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     p->tuning.threads_per_row = fit->threads_per_row;
 
     f->rows_total = clattn__rows_total(s);
-    f->nsplit = choose_splits(ctx, s, f->rows_total, fit->rows, t.split_units, fit->heads_per_item);
+    f->nsplit = choose_splits(ctx, s, f->rows_total, fit->rows, t.split_units);
     if (f->nsplit > 1) {
         const int per = (s->seq_kv + f->nsplit - 1) / f->nsplit;
         f->split_len = (per + fit->keys - 1) / fit->keys * fit->keys;
