@@ -376,8 +376,8 @@ typedef struct clattn_tuning {
     int keys;          /* keys per block (one softmax rescale per block) */
     int vector_width;  /* widest vector over the head dims (reduced until it divides them) */
     int group_size;    /* rows family: work-items per work-group (tiles: rows x threads_per_row) */
-    int split_units;   /* key splits aim for this many work units per compute unit (decode,
-                          and prefill with few rows) */
+    int split_units;   /* key splits aim for this many work units (a unit: a block of rows of
+                          one KV head) per compute unit (decode, and prefill with few rows) */
     int threads_per_row; /* tiles family: work-items sharing a row's head dims (1, 2, 4, 8) */
 } clattn_tuning;
 #define CLATTN_TUNING_INIT {sizeof(clattn_tuning)}
