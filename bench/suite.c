@@ -348,8 +348,7 @@ static void dense_twins(clattn_context *ctx, const bench_case *c, bench_algo alg
     clattn_plan *plan[TWINS] = {0};
     clattn_buffers bf[TWINS];
     bool ok[TWINS];
-    static double dense[TWINS][64]; /* bench rows run one at a time */
-    double ratio[64];
+    double dense[TWINS][64], ratio[64];
     int nd = 0;
     for (int t = 0; t < TWINS; t++) {
         ms[t] = share[t] = NAN;
@@ -386,7 +385,7 @@ static void dense_twins(clattn_context *ctx, const bench_case *c, bench_algo alg
         }
         if (!e) nd++;
     }
-    for (int t = 0; t < TWINS && nd; t++) {
+    for (int t = 0; t < TWINS && nd && !e; t++) {
         if (!ok[t]) continue;
         for (int i = 0; i < nd; i++) ratio[i] = dense[t][i] / paged_samples[i];
         qsort(ratio, (size_t)nd, sizeof ratio[0], cli_cmp_double);
