@@ -172,14 +172,20 @@ def main():
            f"rows above a measured peak show !>peak, never a percentage above 100 ({marks}; {r.stderr.strip()[-200:]})")
 
     # Without --keep-peaks, a row above a peak makes bench measure the peaks again and keep the
-    # larger: the forged peaks give way to measured ones and the rows get shares again.
+    # larger: the forged peaks give way to measured ones, and each row gets a share of the new
+    # peak again or, if it still ran above it, the mark. (Case 20's 34 MB can sit in a large
+    # last-level cache and read faster than the peak's buffers of 64 MiB and more, so either
+    # outcome is right for it; case 12 reads far below any real peak and must get its share.)
     r = run(exe, "bench", "--cases", "12,20", "--algo", "fused", "--budget-ms", "20", "--json", fj,
             env={"CLATTN_CACHE_DIR": fdir})
-    frows = json.load(open(fj))["rows"] if r.returncode == 0 else []
+    fjson = json.load(open(fj)) if r.returncode == 0 else {"rows": [], "devices": []}
+    frows = fjson["rows"]
+    peak_bw = max([d["peak_read_gbs"] or 0.0 for d in fjson["devices"]] or [0.0])
     cached = [open(os.path.join(fdir, n)).read().split() for n in peaks]
-    expect(len(frows) == 2 and "measuring the peaks again" in r.stderr
-           and all(not row["above_peak_bw"] and row["pct_peak_bw"] is not None and row["pct_peak_bw"] <= 100
-                   for row in frows)
+    expect(len(frows) == 2 and "measuring the peaks again" in r.stderr and peak_bw > 1.0
+           and all((not row["above_peak_bw"] and row["pct_peak_bw"] is not None and row["pct_peak_bw"] <= 100)
+                   or (row["above_peak_bw"] and row["gbs"] > peak_bw) for row in frows)
+           and any(row["case"] == 12 and not row["above_peak_bw"] for row in frows)
            and any(len(c) >= 2 and float(c[1]) > 1.0 for c in cached),
            f"a row above a forged peak has the peaks measured again ({r.stderr.strip()[-300:]})")
 
