@@ -294,9 +294,10 @@ static int paged_desc(const run_args *a, run_inputs *in, bool bshd, clattn_desc 
         const int64_t n = (int64_t)((const int32_t *)used->data)[b] + d->seq_new;
         if (n > longest) longest = n;
     }
-    if (longest > (int64_t)d->pages_per_seq * d->page_size)
-        return cli_error("run: seqused_k + the new tokens (%lld) exceed what a table row holds (%d pages of %d)",
-                         (long long)longest, d->pages_per_seq, d->page_size);
+    if (longest > (int64_t)d->pages_per_seq * d->page_size || longest > INT32_MAX)
+        return cli_error("run: seqused_k + the new tokens (%lld) exceed what a table row holds (%d pages of %d)%s",
+                         (long long)longest, d->pages_per_seq, d->page_size,
+                         longest > INT32_MAX ? " or a 32-bit key count" : "");
     d->seq_kv = (int)longest;
     if (a->seqlens_q) { /* packed queries over the cache: q (total_q, Hq, d) */
         if (q->ndim != 3 || q->shape[2] != d->head_dim || q->shape[0] > 1 << 30)

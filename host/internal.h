@@ -47,6 +47,7 @@ typedef struct clattn_shape {
     /* paged KV cache: k and v (strides above) are the caches (num_pages, page_size, heads_kv,
      * dim), their batch stride a page's; kn and vn are k_new and v_new's strides */
     bool paged, rotary_interleaved;
+    bool rotary_per_row; /* q rotated at seqused_k + i (causal or local), else all at seqused_k */
     int page_size, num_pages, pages_per_seq, seq_new, rotary_dim, rotary_positions;
     clattn_strides kn, vn;
 } clattn_shape;

@@ -85,7 +85,7 @@ void clattn__paged_args(clattn_args *a, clattn_paged_kernel which, const clattn_
         CLATTN_ARG(a, cl_int, s->seq_kv);
         CLATTN_ARG(a, cl_int, s->seq_new);
         rotary_args(a, s, bf);
-        CLATTN_ARG(a, cl_int, s->causal || s->window);
+        CLATTN_ARG(a, cl_int, s->rotary_per_row);
         break;
     default:
         cache_args(a, bf->k, bf->k_offset, &s->k);
@@ -99,6 +99,19 @@ void clattn__paged_args(clattn_args *a, clattn_paged_kernel which, const clattn_
         table_args(a, s, bf);
         break;
     }
+}
+
+bool clattn__paged_grid_fits(const clattn_shape *s, char *why, size_t why_size)
+{
+    if (!s->paged) return true;
+    const int heads = s->rotary_dim && s->heads_q > s->heads_kv ? s->heads_q : s->heads_kv;
+    if (heads > CLATTN_GRID_MAX || s->batch > CLATTN_GRID_MAX) {
+        clattn__format(why, why_size, "%d %s heads or a batch of %d exceed the %d work-groups a GPU grid dimension "
+                       "holds (the paged cache's kernels)", heads, heads == s->heads_kv ? "KV" : "query", s->batch,
+                       CLATTN_GRID_MAX);
+        return false;
+    }
+    return true;
 }
 
 cl_int clattn__paged_enqueue(clattn_context *ctx, cl_command_queue q, cl_kernel k, clattn_paged_kernel which,

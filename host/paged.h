@@ -23,6 +23,10 @@ typedef struct clattn_paged_call {
 
 CLATTN_HIDDEN void clattn__paged_spec(clattn_kernel_spec *spec, clattn_paged_kernel which, const clattn_shape *s);
 CLATTN_HIDDEN void clattn__paged_args(clattn_args *a, clattn_paged_kernel which, const clattn_paged_call *c);
+/* Whether the kernels' grids, (rows, heads, batch), fit a GPU's 65535 work-groups in dimensions 2
+ * and 3 (heads: the query heads for q's rotation); says why not. Checked when a plan is made, so
+ * that no call fails after its append has written the caches. */
+CLATTN_HIDDEN bool clattn__paged_grid_fits(const clattn_shape *s, char *why, size_t why_size);
 /* Sets the arguments and enqueues one of them over its NDRange. */
 CLATTN_HIDDEN cl_int clattn__paged_enqueue(clattn_context *ctx, cl_command_queue q, cl_kernel k,
                                            clattn_paged_kernel which, const clattn_paged_call *c, cl_uint num_wait,

@@ -42,11 +42,7 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
                        "dimension holds", s->heads_kv, s->batch, CLATTN_GRID_MAX);
         return false;
     }
-    if (s->rotary_dim && s->heads_q > CLATTN_GRID_MAX) { /* q's rotation: query heads in dimension 2 */
-        clattn__format(why, why_size, "%d query heads exceed the %d work-groups a GPU grid dimension holds",
-                       s->heads_q, CLATTN_GRID_MAX);
-        return false;
-    }
+    if (!clattn__paged_grid_fits(s, why, why_size)) return false;
     if (s->head_dim > CLATTN_FUSED_MAX_HEAD_DIM || s->head_dim_v > CLATTN_FUSED_MAX_HEAD_DIM) {
         clattn__format(why, why_size, "head dims above %d (got %d/%d) are not supported by the fused path",
                        CLATTN_FUSED_MAX_HEAD_DIM, s->head_dim, s->head_dim_v);

@@ -38,6 +38,7 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
                        s->batch, s->heads_q);
         return false;
     }
+    if (!clattn__paged_grid_fits(s, why, why_size)) return false;
     clattn__format(why, why_size, "the unfused path serves this descriptor");
     return true;
 }

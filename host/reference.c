@@ -350,9 +350,9 @@ static clattn_status paged_inputs(const clattn_shape *s, clattn_host_tensors *t,
             }
         }
     }
-    if (s->rotary_dim) { /* q at seqused_k + i when causal or windowed, else at seqused_k */
+    if (s->rotary_dim) { /* q at seqused_k + i when causal or local, else at seqused_k */
         memcpy(*qr, t->q, need.q * es);
-        const bool per_row = s->causal || s->window;
+        const bool per_row = s->rotary_per_row;
         for (int b = 0; b < s->batch; b++)
             for (int h = 0; h < s->heads_q; h++)
                 for (int i = 0; i < s->seq_q; i++)

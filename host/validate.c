@@ -67,7 +67,8 @@ static clattn_status check_strides(const char *name, const clattn_strides *s, ch
 static clattn_status check_paged(const clattn_desc *d, int heads_kv, int head_dim_v, char *msg, size_t msg_size)
 {
     if (!d->page_size) {
-        if (d->num_pages || d->pages_per_seq || d->seq_new || d->rotary_dim || d->rotary_positions)
+        if (d->num_pages || d->pages_per_seq || d->seq_new || d->rotary_dim || d->rotary_positions ||
+            d->rotary_interleaved)
             FAIL(CLATTN_INVALID_ARGUMENT, "num_pages, pages_per_seq, seq_new and rotary_* need a paged KV cache "
                  "(page_size >= 1)");
         return CLATTN_SUCCESS;
@@ -196,6 +197,12 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
         s->rotary_dim = d->rotary_dim;
         s->rotary_interleaved = d->rotary_interleaved != 0;
         s->rotary_positions = d->rotary_positions;
+        /* q rotated row by row when causal or local, as flash_attn_with_kvcache decides: a window
+           side counts only if it is below the cache's length (pages_per_seq x page_size), since
+           a wider side masks nothing */
+        const int64_t cap = (int64_t)d->page_size * d->pages_per_seq;
+        s->rotary_per_row = s->causal || (s->window && ((s->window_left >= 0 && s->window_left < cap) ||
+                                                        (s->window_right >= 0 && s->window_right < cap)));
     }
 
     if (d->layout == CLATTN_LAYOUT_STRIDED) {

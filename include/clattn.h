@@ -65,8 +65,9 @@
  * program it built stays in the context's cache and is released with the context) and writes
  * nothing the caller owns, with one exception: when an enqueue itself fails (an OpenCL or
  * CLBlast error after the first kernel was enqueued), o and lse may hold partial results of the
- * kernels enqueued before it (for the unfused path, whole earlier chunks). *out pointers are
- * NULL after a failure. The context stays usable after any failure.
+ * kernels enqueued before it (for the unfused path, whole earlier chunks), and a paged call's
+ * caches may already hold its append (the same call again writes the same values). *out
+ * pointers are NULL after a failure. The context stays usable after any failure.
  */
 #ifndef CLATTN_H
 #define CLATTN_H
@@ -220,8 +221,10 @@ typedef struct clattn_strides {
  *     varlen. The caches are then outputs too: nothing else may overlap them.
  *   - Rotary (rotary_dim >= 2, with an append): rotary_cos and rotary_sin (rotary_positions,
  *     rotary_dim / 2) f32 rotate the first rotary_dim dims of k_new at positions seqused_k[b] + t
- *     and of q at seqused_k[b] + i when causal or windowed, else all of q at seqused_k[b]
- *     (q itself is not modified); rotary_positions must cover
+ *     and of q at seqused_k[b] + i when causal or local, else all of q at seqused_k[b] (q
+ *     itself is not modified). Local, as in flash_attn_with_kvcache: use_window with a side
+ *     >= 0 and below pages_per_seq * page_size (a window (-1, -1), or one whose sides are all
+ *     that wide, masks nothing and rotates q as no window does). rotary_positions must cover
  *     max(seq_kv, seq_kv - seq_new + seq_q) positions.
  *   - Packed queries (varlen): q and o packed by cu_seqlens_q over the paged cache (chunked
  *     prefill); cu_seqlens_k and total_k are not used.

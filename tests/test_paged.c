@@ -61,6 +61,12 @@ static paged_case cases[] = {
      .interleaved = 1, .causal = 1, .bshd = 1},
     {"chunk_window_not_causal", 3, 4, 2, 6, 70, 64, .page = 16, .nnew = 6, .window = 1, .wl = 9, .wr = 2},
     {"rotary_not_causal", 3, 4, 2, 3, 33, 32, .page = 4, .nnew = 2, .rotary = 32},
+    /* windows that mask nothing rotate q as no window does (all of q at seqused_k): (-1, -1), and
+     * a left side as wide as the cache (pages_per_seq 9 x page 4) */
+    {"rotary_window_unbounded", 3, 4, 2, 3, 33, 32, .page = 4, .nnew = 2, .rotary = 32, .window = 1, .wl = -1,
+     .wr = -1},
+    {"rotary_window_cache_wide", 3, 4, 2, 3, 33, 32, .page = 4, .nnew = 2, .rotary = 16, .interleaved = 1,
+     .window = 1, .wl = 36, .wr = -1},
     /* reading only: no append */
     {"read_page1_features", 3, 4, 2, 4, 30, 64, .page = 1, .extra_pages = 3, .alibi = 1, .sinks = 1, .softcap = 20.0f,
      .causal = 1},
@@ -130,7 +136,70 @@ Test(paged, wrong_result_is_caught, .timeout = 120)
     run_opts opts = {.seed = 7, .inject_error = true};
     run_result r = run_and_compare(ctx, &d, &opts);
     cr_expect(!verify_ok(&r), "a planted error passed");
+    for (int how = 1; how <= 2; how++) { /* a cache element the append wrote wrong, or one it should not have */
+        run_opts co = {.seed = 7, .inject_cache_error = how};
+        r = run_and_compare(ctx, &d, &co);
+        cr_expect(r.appended && !verify_ok(&r), "a planted cache error (%s) passed",
+                  how == 1 ? "in an appended element" : "outside the append");
+    }
     clattn_context_destroy(ctx);
+}
+
+/* The reference's q rotation, as flash_attn_with_kvcache's: row by row when causal or local,
+ * all of q at seqused_k otherwise; a window that masks nothing counts as none. Checked as
+ * properties of the reference (the device paths are compared with it above). */
+static void reference_o(const clattn_desc *d, float *o)
+{
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    cr_assert_eq(clattn_desc_tensor_sizes(d, &n), CLATTN_SUCCESS);
+    uint64_t rng = 5;
+    float *in[5];
+    const size_t len[5] = {n.q, n.k, n.v, n.k_new, n.v_new};
+    for (int i = 0; i < 5; i++) {
+        in[i] = malloc(len[i] * 4 + 4);
+        for (size_t j = 0; j < len[i]; j++) in[i][j] = clattn_rng_uniform(&rng);
+    }
+    int32_t *table = malloc(n.block_table * 4 + 4), *lens = malloc((size_t)d->batch * 4);
+    for (size_t i = 0; i < n.block_table; i++) table[i] = (int32_t)((i * 5) % (size_t)d->num_pages);
+    for (int b = 0; b < d->batch; b++) lens[b] = (d->seq_kv - d->seq_new) * b / (d->batch - 1);
+    float *cs = malloc(n.rotary * 4 + 4), *sn = malloc(n.rotary * 4 + 4);
+    for (size_t i = 0; i < n.rotary; i++) {
+        cs[i] = cosf((float)i * 0.61f);
+        sn[i] = sinf((float)i * 0.61f);
+    }
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    t.q = in[0]; t.k = in[1]; t.v = in[2]; t.k_new = in[3]; t.v_new = in[4]; t.o = o;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.k_new_len = n.k_new; t.v_new_len = n.v_new; t.o_len = n.o;
+    t.block_table = table; t.seqused_k = lens; t.rotary_cos = cs; t.rotary_sin = sn;
+    char msg[256];
+    cr_assert_eq(clattn_reference_forward(d, &t, msg, sizeof msg), CLATTN_SUCCESS, "%s", msg);
+    for (int i = 0; i < 5; i++) free(in[i]);
+    free(table); free(lens); free(cs); free(sn);
+}
+
+Test(paged, rotary_q_rows_when_local)
+{
+    paged_case c = {"", 3, 4, 2, 3, 33, 32, .page = 4, .nnew = 2, .rotary = 32};
+    clattn_desc none = desc_of(&c);
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    cr_assert_eq(clattn_desc_tensor_sizes(&none, &n), CLATTN_SUCCESS);
+    float *want = malloc(n.o * 4), *got = malloc(n.o * 4);
+    reference_o(&none, want);
+    const int cap = none.pages_per_seq * none.page_size;
+    const struct { int wl, wr, local; } w[] = {{-1, -1, 0}, {cap, -1, 0}, {-1, cap, 0}, {cap + 5, cap, 0},
+                                                {cap - 1, -1, 1}, {-1, 2, 1}, {4, 1, 1}};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+        clattn_desc d = none;
+        d.use_window = 1; d.window_left = w[i].wl; d.window_right = w[i].wr;
+        reference_o(&d, got);
+        /* a window masking nothing gives the same o, bit for bit; a local one rotates q per row
+         * (and may mask), so o moves */
+        const bool same = !memcmp(got, want, n.o * 4);
+        cr_expect(same == !w[i].local, "window (%d, %d): o %s the unwindowed one's", w[i].wl, w[i].wr,
+                  same ? "equals" : "differs from");
+    }
+    free(want);
+    free(got);
 }
 
 /* Every refusal names what is wrong, before anything runs. */
@@ -174,6 +243,28 @@ Test(paged, refusals)
     dense.seq_new = 1;
     cr_expect_eq(clattn_desc_validate(&dense, msg, sizeof msg), CLATTN_INVALID_ARGUMENT, "append without pages");
     cr_expect(strstr(msg, "page_size"), "%s", msg);
+    dense.seq_new = 0;
+    dense.rotary_interleaved = 1;
+    cr_expect_eq(clattn_desc_validate(&dense, msg, sizeof msg), CLATTN_INVALID_ARGUMENT, "rotary without pages");
+    cr_expect(strstr(msg, "rotary"), "%s", msg);
+}
+
+/* A grid the paged kernels could not launch on a GPU (65536 query heads to rotate) is refused
+ * when the plan is made, on both paths, so that no call fails after its append. */
+Test(paged, grid_refusals)
+{
+    clattn_context *ctx = test_context();
+    clattn_desc d = desc_of(&cases[1]);
+    d.heads_q = 65536;
+    for (int unfused = 0; unfused <= 1; unfused++) {
+        d.algo = unfused ? CLATTN_ALGO_UNFUSED : CLATTN_ALGO_FUSED;
+        clattn_plan *plan = NULL;
+        cr_expect_neq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS, "%s path", unfused ? "unfused" : "fused");
+        cr_expect_null(plan);
+        cr_expect(strstr(clattn_context_last_error(ctx), "65536 query heads"), "%s",
+                  clattn_context_last_error(ctx));
+    }
+    clattn_context_destroy(ctx);
 }
 
 /* Execution refuses a missing block table, a cache overlapping an input when the append writes
@@ -268,8 +359,15 @@ Test(paged, host_call_returns_caches, .timeout = 120)
     cr_expect(memcmp(buf[1], buf[8], n.k * 4) != 0, "the append changed nothing");
     /* seqused_k past seq_kv - seq_new is refused on the host, nothing written */
     lens[2] = d.seq_kv - d.seq_new + 1;
+    float *o_was = malloc(n.o * 4), *kc_was = malloc(n.k * 4);
+    memcpy(o_was, t.o, n.o * 4);
+    memcpy(kc_was, t.k_cache_out, n.k * 4);
     cr_expect_eq(clattn_forward_host(ctx, &d, &t), CLATTN_INVALID_ARGUMENT);
     cr_expect(strstr(clattn_context_last_error(ctx), "seqused_k"), "%s", clattn_context_last_error(ctx));
+    cr_expect(!memcmp(o_was, t.o, n.o * 4) && !memcmp(kc_was, t.k_cache_out, n.k * 4),
+              "a refused call wrote o or k_cache_out");
+    free(o_was);
+    free(kc_was);
     for (int i = 0; i < 10; i++) free(buf[i]);
     free(table); free(cs); free(sn); free(dev_k); free(dev_v);
     clattn_context_destroy(ctx);

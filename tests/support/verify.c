@@ -230,7 +230,7 @@ typedef struct paged_inputs {
     float *cos, *sin;
 } paged_inputs;
 
-static bool make_paged(const clattn_desc *d, const clattn_tensor_sizes *n, bool holes, uint64_t *rng,
+static bool make_paged(const clattn_desc *d, const clattn_tensor_sizes *n, bool holes, const int32_t *lens, uint64_t *rng,
                        paged_inputs *p)
 {
     memset(p, 0, sizeof *p);
@@ -248,10 +248,13 @@ static bool make_paged(const clattn_desc *d, const clattn_tensor_sizes *n, bool 
     /* distinct pages per entry while they last (an append must not write one page twice) */
     for (size_t i = 0; i < n->block_table; i++) p->table[i] = order[i % (size_t)d->num_pages];
     free(order);
-    if (holes) /* a page id outside the cache inside each sequence's used range */
-        for (int b = 0; b < d->batch; b++)
-            p->table[(size_t)b * d->pages_per_seq + (size_t)(b % d->pages_per_seq)] =
-                b % 2 ? -1 - b : d->num_pages + b;
+    if (holes) /* a page id outside the cache inside each sequence's used range: its first page, or
+                  (odd sequences) the one its last key, the appended token's, falls on */
+        for (int b = 0; b < d->batch; b++) {
+            const int used = lens[b] + d->seq_new;
+            const int at = used && b % 2 ? (used - 1) / d->page_size : 0;
+            p->table[(size_t)b * d->pages_per_seq + (size_t)at] = b % 2 ? -1 - b : d->num_pages + b;
+        }
     const clattn_dtype dt = d->dtype;
     if (d->seq_new && (!(p->k_new = random_tensor(n->k_new, dt, rng, 1.0f)) ||
                        !(p->v_new = random_tensor(n->v_new, dt, rng, 1.0f))))
@@ -365,7 +368,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
                                                               : (int32_t)(clattn_rng_next(&rng) % (uint64_t)(most + 1));
     }
     if (desc.page_size) {
-        if (!make_paged(&desc, &n, opts->paged_holes, &rng, &pg)) FAIL("out of host memory");
+        if (!make_paged(&desc, &n, opts->paged_holes, lens, &rng, &pg)) FAIL("out of host memory");
         if (desc.seq_new && (!(kc_ref = malloc(n.k * es + 1)) || !(vc_ref = malloc(n.v * es + 1)) ||
                              !(kc_got = malloc(n.k * es + 1)) || !(vc_got = malloc(n.v * es + 1))))
             FAIL("out of host memory");
@@ -506,6 +509,13 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
         if ((e = clEnqueueReadBuffer(queue, ins[1], CL_TRUE, 0, n.k * es, kc_got, 0, NULL, NULL)) ||
             (e = clEnqueueReadBuffer(queue, ins[2], CL_TRUE, 0, n.v * es, vc_got, 0, NULL, NULL)))
             FAIL("reading the caches: %d", e);
+        if (opts->inject_cache_error) { /* test-only: a wrong or stray append must be caught */
+            const unsigned char *after = kc_ref, *before = k;
+            const bool wrote = opts->inject_cache_error == 1;
+            size_t i = 0;
+            while (i + 1 < n.k && (memcmp(after + i * es, before + i * es, es) != 0) != wrote) i++;
+            put(kc_got, dt, i, get(kc_got, dt, i) + 1.0f);
+        }
         res.appended = true;
         res.guards_ok = res.guards_ok && compare_cache(kc_got, kc_ref, k, n.k, dt, &res.k_cache) &&
                         compare_cache(vc_got, vc_ref, v, n.v, dt, &res.v_cache);

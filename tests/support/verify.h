@@ -22,6 +22,8 @@ typedef struct verify_opts {
     float v_amplitude;      /* v alone (e.g. near the storage type's limit); 0: amplitude */
     bool inject_error;      /* test-only: perturb one output element before the comparison */
     const clattn_tuning *tuning; /* fused: these parameters instead of the looked-up ones */
+    int inject_cache_error; /* test-only, paged append: 1 perturbs a cache element the append wrote, 2 one
+                               it left alone, before the caches are compared */
     bool paged_holes;       /* paged: one used block table entry of each sequence outside the cache */
 } verify_opts;
 
