@@ -55,7 +55,7 @@ __kernel void clattn_paged_append(__global T *kc, ulong kc_off, long kc_sh, long
 }
 
 /* NDRange (seq_q, heads_q, batch): q rotated into qr, which has q's strides (from element
- * qr_off); row i of sequence b at position seqused_k[b] + i (per_row: causal or windowed) or
+ * qr_off); row i of sequence b at position seqused_k[b] + i (per_row: causal or local) or
  * seqused_k[b]. */
 __kernel void clattn_paged_rotate_q(__global const T *q, ulong q_off, long q_sb, long q_sh, long q_ss,
                                     __global T *qr, ulong qr_off, int d, __global const int *seqused_k,
