@@ -230,8 +230,8 @@ typedef struct paged_inputs {
     float *cos, *sin;
 } paged_inputs;
 
-static bool make_paged(const clattn_desc *d, const clattn_tensor_sizes *n, bool holes, const int32_t *lens, uint64_t *rng,
-                       paged_inputs *p)
+static bool make_paged(const clattn_desc *d, const clattn_tensor_sizes *n, bool holes, const int32_t *lens,
+                       uint64_t *rng, paged_inputs *p)
 {
     memset(p, 0, sizeof *p);
     int32_t *order = malloc(sizeof(int32_t) * (size_t)d->num_pages);
