@@ -7,12 +7,20 @@
  * splits, the rows family's K transpose included, the backward pass's paths too; and a paged KV
  * cache's block table (ids outside the cache, negative, INT_MIN/MAX) with seqused_k garbage,
  * with the append writing through the table (the caches are outputs then: their guards must
- * hold). */
+ * hold). Guard bytes catch stray writes only, so in two of every three trials the inputs sit
+ * instead in host memory that ends (or starts) at an inaccessible page, given to the device as
+ * its storage (CL_MEM_USE_HOST_PTR): where the device works in host memory, as PoCL does, a
+ * read past the end (or before the start) faults and fails the test. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "harness.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 TestSuite(device_ints, .fini = leak_check);
 
@@ -28,7 +36,9 @@ static const char *tensor_name[NTENSORS] = {"q", "k", "v", "mask", "alibi", "sin
 typedef struct guarded {
     cl_mem parent, sub;
     size_t bytes, pad, total;
-    unsigned char *image; /* the parent's contents as written */
+    unsigned char *image; /* the parent's contents as written (fenced: the tensor's) */
+    unsigned char *map, *host; /* fenced: the mapping with its inaccessible pages, the tensor in it */
+    size_t map_bytes;
 } guarded;
 
 /* A sub-buffer of `bytes` (host data, or guard bytes when NULL) at `pad` bytes into a parent
@@ -49,6 +59,72 @@ static void make(cl_context cl, guarded *g, const void *data, size_t bytes, size
     cr_assert_eq(e, CL_SUCCESS);
 }
 
+/* An input tensor in host memory between two inaccessible pages, touching the one after it
+ * (at_end) or the one before, used by the device in place: a kernel's read outside it faults
+ * where the device works in host memory (PoCL), and is harmless where the buffer is copied. */
+static void make_fenced(cl_context cl, guarded *g, const void *data, size_t bytes, bool at_end)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE), span = (bytes + page - 1) / page * page;
+    cl_int e;
+    memset(g, 0, sizeof *g);
+    g->bytes = bytes;
+    g->map_bytes = span + 2 * page;
+    g->map = mmap(NULL, g->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(g->map, MAP_FAILED);
+    cr_assert_eq(mprotect(g->map, page, PROT_NONE), 0);
+    cr_assert_eq(mprotect(g->map + page + span, page, PROT_NONE), 0);
+    g->host = at_end ? g->map + page + span - bytes : g->map + page;
+    g->image = malloc(bytes);
+    memcpy(g->image, data, bytes);
+    memcpy(g->host, data, bytes);
+    g->sub = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, bytes, g->host, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+}
+
+/* In a child process: read element `index` of a 64-float fenced buffer (fenced after it when
+ * index >= 0, before it otherwise) in a kernel. Exit codes: 0 the read returned the element,
+ * 77 not a CPU device (its buffers may be copies), 99 the read faulted. */
+#define FENCE_SKIP 77
+#define FENCE_FAULT 99
+static void on_fault(int sig)
+{
+    (void)sig;
+    _exit(FENCE_FAULT);
+}
+
+static int fence_child(int index)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fault;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    clattn_context *ctx = test_context();
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_device_id dev = clattn_context_device(ctx);
+    cl_device_type type = 0;
+    clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    if (!(type & CL_DEVICE_TYPE_CPU)) return FENCE_SKIP;
+    float data[64];
+    for (int i = 0; i < 64; i++) data[i] = (float)i + 0.5f;
+    guarded g;
+    make_fenced(cl, &g, data, sizeof data, index >= 0);
+    static const char *src = "__kernel void rd(__global const float *a, __global float *o, int i) { o[0] = a[i]; }";
+    cl_int e;
+    cl_program prog = clCreateProgramWithSource(cl, 1, &src, NULL, &e);
+    if (e || clBuildProgram(prog, 1, &dev, "", NULL, NULL)) return 2;
+    cl_kernel k = clCreateKernel(prog, "rd", &e);
+    cl_mem out = clCreateBuffer(cl, CL_MEM_READ_WRITE, sizeof(float), NULL, &e);
+    cl_command_queue q = clCreateCommandQueue(cl, dev, 0, &e);
+    float got = -1.0f;
+    const size_t one = 1;
+    if (clSetKernelArg(k, 0, sizeof g.sub, &g.sub) || clSetKernelArg(k, 1, sizeof out, &out) ||
+        clSetKernelArg(k, 2, sizeof index, &index) || clEnqueueNDRangeKernel(q, k, 1, NULL, &one, NULL, 0, NULL, NULL) ||
+        clEnqueueReadBuffer(q, out, CL_TRUE, 0, sizeof got, &got, 0, NULL, NULL))
+        return 3;
+    return index >= 0 && index < 64 && got == data[index] ? 0 : 4;
+}
+
 static unsigned char *read_back(cl_command_queue q, const guarded *g)
 {
     unsigned char *b = malloc(g->total);
@@ -60,6 +136,7 @@ static void drop(guarded *g)
 {
     if (g->sub) clReleaseMemObject(g->sub);
     if (g->parent) clReleaseMemObject(g->parent);
+    if (g->map) munmap(g->map, g->map_bytes);
     free(g->image);
     memset(g, 0, sizeof *g);
 }
@@ -165,27 +242,41 @@ static void trials(const trial_case *c, int n_trials)
         for (size_t i = 0; i < n.block_table; i++) table[i] = garbage(&rng, d.num_pages);
         guarded g[NTENSORS];
         memset(g, 0, sizeof g);
-        make(cl, &g[T_Q], q, n.q * 4, pad);
-        make(cl, &g[T_K], k, n.k * 4, pad);
-        make(cl, &g[T_V], v, n.v * 4, pad);
-        if (c->mask) make(cl, &g[T_MASK], mask, n.mask * 4, pad);
-        if (c->mask) make(cl, &g[T_ALIBI], alibi, sizeof alibi, pad);
-        if (c->seqused) make(cl, &g[T_USED], used, sizeof(int32_t) * nb, pad);
-        if (c->varlen) make(cl, &g[T_CUQ], cuq, sizeof(int32_t) * (nb + 1), pad);
-        if (c->varlen) make(cl, &g[T_CUK], cuk, sizeof(int32_t) * (nb + 1), pad);
-        make(cl, &g[T_O], c->backward ? o : NULL, n.o * 4, pad);
-        make(cl, &g[T_LSE], c->backward ? lse : NULL, n.lse * 4, pad);
+        /* inputs (never written): guard bytes in a third of the trials, else fenced by pages */
+        const int fence = trial % 3;
+#define INPUT(t, data, bytes) \
+    (fence ? make_fenced(cl, &g[t], data, bytes, fence == 1) : make(cl, &g[t], data, bytes, pad))
+        INPUT(T_Q, q, n.q * 4);
+        if (d.seq_new) { /* the append writes the caches: outputs */
+            make(cl, &g[T_K], k, n.k * 4, pad);
+            make(cl, &g[T_V], v, n.v * 4, pad);
+        } else {
+            INPUT(T_K, k, n.k * 4);
+            INPUT(T_V, v, n.v * 4);
+        }
+        if (c->mask) INPUT(T_MASK, mask, n.mask * 4);
+        if (c->mask) INPUT(T_ALIBI, alibi, sizeof alibi);
+        if (c->seqused) INPUT(T_USED, used, sizeof(int32_t) * nb);
+        if (c->varlen) INPUT(T_CUQ, cuq, sizeof(int32_t) * (nb + 1));
+        if (c->varlen) INPUT(T_CUK, cuk, sizeof(int32_t) * (nb + 1));
+        if (c->backward) {
+            INPUT(T_O, o, n.o * 4);
+            INPUT(T_LSE, lse, n.lse * 4);
+        } else {
+            make(cl, &g[T_O], NULL, n.o * 4, pad);
+            make(cl, &g[T_LSE], NULL, n.lse * 4, pad);
+        }
         if (scratch) make(cl, &g[T_SCRATCH], NULL, scratch, pad);
-        if (c->page) make(cl, &g[T_TABLE], table, n.block_table * 4, pad);
+        if (c->page) INPUT(T_TABLE, table, n.block_table * 4);
         if (d.seq_new) {
-            make(cl, &g[T_KNEW], knew, n.k_new * 4, pad);
-            make(cl, &g[T_VNEW], vnew, n.v_new * 4, pad);
-            make(cl, &g[T_COS], rot, n.rotary * 4, pad);
-            make(cl, &g[T_SIN], rot, n.rotary * 4, pad);
+            INPUT(T_KNEW, knew, n.k_new * 4);
+            INPUT(T_VNEW, vnew, n.v_new * 4);
+            INPUT(T_COS, rot, n.rotary * 4);
+            INPUT(T_SIN, rot, n.rotary * 4);
         }
         if (c->backward) {
-            make(cl, &g[T_SINKS], sinks, sizeof sinks, pad);
-            make(cl, &g[T_DO], dout, n.o * 4, pad);
+            INPUT(T_SINKS, sinks, sizeof sinks);
+            INPUT(T_DO, dout, n.o * 4);
             make(cl, &g[T_DQ], NULL, n.q * 4, pad);
             make(cl, &g[T_DK], NULL, n.k * 4, pad);
             make(cl, &g[T_DV], NULL, n.v * 4, pad);
@@ -207,7 +298,13 @@ static void trials(const trial_case *c, int n_trials)
             clReleaseEvent(ev);
         }
         clFinish(queue);
+#undef INPUT
         for (int t = 0; t < NTENSORS; t++) {
+            if (g[t].map) { /* a fenced input: unchanged */
+                cr_expect(!memcmp(g[t].host, g[t].image, g[t].bytes), "%s, trial %d: input %s changed", c->name,
+                          trial, tensor_name[t]);
+                continue;
+            }
             if (!g[t].parent) continue;
             unsigned char *b = read_back(queue, &g[t]);
             /* outputs: o and lse in the forward, the gradients in the backward; scratch always */
@@ -276,4 +373,25 @@ ParameterizedTestParameters(device_ints, garbage)
 ParameterizedTest(trial_case *c, device_ints, garbage, .timeout = 600)
 {
     trials(c, 40);
+}
+
+/* The fences work on this device: the last element of a fenced buffer reads back, one past the
+ * end or one before the start faults. Where they do not (a device that copies its buffers), the
+ * fenced trials above check nothing more than the guard bytes, and this test says so (skipped). */
+Test(device_ints, fences_fault, .timeout = 120)
+{
+    const int index[3] = {63, 64, -1};
+    const char *what[3] = {"the last element", "one past the end", "one before the start"};
+    for (int i = 0; i < 3; i++) {
+        const pid_t pid = fork();
+        cr_assert(pid >= 0, "fork");
+        if (pid == 0) _exit(fence_child(index[i]));
+        int status = 0;
+        waitpid(pid, &status, 0);
+        cr_assert(WIFEXITED(status), "reading %s: the child ended by signal %d", what[i],
+                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        if (WEXITSTATUS(status) == FENCE_SKIP) cr_skip_test("not a CPU device: its buffers may be copies");
+        cr_assert_eq(WEXITSTATUS(status), i == 0 ? 0 : FENCE_FAULT, "reading %s of a fenced buffer: exit %d", what[i],
+                     WEXITSTATUS(status));
+    }
 }
