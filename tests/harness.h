@@ -25,8 +25,9 @@ clattn_context *test_context(void);
 /* The same with a forced kernel family (both families are checked on every device). */
 clattn_context *test_context_family(clattn_kernel_family family);
 
-/* The run itself lives in bench/verify.c, shared with `clattn check`; these wrap it for
- * Criterion: a failed run (a status, an OpenCL error) fails the test with its message. */
+/* The run itself lives in tests/support/verify.c, shared with `clattn check`; these wrap it for
+ * Criterion: a failed run (a status, an OpenCL error) fails the test with its message. Every
+ * input is fenced by inaccessible pages (fence.h): on a CPU device a stray read crashes the test. */
 typedef verify_opts run_opts;
 typedef verify_result run_result;
 run_result run_and_compare(clattn_context *ctx, const clattn_desc *desc, const run_opts *opts);

@@ -11,14 +11,13 @@
  * instead in host memory that ends (or starts) at an inaccessible page, given to the device as
  * its storage (CL_MEM_USE_HOST_PTR): where the device works in host memory, as PoCL does, a
  * read past the end (or before the start) faults and fails the test. */
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
+#include "fence.h"
 #include "harness.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,8 +36,7 @@ typedef struct guarded {
     cl_mem parent, sub;
     size_t bytes, pad, total;
     unsigned char *image; /* the parent's contents as written (fenced: the tensor's) */
-    unsigned char *map, *host; /* fenced: the mapping with its inaccessible pages, the tensor in it */
-    size_t map_bytes;
+    fence fz;             /* fenced: the mapping with its inaccessible pages, the tensor in it */
 } guarded;
 
 /* A sub-buffer of `bytes` (host data, or guard bytes when NULL) at `pad` bytes into a parent
@@ -64,20 +62,12 @@ static void make(cl_context cl, guarded *g, const void *data, size_t bytes, size
  * where the device works in host memory (PoCL), and is harmless where the buffer is copied. */
 static void make_fenced(cl_context cl, guarded *g, const void *data, size_t bytes, bool at_end)
 {
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE), span = (bytes + page - 1) / page * page;
     cl_int e;
     memset(g, 0, sizeof *g);
     g->bytes = bytes;
-    g->map_bytes = span + 2 * page;
-    g->map = mmap(NULL, g->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    cr_assert_neq(g->map, MAP_FAILED);
-    cr_assert_eq(mprotect(g->map, page, PROT_NONE), 0);
-    cr_assert_eq(mprotect(g->map + page + span, page, PROT_NONE), 0);
-    g->host = at_end ? g->map + page + span - bytes : g->map + page;
     g->image = malloc(bytes);
     memcpy(g->image, data, bytes);
-    memcpy(g->host, data, bytes);
-    g->sub = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR, bytes, g->host, &e);
+    g->sub = fence_buffer(cl, CL_MEM_READ_WRITE, data, bytes, at_end, &g->fz, &e);
     cr_assert_eq(e, CL_SUCCESS);
 }
 
@@ -102,9 +92,7 @@ static int fence_child(int index)
     clattn_context *ctx = test_context();
     cl_context cl = clattn_context_cl_context(ctx);
     cl_device_id dev = clattn_context_device(ctx);
-    cl_device_type type = 0;
-    clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof type, &type, NULL);
-    if (!(type & CL_DEVICE_TYPE_CPU)) return FENCE_SKIP;
+    if (!fence_applies(dev)) return FENCE_SKIP;
     float data[64];
     for (int i = 0; i < 64; i++) data[i] = (float)i + 0.5f;
     guarded g;
@@ -136,7 +124,7 @@ static void drop(guarded *g)
 {
     if (g->sub) clReleaseMemObject(g->sub);
     if (g->parent) clReleaseMemObject(g->parent);
-    if (g->map) munmap(g->map, g->map_bytes);
+    fence_free(&g->fz);
     free(g->image);
     memset(g, 0, sizeof *g);
 }
@@ -243,9 +231,9 @@ static void trials(const trial_case *c, int n_trials)
         guarded g[NTENSORS];
         memset(g, 0, sizeof g);
         /* inputs (never written): guard bytes in a third of the trials, else fenced by pages */
-        const int fence = trial % 3;
+        const int fenced = trial % 3;
 #define INPUT(t, data, bytes) \
-    (fence ? make_fenced(cl, &g[t], data, bytes, fence == 1) : make(cl, &g[t], data, bytes, pad))
+    (fenced ? make_fenced(cl, &g[t], data, bytes, fenced == 1) : make(cl, &g[t], data, bytes, pad))
         INPUT(T_Q, q, n.q * 4);
         if (d.seq_new) { /* the append writes the caches: outputs */
             make(cl, &g[T_K], k, n.k * 4, pad);
@@ -300,8 +288,8 @@ static void trials(const trial_case *c, int n_trials)
         clFinish(queue);
 #undef INPUT
         for (int t = 0; t < NTENSORS; t++) {
-            if (g[t].map) { /* a fenced input: unchanged */
-                cr_expect(!memcmp(g[t].host, g[t].image, g[t].bytes), "%s, trial %d: input %s changed", c->name,
+            if (g[t].fz.map) { /* a fenced input: unchanged */
+                cr_expect(!memcmp(g[t].fz.host, g[t].image, g[t].bytes), "%s, trial %d: input %s changed", c->name,
                           trial, tensor_name[t]);
                 continue;
             }

@@ -1,4 +1,5 @@
 #include "verify.h"
+#include "fence.h"
 #include "rng.h"
 
 #include <math.h>
@@ -49,13 +50,31 @@ static bool guard_intact(const unsigned char *p, size_t bytes)
     return true;
 }
 
+/* The inputs' fences (opts->fence_inputs on a CPU): one per input tensor, each touching the
+ * inaccessible page after it in two of three (seed, tensor) pairs, the one before it otherwise. */
+enum { IN_Q, IN_K, IN_V, IN_TABLE, IN_KNEW, IN_VNEW, IN_COS, IN_SIN, IN_MASK, IN_ALIBI, IN_SINKS, IN_USED, IN_CUQ,
+       IN_CUK, IN_DO, IN_O, IN_LSE, N_INPUTS };
+typedef struct fences {
+    bool on;
+    uint64_t seed;
+    fence f[N_INPUTS];
+} fences;
+
+/* Input tensor `which` from host data: fenced, or a copy in the device's own memory. */
+static cl_mem host_input(cl_context cl, cl_mem_flags flags, const void *data, size_t bytes, fences *fz, int which,
+                         cl_int *err)
+{
+    if (fz->on) return fence_buffer(cl, flags, data, bytes, (fz->seed + (uint64_t)which) % 3 != 0, &fz->f[which], err);
+    return clCreateBuffer(cl, flags | CL_MEM_COPY_HOST_PTR, bytes, (void *)data, err);
+}
+
 /* A read-only input buffer, or a sub-buffer at an aligned offset of a larger buffer filled
  * with garbage. NULL with *err set on failure. */
 static cl_mem make_input(cl_context cl, const void *data, size_t bytes, bool sub, size_t align, cl_mem *parent,
-                         cl_int *err)
+                         fences *fz, int which, cl_int *err)
 {
     *parent = NULL;
-    if (!sub) return clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes, (void *)data, err);
+    if (!sub) return host_input(cl, CL_MEM_READ_ONLY, data, bytes, fz, which, err);
     const size_t total = align + bytes + align;
     unsigned char *big = malloc(total);
     if (!big) {
@@ -156,7 +175,7 @@ static void guarded_free(guarded *g)
 static int run_backward(clattn_context *ctx, clattn_plan *plan, cl_command_queue queue, clattn_buffers *bf,
                         const clattn_desc *desc, const clattn_tensor_sizes *n, const void *o_ref,
                         const float *lse_ref, const void *dout, void *const gref[3], const float *dsinks_ref,
-                        guarded g[4], cl_mem *din, cl_mem *oin, cl_mem *lin, const verify_opts *opts,
+                        guarded g[4], cl_mem *din, cl_mem *oin, cl_mem *lin, fences *fz, const verify_opts *opts,
                         verify_result *res)
 {
     const clattn_dtype dt = desc->dtype;
@@ -164,10 +183,9 @@ static int run_backward(clattn_context *ctx, clattn_plan *plan, cl_command_queue
     const float sentinel = -7.0f;
     cl_context cl = clattn_context_cl_context(ctx);
     cl_int e;
-    const cl_mem_flags in = CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR;
-    *din = clCreateBuffer(cl, in, n->o * es, (void *)dout, &e);
-    if (!e) *oin = clCreateBuffer(cl, in, n->o * es, (void *)o_ref, &e);
-    if (!e) *lin = clCreateBuffer(cl, in, n->lse * 4, (void *)lse_ref, &e);
+    *din = host_input(cl, CL_MEM_READ_ONLY, dout, n->o * es, fz, IN_DO, &e);
+    if (!e) *oin = host_input(cl, CL_MEM_READ_ONLY, o_ref, n->o * es, fz, IN_O, &e);
+    if (!e) *lin = host_input(cl, CL_MEM_READ_ONLY, lse_ref, n->lse * 4, fz, IN_LSE, &e);
     for (int i = 0; i < 3 && !e; i++) e = guarded_make(cl, &g[i], gref[i], gn[i], dt, false, sentinel);
     if (!e && desc->has_sinks) e = guarded_make(cl, &g[3], dsinks_ref, (size_t)desc->heads_q, dt, true, sentinel);
     if (e) {
@@ -330,6 +348,8 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     memset(&pg, 0, sizeof pg);
     void *kc_ref = NULL, *vc_ref = NULL, *kc_got = NULL, *vc_got = NULL;
     cl_mem pmem[5] = {NULL, NULL, NULL, NULL, NULL};
+    fences fz;
+    memset(&fz, 0, sizeof fz);
     if (desc.varlen) {
         cu_q = make_cu(desc.batch, desc.seq_q, &rng, &desc.total_q);
         if (!cu_q) FAIL("out of host memory");
@@ -416,23 +436,24 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     if (!queue && !(queue = clCreateCommandQueue(cl, dev, 0, &e))) FAIL("clCreateCommandQueue: %d", e);
     cl_uint align_bits = 1024;
     clGetDeviceInfo(dev, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    fz.on = opts->fence_inputs && fence_applies(dev);
+    fz.seed = opts->seed;
     const void *host_in[3] = {q, k, v};
     const size_t in_bytes[3] = {n.q * es, n.k * es, n.v * es};
     for (int i = 0; i < 3; i++) {
         if (desc.seq_new && i > 0) { /* caches the append writes: read-write */
-            if (!(ins[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, in_bytes[i], (void *)host_in[i],
-                                          &e)))
+            if (!(ins[i] = host_input(cl, CL_MEM_READ_WRITE, host_in[i], in_bytes[i], &fz, IN_Q + i, &e)))
                 FAIL("creating the caches: %d", e);
             continue;
         }
-        if (!(ins[i] = make_input(cl, host_in[i], in_bytes[i], opts->sub_buffers, align_bits / 8, &parents[i], &e)))
+        if (!(ins[i] = make_input(cl, host_in[i], in_bytes[i], opts->sub_buffers, align_bits / 8, &parents[i], &fz,
+                                  IN_Q + i, &e)))
             FAIL("creating input buffers: %d", e);
     }
     const void *phost[5] = {pg.table, pg.k_new, pg.v_new, pg.cos, pg.sin};
     const size_t pbytes[5] = {n.block_table * 4, n.k_new * es, n.v_new * es, n.rotary * 4, n.rotary * 4};
     for (int i = 0; i < 5; i++)
-        if (phost[i] && !(pmem[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, pbytes[i],
-                                                   (void *)phost[i], &e)))
+        if (phost[i] && !(pmem[i] = host_input(cl, CL_MEM_READ_ONLY, phost[i], pbytes[i], &fz, IN_TABLE + i, &e)))
             FAIL("creating paged inputs: %d", e);
 
     clattn_buffers bf = CLATTN_BUFFERS_INIT;
@@ -443,14 +464,13 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     const size_t fbytes[6] = {n.mask * 4, (size_t)desc.heads_q * 4, (size_t)desc.heads_q * 4, (size_t)desc.batch * 4,
                               (size_t)(desc.batch + 1) * 4, (size_t)(desc.batch + 1) * 4};
     for (int i = 0; i < 6; i++)
-        if (fhost[i] && !(feat[i] = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, fbytes[i],
-                                                   (void *)fhost[i], &e)))
+        if (fhost[i] && !(feat[i] = host_input(cl, CL_MEM_READ_ONLY, fhost[i], fbytes[i], &fz, IN_MASK + i, &e)))
             FAIL("creating feature buffers: %d", e);
     bf.mask = feat[0]; bf.alibi_slopes = feat[1]; bf.sinks = feat[2]; bf.seqused_k = feat[3];
     bf.cu_seqlens_q = feat[4]; bf.cu_seqlens_k = feat[5];
     if (bwd) {
         rc = run_backward(ctx, plan, queue, &bf, &desc, &n, ref, lse_ref, dout, gref, dsinks_ref, g, &din, &oin,
-                          &lin, opts, &res);
+                          &lin, &fz, opts, &res);
         goto done;
     }
     /* Outputs inside guard regions; covered elements poisoned with NaN, others the sentinel. */
@@ -522,6 +542,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     }
     rc = 0;
 done:
+    if (queue) clFinish(queue); /* nothing may still use the fenced memory unmapped below */
     if (ev) clReleaseEvent(ev);
     for (int i = 0; i < 3; i++) {
         if (ins[i]) clReleaseMemObject(ins[i]);
@@ -544,6 +565,7 @@ done:
         if (pmem[i]) clReleaseMemObject(pmem[i]);
     free_paged(&pg);
     free(kc_ref); free(vc_ref); free(kc_got); free(vc_got);
+    for (int i = 0; i < N_INPUTS; i++) fence_free(&fz.f[i]);
     *out = res;
     return rc;
 }

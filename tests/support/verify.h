@@ -25,6 +25,8 @@ typedef struct verify_opts {
     int inject_cache_error; /* test-only, paged append: 1 perturbs a cache element the append wrote, 2 one
                                it left alone, before the caches are compared */
     bool paged_holes;       /* paged: one used block table entry of each sequence outside the cache */
+    bool fence_inputs;      /* every input in host memory fenced by inaccessible pages where the device
+                               is a CPU (fence.h): a kernel's stray read faults */
 } verify_opts;
 
 typedef struct verify_result {
