@@ -27,7 +27,8 @@ cl_mem fence_buffer(cl_context cl, cl_mem_flags flags, const void *data, size_t 
         return NULL;
     }
     f->host = at_end ? map + page + span - bytes : map + page;
-    memcpy(f->host, data, bytes);
+    if (data) memcpy(f->host, data, bytes);
+    else memset(f->host, 0xff, bytes); /* NaN in every float type: a read before a write shows */
     cl_mem m = clCreateBuffer(cl, flags | CL_MEM_USE_HOST_PTR, bytes, f->host, err);
     if (!m) fence_free(f);
     return m;

@@ -17,8 +17,8 @@ typedef struct fence {
     void *host;         /* the tensor inside it */
 } fence;
 
-/* A buffer holding `bytes` of `data`, touching the inaccessible page after it (at_end) or the
- * one before it. NULL with *err set on failure (f left empty). Release the buffer, after every
+/* A buffer holding `bytes` of `data` (NULL: all bits set, a NaN in f32, f16 and bf16),
+ * touching the inaccessible page after it (at_end) or the one before it. NULL with *err set on failure (f left empty). Release the buffer, after every
  * command that uses it has finished, before fence_free. */
 cl_mem fence_buffer(cl_context cl, cl_mem_flags flags, const void *data, size_t bytes, bool at_end, fence *f,
                     cl_int *err);

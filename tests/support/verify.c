@@ -51,9 +51,10 @@ static bool guard_intact(const unsigned char *p, size_t bytes)
 }
 
 /* The inputs' fences (opts->fence_inputs on a CPU): one per input tensor, each touching the
- * inaccessible page after it in two of three (seed, tensor) pairs, the one before it otherwise. */
+ * inaccessible page after it in two of three (seed, tensor) pairs, the one before it otherwise;
+ * and for odd seeds the plan's scratch, given as the caller's, poisoned and ending at one. */
 enum { IN_Q, IN_K, IN_V, IN_TABLE, IN_KNEW, IN_VNEW, IN_COS, IN_SIN, IN_MASK, IN_ALIBI, IN_SINKS, IN_USED, IN_CUQ,
-       IN_CUK, IN_DO, IN_O, IN_LSE, N_INPUTS };
+       IN_CUK, IN_DO, IN_O, IN_LSE, IN_SCRATCH, N_INPUTS };
 typedef struct fences {
     bool on;
     uint64_t seed;
@@ -350,6 +351,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     cl_mem pmem[5] = {NULL, NULL, NULL, NULL, NULL};
     fences fz;
     memset(&fz, 0, sizeof fz);
+    cl_mem fscratch = NULL;
     if (desc.varlen) {
         cu_q = make_cu(desc.batch, desc.seq_q, &rng, &desc.total_q);
         if (!cu_q) FAIL("out of host memory");
@@ -459,6 +461,12 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     clattn_buffers bf = CLATTN_BUFFERS_INIT;
     bf.q = ins[0]; bf.k = ins[1]; bf.v = ins[2];
     bf.scratch = opts->scratch;
+    const size_t scratch_bytes = clattn_plan_scratch_size(plan);
+    if (fz.on && !bf.scratch && scratch_bytes && opts->seed % 2) {
+        if (!(fscratch = fence_buffer(cl, CL_MEM_READ_WRITE, NULL, scratch_bytes, true, &fz.f[IN_SCRATCH], &e)))
+            FAIL("creating a fenced scratch: %d", e);
+        bf.scratch = fscratch;
+    }
     bf.block_table = pmem[0]; bf.k_new = pmem[1]; bf.v_new = pmem[2]; bf.rotary_cos = pmem[3]; bf.rotary_sin = pmem[4];
     const void *fhost[6] = {mask, alibi, sinks, lens, cu_q, cu_k};
     const size_t fbytes[6] = {n.mask * 4, (size_t)desc.heads_q * 4, (size_t)desc.heads_q * 4, (size_t)desc.batch * 4,
@@ -544,6 +552,7 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
 done:
     if (queue) clFinish(queue); /* nothing may still use the fenced memory unmapped below */
     if (ev) clReleaseEvent(ev);
+    if (fscratch) clReleaseMemObject(fscratch);
     for (int i = 0; i < 3; i++) {
         if (ins[i]) clReleaseMemObject(ins[i]);
         if (parents[i]) clReleaseMemObject(parents[i]);
