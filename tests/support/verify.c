@@ -51,8 +51,9 @@ static bool guard_intact(const unsigned char *p, size_t bytes)
 }
 
 /* The inputs' fences (opts->fence_inputs on a CPU): one per input tensor, each touching the
- * inaccessible page after it in two of three (seed, tensor) pairs, the one before it otherwise;
- * and for odd seeds the plan's scratch, given as the caller's, poisoned and ending at one. */
+ * inaccessible page after it in two of three (seed, tensor) pairs, the one before it otherwise
+ * (a sub-buffer view: its parent, the view ending at the page after it); and for odd seeds the
+ * plan's scratch, given as the caller's, poisoned and ending at one. */
 enum { IN_Q, IN_K, IN_V, IN_TABLE, IN_KNEW, IN_VNEW, IN_COS, IN_SIN, IN_MASK, IN_ALIBI, IN_SINKS, IN_USED, IN_CUQ,
        IN_CUK, IN_DO, IN_O, IN_LSE, IN_SCRATCH, N_INPUTS };
 typedef struct fences {
@@ -70,13 +71,14 @@ static cl_mem host_input(cl_context cl, cl_mem_flags flags, const void *data, si
 }
 
 /* A read-only input buffer, or a sub-buffer at an aligned offset of a larger buffer filled
- * with garbage. NULL with *err set on failure. */
+ * with garbage (fenced: the sub-buffer ends where the parent ends, at the inaccessible page).
+ * NULL with *err set on failure. */
 static cl_mem make_input(cl_context cl, const void *data, size_t bytes, bool sub, size_t align, cl_mem *parent,
                          fences *fz, int which, cl_int *err)
 {
     *parent = NULL;
     if (!sub) return host_input(cl, CL_MEM_READ_ONLY, data, bytes, fz, which, err);
-    const size_t total = align + bytes + align;
+    const size_t total = align + bytes + (fz->on ? 0 : align);
     unsigned char *big = malloc(total);
     if (!big) {
         *err = CL_OUT_OF_HOST_MEMORY;
@@ -84,7 +86,8 @@ static cl_mem make_input(cl_context cl, const void *data, size_t bytes, bool sub
     }
     memset(big, 0x4e, total);
     memcpy(big + align, data, bytes);
-    *parent = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, total, big, err);
+    *parent = fz->on ? fence_buffer(cl, CL_MEM_READ_ONLY, big, total, true, &fz->f[which], err)
+                     : clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, total, big, err);
     free(big);
     if (*err) return NULL;
     cl_buffer_region region = {align, bytes};
@@ -463,7 +466,9 @@ int verify_run(clattn_context *ctx, const clattn_desc *desc_in, const verify_opt
     bf.scratch = opts->scratch;
     const size_t scratch_bytes = clattn_plan_scratch_size(plan);
     if (fz.on && !bf.scratch && scratch_bytes && opts->seed % 2) {
-        if (!(fscratch = fence_buffer(cl, CL_MEM_READ_WRITE, NULL, scratch_bytes, true, &fz.f[IN_SCRATCH], &e)))
+        /* its f32 partials start it: against the page after it only where that keeps them aligned */
+        const bool at_end = scratch_bytes % 4 == 0;
+        if (!(fscratch = fence_buffer(cl, CL_MEM_READ_WRITE, NULL, scratch_bytes, at_end, &fz.f[IN_SCRATCH], &e)))
             FAIL("creating a fenced scratch: %d", e);
         bf.scratch = fscratch;
     }
