@@ -25,7 +25,7 @@ static clattn_status run(clattn_context *ctx, const clattn_desc *desc, const cla
     if (!ctx) return CLATTN_INVALID_ARGUMENT;
     char msg[512];
     clattn_shape s;
-    clattn_status st = clattn__resolve(desc, &s, msg, sizeof msg);
+    clattn_status st = clattn__resolve_pass(desc, pass, &s, msg, sizeof msg);
     if (st) return clattn__fail(ctx, st, "%s", msg);
     if (!caller) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "tensors is NULL");
     clattn_host_tensors copy;

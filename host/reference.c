@@ -230,64 +230,93 @@ typedef struct ref_job {
     bool backward;
     double *dsink; /* backward with sinks: batch x heads_q partial sums */
     long next, tasks;
-    int failed;
     pthread_mutex_t lock;
 } ref_job;
+
+/* One thread's share of a job: its scratch rows, allocated before any thread starts. */
+typedef struct ref_thread {
+    ref_job *job;
+    bwd_work w;
+} ref_thread;
+
+static void work_free(bwd_work *w)
+{
+    free(w->raw); free(w->p); free(w->ds); free(w->dk); free(w->dv);
+    memset(w, 0, sizeof *w);
+}
+
+static bool work_alloc(const ref_job *job, bwd_work *w)
+{
+    const size_t nk = (size_t)job->s->seq_kv;
+    w->raw = malloc(sizeof(double) * nk);
+    w->p = malloc(sizeof(double) * nk);
+    w->ds = malloc(sizeof(double) * nk);
+    w->dk = job->backward ? malloc(sizeof(double) * nk * (size_t)job->s->head_dim) : NULL;
+    w->dv = job->backward ? malloc(sizeof(double) * nk * (size_t)job->s->head_dim_v) : NULL;
+    if (w->raw && w->p && w->ds && (!job->backward || (w->dk && w->dv))) return true;
+    work_free(w);
+    return false;
+}
 
 /* Takes tasks from the job until none are left: (batch, query head) for the forward, (batch,
  * KV head) for the backward. The results do not depend on which thread takes which task. */
 static void *ref_worker(void *arg)
 {
-    ref_job *job = arg;
+    ref_thread *th = arg;
+    ref_job *job = th->job;
     const clattn_shape *s = job->s;
-    const size_t nk = (size_t)s->seq_kv;
-    bwd_work w = {malloc(sizeof(double) * nk), malloc(sizeof(double) * nk), malloc(sizeof(double) * nk),
-                  job->backward ? malloc(sizeof(double) * nk * (size_t)s->head_dim) : NULL,
-                  job->backward ? malloc(sizeof(double) * nk * (size_t)s->head_dim_v) : NULL};
-    const bool ok = w.raw && w.p && w.ds && (!job->backward || (w.dk && w.dv));
     for (;;) {
         pthread_mutex_lock(&job->lock);
-        long task = job->next++;
-        if (!ok) job->failed = 1;
+        const long task = job->next++;
         pthread_mutex_unlock(&job->lock);
-        if (task >= job->tasks || !ok) break;
+        if (task >= job->tasks) break;
         if (job->backward) {
-            bwd_task(s, job->t, (int)(task / s->heads_kv), (int)(task % s->heads_kv), &w, job->dsink);
+            bwd_task(s, job->t, (int)(task / s->heads_kv), (int)(task % s->heads_kv), &th->w, job->dsink);
         } else {
             const int b = (int)(task / s->heads_q), h = (int)(task % s->heads_q);
             const seq sq = seq_of(s, job->t, b);
-            for (int i = 0; i < sq.nq; i++) row(s, job->t, b, h, i, &sq, w.raw, w.p);
+            for (int i = 0; i < sq.nq; i++) row(s, job->t, b, h, i, &sq, th->w.raw, th->w.p);
         }
     }
-    free(w.raw); free(w.p); free(w.ds); free(w.dk); free(w.dv);
     return NULL;
 }
 
-/* Runs the job's tasks on every core (the calling thread too). */
+/* Runs the job's tasks on every core (the calling thread too). Every thread's memory is
+ * allocated first, so that running out of it writes nothing. */
 static clattn_status run_job(ref_job *job, char *msg, size_t msg_size)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nthreads = (int)(ncpu < 1 ? 1 : ncpu > 64 ? 64 : ncpu);
     if (nthreads > job->tasks) nthreads = (int)job->tasks;
-    pthread_t threads[64];
-    int started = 0;
-    for (int i = 1; i < nthreads; i++, started++)
-        if (pthread_create(&threads[i - 1], NULL, ref_worker, job)) break;
-    ref_worker(job);
-    for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
-    pthread_mutex_destroy(&job->lock);
-    if (job->failed) {
-        clattn__format(msg, msg_size, "out of host memory for the reference's rows");
-        return CLATTN_OUT_OF_HOST_MEMORY;
+    if (nthreads < 1) nthreads = 1;
+    ref_thread th[64];
+    memset(th, 0, sizeof th);
+    clattn_status st = CLATTN_SUCCESS;
+    for (int i = 0; i < nthreads && !st; i++) {
+        th[i].job = job;
+        if (!work_alloc(job, &th[i].w)) st = CLATTN_OUT_OF_HOST_MEMORY;
     }
-    return CLATTN_SUCCESS;
+    if (!st) {
+        pthread_t threads[64];
+        int started = 0;
+        for (int i = 1; i < nthreads; i++, started++)
+            if (pthread_create(&threads[i - 1], NULL, ref_worker, &th[i])) break;
+        ref_worker(&th[0]);
+        for (int i = 0; i < started; i++) pthread_join(threads[i], NULL);
+    } else {
+        clattn__format(msg, msg_size, "out of host memory for the reference's rows");
+    }
+    for (int i = 0; i < nthreads; i++) work_free(&th[i].w);
+    pthread_mutex_destroy(&job->lock);
+    return st;
 }
 
 /* The caller's descriptor and arrays, resolved, copied and checked for `use`. */
 static clattn_status prologue(const clattn_desc *desc, const clattn_host_tensors *caller, clattn_host_use use,
                               clattn_shape *s, clattn_host_tensors *t, char *msg, size_t msg_size)
 {
-    clattn_status st = clattn__resolve(desc, s, msg, msg_size);
+    const clattn_pass pass = use == CLATTN_HOST_FORWARD ? CLATTN_PASS_FORWARD : CLATTN_PASS_BACKWARD;
+    clattn_status st = clattn__resolve_pass(desc, pass, s, msg, msg_size);
     if (st) return st;
     if (!caller) {
         clattn__format(msg, msg_size, "tensors is NULL");
@@ -375,7 +404,7 @@ clattn_status clattn_reference_forward(const clattn_desc *desc, const clattn_hos
     void *kc, *vc, *qr;
     st = paged_inputs(&s, &t, &kc, &vc, &qr, msg, msg_size);
     /* Rows of different (batch, head) pairs are independent: spread them over the cores. */
-    ref_job job = {&s, &t, false, NULL, 0, (long)s.batch * s.heads_q, 0, PTHREAD_MUTEX_INITIALIZER};
+    ref_job job = {&s, &t, false, NULL, 0, (long)s.batch * s.heads_q, PTHREAD_MUTEX_INITIALIZER};
     if (!st) st = run_job(&job, msg, msg_size);
     if (!st && s.seq_new) {
         const size_t es = clattn_dtype_size(s.dtype);
@@ -397,17 +426,14 @@ clattn_status clattn_reference_backward(const clattn_desc *desc, const clattn_ho
     clattn_host_tensors t;
     clattn_status st = prologue(desc, caller, CLATTN_HOST_BACKWARD_REFERENCE, &s, &t, msg, msg_size);
     if (st) return st;
-    if (s.paged) {
-        clattn__format(msg, msg_size, "the backward pass does not read paged caches (the forward does)");
-        return CLATTN_UNSUPPORTED;
-    }
+    /* a paged descriptor was refused by the resolve above: the backward reads dense K and V */
     double *dsink = s.has_sinks ? calloc((size_t)s.batch * (size_t)s.heads_q, sizeof(double)) : NULL;
     if (s.has_sinks && !dsink) {
         clattn__format(msg, msg_size, "out of host memory for the sink gradients");
         return CLATTN_OUT_OF_HOST_MEMORY;
     }
     /* (batch, KV head) tasks: each owns its keys' dk and dv and its rows' dq */
-    ref_job job = {&s, &t, true, dsink, 0, (long)s.batch * s.heads_kv, 0, PTHREAD_MUTEX_INITIALIZER};
+    ref_job job = {&s, &t, true, dsink, 0, (long)s.batch * s.heads_kv, PTHREAD_MUTEX_INITIALIZER};
     st = run_job(&job, msg, msg_size);
     if (!st && s.has_sinks) /* summed over the batch in order: the same on every run */
         for (int h = 0; h < s.heads_q; h++) {

@@ -7,6 +7,10 @@
 
 CLATTN_HIDDEN clattn_status clattn__resolve(const clattn_desc *desc, clattn_shape *shape,
                                             char *msg, size_t msg_size);
+/* The same for a call whose pass is its own (the host calls, the references): the caller's
+ * desc->pass is not read, `pass` stands for it. */
+CLATTN_HIDDEN clattn_status clattn__resolve_pass(const clattn_desc *desc, clattn_pass pass, clattn_shape *shape,
+                                                 char *msg, size_t msg_size);
 CLATTN_HIDDEN clattn_status clattn__sizes(const clattn_shape *s, clattn_tensor_sizes *out);
 /* Host arrays present, large enough and not overlapping, for one of three uses. */
 typedef enum clattn_host_use {

@@ -86,7 +86,8 @@ static clattn_status check_paged(const clattn_desc *d, int heads_kv, int head_di
     if (keys > INT32_MAX / 2 || __builtin_mul_overflow(keys, (int64_t)heads_kv, &elems) ||
         __builtin_mul_overflow(elems, (int64_t)(d->head_dim > head_dim_v ? d->head_dim : head_dim_v), &elems) ||
         elems > INT64_MAX / 8)
-        FAIL(CLATTN_SIZE_OVERFLOW, "a cache of %d pages of %d keys is too large", d->num_pages, d->page_size);
+        FAIL(CLATTN_SIZE_OVERFLOW, "a cache of %d pages of %d keys is too large (at most 2^30 keys)", d->num_pages,
+             d->page_size);
     if (!d->has_seqused_k)
         FAIL(CLATTN_INVALID_ARGUMENT, "a paged cache needs seqused_k (each sequence's cached length)");
     if (d->pass != CLATTN_PASS_FORWARD)
@@ -201,6 +202,10 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
            side counts only if it is below the cache's length (pages_per_seq x page_size), since
            a wider side masks nothing */
         const int64_t cap = (int64_t)d->page_size * d->pages_per_seq;
+        /* a window side at least that long is unbounded, as flash_attn_with_kvcache makes it
+           (taken literally it would still mask the first rows of more queries than the cache) */
+        if (s->window_left >= cap) s->window_left = -1;
+        if (s->window_right >= cap) s->window_right = -1;
         s->rotary_per_row = s->causal || (s->window && ((s->window_left >= 0 && s->window_left < cap) ||
                                                         (s->window_right >= 0 && s->window_right < cap)));
     }
@@ -424,4 +429,16 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
 size_t clattn__rows_total(const clattn_shape *s)
 {
     return (size_t)(s->varlen ? s->total_q : s->seq_q) * (size_t)(s->varlen ? 1 : s->batch) * (size_t)s->heads_q;
+}
+
+clattn_status clattn__resolve_pass(const clattn_desc *caller, clattn_pass pass, clattn_shape *s, char *msg,
+                                   size_t msg_size)
+{
+    if (msg && msg_size) msg[0] = '\0';
+    if (!caller) FAIL(CLATTN_INVALID_ARGUMENT, "descriptor is NULL");
+    clattn_desc copy;
+    const clattn_status abi = clattn__struct_in(&copy, sizeof copy, caller, "clattn_desc", msg, msg_size);
+    if (abi) return abi;
+    copy.pass = pass;
+    return clattn__resolve(&copy, s, msg, msg_size);
 }

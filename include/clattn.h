@@ -213,7 +213,7 @@ typedef struct clattn_strides {
  * b is token j % page_size of page block_table[b * pages_per_seq + j / page_size]
  * (block_table: batch x pages_per_seq int32). seqused_k is required: seqused_k[b] keys are
  * cached before the call. seq_kv is the most keys a sequence attends after the append
- * (<= pages_per_seq * page_size).
+ * (<= pages_per_seq * page_size). A cache holds at most 2^30 keys (num_pages * page_size).
  *   - Append (seq_new >= 1): k_new (batch, heads_kv, seq_new, head_dim) and v_new, laid out as
  *     the descriptor's layout says for k/v (BHSD, BSHD, or k_strides/v_strides), are written
  *     into the caches in place, through the table, at positions seqused_k[b] ..
@@ -224,14 +224,20 @@ typedef struct clattn_strides {
  *     and of q at seqused_k[b] + i when causal or local, else all of q at seqused_k[b] (q
  *     itself is not modified). Local, as in flash_attn_with_kvcache: use_window with a side
  *     >= 0 and below pages_per_seq * page_size (a window (-1, -1), or one whose sides are all
- *     that wide, masks nothing and rotates q as no window does). rotary_positions must cover
+ *     that long, masks nothing and rotates q as no window does). rotary_positions must cover
  *     max(seq_kv, seq_kv - seq_new + seq_q) positions.
+ *   - Windows: a side at least pages_per_seq * page_size long is unbounded (-1), as
+ *     flash_attn_with_kvcache makes it (taken literally it would still mask the first rows of
+ *     more queries than the cache holds).
  *   - Packed queries (varlen): q and o packed by cu_seqlens_q over the paged cache (chunked
  *     prefill); cu_seqlens_k and total_k are not used.
  * Device-side integers again: seqused_k[b] is clamped to 0 .. seq_kv - seq_new. A block id
  * outside 0 .. num_pages - 1 is never read or written: its keys are masked (they weigh nothing,
  * as keys past seqused_k) and appends to it are dropped; the reference and the host call do the
- * same, so a table with holes gives the same result on every path. */
+ * same, so a table with holes gives the same result on every path. Pages may be shared (one id
+ * in several tables, as prefix caching does) where they hold cached keys only: two appended
+ * tokens that land on one cache row leave one of the two writes, which one unspecified (the
+ * reference keeps the last in batch and token order). */
 typedef struct clattn_desc {
     size_t struct_size; /* sizeof(clattn_desc): set by CLATTN_DESC_INIT */
     int batch, heads_q, heads_kv, seq_q, seq_kv; /* all >= 1; heads_kv 0 means heads_q */
@@ -256,7 +262,7 @@ typedef struct clattn_desc {
     int num_splits;                              /* fused decode: key splits; 0 heuristic, 1 none */
     clattn_algo algo;                            /* default auto */
     clattn_pass pass;                            /* default forward (plans only) */
-    /* Paged KV cache (page_size >= 1; forward only), see "Paged KV cache" below. */
+    /* Paged KV cache (page_size >= 1; forward only), see "Paged KV cache" above. */
     int page_size;                               /* keys per page; 0: k and v are dense tensors */
     int num_pages;                               /* pages in each cache */
     int pages_per_seq;                           /* block_table row length */
@@ -358,8 +364,8 @@ CLATTN_API void clattn_plan_destroy(clattn_plan *plan); /* NULL is fine */
 CLATTN_API clattn_algo clattn_plan_algo(const clattn_plan *plan);
 CLATTN_API const char *clattn_plan_variant(const clattn_plan *plan);
 /* Bytes of device scratch one execution needs: the unfused path's score chunks and f32 copies;
- * the fused path's split-KV partials, K transposed (rows family, prefill) or q rotated (paged
- * cache with rotary), else 0. Without a caller scratch buffer the plan allocates it at its first
+ * the fused path's split-KV partials or K transposed (rows family, prefill); on either path q
+ * rotated (paged cache with rotary); else 0. Without a caller scratch buffer the plan allocates it at its first
  * execution and keeps it. */
 CLATTN_API size_t clattn_plan_scratch_size(const clattn_plan *plan);
 /* Why the plan took its path, e.g. "auto: unfused, because fused: attention sinks is not

@@ -67,6 +67,9 @@ static paged_case cases[] = {
      .wr = -1},
     {"rotary_window_cache_wide", 3, 4, 2, 3, 33, 32, .page = 4, .nnew = 2, .rotary = 16, .interleaved = 1,
      .window = 1, .wl = 36, .wr = -1},
+    /* more queries than the cache holds (8 keys), a right side as long as the cache: unbounded */
+    {"window_cache_wide_many_queries", 3, 4, 2, 14, 8, 32, .page = 4, .nnew = 1, .rotary = 32, .window = 1, .wl = 3,
+     .wr = 8},
     /* reading only: no append */
     {"read_page1_features", 3, 4, 2, 4, 30, 64, .page = 1, .extra_pages = 3, .alibi = 1, .sinks = 1, .softcap = 20.0f,
      .causal = 1},
@@ -177,10 +180,13 @@ static void reference_o(const clattn_desc *d, float *o)
     free(table); free(lens); free(cs); free(sn);
 }
 
-Test(paged, rotary_q_rows_when_local)
+/* Windows that mask nothing leave o bit for bit as without a window; local ones rotate q per
+ * row (and may mask), so o moves. Also with more queries than the cache holds, where a side as
+ * long as the cache, taken literally, would still mask the first rows (flash_attn_with_kvcache
+ * makes such a side unbounded, and so does clattn). */
+static void windows_against_none(const paged_case *c)
 {
-    paged_case c = {"", 3, 4, 2, 3, 33, 32, .page = 4, .nnew = 2, .rotary = 32};
-    clattn_desc none = desc_of(&c);
+    clattn_desc none = desc_of(c);
     clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     cr_assert_eq(clattn_desc_tensor_sizes(&none, &n), CLATTN_SUCCESS);
     float *want = malloc(n.o * 4), *got = malloc(n.o * 4);
@@ -195,11 +201,19 @@ Test(paged, rotary_q_rows_when_local)
         /* a window masking nothing gives the same o, bit for bit; a local one rotates q per row
          * (and may mask), so o moves */
         const bool same = !memcmp(got, want, n.o * 4);
-        cr_expect(same == !w[i].local, "window (%d, %d): o %s the unwindowed one's", w[i].wl, w[i].wr,
-                  same ? "equals" : "differs from");
+        cr_expect(same == !w[i].local, "seq_q %d, window (%d, %d): o %s the unwindowed one's", c->nq, w[i].wl,
+                  w[i].wr, same ? "equals" : "differs from");
     }
     free(want);
     free(got);
+}
+
+Test(paged, rotary_q_rows_when_local)
+{
+    const paged_case few = {"", 3, 4, 2, 3, 33, 32, .page = 4, .nnew = 2, .rotary = 32};
+    const paged_case many = {"", 3, 4, 2, 14, 8, 32, .page = 4, .nnew = 1, .rotary = 32}; /* cache of 8 keys */
+    windows_against_none(&few);
+    windows_against_none(&many);
 }
 
 /* Every refusal names what is wrong, before anything runs. */
@@ -322,6 +336,8 @@ Test(paged, host_call_returns_caches, .timeout = 120)
     clattn_desc d = desc_of(&cases[6]);
     clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
     cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
+    /* a plan's setting, refused for a paged plan: the host call and the reference do not read it */
+    d.pass = CLATTN_PASS_BACKWARD;
     uint64_t rng = 11;
     float *buf[10];
     const size_t len[10] = {n.q, n.k, n.v, n.k_new, n.v_new, n.o, n.o, n.k, n.k, n.v};
