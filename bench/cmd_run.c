@@ -655,24 +655,22 @@ static int backward(const run_args *a, const run_inputs *in, const clattn_desc *
 }
 
 /* Writes the gradient files; on failure removes what it wrote. */
-static int write_grads(const run_args *a, const run_inputs *in, const clattn_desc *d, const grads *gr)
+/* The gradients' files, staged with the run's other outputs (written all or none). */
+static int stage_grads(const run_args *a, const run_inputs *in, const clattn_desc *d, const grads *gr,
+                       files_batch *outs)
 {
     const npy_array *like[3] = {&in->q, &in->k, &in->v};
     const char *paths[4] = {a->dq, a->dk, a->dv, a->dsinks};
     const int64_t hq = d->heads_q;
     char err[512];
-    int written = 0;
-    for (; written < 4; written++) {
-        if (!paths[written]) continue;
-        const int fail = written < 3 ? npy_write(paths[written], like[written]->type, like[written]->ndim,
-                                                 like[written]->shape, gr->g[written], err, sizeof err)
-                                     : npy_write(paths[3], NPY_F32, 1, &hq, gr->dsinks, err, sizeof err);
-        if (fail) break;
+    for (int i = 0; i < 4; i++) {
+        if (!paths[i]) continue;
+        const int fail = i < 3 ? npy_stage(outs, paths[i], like[i]->type, like[i]->ndim, like[i]->shape, gr->g[i], err,
+                                           sizeof err)
+                               : npy_stage(outs, paths[3], NPY_F32, 1, &hq, gr->dsinks, err, sizeof err);
+        if (fail) return cli_error("%s", err);
     }
-    if (written == 4) return 0;
-    for (int i = 0; i < written; i++)
-        if (paths[i]) remove(paths[i]);
-    return cli_error("%s", err);
+    return 0;
 }
 
 static int run(run_args *a)
@@ -683,6 +681,8 @@ static int run(run_args *a)
     memset(&ef, 0, sizeof ef);
     grads gr;
     memset(&gr, 0, sizeof gr);
+    files_batch outs; /* every output file, written all or none at the end */
+    memset(&outs, 0, sizeof outs);
     int rc = 1;
     void *o = NULL, *cache_out[2] = {NULL, NULL};
     float *lse = NULL;
@@ -733,6 +733,11 @@ static int run(run_args *a)
      * their result is right, and the reference is the definition */
     const bool reference = a->algo ? !strcmp(a->algo, "reference") : a->expect != NULL;
     char what[600] = "reference (CPU, double accumulation)";
+    if (reference && (a->splits || a->device)) { /* honoured on a device only: never ignored */
+        cli_error("run: %s: the CPU reference runs %s (pass --algo auto, fused or unfused to run on a device)",
+                  a->splits ? "--splits" : "--device", a->expect && !a->algo ? "with --expect" : "here");
+        goto done;
+    }
     if (reference) {
         char msg[512];
         double t0 = cli_now_ms();
@@ -751,38 +756,39 @@ static int run(run_args *a)
     char err[512];
     const int64_t lshape[3] = {d.batch, d.heads_q, d.seq_q};
     const int64_t lshape_packed[2] = {d.heads_q, d.total_q}; /* FlashAttention's varlen lse */
-    if (a->lse && npy_write(a->lse, NPY_F32, d.varlen ? 2 : 3, d.varlen ? lshape_packed : lshape, lse, err, sizeof err)) {
+    if (a->lse && npy_stage(&outs, a->lse, NPY_F32, d.varlen ? 2 : 3, d.varlen ? lshape_packed : lshape, lse, err,
+                            sizeof err)) {
         cli_error("%s", err);
         goto done;
     }
-    if (a->out && npy_write(a->out, in.q.type, in.q.ndim, oshape, o, err, sizeof err)) {
-        if (a->lse) remove(a->lse); /* all outputs or none */
+    if (a->out && npy_stage(&outs, a->out, in.q.type, in.q.ndim, oshape, o, err, sizeof err)) {
         cli_error("%s", err);
         goto done;
     }
     const char *cache_paths[2] = {a->cache_out_k, a->cache_out_v};
     for (int i = 0; i < 2; i++) {
         const npy_array *like = i ? &in.v : &in.k;
-        if (cache_paths[i] && npy_write(cache_paths[i], like->type, 4, like->shape, cache_out[i], err, sizeof err)) {
-            if (a->lse) remove(a->lse);
-            if (a->out) remove(a->out);
-            if (i) remove(cache_paths[0]);
+        if (cache_paths[i] && npy_stage(&outs, cache_paths[i], like->type, 4, like->shape, cache_out[i], err, sizeof err)) {
             cli_error("%s", err);
             goto done;
         }
     }
-    if (a->d_o && write_grads(a, cin, &d, &gr)) {
-        if (a->lse) remove(a->lse);
-        if (a->out) remove(a->out);
-        goto done;
-    }
+    if (a->d_o && stage_grads(a, cin, &d, &gr, &outs)) goto done;
     if (a->expect) {
         rc = compare_expected(a, cin, &d, &ef, o, lse, what);
         a->compared = rc != 2;
+        if (rc == 2) goto done; /* no verdict: no outputs either */
     } else {
         rc = 0;
     }
+    const int werr = files_commit(&outs); /* until here every old output file is as it was */
+    if (werr) {
+        cli_error("run: writing the outputs: %s", strerror(werr));
+        a->compared = false;
+        rc = 1;
+    }
 done:
+    files_discard(&outs);
     free(o);
     free(lse);
     free(cache_out[0]);

@@ -79,15 +79,18 @@ static clattn_status query_device(cl_device_id dev, clattn_device_info *info)
     return e;
 }
 
+/* The disk cache's folder, or "" (off). A path too long for `dir` turns the cache off (the
+ * log says so) rather than writing under a truncated path the user did not name. */
 static void pick_cache_dir(const clattn_context_options *o, char *dir, size_t size)
 {
     dir[0] = '\0';
     if (o && o->disable_disk_cache) return;
-    const char *env;
-    if (o && o->cache_dir && o->cache_dir[0]) clattn__format(dir, size, "%s", o->cache_dir);
-    else if ((env = getenv("CLATTN_CACHE_DIR")) && env[0]) clattn__format(dir, size, "%s", env);
-    else if ((env = getenv("XDG_CACHE_HOME")) && env[0]) clattn__format(dir, size, "%s/clattn", env);
-    else if ((env = getenv("HOME")) && env[0]) clattn__format(dir, size, "%s/.cache/clattn", env);
+    const char *env, *base = NULL, *tail = "";
+    if (o && o->cache_dir && o->cache_dir[0]) base = o->cache_dir;
+    else if ((env = getenv("CLATTN_CACHE_DIR")) && env[0]) base = env;
+    else if ((env = getenv("XDG_CACHE_HOME")) && env[0]) base = env, tail = "/clattn";
+    else if ((env = getenv("HOME")) && env[0]) base = env, tail = "/.cache/clattn";
+    if (base && strlen(base) + strlen(tail) < size) clattn__format(dir, size, "%s%s", base, tail);
 }
 
 /* $CLATTN_KERNELS (a family's name) forces a family where the options leave it on auto: for
@@ -155,7 +158,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     ctx->scratch_limit = limit < ctx->info.max_alloc ? limit : (size_t)ctx->info.max_alloc;
     ctx->family = options->kernel_family ? options->kernel_family : env_family();
     clattn__logf(ctx, "clattn: device '%s' (%s), disk cache %s", ctx->info.name, ctx->info.driver,
-                 ctx->cache_dir[0] ? ctx->cache_dir : "off");
+                 ctx->cache_dir[0] ? ctx->cache_dir : "off (disabled, no folder, or its path too long)");
     clattn__tuning_load(ctx);
     *out = ctx;
     return CLATTN_SUCCESS;

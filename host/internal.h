@@ -116,4 +116,22 @@ struct clattn_plan {
     pthread_mutex_t lock;           /* clSetKernelArg is not thread-safe: set and enqueue under it */
 };
 
+/* Where a tensor lies: the buffer that owns the memory (a sub-buffer's parent) and the bytes
+ * from its first to its last element there (plan.c). */
+typedef struct clattn_span {
+    const char *name;
+    cl_mem root;
+    size_t lo, hi;
+} clattn_span;
+
+/* The span of `elems` elements at `offset` of m (the caller checked that they fit). */
+CLATTN_HIDDEN cl_int clattn__span_of(cl_mem m, const char *name, size_t offset, size_t elems, size_t elem_size,
+                                     clattn_span *out);
+/* No output may share a byte with an input or another output, in one buffer or in two
+ * sub-buffers of one: the kernels read inputs after outputs were written (split partials,
+ * chunks, blocks of rows), so an overlap gives wrong results, not a fast in-place run. The
+ * first `outputs` spans are the outputs; each is compared with every span after it. */
+CLATTN_HIDDEN clattn_status clattn__check_overlap(clattn_context *ctx, const clattn_span *all, size_t n,
+                                                  size_t outputs);
+
 #endif

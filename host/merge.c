@@ -127,8 +127,17 @@ clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const cl
     const struct { cl_mem m; const char *name; size_t elems; } bufs[] = {
         {o_parts, "o_parts", parts * rows * dim}, {lse_parts, "lse_parts", parts * rows}, {o, "o", rows * dim},
         {lse, "lse", rows}};
-    for (int i = 0; i < 4; i++)
-        if (bufs[i].m && (st = check_merge_mem(ctx, bufs[i].m, bufs[i].name, 0, bufs[i].elems, 4))) return st;
+    clattn_span spans[4];
+    size_t n = 0, outputs = 0;
+    for (int i = 0; i < 4; i++) { /* outputs first (o, lse), then the parts */
+        const int t = (i + 2) % 4;
+        if (!bufs[t].m) continue;
+        if ((st = check_merge_mem(ctx, bufs[t].m, bufs[t].name, 0, bufs[t].elems, 4))) return st;
+        const cl_int e = clattn__span_of(bufs[t].m, bufs[t].name, 0, bufs[t].elems, 4, &spans[n++]);
+        if (e) return clattn__fail(ctx, e, "merge: buffer %s: clGetMemObjectInfo failed (%d)", bufs[t].name, e);
+        if (t >= 2) outputs = n;
+    }
+    if ((st = clattn__check_overlap(ctx, spans, n, outputs))) return st;
     /* The fused path's combine kernel for f32 rows without sinks: the same program. */
     const clattn_switches sw = {0};
     clattn_kernel_spec spec = {0};
@@ -173,9 +182,13 @@ static clattn_status check_acc(clattn_context *ctx, const char *call, const clat
     const clattn_shape *s = &v->s;
     if (s->varlen || s->paged)
         return clattn__fail(ctx, CLATTN_UNSUPPORTED, "%s: packed sequences and paged caches are not supported", call);
+    /* each partial's lse would hold the sink's exp(sink) once more */
+    if (s->has_sinks)
+        return clattn__fail(ctx, CLATTN_UNSUPPORTED, "%s: attention sinks are not supported (every partial's lse "
+                            "would count the sink once more): fold partials computed without them", call);
     if (acc_seq < s->seq_q || acc_start < 0 || acc_start > acc_seq - s->seq_q)
-        return clattn__fail(ctx, CLATTN_INVALID_SHAPE, "%s: rows %d..%d of the partial do not fit an accumulator of "
-                            "%d rows per head", call, acc_start, acc_start + s->seq_q - 1, acc_seq);
+        return clattn__fail(ctx, CLATTN_INVALID_SHAPE, "%s: rows %d..%lld of the partial do not fit an accumulator of "
+                            "%d rows per head", call, acc_start, (long long)acc_start + s->seq_q - 1, acc_seq);
     if ((num_wait > 0) != (wait != NULL))
         return clattn__fail(ctx, CL_INVALID_EVENT_WAIT_LIST, "num_wait and wait_list disagree");
     clattn_tensor_sizes need;
@@ -198,6 +211,13 @@ static clattn_status check_acc(clattn_context *ctx, const char *call, const clat
             if (theirs[j] && mine[i] == theirs[j])
                 return clattn__fail(ctx, CLATTN_BUFFERS_OVERLAP, "%s: %s shares a buffer with %s", call,
                                     i ? "acc_lse" : "acc_o", j ? "lse" : "o");
+    if (!lse_required && lse) { /* store writes o and lse: no byte of one in the other */
+        clattn_span sp[2];
+        cl_int e = clattn__span_of(o, "o", o_offset, need.o, clattn_dtype_size(s->dtype), &sp[0]);
+        if (!e) e = clattn__span_of(lse, "lse", lse_offset, need.lse, 4, &sp[1]);
+        if (e) return clattn__fail(ctx, e, "%s: clGetMemObjectInfo failed (%d)", call, e);
+        if ((st = clattn__check_overlap(ctx, sp, 2, 2))) return st;
+    }
     v->sw = (clattn_switches){.dtype = clattn__switches(s).dtype}; /* the combine program: DTYPE only here */
     return CLATTN_SUCCESS;
 }

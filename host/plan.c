@@ -169,15 +169,7 @@ static clattn_status check_mem(clattn_context *ctx, cl_mem m, const char *name, 
     return CLATTN_SUCCESS;
 }
 
-/* Where a tensor lies: the buffer that owns the memory (a sub-buffer's parent) and the bytes
- * from its first to its last element there. */
-typedef struct span {
-    const char *name;
-    cl_mem root;
-    size_t lo, hi;
-} span;
-
-static cl_int span_of(cl_mem m, const char *name, size_t offset, size_t elems, size_t elem_size, span *out)
+cl_int clattn__span_of(cl_mem m, const char *name, size_t offset, size_t elems, size_t elem_size, clattn_span *out)
 {
     cl_mem parent = NULL;
     size_t origin = 0;
@@ -190,10 +182,7 @@ static cl_int span_of(cl_mem m, const char *name, size_t offset, size_t elems, s
     return e;
 }
 
-/* No output may share a byte with an input or another output, in one buffer or in two
- * sub-buffers of one: the kernels read inputs after outputs were written (split partials,
- * chunks, blocks of rows), so an overlap gives wrong results, not a fast in-place run. */
-static clattn_status check_overlap(clattn_context *ctx, const span *all, size_t n, size_t outputs)
+clattn_status clattn__check_overlap(clattn_context *ctx, const clattn_span *all, size_t n, size_t outputs)
 {
     for (size_t i = 0; i < outputs; i++)
         for (size_t j = i + 1; j < n; j++)
@@ -254,7 +243,7 @@ static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers
         {bf->rotary_sin, "rotary_sin", 0, need.rotary, 4, s->rotary_dim ? IN : UNUSED},
     };
     const size_t n_all = sizeof t / sizeof t[0];
-    span spans[sizeof t / sizeof t[0]];
+    clattn_span spans[sizeof t / sizeof t[0]];
     size_t n = 0, outputs = 0;
     for (size_t i = 0; i < n_all; i++) {
         if (t[i].role == UNUSED || (t[i].role == OPTIONAL_OUT && !t[i].m)) continue;
@@ -262,11 +251,11 @@ static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers
             return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffer %s is NULL (the %s pass reads or writes it)",
                                 t[i].name, fwd ? "forward" : "backward");
         if ((st = check_mem(ctx, t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, t[i].role != IN))) return st;
-        const cl_int e = span_of(t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, &spans[n++]);
+        const cl_int e = clattn__span_of(t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, &spans[n++]);
         if (e) return clattn__fail(ctx, e, "buffer %s: clGetMemObjectInfo failed (%d)", t[i].name, e);
         if (t[i].role != IN) outputs = n;
     }
-    return check_overlap(ctx, spans, n, outputs);
+    return clattn__check_overlap(ctx, spans, n, outputs);
 }
 
 clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,

@@ -299,7 +299,7 @@ typedef struct clattn_context_options {
     const char *device;      /* clattn_context_create only: a selector as $CLATTN_DEVICE takes
                                 (index or name substring); NULL: $CLATTN_DEVICE, else default */
     const char *cache_dir;   /* NULL: $CLATTN_CACHE_DIR, else $XDG_CACHE_HOME/clattn,
-                                else $HOME/.cache/clattn */
+                                else $HOME/.cache/clattn; a path of 1024 bytes or more: off */
     int disable_disk_cache;  /* nonzero: never read or write program binaries on disk */
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
@@ -502,7 +502,8 @@ CLATTN_API clattn_status clattn_reference_backward(const clattn_desc *desc,
  * or sequence parallelism across devices in an application) combine exactly:
  *     lse = log(sum_p exp(lse_p)),  o = sum_p exp(lse_p - lse) * o_p.
  * Partials are dense f32: o_parts (n_parts, rows, dim), lse_parts (n_parts, rows); o (rows,
- * dim) and lse (rows). A part with lse_p = -inf weighs nothing; a row with no part gets 0/-inf. */
+ * dim) and lse (rows). A part with lse_p = -inf weighs nothing; a row with no part gets 0/-inf.
+ * o and lse (the outputs) share no byte with the parts or each other (CLATTN_BUFFERS_OVERLAP). */
 typedef struct clattn_merge_desc {
     size_t struct_size; /* sizeof(clattn_merge_desc): set by CLATTN_MERGE_DESC_INIT */
     int n_parts, rows, dim; /* all >= 1 */
@@ -527,8 +528,9 @@ CLATTN_API clattn_status clattn_merge_host(const clattn_merge_desc *desc, const 
  * head_dim_v, dtype, layout or o_strides; no packed sequences or paged cache); its row i of each
  * (batch, head) goes to the accumulator's row acc_start + i (so a call over part of the queries
  * folds into the whole). Store: `desc` describes the output (seq_q = acc_seq); lse may be NULL.
- * The accumulator shares no buffer with o or lse (CLATTN_BUFFERS_OVERLAP). Both enqueue one
- * kernel after the wait list and never block. */
+ * The accumulator shares no buffer with o or lse, and store's o and lse share no byte
+ * (CLATTN_BUFFERS_OVERLAP). Not with attention sinks (CLATTN_UNSUPPORTED): each partial's lse
+ * would count the sink once more. Both enqueue one kernel after the wait list and never block. */
 CLATTN_API clattn_status clattn_merge_fold(clattn_context *ctx, cl_command_queue queue, const clattn_desc *desc,
                                            cl_mem o, size_t o_offset, cl_mem lse, size_t lse_offset, cl_mem acc_o,
                                            cl_mem acc_lse, int acc_seq, int acc_start, cl_uint num_wait,

@@ -248,6 +248,20 @@ Test(features, merge_equals_whole, .timeout = 120)
     cr_expect_eq(clattn_merge(ctx, qu, &bad, pm, lpm, om, lm, 0, NULL, NULL), CLATTN_INVALID_SHAPE);
     clattn_merge_desc big = {sizeof(clattn_merge_desc), 3, rows, D};
     cr_expect_eq(clattn_merge(ctx, qu, &big, pm, lpm, om, lm, 0, NULL, NULL), CLATTN_BUFFER_TOO_SMALL);
+    /* outputs sharing bytes with the parts or each other: refused before anything runs */
+    cr_expect_eq(clattn_merge(ctx, qu, &md, pm, lpm, om, om, 0, NULL, NULL), CLATTN_BUFFERS_OVERLAP);
+    cl_mem both = clCreateBuffer(cl, CL_MEM_READ_WRITE, 4 * n.o * 4, NULL, &e);
+    cl_uint align_bits = 1024;
+    clGetDeviceInfo(clattn_context_device(ctx), CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    const size_t a = align_bits / 8, o_at = (2 * n.o * 4 - 4) / a * a; /* inside the parts' last bytes */
+    cl_buffer_region r_parts = {0, 2 * n.o * 4}, r_o = {o_at, n.o * 4};
+    cl_mem sub_parts = clCreateSubBuffer(both, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r_parts, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+    cl_mem sub_o = clCreateSubBuffer(both, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &r_o, &e);
+    cr_assert_eq(e, CL_SUCCESS);
+    cr_expect_eq(clattn_merge(ctx, qu, &md, sub_parts, lpm, sub_o, lm, 0, NULL, NULL), CLATTN_BUFFERS_OVERLAP, "%s",
+                 clattn_context_last_error(ctx));
+    clReleaseMemObject(sub_o); clReleaseMemObject(sub_parts); clReleaseMemObject(both);
     clReleaseEvent(ev);
     clReleaseMemObject(pm); clReleaseMemObject(lpm); clReleaseMemObject(om); clReleaseMemObject(lm);
     clReleaseCommandQueue(qu);
@@ -348,6 +362,17 @@ static void fold_case(clattn_dtype dt, double bound)
     ds.layout = CLATTN_LAYOUT_BSHD;
     cl_mem out = clCreateBuffer(cl, CL_MEM_WRITE_ONLY, n.o * es, NULL, &e);
     cl_mem lout = clCreateBuffer(cl, CL_MEM_WRITE_ONLY, n.lse * 4, NULL, &e);
+    /* refusals: store's o and lse in one buffer's overlapping bytes; sinks (every partial's lse
+     * would count the sink once more) */
+    cl_mem shared = clCreateBuffer(cl, CL_MEM_READ_WRITE, n.o * es + n.lse * 4, NULL, &e);
+    cr_expect_eq(clattn_merge_store(ctx, qu, &ds, acc_o, acc_l, shared, 0, shared, 0, 0, NULL, NULL),
+                 CLATTN_BUFFERS_OVERLAP);
+    clattn_desc dsink = ds;
+    dsink.has_sinks = 1;
+    cr_expect_eq(clattn_merge_store(ctx, qu, &dsink, acc_o, acc_l, out, 0, lout, 0, 0, NULL, NULL),
+                 CLATTN_UNSUPPORTED);
+    cr_expect(strstr(clattn_context_last_error(ctx), "sinks"), "%s", clattn_context_last_error(ctx));
+    clReleaseMemObject(shared);
     cr_assert_eq(clattn_merge_store(ctx, qu, &ds, acc_o, acc_l, out, 0, lout, 0, 0, NULL, NULL), CLATTN_SUCCESS,
                  "%s", clattn_context_last_error(ctx));
     void *o = malloc(n.o * es);

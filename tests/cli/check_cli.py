@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,7 +291,8 @@ def main():
         expect(r.returncode != 0 and one_line and not os.path.exists(out),
                f"hostile file, {what}: one-line error, non-zero exit, nothing written ({r.stderr.strip()[:90]})")
 
-    leftovers = [n for n in os.listdir(work) if ".tmp" in n]
+    # files_write_atomic stages each file as PATH.XXXXXX (mkstemp) beside it
+    leftovers = [n for n in os.listdir(work) if re.search(r"\.[A-Za-z0-9]+\.[A-Za-z0-9_]{6}$", n)]
     expect(not leftovers, f"no temporary files left ({leftovers})")
     return summary()
 

@@ -159,7 +159,8 @@ def main():
         expect(one_line_error(r) and names in r.stderr and not os.path.exists(out) and not r.stdout,
                f"{what}: one-line error naming {names}, nothing written ({r.stderr.strip()[:110]})")
 
-    leftovers = [n for n in os.listdir(work) if ".tmp" in n]
+    # files_write_atomic stages each file as PATH.XXXXXX (mkstemp) beside it
+    leftovers = [n for n in os.listdir(work) if re.search(r"\.[A-Za-z0-9]+\.[A-Za-z0-9_]{6}$", n)]
     expect(not leftovers, f"no temporary files left ({leftovers})")
     return summary()
 

@@ -87,7 +87,7 @@ def run_case(exe, work, algo, name, B, Hq, Hkv, Nq, Nk, D, Dv=None, layout="bhsd
         cmd += ["--layout", layout]
     if dtype != "f32":
         cmd += ["--dtype", dtype]
-    if splits:
+    if splits and algo != "reference":  # the reference refuses a device's flag (checked in main)
         cmd += ["--splits", str(splits)]
     if causal:
         cmd.append("--causal")
@@ -176,6 +176,34 @@ def main():
             failures.append(f"unsupported flag: rc={r.returncode} stderr={r.stderr!r}")
         else:
             print("ok   unsupported descriptor refused:", r.stderr.strip())
+    # Outputs are written all or none: a later output that cannot be written leaves an earlier
+    # one's old file as it was (no partial set, nothing of the old set lost).
+    small = os.path.join(work, "allornone")
+    for x, n in (("q", 3), ("k", 5), ("v", 5)):
+        np.save(f"{small}_{x}.npy", rng.standard_normal((1, 2, n, 8)).astype(np.float32))
+    with open(f"{small}_lse.npy", "wb") as f:
+        f.write(b"old")
+    r = subprocess.run([exe, "run", "--q", f"{small}_q.npy", "--k", f"{small}_k.npy", "--v", f"{small}_v.npy",
+                        "--lse", f"{small}_lse.npy", "--out", "/nonexistent-dir/o.npy", "--algo", algo],
+                       capture_output=True, text=True)
+    kept = open(f"{small}_lse.npy", "rb").read() == b"old"
+    if r.returncode == 0 or not kept or "/nonexistent-dir" not in r.stderr:
+        failures.append(f"all or none: rc={r.returncode} old lse kept={kept} stderr={r.stderr!r}")
+    else:
+        print("ok   outputs all or none: the old lse file kept")
+    # The CPU reference runs on the host: a device's flags are refused, never ignored.
+    if algo == "reference":
+        for extra, flag in ((["--algo", "reference", "--splits", "2"], "--splits"),
+                            (["--expect", f"{small}_q.npy", "--device", "0"], "--device")):
+            if os.path.exists(f"{small}_o.npy"):
+                os.remove(f"{small}_o.npy")
+            r = subprocess.run([exe, "run", "--q", f"{small}_q.npy", "--k", f"{small}_k.npy", "--v", f"{small}_v.npy",
+                                "--out", f"{small}_o.npy", *extra], capture_output=True, text=True)
+            if r.returncode == 0 or os.path.exists(f"{small}_o.npy") or flag not in r.stderr \
+                    or len(r.stderr.strip().splitlines()) != 1:
+                failures.append(f"reference with {flag}: rc={r.returncode} stderr={r.stderr!r}")
+            else:
+                print(f"ok   reference with {flag} refused:", r.stderr.strip())
     print(f"{len(cases) - len([f for f in failures if not f.startswith('unsupported')])} passed, {len(failures)} failed")
     return 1 if failures else 0
 

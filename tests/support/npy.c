@@ -178,14 +178,25 @@ static size_t make_header(npy_type type, int ndim, const int64_t *shape, unsigne
     return 10 + (size_t)n;
 }
 
-int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
+int npy_stage(files_batch *b, const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
               char *err, size_t err_size)
 {
     unsigned char h[NPY_HEADER_MAX];
     size_t count;
     const size_t hlen = make_header(type, ndim, shape, h, &count);
     const files_chunk parts[2] = {{h, hlen}, {data, count * npy_type_size(type)}};
-    const int e = files_write_atomic(path, parts, 2);
+    const int e = files_stage(b, path, parts, 2);
+    if (e) ERR("%s: cannot write (%s)", path, strerror(e));
+    return 0;
+}
+
+int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
+              char *err, size_t err_size)
+{
+    files_batch b;
+    memset(&b, 0, sizeof b);
+    if (npy_stage(&b, path, type, ndim, shape, data, err, err_size)) return -1;
+    const int e = files_commit(&b);
     if (e) ERR("%s: cannot write (%s)", path, strerror(e));
     return 0;
 }

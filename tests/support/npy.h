@@ -3,6 +3,8 @@
 #ifndef CLATTN_NPY_H
 #define CLATTN_NPY_H
 
+#include "files.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +29,9 @@ int npy_parse(const unsigned char *buf, size_t len, npy_array *out, char *err, s
 int npy_read(const char *path, npy_array *out, char *err, size_t err_size);
 /* Writes atomically (temporary file, then rename): on failure the path is left untouched. */
 int npy_write(const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
+              char *err, size_t err_size);
+/* The same, staged into a batch of files written all or none (files.h: files_commit). */
+int npy_stage(files_batch *b, const char *path, npy_type type, int ndim, const int64_t *shape, const void *data,
               char *err, size_t err_size);
 void npy_free(npy_array *a);
 
