@@ -120,18 +120,18 @@ struct clattn_plan {
  * from its first to its last element there (plan.c). */
 typedef struct clattn_span {
     const char *name;
+    bool output;
     cl_mem root;
     size_t lo, hi;
 } clattn_span;
 
 /* The span of `elems` elements at `offset` of m (the caller checked that they fit). */
 CLATTN_HIDDEN cl_int clattn__span_of(cl_mem m, const char *name, size_t offset, size_t elems, size_t elem_size,
-                                     clattn_span *out);
+                                     bool output, clattn_span *out);
 /* No output may share a byte with an input or another output, in one buffer or in two
  * sub-buffers of one: the kernels read inputs after outputs were written (split partials,
- * chunks, blocks of rows), so an overlap gives wrong results, not a fast in-place run. The
- * first `outputs` spans are the outputs; each is compared with every span after it. */
-CLATTN_HIDDEN clattn_status clattn__check_overlap(clattn_context *ctx, const clattn_span *all, size_t n,
-                                                  size_t outputs);
+ * chunks, blocks of rows), so an overlap gives wrong results, not a fast in-place run. Two
+ * inputs may share bytes. */
+CLATTN_HIDDEN clattn_status clattn__check_overlap(clattn_context *ctx, const clattn_span *all, size_t n);
 
 #endif

@@ -128,16 +128,14 @@ clattn_status clattn_merge(clattn_context *ctx, cl_command_queue queue, const cl
         {o_parts, "o_parts", parts * rows * dim}, {lse_parts, "lse_parts", parts * rows}, {o, "o", rows * dim},
         {lse, "lse", rows}};
     clattn_span spans[4];
-    size_t n = 0, outputs = 0;
-    for (int i = 0; i < 4; i++) { /* outputs first (o, lse), then the parts */
-        const int t = (i + 2) % 4;
-        if (!bufs[t].m) continue;
-        if ((st = check_merge_mem(ctx, bufs[t].m, bufs[t].name, 0, bufs[t].elems, 4))) return st;
-        const cl_int e = clattn__span_of(bufs[t].m, bufs[t].name, 0, bufs[t].elems, 4, &spans[n++]);
-        if (e) return clattn__fail(ctx, e, "merge: buffer %s: clGetMemObjectInfo failed (%d)", bufs[t].name, e);
-        if (t >= 2) outputs = n;
+    size_t n = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!bufs[i].m) continue;
+        if ((st = check_merge_mem(ctx, bufs[i].m, bufs[i].name, 0, bufs[i].elems, 4))) return st;
+        const cl_int e = clattn__span_of(bufs[i].m, bufs[i].name, 0, bufs[i].elems, 4, i >= 2, &spans[n++]);
+        if (e) return clattn__fail(ctx, e, "merge: buffer %s: clGetMemObjectInfo failed (%d)", bufs[i].name, e);
     }
-    if ((st = clattn__check_overlap(ctx, spans, n, outputs))) return st;
+    if ((st = clattn__check_overlap(ctx, spans, n))) return st;
     /* The fused path's combine kernel for f32 rows without sinks: the same program. */
     const clattn_switches sw = {0};
     clattn_kernel_spec spec = {0};
@@ -213,10 +211,10 @@ static clattn_status check_acc(clattn_context *ctx, const char *call, const clat
                                     i ? "acc_lse" : "acc_o", j ? "lse" : "o");
     if (!lse_required && lse) { /* store writes o and lse: no byte of one in the other */
         clattn_span sp[2];
-        cl_int e = clattn__span_of(o, "o", o_offset, need.o, clattn_dtype_size(s->dtype), &sp[0]);
-        if (!e) e = clattn__span_of(lse, "lse", lse_offset, need.lse, 4, &sp[1]);
+        cl_int e = clattn__span_of(o, "o", o_offset, need.o, clattn_dtype_size(s->dtype), true, &sp[0]);
+        if (!e) e = clattn__span_of(lse, "lse", lse_offset, need.lse, 4, true, &sp[1]);
         if (e) return clattn__fail(ctx, e, "%s: clGetMemObjectInfo failed (%d)", call, e);
-        if ((st = clattn__check_overlap(ctx, sp, 2, 2))) return st;
+        if ((st = clattn__check_overlap(ctx, sp, 2))) return st;
     }
     v->sw = (clattn_switches){.dtype = clattn__switches(s).dtype}; /* the combine program: DTYPE only here */
     return CLATTN_SUCCESS;

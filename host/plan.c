@@ -169,24 +169,26 @@ static clattn_status check_mem(clattn_context *ctx, cl_mem m, const char *name, 
     return CLATTN_SUCCESS;
 }
 
-cl_int clattn__span_of(cl_mem m, const char *name, size_t offset, size_t elems, size_t elem_size, clattn_span *out)
+cl_int clattn__span_of(cl_mem m, const char *name, size_t offset, size_t elems, size_t elem_size, bool output,
+                       clattn_span *out)
 {
     cl_mem parent = NULL;
     size_t origin = 0;
     cl_int e = clGetMemObjectInfo(m, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof parent, &parent, NULL);
     if (!e && parent) e = clGetMemObjectInfo(m, CL_MEM_OFFSET, sizeof origin, &origin, NULL);
     out->name = name;
+    out->output = output;
     out->root = parent ? parent : m;
     out->lo = origin + offset * elem_size; /* check_mem showed these fit the buffer */
     out->hi = out->lo + elems * elem_size;
     return e;
 }
 
-clattn_status clattn__check_overlap(clattn_context *ctx, const clattn_span *all, size_t n, size_t outputs)
+clattn_status clattn__check_overlap(clattn_context *ctx, const clattn_span *all, size_t n)
 {
-    for (size_t i = 0; i < outputs; i++)
-        for (size_t j = i + 1; j < n; j++)
-            if (all[i].root == all[j].root && all[i].lo < all[j].hi && all[j].lo < all[i].hi)
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++) /* an output against every other tensor; two inputs may share */
+            if (j != i && all[i].output && all[i].root == all[j].root && all[i].lo < all[j].hi && all[j].lo < all[i].hi)
                 return clattn__fail(ctx, CLATTN_BUFFERS_OVERLAP, "output %s overlaps %s (bytes %zu..%zu and %zu..%zu "
                                     "of one buffer)", all[i].name, all[j].name, all[i].lo, all[i].hi, all[j].lo,
                                     all[j].hi);
@@ -212,8 +214,8 @@ static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers
     if (st) return clattn__fail(ctx, st, "tensor sizes overflow");
     const size_t es = clattn_dtype_size(s->dtype), nb = (size_t)s->batch, hq = (size_t)s->heads_q;
     const bool fwd = s->pass == CLATTN_PASS_FORWARD, bwd = !fwd;
-    /* outputs first: each is compared with everything after it for overlaps. The integers
-     * among the inputs (key lengths, cumulative offsets) live on the device: the kernels clamp
+    /* each output is compared with every other tensor for overlaps. The integers among the
+     * inputs (key lengths, cumulative offsets) live on the device: the kernels clamp
      * them. */
     const tensor t[] = {
         {bf->o, "o", bf->o_offset, need.o, es, fwd ? OUT : IN},
@@ -244,18 +246,17 @@ static clattn_status check_buffers(const clattn_plan *plan, const clattn_buffers
     };
     const size_t n_all = sizeof t / sizeof t[0];
     clattn_span spans[sizeof t / sizeof t[0]];
-    size_t n = 0, outputs = 0;
+    size_t n = 0;
     for (size_t i = 0; i < n_all; i++) {
         if (t[i].role == UNUSED || (t[i].role == OPTIONAL_OUT && !t[i].m)) continue;
         if (!t[i].m)
             return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "buffer %s is NULL (the %s pass reads or writes it)",
                                 t[i].name, fwd ? "forward" : "backward");
         if ((st = check_mem(ctx, t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, t[i].role != IN))) return st;
-        const cl_int e = clattn__span_of(t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, &spans[n++]);
+        const cl_int e = clattn__span_of(t[i].m, t[i].name, t[i].off, t[i].elems, t[i].es, t[i].role != IN, &spans[n++]);
         if (e) return clattn__fail(ctx, e, "buffer %s: clGetMemObjectInfo failed (%d)", t[i].name, e);
-        if (t[i].role != IN) outputs = n;
     }
-    return clattn__check_overlap(ctx, spans, n, outputs);
+    return clattn__check_overlap(ctx, spans, n);
 }
 
 clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,

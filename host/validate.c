@@ -226,6 +226,18 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
             FAIL(CLATTN_INVALID_STRIDES,
                  "o_strides (batch %lld, head %lld, seq %lld) make output elements overlap",
                  (long long)s->o.batch, (long long)s->o.head, (long long)s->o.seq);
+        if (s->pass == CLATTN_PASS_BACKWARD) { /* dq, dk, dv are written through q's, k's and v's strides */
+            const int64_t b = s->varlen ? 1 : s->batch;
+            const struct { const char *name; const clattn_strides *st; int64_t h, n, d; } g[3] = {
+                {"q", &s->q, s->heads_q, s->varlen ? s->total_q : s->seq_q, s->head_dim},
+                {"k", &s->k, s->heads_kv, s->varlen ? s->total_k : s->seq_kv, s->head_dim},
+                {"v", &s->v, s->heads_kv, s->varlen ? s->total_k : s->seq_kv, s->head_dim_v}};
+            for (int i = 0; i < 3; i++)
+                if (!non_overlapping(g[i].st, b, g[i].h, g[i].n, g[i].d))
+                    FAIL(CLATTN_INVALID_STRIDES, "%s_strides (batch %lld, head %lld, seq %lld) make elements overlap: the "
+                         "backward writes d%s through them (a broadcast view takes no gradient)", g[i].name,
+                         (long long)g[i].st->batch, (long long)g[i].st->head, (long long)g[i].st->seq, g[i].name);
+        }
     } else if (s->varlen) { /* packed tokens: (total, H, D); the batch stride is unused */
         s->q = (clattn_strides){0, s->head_dim, (int64_t)s->heads_q * s->head_dim};
         s->k = (clattn_strides){0, s->head_dim, (int64_t)s->heads_kv * s->head_dim};
@@ -344,7 +356,6 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
     }
     const bool fwd = use == CLATTN_HOST_FORWARD, bwd = !fwd, bwd_dev = use == CLATTN_HOST_BACKWARD;
     const size_t es = clattn_dtype_size(s->dtype), nb = (size_t)s->batch, hq = (size_t)s->heads_q;
-    /* outputs first: each is checked against everything after it for overlaps */
     const host_array a[] = {
         {t->o, t->o_len, need.o, es, "o", fwd ? OUT : bwd_dev ? IN : UNUSED},
         {t->lse, t->lse_len, need.lse, 4, "lse", fwd ? OPTIONAL_OUT : bwd_dev ? IN : UNUSED},
@@ -389,8 +400,8 @@ clattn_status clattn__check_host(const clattn_shape *s, const clattn_host_tensor
     for (size_t i = 0; i < n; i++) {
         if (!a[i].p || (a[i].role != OUT && a[i].role != OPTIONAL_OUT)) continue;
         const uintptr_t x = (uintptr_t)a[i].p, xe = x + a[i].need * a[i].elem;
-        for (size_t j = i + 1; j < n; j++) {
-            if (!a[j].p || a[j].role == UNUSED) continue;
+        for (size_t j = 0; j < n; j++) { /* every other array, before it in the list or after */
+            if (j == i || !a[j].p || a[j].role == UNUSED) continue;
             const uintptr_t y = (uintptr_t)a[j].p, ye = y + a[j].need * a[j].elem;
             if (x < ye && y < xe) {
                 clattn__format(msg, msg_size, "output %s overlaps %s in host memory", a[i].name, a[j].name);

@@ -54,18 +54,22 @@
  * no clamped sequence covers are left untouched. Offsets that decrease make sequences overlap:
  * which sequence's result a shared row then holds, or whether it is written, is unspecified.
  *
- * Aliasing: no output (o, lse, a caller's scratch) may share a byte with an input or another
- * output, in one cl_mem or in two sub-buffers of one; execution refuses it with
- * CLATTN_BUFFERS_OVERLAP before anything is enqueued (spans from first to last element are
- * compared, so interleaved strided views count as overlapping). In place (o = q) is refused
- * too: the kernels read inputs after outputs are written (key splits, chunks). Host arrays
- * of the reference and the host call follow the same rule.
+ * Aliasing: no output (o, lse, the backward's dq, dk, dv and dsinks, a caller's scratch) may
+ * share a byte with an input or another output, in one cl_mem or in two sub-buffers of one;
+ * execution refuses it with CLATTN_BUFFERS_OVERLAP before anything is enqueued (spans from
+ * first to last element are compared, so interleaved strided views count as overlapping); two
+ * inputs may share bytes. In place (o = q) is refused too: the kernels read inputs after
+ * outputs are written (key splits, chunks). Host arrays of the reference and the host call
+ * follow the same rule. The backward writes dq, dk and dv through q's, k's and v's strides, so
+ * there those strides may not make elements overlap either (a broadcast view, stride 0, is
+ * refused with CLATTN_INVALID_STRIDES).
  *
  * Failures: a call that fails releases everything it created (plans, kernels, buffers; a
  * program it built stays in the context's cache and is released with the context) and writes
  * nothing the caller owns, with one exception: when an enqueue itself fails (an OpenCL or
- * CLBlast error after the first kernel was enqueued), o and lse may hold partial results of the
- * kernels enqueued before it (for the unfused path, whole earlier chunks), and a paged call's
+ * CLBlast error after the first kernel was enqueued), o and lse (the backward's dq, dk, dv and
+ * dsinks) may hold partial results of the kernels enqueued before it (for the unfused path,
+ * whole earlier chunks, or dk and dv partly summed), and a paged call's
  * caches may already hold its append (the same call again writes the same values). *out
  * pointers are NULL after a failure. The context stays usable after any failure.
  */
@@ -443,7 +447,7 @@ typedef struct clattn_buffers {
  * every kernel enqueued has completed; the caller releases it. Never blocks.
  * Every argument and each buffer's size is checked before anything is enqueued: on any
  * failure before the first enqueue, nothing is launched or written. An OpenCL error from
- * an enqueue itself may leave o and lse partly written. */
+ * an enqueue itself may leave o and lse (the backward's dq, dk, dv, dsinks) partly written. */
 CLATTN_API clattn_status clattn_plan_execute(const clattn_plan *plan, cl_command_queue queue,
                                              const clattn_buffers *buffers,
                                              cl_uint num_wait, const cl_event *wait_list,

@@ -110,6 +110,77 @@ Test(backward, wrong_gradient_caught, .timeout = 120)
     clattn_context_destroy(ctx);
 }
 
+/* The backward's own buffer rules: dq, dk, dv go through q's, k's and v's strides, so a
+ * broadcast view (stride 0) is refused; the host call's gradients may not overlap o or lse
+ * (which it reads; the reference recomputes them); two inputs may share bytes (o and d_o in
+ * one buffer run). */
+Test(backward, buffer_rules, .timeout = 120)
+{
+    clattn_desc d = CLATTN_DESC_INIT;
+    d.batch = 1; d.heads_q = 4; d.heads_kv = 2; d.seq_q = 9; d.seq_kv = 11; d.head_dim = 16; d.causal = 1;
+    d.pass = CLATTN_PASS_BACKWARD;
+    char msg[256];
+    clattn_desc bc = d; /* k broadcast over its heads, as a torch expand() view */
+    bc.layout = CLATTN_LAYOUT_STRIDED;
+    bc.q_strides = (clattn_strides){4L * 9 * 16, 9L * 16, 16};
+    bc.o_strides = bc.q_strides;
+    bc.k_strides = (clattn_strides){11L * 16, 0, 16};
+    bc.v_strides = (clattn_strides){2L * 11 * 16, 11L * 16, 16};
+    cr_expect_eq(clattn_desc_validate(&bc, msg, sizeof msg), CLATTN_INVALID_STRIDES);
+    cr_expect(strstr(msg, "k_strides") && strstr(msg, "dk"), "%s", msg);
+    bc.pass = CLATTN_PASS_FORWARD; /* the forward only reads k: a broadcast view is fine there */
+    cr_expect_eq(clattn_desc_validate(&bc, msg, sizeof msg), CLATTN_SUCCESS, "%s", msg);
+
+    clattn_tensor_sizes n = CLATTN_TENSOR_SIZES_INIT;
+    cr_assert_eq(clattn_desc_tensor_sizes(&d, &n), CLATTN_SUCCESS);
+    const size_t total = n.q + n.k + n.v + 2 * n.o + n.lse + n.q + n.k + n.v;
+    float *m = malloc(total * 4);
+    uint64_t rng = 3;
+    clattn_rng_fill(m, total, &rng, 1.0f);
+    clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
+    float *p = m;
+    t.q = p; p += n.q; t.k = p; p += n.k; t.v = p; p += n.v; t.d_o = p; p += n.o; t.o = p; p += n.o;
+    t.lse = p; p += n.lse; t.dq = p; p += n.q; t.dk = p; p += n.k; t.dv = p;
+    t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.do_len = t.o_len = n.o; t.lse_len = n.lse;
+    t.dq_len = n.q; t.dk_len = n.k; t.dv_len = n.v;
+    clattn_desc fwd = d;
+    fwd.pass = CLATTN_PASS_FORWARD;
+    cr_assert_eq(clattn_reference_forward(&fwd, &t, msg, sizeof msg), CLATTN_SUCCESS, "%s", msg);
+    clattn_context *ctx = test_context();
+    clattn_host_tensors bad = t;
+    bad.dq = (float *)t.o; /* a gradient over the forward's o */
+    cr_expect_eq(clattn_backward_host(ctx, &d, &bad), CLATTN_BUFFERS_OVERLAP, "%s", clattn_context_last_error(ctx));
+
+    /* device buffers: o and d_o the same bytes (both inputs) is accepted */
+    cl_context cl = clattn_context_cl_context(ctx);
+    cl_int e;
+    cl_command_queue qu = clCreateCommandQueue(cl, clattn_context_device(ctx), 0, &e);
+    cl_mem in[4], grad[3];
+    const float *src[4] = {t.q, t.k, t.v, t.o};
+    const size_t len[4] = {n.q, n.k, n.v, n.o};
+    for (int i = 0; i < 4; i++) in[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, len[i] * 4,
+                                                       (void *)src[i], &e);
+    cl_mem lm = clCreateBuffer(cl, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n.lse * 4, (void *)t.lse, &e);
+    for (int i = 0; i < 3; i++) grad[i] = clCreateBuffer(cl, CL_MEM_READ_WRITE, len[i] * 4, NULL, &e);
+    clattn_plan *plan = NULL;
+    cr_assert_eq(clattn_plan_create(ctx, &d, &plan), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    clattn_buffers bf = CLATTN_BUFFERS_INIT;
+    bf.q = in[0]; bf.k = in[1]; bf.v = in[2]; bf.o = in[3]; bf.d_o = in[3]; bf.lse = lm;
+    bf.dq = grad[0]; bf.dk = grad[1]; bf.dv = grad[2];
+    cr_expect_eq(clattn_plan_execute(plan, qu, &bf, 0, NULL, NULL), CLATTN_SUCCESS, "%s",
+                 clattn_context_last_error(ctx));
+    bf.dq = in[3]; /* but not an output over an input */
+    cr_expect_eq(clattn_plan_execute(plan, qu, &bf, 0, NULL, NULL), CLATTN_BUFFERS_OVERLAP);
+    cr_assert_eq(clFinish(qu), CL_SUCCESS);
+    clattn_plan_destroy(plan);
+    for (int i = 0; i < 4; i++) clReleaseMemObject(in[i]);
+    for (int i = 0; i < 3; i++) clReleaseMemObject(grad[i]);
+    clReleaseMemObject(lm);
+    clReleaseCommandQueue(qu);
+    clattn_context_destroy(ctx);
+    free(m);
+}
+
 /* Determinism: the same inputs give byte-identical gradients on every run and whatever the
  * number of threads. Each run is a child process (PoCL reads its thread count once, when a
  * process first touches OpenCL): one with POCL_MAX_PTHREAD_COUNT=1, two with the default. */
