@@ -347,7 +347,8 @@ int cmd_bench(int argc, char **argv)
         printf("peers (same process, before / after the rows):\n"
                "  OpenBLAS SGEMM 2048:                     %7.1f / %7.1f GFLOP/s\n"
                "  OpenBLAS unfused attention 1x8x2048x64:  %7.1f / %7.1f GFLOP/s\n"
-               "  the same, causal (FLOPs halved):         %7.1f / %7.1f GFLOP/s\n"
+               "  the same, causal (full GEMMs, masked; credited half the FLOPs):\n"
+               "                                           %7.1f / %7.1f GFLOP/s\n"
                "  streaming read (OpenBLAS's threads):      %7.1f / %7.1f GB/s\n\n",
                before.sgemm_gflops, after.sgemm_gflops, before.attn_gflops, after.attn_gflops,
                before.attn_causal_gflops, after.attn_causal_gflops, before.stream_gbs, after.stream_gbs);

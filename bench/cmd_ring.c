@@ -202,7 +202,8 @@ static int any_failed(int failed)
 }
 
 /* The output files: rank 0 creates them under temporary names, each rank writes its rows, and
- * rank 0 renames them once every rank has: a failure leaves the paths untouched. */
+ * rank 0 renames them once every rank has: a failure before that leaves the paths untouched
+ * (the two renames, o's then lse's, are two steps: if the second fails, o is already new). */
 static int write_outputs(const ring_args *a, int rank, rank_state *st)
 {
     const clattn_desc *d = &st->d;
@@ -290,7 +291,14 @@ static int bench(const ring_args *a, int rank, int size, rank_state *st)
     const int n = a->repeat, P = size;
     double *wall = calloc((size_t)n, sizeof *wall), *per = calloc((size_t)n * P * 3, sizeof *per);
     double *med = calloc((size_t)P * 3, sizeof *med), *all = calloc((size_t)P * P * 3, sizeof *all);
-    if (!wall || !per || !med || !all) return cli_error("ring: out of memory");
+    /* every rank learns of another's failure here, before the collectives below */
+    const int oom = !wall || !per || !med || !all;
+    int any = oom;
+    MPI_Allreduce(&oom, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (any) {
+        free(wall); free(per); free(med); free(all);
+        return cli_error("ring: rank %d: %s", rank, oom ? "out of memory" : "another rank ran out of memory");
+    }
     int failed = 0;
     for (int r = 0; r <= n && !failed; r++) {
         MPI_Barrier(MPI_COMM_WORLD);
@@ -323,7 +331,8 @@ static int bench(const ring_args *a, int rank, int size, rank_state *st)
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0 && !failed) {
         const clattn_desc *d = &st->d;
-        const double flops = 4.0 * d->batch * d->heads_q * (double)d->seq_q * d->seq_kv * d->head_dim *
+        const int dv = d->head_dim_v ? d->head_dim_v : d->head_dim; /* Q.K^T over d, P.V over dv */
+        const double flops = 2.0 * d->batch * d->heads_q * (double)d->seq_q * d->seq_kv * (d->head_dim + dv) *
                              (d->causal && d->seq_q == d->seq_kv ? 0.5 : 1.0);
         printf("ring attention %dx%dx%dx%dx%dx%d %s%s, %d ranks\n", d->batch, d->heads_q, d->heads_kv, d->seq_q,
                d->seq_kv, d->head_dim, d->dtype == CLATTN_DTYPE_F32 ? "f32" : d->dtype == CLATTN_DTYPE_F16 ? "f16" : "bf16",

@@ -37,8 +37,9 @@ double report_ratio_sgemm(const bench_report *r, const bench_row *w)
 double report_ratio_blas_attention(const bench_report *r, const bench_row *w)
 {
     const bench_case *c = &w->c;
-    if (!r->have_peers || strcmp(w->status, "ok") || c->b != 1 || c->hq != 8 || c->hkv != 8 || c->nq != 2048 ||
-        c->nk != 2048 || c->d != 64)
+    /* the peer is an f32 forward (two SGEMMs and a softmax): only such rows compare with it */
+    if (!r->have_peers || strcmp(w->status, "ok") || w->dtype != CLATTN_DTYPE_F32 || w->pass != PASS_FORWARD ||
+        c->b != 1 || c->hq != 8 || c->hkv != 8 || c->nq != 2048 || c->nk != 2048 || c->d != 64)
         return NAN;
     const double peer = c->causal ? r->peers.attn_causal_gflops : r->peers.attn_gflops;
     return peer > 0 ? w->gflops / peer : NAN;

@@ -620,9 +620,14 @@ void bench_run(clattn_context *ctx, const device_peak *peak, const bench_case *c
         clattn_host_tensors t = CLATTN_HOST_TENSORS_INIT;
         t.q = q; t.k = k; t.v = v; t.o = o; t.lse = lse;
         t.q_len = n.q; t.k_len = n.k; t.v_len = n.v; t.o_len = n.o; t.lse_len = n.lse;
+        char msg[256];
         for (double spent = 0; ns < 3 || (spent < opts->budget_ms && ns < 10);) {
             const double t0 = cli_now_ms();
-            clattn_reference_forward(&d, &t, NULL, 0);
+            const clattn_status rst = clattn_reference_forward(&d, &t, msg, sizeof msg);
+            if (rst) { /* a failed run is no sample: the row is an error (its status, set above) */
+                snprintf(row->reason, sizeof row->reason, "reference: %s", msg);
+                goto done;
+            }
             samples[ns] = cli_now_ms() - t0;
             spent += samples[ns++];
         }

@@ -61,7 +61,9 @@ CLATTN_API clattn_status clattn_ring_create(clattn_context *ctx, MPI_Comm comm, 
 /* Collective. Computes this rank's rows of o (and of lse, optional) from its shards. `queue`
  * must be in order, on ctx's context and device. Blocks until the result is complete (the
  * ring's communication needs the host); returns the same verdict on every rank. o and lse are
- * written only on success. */
+ * written only once every rank's computation has succeeded; if storing them then fails on one
+ * rank (an OpenCL error), the others' o and lse are already written and every rank reports the
+ * failure. */
 CLATTN_API clattn_status clattn_ring_forward(clattn_ring *ring, cl_command_queue queue, cl_mem q, cl_mem k, cl_mem v,
                                              cl_mem o, cl_mem lse);
 

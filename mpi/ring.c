@@ -12,6 +12,8 @@
 
 /* MPI counts are ints: a shard's bytes travel in pieces of at most this many. */
 #define PIECE_BYTES ((size_t)1 << 30)
+/* Requests one step posts at most: a shard's pieces in and out (so shards up to 32 GiB). */
+#define STEP_REQUESTS 64
 #define TAG 0x5a17
 
 typedef struct step {
@@ -267,6 +269,13 @@ clattn_status clattn_ring_create(clattn_context *ctx, MPI_Comm comm, const clatt
         if (!r->desc.heads_kv) r->desc.heads_kv = r->desc.heads_q;
         if (!r->desc.head_dim_v) r->desc.head_dim_v = r->desc.head_dim;
         st = build(r, message, message_size);
+        for (int x = 0; x < size && !st; x++) { /* every rank sees every shard's size: one verdict */
+            size_t kb;
+            const size_t bytes = kv_bytes(r, x, &kb);
+            if ((bytes + PIECE_BYTES - 1) / PIECE_BYTES > STEP_REQUESTS / 2)
+                st = fail(message, message_size, CLATTN_UNSUPPORTED, "ring attention: rank %d's K/V shard of %zu "
+                          "bytes exceeds what one step transfers (%d GiB)", x, bytes, STEP_REQUESTS / 2);
+        }
     }
     /* the duplicate is made on every rank, whatever the verdict, so that MPI_Comm_dup (itself
      * collective) is matched; a failed ring frees it again */
@@ -480,7 +489,7 @@ static clattn_status run_ring(clattn_ring *r, cl_command_queue queue, cl_mem q, 
         if (!e) e = clEnqueueReadBuffer(queue, v, CL_TRUE, 0, all - kb, r->host[0] + kb, 0, NULL, NULL);
         if (e && !failed) failed = fail(r->error, sizeof r->error, e, "ring attention: reading the own K/V shard failed (%d)", e);
     }
-    enum { CAP = 64 };
+    enum { CAP = STEP_REQUESTS };
     MPI_Request reqs[CAP];
     for (int s = 0; s < P; s++) {
         const int src = (r->rank - s + P) % P, next = (src - 1 + P) % P, cur = s % 2, nxt = (s + 1) % 2;
