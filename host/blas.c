@@ -76,3 +76,21 @@ clattn_status clattn__gemm_queue_start(clattn_context *ctx, cl_command_queue que
         return clattn__fail(ctx, e, "clEnqueueBarrierWithWaitList failed (%d)", e);
     return CLATTN_SUCCESS;
 }
+
+bool clattn__gemm_index_fits(uint64_t elems, char *why, size_t why_size)
+{
+    if (elems <= (uint64_t)INT32_MAX) return true;
+    clattn__format(why, why_size, "the unfused path's GEMMs (CLBlast) index with 32-bit ints, and its tensors with "
+                   "the scores in scratch hold %llu elements", (unsigned long long)elems);
+    return false;
+}
+
+clattn_status clattn__gemm_offsets_fit(clattn_context *ctx, const size_t *offsets, const size_t *elems,
+                                       const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (offsets[i] > (size_t)INT32_MAX - elems[i])
+            return clattn__fail(ctx, CLATTN_UNSUPPORTED, "unfused: %s's offset %zu puts its elements past 2^31, which "
+                                "CLBlast's 32-bit indices cannot reach", names[i], offsets[i]);
+    return CLATTN_SUCCESS;
+}

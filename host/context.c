@@ -115,6 +115,11 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     if (caller && (st = clattn__struct_in(&opts, sizeof opts, caller, "clattn_context_options", NULL, 0))) return st;
     const clattn_context_options *options = &opts;
     if (options->kernel_family && !clattn__family_by_id(options->kernel_family)) return CLATTN_INVALID_ARGUMENT;
+    /* $CLATTN_KERNELS names a family or is refused, as a wrong option is: a typo must not
+     * quietly run (and test) the default family */
+    const char *fam_env = getenv("CLATTN_KERNELS");
+    if (!options->kernel_family && fam_env && fam_env[0] && !clattn__family_by_name(fam_env))
+        return CLATTN_INVALID_ARGUMENT;
 
     /* The device must belong to the context. */
     cl_uint ndev = 0;

@@ -39,6 +39,14 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
         return false;
     }
     if (!clattn__paged_grid_fits(s, why, why_size)) return false;
+    /* CLBlast takes offsets and leading dimensions as 32-bit ints: every matrix a GEMM reads or
+     * writes (the tensors in place, or their f32 copies and the scores in scratch) must lie
+     * below 2^31 elements */
+    clattn_tensor_sizes need;
+    if (clattn__sizes(s, &need) ||
+        !clattn__gemm_index_fits((uint64_t)need.q + need.k + need.v + need.o + ctx->scratch_limit / sizeof(float), why,
+                                 why_size))
+        return false;
     clattn__format(why, why_size, "the unfused path serves this descriptor");
     return true;
 }
@@ -215,6 +223,15 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     clattn_context *ctx = p->ctx;
     const clattn_buffers *bf = l->buffers;
     cl_command_queue queue = l->queue;
+    if (!u->convert) { /* the GEMMs index the caller's tensors in place, offsets included */
+        clattn_tensor_sizes need;
+        clattn__sizes(s, &need);
+        const size_t off[4] = {bf->q_offset, bf->k_offset, bf->v_offset, bf->o_offset};
+        const size_t len[4] = {need.q, need.k, need.v, need.o};
+        static const char *const name[4] = {"q", "k", "v", "o"};
+        const clattn_status fit = clattn__gemm_offsets_fit(ctx, off, len, name, 4);
+        if (fit) return fit;
+    }
     clattn_status st = clattn__gemm_queue_start(ctx, queue, l->num_wait, l->wait);
     if (st) return st;
     cl_int e = CL_SUCCESS;

@@ -38,6 +38,11 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
                        s->batch, s->heads_q);
         return false;
     }
+    clattn_tensor_sizes need; /* the tensors, their f32 copies and gradients' at most, and the scores */
+    if (clattn__sizes(s, &need) ||
+        !clattn__gemm_index_fits(2 * ((uint64_t)need.q + need.k + need.v + need.o) + ctx->scratch_limit / sizeof(float),
+                                 why, why_size))
+        return false;
     clattn__format(why, why_size, "the unfused backward serves this descriptor");
     return true;
 }
@@ -213,6 +218,16 @@ static clattn_status enqueue(const clattn_plan *p, const clattn_launch *l)
     clattn_context *ctx = p->ctx;
     const clattn_buffers *bf = l->buffers;
     cl_command_queue queue = l->queue;
+    if (!u->convert) { /* the GEMMs index the caller's tensors in place, offsets included */
+        clattn_tensor_sizes need;
+        clattn__sizes(s, &need);
+        const size_t off[7] = {bf->q_offset, bf->k_offset, bf->v_offset, bf->do_offset, bf->dq_offset, bf->dk_offset,
+                               bf->dv_offset};
+        const size_t len[7] = {need.q, need.k, need.v, need.o, need.q, need.k, need.v};
+        static const char *const name[7] = {"q", "k", "v", "d_o", "dq", "dk", "dv"};
+        const clattn_status fit = clattn__gemm_offsets_fit(ctx, off, len, name, 7);
+        if (fit) return fit;
+    }
     clattn_status st = clattn__gemm_queue_start(ctx, queue, l->num_wait, l->wait);
     if (st) return st;
     cl_mem scratch = l->scratch;

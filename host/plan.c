@@ -5,6 +5,7 @@
 #include "diag.h"
 #include "fault.h"
 #include "shape.h"
+#include "tuning.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,10 @@ clattn_status clattn_plan_create_tuned(clattn_context *ctx, const clattn_desc *d
     clattn_tuning given;
     if (tuning && (st = clattn__struct_in(&given, sizeof given, tuning, "clattn_tuning", msg, sizeof msg)))
         return clattn__fail(ctx, st, "%s", msg);
+    if (tuning) { /* refused whichever path serves the plan (only the fused ones apply it) */
+        const clattn_family *fam = clattn__tuning_pick_family(ctx, &s, msg, sizeof msg);
+        if (fam && !fam->valid(&ctx->info, &given, msg, sizeof msg)) return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", msg);
+    }
     char reason[sizeof ((clattn_plan *)0)->reason];
     const clattn_path *path = choose_path(ctx, &s, reason, sizeof reason);
     if (!path) return CLATTN_UNSUPPORTED;

@@ -91,6 +91,15 @@ void clattn__tuning_load(clattn_context *ctx)
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (line[0] == '#' || line[0] == '\n') continue;
+        int run = 0, longest = 0; /* a number past int's range would be undefined for sscanf's %d */
+        for (const char *c = line; *c; c++) {
+            run = *c >= '0' && *c <= '9' ? run + 1 : 0;
+            if (run > longest) longest = run;
+        }
+        if (longest > 9) {
+            clattn__logf(ctx, "clattn: %s:%d: a number out of range, skipped", ctx->tuning_path, lineno);
+            continue;
+        }
         char fam[16], cls[32], use[8] = "";
         clattn_tuning t = {0};
         /* "use" last: auto takes this family for the class (an older clattn ignores the word) */

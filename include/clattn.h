@@ -301,14 +301,18 @@ typedef void (*clattn_log_fn)(void *user, const char *message);
 typedef struct clattn_context_options {
     size_t struct_size; /* sizeof(clattn_context_options): set by CLATTN_CONTEXT_OPTIONS_INIT */
     const char *device;      /* clattn_context_create only: a selector as $CLATTN_DEVICE takes
-                                (index or name substring); NULL: $CLATTN_DEVICE, else default */
+                                (index, or a name substring: the first device that matches);
+                                NULL: $CLATTN_DEVICE, else the first GPU, else device 0 */
     const char *cache_dir;   /* NULL: $CLATTN_CACHE_DIR, else $XDG_CACHE_HOME/clattn,
                                 else $HOME/.cache/clattn; a path of 1024 bytes or more: off */
-    int disable_disk_cache;  /* nonzero: never read or write program binaries on disk */
+    int disable_disk_cache;  /* nonzero: never read or write program binaries on disk (nor the
+                                tuning file, which lives in the same folder) */
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
-    clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (a family's name) if set,
-                                           else by device type */
+    clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (a family's name: rows,
+                                           tiles, mma, decode, rtile; any other value is refused
+                                           with CLATTN_INVALID_ARGUMENT) if set, else by device
+                                           type and the tuning file */
     size_t scratch_limit;    /* unfused path: most bytes of scores kept at once; 0 means
                                 256 MiB; never above CL_DEVICE_MAX_MEM_ALLOC_SIZE */
 } clattn_context_options;

@@ -111,6 +111,21 @@ ParameterizedTest(bad_case *c, api, invalid_descriptor)
     clattn_context_destroy(ctx);
 }
 
+/* The unfused path's GEMMs (CLBlast) index with 32-bit ints: a descriptor whose tensors reach
+ * 2^31 elements is refused there when the plan is made, before anything is allocated. */
+Test(api, unfused_refuses_past_32_bit_indices)
+{
+    clattn_context *ctx = test_context();
+    clattn_desc d = CLATTN_DESC_INIT;
+    d.batch = 1; d.heads_q = 64; d.seq_q = 1 << 20; d.seq_kv = 1 << 20; d.head_dim = 64; /* q: 2^32 elements */
+    d.algo = CLATTN_ALGO_UNFUSED;
+    clattn_plan *p = NULL;
+    cr_expect_eq(clattn_plan_create(ctx, &d, &p), CLATTN_UNSUPPORTED);
+    cr_expect_null(p);
+    cr_expect(strstr(clattn_context_last_error(ctx), "32-bit"), "%s", clattn_context_last_error(ctx));
+    clattn_context_destroy(ctx);
+}
+
 Test(api, null_arguments)
 {
     cr_expect_eq(clattn_desc_validate(NULL, NULL, 0), CLATTN_INVALID_ARGUMENT);

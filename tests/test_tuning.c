@@ -66,7 +66,23 @@ Test(tuning, invalid_values_rejected)
                   clattn_context_last_error(ctx), field[i]);
     }
     cr_expect_eq(clattn_tuning_store(ctx, &d, &bad[0]), CLATTN_INVALID_ARGUMENT);
+    /* refused on the unfused path too, which applies no tuning */
+    clattn_desc du = d;
+    du.algo = CLATTN_ALGO_UNFUSED;
+    clattn_plan *p = NULL;
+    cr_expect_eq(clattn_plan_create_tuned(ctx, &du, &bad[2], &p), CLATTN_INVALID_ARGUMENT);
+    cr_expect_null(p);
     clattn_context_destroy(ctx);
+    /* a $CLATTN_KERNELS that names no family is refused, as a wrong option is */
+    setenv("CLATTN_KERNELS", "roWz", 1);
+    clattn_context *bad_env = NULL;
+    cr_expect_eq(clattn_context_create(NULL, &bad_env), CLATTN_INVALID_ARGUMENT);
+    cr_expect_null(bad_env);
+    setenv("CLATTN_KERNELS", "tiles", 1);
+    cr_expect_eq(clattn_context_create(NULL, &bad_env), CLATTN_SUCCESS);
+    cr_expect_eq(clattn_context_kernel_family(bad_env), CLATTN_KERNELS_TILES);
+    clattn_context_destroy(bad_env);
+    unsetenv("CLATTN_KERNELS");
 }
 
 Test(tuning, given_parameters_used)
@@ -225,6 +241,7 @@ Test(tuning, malformed_lines_skipped)
                "rows prefill-d999 rows=4 keys=16 vw=16 group=8 split=8\n"  /* unknown class */
                "rows decode-d64 rows=99 keys=16 vw=16 group=8 split=8\n"   /* invalid value */
                "cuda prefill-d64 rows=4 keys=16 vw=16 group=8 split=8\n"   /* unknown family */
+               "rows decode-d128 rows=4294967300 keys=16 vw=16 group=8 split=8\n" /* past int */
                "rows prefill-d64 rows=2 keys=16 vw=16 group=2 split=5\n"); /* the one valid line */
     fclose(f);
     ctx = context_in(dir, CLATTN_KERNELS_ROWS);
