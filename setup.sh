@@ -42,7 +42,8 @@ else
   ctest --test-dir "$build" --output-on-failure
 
   # Reliability stages (issue 7). 1: each libFuzzer target for a bounded time from its seed
-  # corpus; crashes it finds become regression inputs in tests/fuzz/regressions/, replayed first.
+  # corpus, after replaying tests/fuzz/regressions/ (inputs that once crashed); a crash fails
+  # the stage and leaves its input in the fuzz build folder, to be added to the regressions.
   CC=clang cmake -S . -B "$build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLATTN_FUZZ=ON \
     -DCLATTN_BUILD_TESTS=OFF -DCLATTN_BUILD_TOOLS=OFF >/dev/null
   cmake --build "$build-fuzz" -j"$(nproc)"
@@ -53,14 +54,15 @@ else
       "$build-fuzz/tests/fuzz/fuzz_$target" tests/fuzz/regressions/"$target"-*
     fi
     "$build-fuzz/tests/fuzz/fuzz_$target" -max_total_time="${CLATTN_FUZZ_SECONDS:-60}" -print_final_stats=1 \
-      -rss_limit_mb=4096 "$work" "tests/fuzz/corpus_$target" 2>&1 | tail -n 12
+      -rss_limit_mb=4096 -artifact_prefix="$build-fuzz/" "$work" "tests/fuzz/corpus_$target" 2>&1 | tail -n 12
   done
 
   # 2: the whole suite again under AddressSanitizer and UndefinedBehaviorSanitizer; any report
   # fails it. The install test is left out: it links an outside program against the library,
   # which an instrumented build would need too. Its ctest summary is the run's closing line.
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
-  export LSAN_OPTIONS=suppressions=$PWD/tests/sanitizers/lsan.supp:print_suppressions=0:use_tls=0
+  # the path quoted: the sanitizers' option parser splits on spaces, ':' and ','
+  export LSAN_OPTIONS="suppressions='$PWD/tests/sanitizers/lsan.supp':print_suppressions=0:use_tls=0"
   export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
   cmake -S . -B "$build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLATTN_SANITIZE=ON >/dev/null
   cmake --build "$build-asan" -j"$(nproc)"

@@ -176,6 +176,11 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
     s->window = d->use_window != 0;
     s->window_left = s->window ? d->window_left : -1;
     s->window_right = s->window ? d->window_right : -1;
+    /* a side at least seq_q + seq_kv long masks no key of any row: unbounded, so that the
+       kernels' int sums (i + offset + side) never overflow */
+    const int64_t reach = (int64_t)d->seq_q + d->seq_kv;
+    if (s->window_left >= reach) s->window_left = -1;
+    if (s->window_right >= reach) s->window_right = -1;
     if (s->causal) s->window_right = 0; /* causal is a window whose right side is 0 */
     s->softcap = d->softcap;
     s->has_alibi = d->has_alibi != 0;
@@ -206,8 +211,10 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
            (taken literally it would still mask the first rows of more queries than the cache) */
         if (s->window_left >= cap) s->window_left = -1;
         if (s->window_right >= cap) s->window_right = -1;
-        s->rotary_per_row = s->causal || (s->window && ((s->window_left >= 0 && s->window_left < cap) ||
-                                                        (s->window_right >= 0 && s->window_right < cap)));
+        /* local for the rotation by the sides as given (the mask's unbounding above, by
+           seq_q + seq_kv, does not change what flash_attn_with_kvcache calls local) */
+        const int wl = s->window ? d->window_left : -1, wr = s->window ? d->window_right : -1;
+        s->rotary_per_row = s->causal || (s->window && ((wl >= 0 && wl < cap) || (wr >= 0 && wr < cap)));
     }
 
     if (d->layout == CLATTN_LAYOUT_STRIDED) {

@@ -120,8 +120,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     const int g = (int)get_global_id(1) * HG; /* the first of the work-item's KV heads */
     const int b = (int)get_global_id(2);
 #if SPLIT
-    const int split = (int)get_global_id(0) % nsplit;
-    const int r0 = (int)get_global_id(0) / nsplit * BM;
+    /* the id itself may pass 2^31 with many splits; its row block never does (rows < 2^30) */
+    const int split = (int)(get_global_id(0) % (size_t)nsplit);
+    const int r0 = (int)(get_global_id(0) / (size_t)nsplit) * BM;
 #else
     const int r0 = (int)get_global_id(0) * BM;
 #endif
