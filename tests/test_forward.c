@@ -63,6 +63,9 @@ static fused_case cases[] = {
         /* sliding windows: narrower than a tile, wider than the sequence, one-sided */
     C("window_3_0", 1, 2, 2, 70, 70, 64, 0, 0, 0, 0, 1, 3, 0),
     C("window_wide", 1, 2, 2, 40, 60, 64, 0, 0, 0, 0, 1, 500, 500),
+    /* sides near INT_MAX: the kernels' i + offset + side must not overflow (more queries than
+       keys, so the offset is negative) */
+    C("window_int_max", 1, 2, 2, 90, 30, 64, 0, 0, 0, 0, 1, 2147483647, 2147483646),
     C("window_left_only", 1, 2, 2, 50, 50, 64, 0, 0, 0, 0, 1, 5, -1),
     C("window_causal", 1, 2, 2, 50, 80, 64, 0, 1, 0, 0, 1, 9, 4),
         /* layouts and scale */
