@@ -31,8 +31,11 @@ int cli_open_context(const char *selector, clattn_context **ctx)
     if (st == CLATTN_NO_DEVICE && selector)
         return cli_error("no OpenCL device matches '%s' (see `clattn devices`)", selector);
     const char *fam = getenv("CLATTN_KERNELS");
-    if (st == CLATTN_INVALID_ARGUMENT && fam && fam[0])
-        return cli_error("CLATTN_KERNELS='%s' names no kernel family (rows, tiles, mma, decode, rtile)", fam);
+    static const char *const families[] = {"auto", "rows", "tiles", "mma", "decode", "rtile"};
+    bool known = !fam || !fam[0];
+    for (size_t i = 0; i < sizeof families / sizeof families[0] && !known; i++) known = !strcmp(fam, families[i]);
+    if (st == CLATTN_INVALID_ARGUMENT && !known)
+        return cli_error("CLATTN_KERNELS='%s' names no kernel family (auto, rows, tiles, mma, decode, rtile)", fam);
     if (st) return cli_error("cannot open an OpenCL device: %s (%d)", clattn_status_string(st), st);
     return 0;
 }

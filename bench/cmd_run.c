@@ -681,7 +681,7 @@ static int run(run_args *a)
     memset(&ef, 0, sizeof ef);
     grads gr;
     memset(&gr, 0, sizeof gr);
-    files_batch outs; /* every output file, written all or none at the end */
+    files_batch outs; /* every output file, staged, then renamed into place together at the end */
     memset(&outs, 0, sizeof outs);
     int rc = 1;
     void *o = NULL, *cache_out[2] = {NULL, NULL};

@@ -80,8 +80,8 @@ clattn_status clattn__gemm_queue_start(clattn_context *ctx, cl_command_queue que
 bool clattn__gemm_index_fits(uint64_t elems, char *why, size_t why_size)
 {
     if (elems <= (uint64_t)INT32_MAX) return true;
-    clattn__format(why, why_size, "the unfused path's GEMMs (CLBlast) index with 32-bit ints, and its tensors with "
-                   "the scores in scratch hold %llu elements", (unsigned long long)elems);
+    clattn__format(why, why_size, "the unfused path's GEMMs (CLBlast) index with 32-bit ints, and one of their "
+                   "buffers holds %llu elements", (unsigned long long)elems);
     return false;
 }
 

@@ -34,7 +34,7 @@ CLATTN_HIDDEN clattn_status clattn__gemm_queue_start(clattn_context *ctx, cl_com
                                                      const cl_event *wait);
 
 /* CLBlast takes offsets and leading dimensions as 32-bit ints: a path may use its GEMMs only
- * where every element they can reach (tensors and scratch, `elems` together) lies below 2^31. */
+ * where every element they can reach lies below 2^31 in its buffer (`elems`, each buffer). */
 CLATTN_HIDDEN bool clattn__gemm_index_fits(uint64_t elems, char *why, size_t why_size);
 /* The same for tensors read or written in place at the caller's offsets, at execution. */
 CLATTN_HIDDEN clattn_status clattn__gemm_offsets_fit(clattn_context *ctx, const size_t *offsets, const size_t *elems,

@@ -118,7 +118,7 @@ clattn_status clattn_context_create_from_cl(cl_context cl_ctx, cl_device_id devi
     /* $CLATTN_KERNELS names a family or is refused, as a wrong option is: a typo must not
      * quietly run (and test) the default family */
     const char *fam_env = getenv("CLATTN_KERNELS");
-    if (!options->kernel_family && fam_env && fam_env[0] && !clattn__family_by_name(fam_env))
+    if (!options->kernel_family && fam_env && fam_env[0] && strcmp(fam_env, "auto") && !clattn__family_by_name(fam_env))
         return CLATTN_INVALID_ARGUMENT;
 
     /* The device must belong to the context. */

@@ -40,7 +40,17 @@ clattn_status clattn_merge_host(const clattn_merge_desc *caller, const float *o_
     clattn_status st = check_desc(caller, &desc, msg, sizeof msg);
     if (st) return st;
     if (!o_parts || !lse_parts || !o) return CLATTN_INVALID_ARGUMENT;
-    const size_t rows = (size_t)d->rows, dim = (size_t)d->dim;
+    const size_t rows = (size_t)d->rows, dim = (size_t)d->dim, parts = (size_t)d->n_parts;
+    /* the outputs share no byte with the parts or each other, as on the device */
+    const struct { uintptr_t lo, hi; } out[2] = {{(uintptr_t)o, (uintptr_t)(o + rows * dim)},
+                                                 {(uintptr_t)lse, (uintptr_t)(lse ? lse + rows : lse)}},
+                                       all[3] = {{(uintptr_t)o_parts, (uintptr_t)(o_parts + parts * rows * dim)},
+                                                 {(uintptr_t)lse_parts, (uintptr_t)(lse_parts + parts * rows)},
+                                                 {out[1].lo, out[1].hi}};
+    for (int j = 0; j < 3; j++)
+        if (out[0].lo < all[j].hi && all[j].lo < out[0].hi) return CLATTN_BUFFERS_OVERLAP;
+    for (int j = 0; j < 2; j++)
+        if (out[1].lo < all[j].hi && all[j].lo < out[1].hi) return CLATTN_BUFFERS_OVERLAP;
     for (size_t r = 0; r < rows; r++) {
         double m = -INFINITY;
         for (int p = 0; p < d->n_parts; p++) {

@@ -42,10 +42,11 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
     /* CLBlast takes offsets and leading dimensions as 32-bit ints: every matrix a GEMM reads or
      * writes (the tensors in place, or their f32 copies and the scores in scratch) must lie
      * below 2^31 elements */
-    clattn_tensor_sizes need;
+    clattn_tensor_sizes need; /* read in place (no copies): each tensor within 32-bit indices */
     if (clattn__sizes(s, &need) ||
-        !clattn__gemm_index_fits((uint64_t)need.q + need.k + need.v + need.o + ctx->scratch_limit / sizeof(float), why,
-                                 why_size))
+        (!clattn__needs_copies(s) && !clattn__gemm_index_fits(need.q > need.k ? (need.q > need.o ? need.q : need.o)
+                                                                               : (need.k > need.v ? need.k : need.v),
+                                                               why, why_size)))
         return false;
     clattn__format(why, why_size, "the unfused path serves this descriptor");
     return true;
@@ -116,6 +117,8 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
         u->work_q = scores;
     }
     p->scratch_bytes = floats * sizeof(float);
+    char why[192]; /* the scores and copies one GEMM indexes lie in scratch: 32-bit indices there */
+    if (!clattn__gemm_index_fits(floats, why, sizeof why)) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "%s", why);
     if (s->rotary_dim) { /* q rotated (host/paged.h) after the f32 copies */
         clattn_tensor_sizes need;
         const size_t es = clattn_dtype_size(s->dtype);

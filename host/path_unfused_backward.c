@@ -38,10 +38,11 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
                        s->batch, s->heads_q);
         return false;
     }
-    clattn_tensor_sizes need; /* the tensors, their f32 copies and gradients' at most, and the scores */
+    clattn_tensor_sizes need; /* read in place (no copies): each tensor within 32-bit indices */
     if (clattn__sizes(s, &need) ||
-        !clattn__gemm_index_fits(2 * ((uint64_t)need.q + need.k + need.v + need.o) + ctx->scratch_limit / sizeof(float),
-                                 why, why_size))
+        (!clattn__needs_copies(s) && !clattn__gemm_index_fits(need.q > need.k ? (need.q > need.o ? need.q : need.o)
+                                                                               : (need.k > need.v ? need.k : need.v),
+                                                               why, why_size)))
         return false;
     clattn__format(why, why_size, "the unfused backward serves this descriptor");
     return true;
@@ -115,6 +116,8 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
             return clattn__fail(ctx, CLATTN_SIZE_OVERFLOW, "the unfused backward's f32 copies overflow size_t");
     }
     p->scratch_bytes = floats * sizeof(float);
+    char why[192]; /* the scores and copies the GEMMs index lie in scratch: 32-bit indices there */
+    if (!clattn__gemm_index_fits(floats, why, sizeof why)) return clattn__fail(ctx, CLATTN_UNSUPPORTED, "%s", why);
 
     const clattn_switches sw = clattn__switches(s);
     const clattn_buffers none = {0};

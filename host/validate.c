@@ -176,8 +176,8 @@ clattn_status clattn__resolve(const clattn_desc *caller, clattn_shape *s, char *
     s->window = d->use_window != 0;
     s->window_left = s->window ? d->window_left : -1;
     s->window_right = s->window ? d->window_right : -1;
-    /* a side at least seq_q + seq_kv long masks no key of any row: unbounded, so that the
-       kernels' int sums (i + offset + side) never overflow */
+    /* a side at least seq_q + seq_kv long masks no key of any row: unbounded, so that a huge
+       side (INT_MAX) cannot overflow the kernels' int sums (i + offset + side) */
     const int64_t reach = (int64_t)d->seq_q + d->seq_kv;
     if (s->window_left >= reach) s->window_left = -1;
     if (s->window_right >= reach) s->window_right = -1;

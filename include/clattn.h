@@ -310,9 +310,9 @@ typedef struct clattn_context_options {
     clattn_log_fn log;       /* NULL: no diagnostics; called under no lock, any thread */
     void *log_user;
     clattn_kernel_family kernel_family; /* default auto: $CLATTN_KERNELS (a family's name: rows,
-                                           tiles, mma, decode, rtile; any other value is refused
-                                           with CLATTN_INVALID_ARGUMENT) if set, else by device
-                                           type and the tuning file */
+                                           tiles, mma, decode, rtile, or auto; any other value is
+                                           refused with CLATTN_INVALID_ARGUMENT) if set, else by
+                                           device type and the tuning file */
     size_t scratch_limit;    /* unfused path: most bytes of scores kept at once; 0 means
                                 256 MiB; never above CL_DEVICE_MAX_MEM_ALLOC_SIZE */
 } clattn_context_options;

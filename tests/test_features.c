@@ -225,6 +225,8 @@ Test(features, merge_equals_whole, .timeout = 120)
     clattn_merge_desc md = {sizeof(clattn_merge_desc), 2, rows, D};
     float *o = malloc(n.o * 4), *lse = malloc(n.lse * 4);
     cr_assert_eq(clattn_merge_host(&md, parts, lparts, o, lse), CLATTN_SUCCESS);
+    cr_expect_eq(clattn_merge_host(&md, parts, lparts, parts, lse), CLATTN_BUFFERS_OVERLAP);
+    cr_expect_eq(clattn_merge_host(&md, parts, lparts, o, o), CLATTN_BUFFERS_OVERLAP);
     clattn_error eo = clattn_compare(o, whole, n.o, D), el = clattn_compare(lse, lwhole, n.lse, 1);
     cr_expect(clattn_error_ok(&eo, 1e-6) && clattn_error_ok(&el, 1e-6), "host merge: %.3e %.3e", eo.rel_l2, el.rel_l2);
 

@@ -78,6 +78,9 @@ Test(tuning, invalid_values_rejected)
     clattn_context *bad_env = NULL;
     cr_expect_eq(clattn_context_create(NULL, &bad_env), CLATTN_INVALID_ARGUMENT);
     cr_expect_null(bad_env);
+    setenv("CLATTN_KERNELS", "auto", 1);
+    cr_expect_eq(clattn_context_create(NULL, &bad_env), CLATTN_SUCCESS);
+    clattn_context_destroy(bad_env);
     setenv("CLATTN_KERNELS", "tiles", 1);
     cr_expect_eq(clattn_context_create(NULL, &bad_env), CLATTN_SUCCESS);
     cr_expect_eq(clattn_context_kernel_family(bad_env), CLATTN_KERNELS_TILES);

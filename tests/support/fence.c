@@ -1,4 +1,5 @@
-#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS (glibc) */
+#define _DARWIN_C_SOURCE /* MAP_ANON beside _POSIX_C_SOURCE (macOS) */
 #include "fence.h"
 
 #include <string.h>
