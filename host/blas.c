@@ -1,5 +1,7 @@
 /* CLBlast for the unfused paths. */
 #include "blas.h"
+#include "copies.h"
+#include "shape.h"
 #include "diag.h"
 #include "fault.h"
 
@@ -93,4 +95,18 @@ clattn_status clattn__gemm_offsets_fit(clattn_context *ctx, const size_t *offset
             return clattn__fail(ctx, CLATTN_UNSUPPORTED, "unfused: %s's offset %zu puts its elements past 2^31, which "
                                 "CLBlast's 32-bit indices cannot reach", names[i], offsets[i]);
     return CLATTN_SUCCESS;
+}
+
+bool clattn__gemm_tensors_fit(const clattn_shape *s, char *why, size_t why_size)
+{
+    clattn_tensor_sizes need;
+    if (clattn__sizes(s, &need)) {
+        clattn__format(why, why_size, "tensor sizes overflow");
+        return false;
+    }
+    if (clattn__needs_copies(s)) return true; /* the GEMMs read f32 copies in scratch */
+    size_t most = need.q > need.k ? need.q : need.k;
+    if (need.v > most) most = need.v;
+    if (need.o > most) most = need.o;
+    return clattn__gemm_index_fits(most, why, why_size);
 }

@@ -36,6 +36,8 @@ CLATTN_HIDDEN clattn_status clattn__gemm_queue_start(clattn_context *ctx, cl_com
 /* CLBlast takes offsets and leading dimensions as 32-bit ints: a path may use its GEMMs only
  * where every element they can reach lies below 2^31 in its buffer (`elems`, each buffer). */
 CLATTN_HIDDEN bool clattn__gemm_index_fits(uint64_t elems, char *why, size_t why_size);
+/* The same for q, k, v and o where a path's GEMMs read them in place (no f32 copies). */
+CLATTN_HIDDEN bool clattn__gemm_tensors_fit(const clattn_shape *s, char *why, size_t why_size);
 /* The same for tensors read or written in place at the caller's offsets, at execution. */
 CLATTN_HIDDEN clattn_status clattn__gemm_offsets_fit(clattn_context *ctx, const size_t *offsets, const size_t *elems,
                                                      const char *const *names, int n);

@@ -39,15 +39,8 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
         return false;
     }
     if (!clattn__paged_grid_fits(s, why, why_size)) return false;
-    /* CLBlast takes offsets and leading dimensions as 32-bit ints: every matrix a GEMM reads or
-     * writes (the tensors in place, or their f32 copies and the scores in scratch) must lie
-     * below 2^31 elements */
-    clattn_tensor_sizes need; /* read in place (no copies): each tensor within 32-bit indices */
-    if (clattn__sizes(s, &need) ||
-        (!clattn__needs_copies(s) && !clattn__gemm_index_fits(need.q > need.k ? (need.q > need.o ? need.q : need.o)
-                                                                               : (need.k > need.v ? need.k : need.v),
-                                                               why, why_size)))
-        return false;
+    /* CLBlast indexes with 32-bit ints: the tensors read in place (scratch: in prepare) */
+    if (!clattn__gemm_tensors_fit(s, why, why_size)) return false;
     clattn__format(why, why_size, "the unfused path serves this descriptor");
     return true;
 }

@@ -38,12 +38,8 @@ static bool supports(const clattn_context *ctx, const clattn_shape *s, char *why
                        s->batch, s->heads_q);
         return false;
     }
-    clattn_tensor_sizes need; /* read in place (no copies): each tensor within 32-bit indices */
-    if (clattn__sizes(s, &need) ||
-        (!clattn__needs_copies(s) && !clattn__gemm_index_fits(need.q > need.k ? (need.q > need.o ? need.q : need.o)
-                                                                               : (need.k > need.v ? need.k : need.v),
-                                                               why, why_size)))
-        return false;
+    /* CLBlast indexes with 32-bit ints: the tensors read in place (scratch: in prepare) */
+    if (!clattn__gemm_tensors_fit(s, why, why_size)) return false;
     clattn__format(why, why_size, "the unfused backward serves this descriptor");
     return true;
 }
