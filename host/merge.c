@@ -31,6 +31,12 @@ static clattn_status check_desc(const clattn_merge_desc *caller, clattn_merge_de
     return CLATTN_SUCCESS;
 }
 
+/* Whether a floats at a and b floats at b share memory (an empty range shares nothing). */
+static bool floats_overlap(const float *a, size_t an, const float *b, size_t bn)
+{
+    return an && bn && (uintptr_t)a < (uintptr_t)(b + bn) && (uintptr_t)b < (uintptr_t)(a + an);
+}
+
 clattn_status clattn_merge_host(const clattn_merge_desc *caller, const float *o_parts, const float *lse_parts, float *o,
                                 float *lse)
 {
@@ -42,15 +48,10 @@ clattn_status clattn_merge_host(const clattn_merge_desc *caller, const float *o_
     if (!o_parts || !lse_parts || !o) return CLATTN_INVALID_ARGUMENT;
     const size_t rows = (size_t)d->rows, dim = (size_t)d->dim, parts = (size_t)d->n_parts;
     /* the outputs share no byte with the parts or each other, as on the device */
-    const struct { uintptr_t lo, hi; } out[2] = {{(uintptr_t)o, (uintptr_t)(o + rows * dim)},
-                                                 {(uintptr_t)lse, (uintptr_t)(lse ? lse + rows : lse)}},
-                                       all[3] = {{(uintptr_t)o_parts, (uintptr_t)(o_parts + parts * rows * dim)},
-                                                 {(uintptr_t)lse_parts, (uintptr_t)(lse_parts + parts * rows)},
-                                                 {out[1].lo, out[1].hi}};
-    for (int j = 0; j < 3; j++)
-        if (out[0].lo < all[j].hi && all[j].lo < out[0].hi) return CLATTN_BUFFERS_OVERLAP;
-    for (int j = 0; j < 2; j++)
-        if (out[1].lo < all[j].hi && all[j].lo < out[1].hi) return CLATTN_BUFFERS_OVERLAP;
+    const size_t on = rows * dim, ln = lse ? rows : 0, pon = parts * rows * dim, pln = parts * rows;
+    if (floats_overlap(o, on, o_parts, pon) || floats_overlap(o, on, lse_parts, pln) || floats_overlap(o, on, lse, ln) ||
+        floats_overlap(lse, ln, o_parts, pon) || floats_overlap(lse, ln, lse_parts, pln))
+        return CLATTN_BUFFERS_OVERLAP;
     for (size_t r = 0; r < rows; r++) {
         double m = -INFINITY;
         for (int p = 0; p < d->n_parts; p++) {

@@ -96,8 +96,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     char why[192];
     if (!(f->family = clattn__tuning_pick_family(ctx, s, why, sizeof why)))
         return clattn__fail(ctx, CLATTN_UNSUPPORTED, "fused backward: %s", why);
-    if (given && !f->family->valid(&ctx->info, given, why, sizeof why))
-        return clattn__fail(ctx, CLATTN_INVALID_ARGUMENT, "%s", why);
+    /* `given` was checked against this family when the plan was made (plan.c) */
     clattn_tuning t;
     p->tuning_source = clattn__tuning_lookup(ctx, f->family, s, given, &t);
     clattn_bwd_fit *fit = &f->fit;
