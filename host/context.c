@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *clattn_context_last_error(const clattn_context *ctx)
 {
@@ -60,6 +61,17 @@ static int nv_compute_capability(cl_device_id dev)
     return (int)(major * 10 + minor);
 }
 
+/* The host's L1 data cache per core in bytes, 0 where the C library does not say. */
+static long host_l1d_bytes(void)
+{
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+    const long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    return n > 0 ? n : 0;
+#else
+    return 0;
+#endif
+}
+
 static clattn_status query_device(cl_device_id dev, clattn_device_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -76,6 +88,7 @@ static clattn_status query_device(cl_device_id dev, clattn_device_info *info)
     if (!e) e = clGetDeviceInfo(dev, CL_DEVICE_PLATFORM, sizeof plat, &plat, NULL);
     if (!e) e = clGetPlatformInfo(plat, CL_PLATFORM_VERSION, sizeof info->platform_version - 1, info->platform_version, NULL);
     if (!e) info->nv_sm = nv_compute_capability(dev);
+    if (!e && (info->type & CL_DEVICE_TYPE_CPU)) info->l1d_bytes = host_l1d_bytes();
     return e;
 }
 

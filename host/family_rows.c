@@ -89,12 +89,17 @@ static void choose(const clattn_device_info *dev, const clattn_shape *s, const c
 /* A decode on a CPU streams the keys: software pipelining of the stream (PIPELINE: each key's
  * V row requested with its scores, the next block's K rows with the values; a prefill, which
  * reads K and V from cache, ran 15% slower with it). A paged cache with pages smaller than a
- * block: each block's rows requested at once (PREFETCH). bench/NOTES.md changes 11 and 16. */
+ * block: each block's rows requested at once (PREFETCH). bench/NOTES.md changes 11 and 16.
+ * Where the L1 data cache is below 48 KiB the requests fill L2 only (PF_LOCALITY 2): a Zen 4
+ * (32 KiB) ran the paged decode 1.35-1.45x faster so, a Zen 5 (48 KiB) 4-9% slower (changes 26, 29). */
+#define L1_FOR_REQUESTS (48L * 1024)
 static void fwd_options(const clattn_device_info *dev, const clattn_shape *s, char *out, size_t out_size)
 {
     const bool cpu = dev->type & CL_DEVICE_TYPE_CPU;
     const bool stream = cpu && s->seq_q <= CLATTN_DECODE_MAX_ROWS;
-    clattn__format(out, out_size, "%s%s", stream ? "-D PIPELINE=1" : "", cpu && s->paged ? " -D PREFETCH=1" : "");
+    const bool to_l2 = stream && dev->l1d_bytes > 0 && dev->l1d_bytes < L1_FOR_REQUESTS;
+    clattn__format(out, out_size, "%s%s%s", stream ? "-D PIPELINE=1" : "", to_l2 ? " -D PF_LOCALITY=2" : "",
+                   cpu && s->paged ? " -D PREFETCH=1" : "");
 }
 
 /* Both backward kernels put 16 of their own items in the lanes of float16 vectors (dK/dV: 16

@@ -60,6 +60,8 @@ typedef struct clattn_device_info {
     size_t max_wg_size;
     cl_uint compute_units;
     int nv_sm; /* NVIDIA compute capability as 10 * major + minor (cl_nv_device_attribute_query); 0 elsewhere */
+    long l1d_bytes; /* CPU devices: this host's L1 data cache per core (a CPU device runs on the
+                       host's cores; OpenCL does not report it); 0 unknown, and on other devices */
 } clattn_device_info;
 
 /* Program cache entry: one built cl_program per kernel file and option string. */

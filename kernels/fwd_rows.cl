@@ -12,7 +12,8 @@
  *   PIPELINE  software pipelining of the key stream (the host sets it for a decode on a CPU):
  *       each key's V row is requested while its scores are computed, and the next block's K
  *       row of the same rank while the values are summed, so that the loads find their lines
- *       arriving, dense cache or pages in any order (bench/NOTES.md change 16)
+ *       arriving, dense cache or pages in any order (bench/NOTES.md change 16); PF_LOCALITY
+ *       the cache level those requests fill
  *   HG  KV heads per work-item (default 1): the BM rows of each of HG consecutive KV heads, a
  *       key's HG rows read one after the other. The host sets it for a decode on a paged cache
  *       on a CPU, where a token's heads lie side by side and the pages come in any order: one
@@ -47,6 +48,14 @@
 #if !defined(PIPELINE) || !defined(__clang__) /* prefetches: __builtin_prefetch */
 #undef PIPELINE
 #define PIPELINE 0
+#endif
+/* PF_LOCALITY: __builtin_prefetch's locality for PIPELINE's row requests: 3 (every cache
+ * level, L1 included) or 2 (x86: prefetcht1, L2 and below). The host takes 2 on a CPU whose L1
+ * data cache is below 48 KiB: on a Zen 4 (32 KiB) requests into L1 made a paged decode 1.35-
+ * 1.45x and a dense one 1.07-1.13x slower than requests into L2; on a Zen 5 (48 KiB) requests
+ * into L2 made the paged decode 4-9% slower (bench/NOTES.md changes 26 and 29). */
+#ifndef PF_LOCALITY
+#define PF_LOCALITY 3
 #endif
 #ifndef HG
 #define HG 1
@@ -280,7 +289,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         for (int jj = 0; jj < 16; jj++) kr[jj] = KEY_ROW(jj, min(j0 + jj, jend - 1));
 #if PIPELINE /* the block's values, read after its scores */
         for (int jj = 0; jj < 16; jj++)
-            for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, min(j0 + jj, jend - 1)) + c, 0, 3);
+            for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, min(j0 + jj, jend - 1)) + c, 0, PF_LOCALITY);
 #endif
         float16 sv[BM];
         #pragma unroll
@@ -324,7 +333,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
             for (int hg = 0; hg < HG; hg++) {
                 __global const T *kr = KEY_ROW(jj, j) + hg * k_sh;
 #if PIPELINE /* this key's values, read after the block's scores */
-                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, j) + hg * v_sh + c, 0, 3);
+                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, j) + hg * v_sh + c, 0, PF_LOCALITY);
 #endif
                 VEC kv[DQV];
                 #pragma unroll
@@ -402,7 +411,7 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                 {
                     __global const T *nk = NEXT_KEY_ROW(jj);
                     if (nk)
-                        for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + hg * k_sh + c, 0, 3);
+                        for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + hg * k_sh + c, 0, PF_LOCALITY);
                 }
 #endif
                 VEC vv[DVV];
