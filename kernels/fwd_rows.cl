@@ -18,7 +18,7 @@
  *       key's HG rows read one after the other. The host sets it for a decode on a paged cache
  *       on a CPU, where a token's heads lie side by side and the pages come in any order: one
  *       head's rows a token apart lose the hardware prefetchers at every page (bench/NOTES.md
- *       change 16).
+ *       change 16). Its loops go head by head over a few keys at a time (KC, VCH below).
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv / HG, B). Scores are kept in the log2 domain: q is
@@ -66,6 +66,20 @@
 #endif
 #define KVEC (HG == 1 && BN == 16 && (D <= 64 || KT) && !SOFTCAP && !ALIBI && !MASK)
 
+/* HG > 1 (a CPU decode over keys whose heads lie side by side): a head's BM rows keep about 32
+ * KiB of q and accumulators per work-item at HG 8, a whole 32 KiB L1, so each pass over them
+ * should do as much work as it can. KC keys' scores per pass over the head's q rows (one q load
+ * feeds KC FMAs), and the values by chunks of VCH vectors of the head's BM accumulator rows,
+ * held in registers over the block's keys (loaded and stored once a block, not once a key).
+ * Measured on a Zen 4 (bench/NOTES.md change 30), page-16 decode: hot 1.28x faster, f16 cold
+ * 1.27x; f32 cold as fast as before, and 1.3-1.5x faster in the stretches where the old loops
+ * ran 16-20 ms against the dense decode's 11-13 (the VM's two threads then shared one core's
+ * L1). The register tiles (BM x KC, BM x VCH vectors) stay within 16. */
+#if HG > 1
+#define KC (BN % 4 == 0 && BM <= 4 ? 4 : BN % 2 == 0 && BM <= 8 ? 2 : 1)
+#define VCH (DVV % 4 == 0 && BM <= 4 ? 4 : DVV % 2 == 0 && BM <= 8 ? 2 : 1)
+#endif
+
 inline float hsum16(float16 a)
 {
     float8 d = a.lo + a.hi;
@@ -88,10 +102,13 @@ inline float hmax16(float16 a)
 
 /* SUM4: four rows' scores reduced at once, for one KV head per work-item. Measured on a decode
  * (bench/NOTES.md change 22): with the block test `full` below, 1x32x8x1x32768x128 on a dense
- * BHSD cache ran 13-14% faster; with 8 heads per work-item (a paged or BSHD cache) it was 1-7%
- * slower, so those keep one hsum per row. */
+ * BHSD cache ran 13-14% faster. (8 heads per work-item reduce a row's four keys at once: KC.) */
 #if VW == 16 && BM % 4 == 0 && HG == 1
 #define SUM4 1
+#else
+#define SUM4 0
+#endif
+#if VW == 16
 /* The sums of four float16 vectors: halves, then quarters, then pairs added across vectors. */
 inline float4 hsum4(float16 a, float16 b, float16 c, float16 d)
 {
@@ -101,8 +118,6 @@ inline float4 hsum4(float16 a, float16 b, float16 c, float16 d)
     const float8 f = e.even + e.odd; /* 2 partials each of a, b, c, d */
     return f.even + f.odd;
 }
-#else
-#define SUM4 0
 #endif
 
 #if PAGED
@@ -326,48 +341,97 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
     ((full || (jn >= lo[r] && jn < hi[r] && jn < jend && KEY_OK(jj)))                              \
          ? logit((x), ii[r], jn, sg.off, softcap_log2, slope[r], mrow[r])                           \
          : -INFINITY)
-        for (int jj = 0; jj < BN; jj++) {
-            const int j = min(j0 + jj, jend - 1);
-            /* HG > 1: a key's heads side by side in memory, read one after the other */
+#if HG > 1
+        /* KC keys at a time, head by head: their K rows, then each of the head's rows' q vectors
+         * against all KC (the t loop kept rolled: unrolled, the compiler hoisted every K load
+         * and spilled them) */
+        for (int jq = 0; jq < BN; jq += KC) {
             #pragma unroll 1
             for (int hg = 0; hg < HG; hg++) {
-                __global const T *kr = KEY_ROW(jj, j) + hg * k_sh;
-#if PIPELINE /* this key's values, read after the block's scores */
-                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, j) + hg * v_sh + c, 0, PF_LOCALITY);
+                __global const T *kq[KC];
+                #pragma unroll
+                for (int u = 0; u < KC; u++) kq[u] = KEY_ROW(jq + u, min(j0 + jq + u, jend - 1)) + hg * k_sh;
+#if PIPELINE /* these keys' values, read after the block's scores */
+                #pragma unroll
+                for (int u = 0; u < KC; u++)
+                    for (int c = 0; c < DV; c += 64 / (int)sizeof(T))
+                        __builtin_prefetch(VALUE_ROW(jq + u, min(j0 + jq + u, jend - 1)) + hg * v_sh + c, 0, PF_LOCALITY);
 #endif
-                VEC kv[DQV];
+                VEC dot[BM][KC];
                 #pragma unroll
-                for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
-                const int jn = j0 + jj;
-#if SUM4
-                /* four rows' dot vectors reduced together (hsum4): about 10 shuffles and 5 adds where
-                 * four hsums took 16 and 16 */
-                #pragma unroll
-                for (int r = hg * BM; r < hg * BM + BM; r += 4) {
-                    VEC dot[4];
+                for (int r = 0; r < BM; r++)
                     #pragma unroll
-                    for (int u = 0; u < 4; u++) {
-                        dot[u] = qv[r + u][0] * kv[0];
+                    for (int u = 0; u < KC; u++) dot[r][u] = (VEC)(0.0f);
+                #pragma unroll 1
+                for (int t = 0; t < DQV; t++) {
+                    VEC kv[KC];
+                    #pragma unroll
+                    for (int u = 0; u < KC; u++) kv[u] = LOADV(t, kq[u]);
+                    #pragma unroll
+                    for (int r = 0; r < BM; r++) {
+                        const VEC qt = qv[hg * BM + r][t];
                         #pragma unroll
-                        for (int t = 1; t < DQV; t++) dot[u] = fma(qv[r + u][t], kv[t], dot[u]);
+                        for (int u = 0; u < KC; u++) dot[r][u] = fma(qt, kv[u], dot[r][u]);
                     }
-                    const float4 sum = hsum4(dot[0], dot[1], dot[2], dot[3]);
-                    const float sr[4] = {sum.s0, sum.s1, sum.s2, sum.s3};
-                    #pragma unroll
-                    for (int u = 0; u < 4; u++) s[r + u][jj] = SCORE(r + u, sr[u]);
                 }
-#else
                 #pragma unroll
-                for (int r = hg * BM; r < hg * BM + BM; r++) {
-                    VEC dot = qv[r][0] * kv[0];
+                for (int r = 0; r < BM; r++) {
+#if VW == 16 && KC == 4
+                    const float4 sum = hsum4(dot[r][0], dot[r][1], dot[r][2], dot[r][3]);
+                    const float sr[4] = {sum.s0, sum.s1, sum.s2, sum.s3};
+#else
+                    float sr[KC];
                     #pragma unroll
-                    for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
-                    s[r][jj] = SCORE(r, hsum(dot));
-                }
+                    for (int u = 0; u < KC; u++) sr[u] = hsum(dot[r][u]);
 #endif
+                    #pragma unroll
+                    for (int u = 0; u < KC; u++) {
+                        const int jj = jq + u, jn = j0 + jj;
+                        s[hg * BM + r][jj] = SCORE(hg * BM + r, sr[u]);
+                    }
+                }
             }
         }
+#else /* one KV head: a key's row, then each of the BM rows against it */
+        for (int jj = 0; jj < BN; jj++) {
+            const int j = min(j0 + jj, jend - 1);
+            __global const T *kr = KEY_ROW(jj, j);
+#if PIPELINE /* this key's values, read after the block's scores */
+            for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(VALUE_ROW(jj, j) + c, 0, PF_LOCALITY);
 #endif
+            VEC kv[DQV];
+            #pragma unroll
+            for (int t = 0; t < DQV; t++) kv[t] = LOADV(t, kr);
+            const int jn = j0 + jj;
+#if SUM4
+            /* four rows' dot vectors reduced together (hsum4): about 10 shuffles and 5 adds where
+             * four hsums took 16 and 16 */
+            #pragma unroll
+            for (int r = 0; r < BM; r += 4) {
+                VEC dot[4];
+                #pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    dot[u] = qv[r + u][0] * kv[0];
+                    #pragma unroll
+                    for (int t = 1; t < DQV; t++) dot[u] = fma(qv[r + u][t], kv[t], dot[u]);
+                }
+                const float4 sum = hsum4(dot[0], dot[1], dot[2], dot[3]);
+                const float sr[4] = {sum.s0, sum.s1, sum.s2, sum.s3};
+                #pragma unroll
+                for (int u = 0; u < 4; u++) s[r + u][jj] = SCORE(r + u, sr[u]);
+            }
+#else
+            #pragma unroll
+            for (int r = 0; r < BM; r++) {
+                VEC dot = qv[r][0] * kv[0];
+                #pragma unroll
+                for (int t = 1; t < DQV; t++) dot = fma(qv[r][t], kv[t], dot);
+                s[r][jj] = SCORE(r, hsum(dot));
+            }
+#endif
+        }
+#endif /* HG */
+#endif /* KVEC */
         #pragma unroll
         for (int r = 0; r < R; r++) {
 #if BN == 16
@@ -403,29 +467,65 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #endif
         }
         const int nb = min(BN, jend - j0);
-        for (int jj = 0; jj < nb; jj++) {
+        /* p = 0 (a masked key) skips the key for that row: 0 * NaN would let garbage in a masked
+         * V row (an uninitialised KV cache past seqused_k) poison rows that never see it */
+#if HG > 1
+        /* head by head, VCH vectors of its BM accumulator rows at a time, in registers over the
+         * block's keys */
+        #pragma unroll 1
+        for (int hg = 0; hg < HG; hg++) {
             #pragma unroll 1
-            for (int hg = 0; hg < HG; hg++) {
-                __global const T *vr = VALUE_ROW(jj, j0 + jj) + hg * v_sh;
+            for (int t0 = 0; t0 < DVV; t0 += VCH) {
+                VEC a[BM][VCH];
+                #pragma unroll
+                for (int r = 0; r < BM; r++)
+                    #pragma unroll
+                    for (int u = 0; u < VCH; u++) a[r][u] = acc[hg * BM + r][t0 + u];
+                for (int jj = 0; jj < nb; jj++) {
+                    __global const T *vr = VALUE_ROW(jj, j0 + jj) + hg * v_sh;
 #if PIPELINE /* the next block's key of the same rank, read after these values */
-                {
-                    __global const T *nk = NEXT_KEY_ROW(jj);
-                    if (nk)
-                        for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + hg * k_sh + c, 0, PF_LOCALITY);
-                }
+                    if (t0 == 0) {
+                        __global const T *nk = NEXT_KEY_ROW(jj);
+                        if (nk)
+                            for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + hg * k_sh + c, 0, PF_LOCALITY);
+                    }
 #endif
-                VEC vv[DVV];
-                #pragma unroll
-                for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);
-                /* p = 0 (a masked key) skips the row: 0 * NaN would let garbage in a masked V row
-                 * (an uninitialised KV cache past seqused_k) poison rows that never see it */
-                #pragma unroll
-                for (int r = hg * BM; r < hg * BM + BM; r++)
-                    if (s[r][jj] != 0.0f)
+                    VEC vv[VCH];
+                    #pragma unroll
+                    for (int u = 0; u < VCH; u++) vv[u] = LOADV(t0 + u, vr);
+                    #pragma unroll
+                    for (int r = 0; r < BM; r++) {
+                        const float p = s[hg * BM + r][jj];
                         #pragma unroll
-                        for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
+                        for (int u = 0; u < VCH; u++) a[r][u] = p != 0.0f ? fma((VEC)(p), vv[u], a[r][u]) : a[r][u];
+                    }
+                }
+                #pragma unroll
+                for (int r = 0; r < BM; r++)
+                    #pragma unroll
+                    for (int u = 0; u < VCH; u++) acc[hg * BM + r][t0 + u] = a[r][u];
             }
         }
+#else
+        for (int jj = 0; jj < nb; jj++) {
+            __global const T *vr = VALUE_ROW(jj, j0 + jj);
+#if PIPELINE /* the next block's key of the same rank, read after these values */
+            {
+                __global const T *nk = NEXT_KEY_ROW(jj);
+                if (nk)
+                    for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + c, 0, PF_LOCALITY);
+            }
+#endif
+            VEC vv[DVV];
+            #pragma unroll
+            for (int t = 0; t < DVV; t++) vv[t] = LOADV(t, vr);
+            #pragma unroll
+            for (int r = 0; r < BM; r++)
+                if (s[r][jj] != 0.0f)
+                    #pragma unroll
+                    for (int t = 0; t < DVV; t++) acc[r][t] = fma((VEC)(s[r][jj]), vv[t], acc[r][t]);
+        }
+#endif
     }
 
     #pragma unroll
