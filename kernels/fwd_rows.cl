@@ -14,11 +14,13 @@
  *       row of the same rank while the values are summed, so that the loads find their lines
  *       arriving, dense cache or pages in any order (bench/NOTES.md change 16); PF_LOCALITY
  *       the cache level those requests fill
- *   HG  KV heads per work-item (default 1): the BM rows of each of HG consecutive KV heads, a
- *       key's HG rows read one after the other. The host sets it for a decode on a paged cache
- *       on a CPU, where a token's heads lie side by side and the pages come in any order: one
- *       head's rows a token apart lose the hardware prefetchers at every page (bench/NOTES.md
- *       change 16). Its loops go head by head over a few keys at a time (KC, VCH below).
+ *   HG  KV heads per work-item (default 1): the BM rows of each of HG consecutive KV heads, so
+ *       that a block's tokens are read whole, all their heads. The host sets it for a decode on
+ *       a paged cache on a CPU, where a token's heads lie side by side and the pages come in any
+ *       order: one head per work-item, each reading its rows a token apart, lost the hardware
+ *       prefetchers at every page (bench/NOTES.md change 16). Within a block the loops go head
+ *       by head, over KC keys for the scores and over the block for the values (KC, VCH below);
+ *       the software requests bring the block's rows in beforehand.
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv / HG, B). Scores are kept in the log2 domain: q is
@@ -66,15 +68,17 @@
 #endif
 #define KVEC (HG == 1 && BN == 16 && (D <= 64 || KT) && !SOFTCAP && !ALIBI && !MASK)
 
-/* HG > 1 (a CPU decode over keys whose heads lie side by side): a head's BM rows keep about 32
- * KiB of q and accumulators per work-item at HG 8, a whole 32 KiB L1, so each pass over them
- * should do as much work as it can. KC keys' scores per pass over the head's q rows (one q load
- * feeds KC FMAs), and the values by chunks of VCH vectors of the head's BM accumulator rows,
- * held in registers over the block's keys (loaded and stored once a block, not once a key).
+/* HG > 1 (a CPU decode over keys whose heads lie side by side): the work-item's HG x BM rows
+ * keep about 32 KiB of q and accumulators (HG 8, BM 4, d = 128), a whole 32 KiB L1, so each
+ * pass over them should do as much work as it can. KC keys' scores per pass over a head's q
+ * rows (one q load feeds KC FMAs), and the values by chunks of VCH vectors of the head's BM
+ * accumulator rows, held in registers over the block's keys (loaded and stored once a block,
+ * not once a key).
  * Measured on a Zen 4 (bench/NOTES.md change 30), page-16 decode: hot 1.28x faster, f16 cold
  * 1.27x; f32 cold as fast as before, and 1.3-1.5x faster in the stretches where the old loops
  * ran 16-20 ms against the dense decode's 11-13 (the VM's two threads then shared one core's
- * L1). The register tiles (BM x KC, BM x VCH vectors) stay within 16. */
+ * L1). The register tiles (BM x KC, BM x VCH vectors) stay within 16 vectors: AVX-512's 32
+ * registers hold them; a CPU with 16 (AVX2, where VW 16 takes two each) would spill, unmeasured. */
 #if HG > 1
 #define KC (BN % 4 == 0 && BM <= 4 ? 4 : BN % 2 == 0 && BM <= 8 ? 2 : 1)
 #define VCH (DVV % 4 == 0 && BM <= 4 ? 4 : DVV % 2 == 0 && BM <= 8 ? 2 : 1)
