@@ -223,8 +223,23 @@ static bool search_class(clattn_context *ctx, clattn_kernel_family fam, const tu
     return true;
 }
 
-/* Every wanted class on the device: its family's parameters (the context's family), or with
- * `families` the fastest family's, stored as the class's preferred family for auto. */
+/* The family the context's fused plans run for the class: under auto a class whose preferred
+ * family the tuning file names (tune --families) runs that one, not the context's default, so
+ * its parameters are that family's to search and store. */
+static clattn_kernel_family class_family(clattn_context *ctx, const bench_case *c, clattn_dtype dtype,
+                                         clattn_kernel_family own)
+{
+    const clattn_desc d = bench_desc(c, dtype, ALGO_FUSED);
+    clattn_plan *p;
+    if (clattn_plan_create(ctx, &d, &p)) return own; /* the search reports why no plan is made */
+    const clattn_kernel_family f = clattn_plan_kernel_family(p);
+    clattn_plan_destroy(p);
+    return f == CLATTN_KERNELS_AUTO ? own : f;
+}
+
+/* Every wanted class on the device: the parameters of the family its plans run (the context's,
+ * or the class's preferred one under auto), or with `families` the fastest family's, stored as
+ * the class's preferred family for auto. */
 static int tune_device(const char *sel, const clattn_kernel_family *families, int nfamilies, clattn_dtype dtype,
                        const bool *want, bool quick, double budget_ms, bool emit_c, char *emit, size_t emit_size)
 {
@@ -258,7 +273,9 @@ static int tune_device(const char *sel, const clattn_kernel_family *families, in
         clattn_kernel_family win_fam = own;
         bool found = false;
         if (!nfamilies) {
-            found = search_class(ctx, own, tc, c, dtype, quick, budget_ms, &win, &win_ms);
+            win_fam = class_family(ctx, c, dtype, own);
+            if (win_fam != own) printf("  %s family: the class's preferred one\n", family_names[win_fam]);
+            found = search_class(ctx, win_fam, tc, c, dtype, quick, budget_ms, &win, &win_ms);
         } else {
             for (int f = 0; f < nfamilies; f++) { /* each family on a context of its own */
                 clattn_context_options o = CLATTN_CONTEXT_OPTIONS_INIT;

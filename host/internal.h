@@ -112,6 +112,7 @@ struct clattn_plan {
     char variant[256];              /* what runs, readable */
     clattn_tuning tuning;           /* paths with a kernel family: the parameters used */
     const char *tuning_source;      /* and where they came from; "" for other paths */
+    clattn_kernel_family family;    /* fused plans: the kernel family that runs; AUTO otherwise */
     size_t scratch_bytes;           /* device scratch one execution needs */
     void *state;                    /* the path's own; released by path->release */
     cl_mem scratch;                 /* owned; allocated at the first execution without caller scratch */

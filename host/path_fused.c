@@ -152,6 +152,7 @@ static clattn_status prepare(clattn_plan *p, const clattn_tuning *given)
     /* `given` was checked against this family when the plan was made (plan.c) */
     clattn_tuning t;
     p->tuning_source = clattn__tuning_lookup(ctx, f->family, s, given, &t);
+    p->family = f->family->id;
     clattn_fwd_fit *fit = &f->fit;
     f->family->choose(&ctx->info, s, &t, fit);
     p->tuning = t;

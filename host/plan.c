@@ -118,6 +118,7 @@ clattn_algo clattn_plan_algo(const clattn_plan *p) { return p ? p->path->algo : 
 const char *clattn_plan_variant(const clattn_plan *p) { return p ? p->variant : ""; }
 size_t clattn_plan_scratch_size(const clattn_plan *p) { return p ? p->scratch_bytes : 0; }
 const char *clattn_plan_reason(const clattn_plan *p) { return p ? p->reason : ""; }
+clattn_kernel_family clattn_plan_kernel_family(const clattn_plan *p) { return p ? p->family : CLATTN_KERNELS_AUTO; }
 
 const char *clattn_plan_tuning(const clattn_plan *p, clattn_tuning *out)
 {

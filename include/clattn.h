@@ -339,7 +339,9 @@ CLATTN_API void clattn_context_destroy(clattn_context *ctx); /* NULL is fine */
 
 CLATTN_API cl_context clattn_context_cl_context(const clattn_context *ctx);
 CLATTN_API cl_device_id clattn_context_device(const clattn_context *ctx);
-/* The kernel family the context's fused plans use (never AUTO). */
+/* The context's kernel family; for auto, the device's default one (never AUTO). Under auto a
+ * shape class with a preferred family in the tuning file (clattn_tuning_store_preferred) runs
+ * that family instead: clattn_plan_kernel_family says which family a plan runs. */
 CLATTN_API clattn_kernel_family clattn_context_kernel_family(const clattn_context *ctx);
 
 /* The message of the most recent failing call on this context (the OpenCL build log after
@@ -379,6 +381,9 @@ CLATTN_API size_t clattn_plan_scratch_size(const clattn_plan *plan);
 /* Why the plan took its path, e.g. "auto: unfused, because fused: attention sinks is not
  * supported by the fused path yet". */
 CLATTN_API const char *clattn_plan_reason(const clattn_plan *plan);
+/* The kernel family a fused plan runs (under auto: the one picked for its descriptor, a tuning
+ * file's preference included); CLATTN_KERNELS_AUTO for an unfused plan or NULL. */
+CLATTN_API clattn_kernel_family clattn_plan_kernel_family(const clattn_plan *plan);
 
 /* ---- tuning ----
  * The fused kernels' tile sizes per device and shape class. A plan takes them from, in order:

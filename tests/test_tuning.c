@@ -181,6 +181,8 @@ Test(tuning, preferred_family, .timeout = 120)
         clattn_tuning got = CLATTN_TUNING_INIT;
         cr_assert_eq(clattn_plan_create(ctx, &decode, &p), CLATTN_SUCCESS);
         cr_expect(!strncmp(clattn_plan_variant(p), "decode ", 7), "pass %d: %s", pass, clattn_plan_variant(p));
+        cr_expect_eq(clattn_plan_kernel_family(p), CLATTN_KERNELS_DECODE); /* the context's stays the default */
+        cr_expect_neq(clattn_context_kernel_family(ctx), CLATTN_KERNELS_DECODE);
         cr_expect_str_eq(clattn_plan_tuning(p, &got), "user file");
         cr_expect(got.keys == 32 && got.group_size == 64 && got.split_units == 2, "%d %d %d", got.keys,
                   got.group_size, got.split_units);
@@ -193,6 +195,7 @@ Test(tuning, preferred_family, .timeout = 120)
         clattn_plan_destroy(p);
         cr_assert_eq(clattn_plan_create(ctx, &prefill, &p), CLATTN_SUCCESS); /* another class */
         cr_expect(strncmp(clattn_plan_variant(p), "decode ", 7), "%s", clattn_plan_variant(p));
+        cr_expect_eq(clattn_plan_kernel_family(p), clattn_context_kernel_family(ctx));
         clattn_plan_destroy(p);
         run_opts o = {.seed = seed_for("preferred_family")};
         run_result r = run_and_compare(ctx, &decode, &o);
@@ -211,6 +214,7 @@ Test(tuning, preferred_family, .timeout = 120)
     clattn_plan *p;
     cr_assert_eq(clattn_plan_create(rows, &decode, &p), CLATTN_SUCCESS);
     cr_expect(!strncmp(clattn_plan_variant(p), "rows ", 5), "%s", clattn_plan_variant(p));
+    cr_expect_eq(clattn_plan_kernel_family(p), CLATTN_KERNELS_ROWS);
     clattn_plan_destroy(p);
     clattn_context_destroy(rows);
     /* refusals: a family that does not serve the descriptor, one that does not exist */
@@ -223,7 +227,15 @@ Test(tuning, preferred_family, .timeout = 120)
     cr_assert_eq(clattn_tuning_store_preferred(ctx, &decode, CLATTN_KERNELS_TILES, &tt), CLATTN_SUCCESS);
     cr_assert_eq(clattn_plan_create(ctx, &decode, &p), CLATTN_SUCCESS);
     cr_expect(!strncmp(clattn_plan_variant(p), "tiles ", 6), "%s", clattn_plan_variant(p));
+    cr_expect_eq(clattn_plan_kernel_family(p), CLATTN_KERNELS_TILES);
     clattn_plan_destroy(p);
+    /* an unfused plan runs no family */
+    clattn_desc unfused = decode;
+    unfused.algo = CLATTN_ALGO_UNFUSED;
+    cr_assert_eq(clattn_plan_create(ctx, &unfused, &p), CLATTN_SUCCESS, "%s", clattn_context_last_error(ctx));
+    cr_expect_eq(clattn_plan_kernel_family(p), CLATTN_KERNELS_AUTO);
+    clattn_plan_destroy(p);
+    cr_expect_eq(clattn_plan_kernel_family(NULL), CLATTN_KERNELS_AUTO);
     clattn_context_destroy(ctx);
     remove(path);
     rmdir(dir);

@@ -209,6 +209,19 @@ def main():
     expect((row.get("tuning") or {}).get("source") == "user file" and "(user file)" in r.stdout,
            "bench uses the tuned parameters of the class and says where they came from")
 
+    # A class whose preferred family the file names (as tune --families stores it) runs that
+    # family under auto, so a plain tune searches and stores that family's parameters (the
+    # decode family's candidates: 64 keys, vw 4; --quick: groups of 128), not the default's.
+    if len(files) == 1:
+        with open(os.path.join(tdir, files[0]), "a") as fh:
+            fh.write("decode decode-d128 rows=16 keys=64 vw=4 group=256 split=8 tpr=0 use\n")
+    r = run(exe, "tune", "--quick", "--classes", "decode-d128", "--budget-ms", "20", env={"CLATTN_CACHE_DIR": tdir})
+    stored = open(os.path.join(tdir, files[0])).read() if len(files) == 1 else ""
+    pref = [l for l in stored.splitlines() if l.startswith("decode decode-d128 ")]
+    expect(r.returncode == 0 and "decode family: the class's preferred one" in r.stdout and len(pref) == 1
+           and " keys=64 vw=4 group=128 " in pref[0] and pref[0].endswith(" use"),
+           f"a plain tune searches the family a class prefers and stores its parameters there ({pref} {r.stdout.strip()[-300:]})")
+
     # Bad arguments: one line on stderr, non-zero exit, no output file left behind.
     out = os.path.join(work, "should_not_exist.json")
     missing = os.path.join(work, "missing.npy")
