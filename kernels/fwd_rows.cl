@@ -20,7 +20,8 @@
  *       order: one head per work-item, each reading its rows a token apart, lost the hardware
  *       prefetchers at every page (bench/NOTES.md change 16). Within a block the loops go head
  *       by head, over KC keys for the scores and over the block for the values (KC, VCH below);
- *       the software requests bring the block's rows in beforehand.
+ *       the software requests bring the block's rows in beforehand, in the order those
+ *       loops read them.
  * Switches (-D): DTYPE, SOFTCAP, ALIBI, MASK, SINKS, SEQUSED, VARLEN, PAGED (common.cl).
  *
  * NDRange: (ceil(group * Nq / BM) * nsplit, Hkv / HG, B). Scores are kept in the log2 domain: q is
@@ -355,11 +356,16 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                 __global const T *kq[KC];
                 #pragma unroll
                 for (int u = 0; u < KC; u++) kq[u] = KEY_ROW(jq + u, min(j0 + jq + u, jend - 1)) + hg * k_sh;
-#if PIPELINE /* these keys' values, read after the block's scores */
+#if PIPELINE
+                /* the block's values, KC rows a step in the order the values loop reads them (a
+                 * head's keys, then the next head's): every row requested about half a block
+                 * before its load (bench/NOTES.md change 31) */
                 #pragma unroll
-                for (int u = 0; u < KC; u++)
+                for (int u = 0; u < KC; u++) {
+                    const int n = ((jq / KC) * HG + hg) * KC + u, vj = n % BN;
                     for (int c = 0; c < DV; c += 64 / (int)sizeof(T))
-                        __builtin_prefetch(VALUE_ROW(jq + u, min(j0 + jq + u, jend - 1)) + hg * v_sh + c, 0, PF_LOCALITY);
+                        __builtin_prefetch(VALUE_ROW(vj, min(j0 + vj, jend - 1)) + (n / BN) * v_sh + c, 0, PF_LOCALITY);
+                }
 #endif
                 VEC dot[BM][KC];
                 #pragma unroll
@@ -487,11 +493,15 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                     for (int u = 0; u < VCH; u++) a[r][u] = acc[hg * BM + r][t0 + u];
                 for (int jj = 0; jj < nb; jj++) {
                     __global const T *vr = VALUE_ROW(jj, j0 + jj) + hg * v_sh;
-#if PIPELINE /* the next block's key of the same rank, read after these values */
-                    if (t0 == 0) {
-                        __global const T *nk = NEXT_KEY_ROW(jj);
+#if PIPELINE
+                    /* the next block's keys, one row every DVV / VCH steps of this loop, in the
+                     * order the scores loop reads them (KC keys of each head in turn) */
+                    const int i = (hg * (DVV / VCH) + t0 / VCH) * BN + jj;
+                    if (i % (DVV / VCH) == 0) {
+                        const int n = i / (DVV / VCH), kj = n / (KC * HG) * KC + n % KC;
+                        __global const T *nk = NEXT_KEY_ROW(kj);
                         if (nk)
-                            for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + hg * k_sh + c, 0, PF_LOCALITY);
+                            for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + (n / KC) % HG * k_sh + c, 0, PF_LOCALITY);
                     }
 #endif
                     VEC vv[VCH];
