@@ -79,7 +79,9 @@
  * 1.27x; f32 cold as fast as before, and 1.3-1.5x faster in the stretches where the old loops
  * ran 16-20 ms against the dense decode's 11-13 (the VM's two threads then shared one core's
  * L1). The register tiles (BM x KC, BM x VCH vectors) stay within 16 vectors: AVX-512's 32
- * registers hold them; a CPU with 16 (AVX2, where VW 16 takes two each) would spill, unmeasured. */
+ * registers hold them. With AVX2's 16 (VW 16 takes two each) they spill: PoCL's AVX2 kernel
+ * library on the same Zen 4 ran tiles of 2 x 2 13% faster hot, but 1-7 points slower cold
+ * (bench/NOTES.md change 31), so the decode, which runs cold, keeps these. */
 #if HG > 1
 #define KC (BN % 4 == 0 && BM <= 4 ? 4 : BN % 2 == 0 && BM <= 8 ? 2 : 1)
 #define VCH (DVV % 4 == 0 && BM <= 4 ? 4 : DVV % 2 == 0 && BM <= 8 ? 2 : 1)
