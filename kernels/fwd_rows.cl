@@ -284,6 +284,35 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #define KEY_OK(jj) 1
 #define NEXT_KEY_ROW(jj) (j0 + BN + (jj) < jend ? kb + (j0 + BN + (jj)) * k_ss : 0)
 #endif
+#if HG > 1 && PIPELINE
+/* The 8-head loops' requests. Positions number a block's rows in the order the loops read them:
+ * its K rows as the scores loop reads them (0 .. BN*HG - 1: KC keys of each head in turn), its V
+ * rows as the values loop reads them (BN*HG .. 2*BN*HG - 1: a head's keys in turn), then the
+ * next block's K rows. Each loop requests the row RQ_LEAD positions past the one it reads: 32
+ * rows (16 KiB at d = 128) for 4-byte types, BN*HG (half a block) for 2-byte ones. Measured
+ * against half a block for all (bench/NOTES.md change 31): f32 cold 1-8% faster, f16 at 16 KiB
+ * 1-3% slower. */
+#define RQ_LEAD (sizeof(T) == 4 ? min(32, BN * HG) : BN * HG)
+#define REQUEST_AT(p)                                                                              \
+    do {                                                                                           \
+        const int p_ = (p), nkr_ = BN * HG;                                                        \
+        __global const T *row_ = 0;                                                                \
+        if (p_ < nkr_) {                                                                           \
+            const int j_ = p_ / (KC * HG) * KC + p_ % KC;                                          \
+            if (j0 + j_ < jend) row_ = KEY_ROW(j_, j0 + j_) + (p_ / KC) % HG * k_sh;               \
+        } else if (p_ < 2 * nkr_) {                                                                \
+            const int m_ = p_ - nkr_, j_ = m_ % BN;                                                \
+            if (j0 + j_ < jend) row_ = VALUE_ROW(j_, j0 + j_) + m_ / BN * v_sh;                    \
+        } else {                                                                                   \
+            const int m_ = p_ - 2 * nkr_;                                                          \
+            row_ = NEXT_KEY_ROW(m_ / (KC * HG) * KC + m_ % KC);                                    \
+            if (row_) row_ += (m_ / KC) % HG * k_sh;                                               \
+        }                                                                                          \
+        if (row_)                                                                                  \
+            for (int c_ = 0; c_ < (p_ >= nkr_ && p_ < 2 * nkr_ ? DV : D); c_ += 64 / (int)sizeof(T)) \
+                __builtin_prefetch(row_ + c_, 0, PF_LOCALITY);                                     \
+    } while (0)
+#endif
 #if KVEC && KT
         /* two accumulators per row (even and odd dims): BM chains of dependent FMAs alone keep
          * a core with two FMA pipes of latency 4 half busy (bench/NOTES.md change 17) */
@@ -358,16 +387,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                 __global const T *kq[KC];
                 #pragma unroll
                 for (int u = 0; u < KC; u++) kq[u] = KEY_ROW(jq + u, min(j0 + jq + u, jend - 1)) + hg * k_sh;
-#if PIPELINE
-                /* the block's values, KC rows a step in the order the values loop reads them (a
-                 * head's keys, then the next head's): every row requested about half a block
-                 * before its load (bench/NOTES.md change 31) */
+#if PIPELINE /* KC rows a step, RQ_LEAD positions past this step's */
                 #pragma unroll
-                for (int u = 0; u < KC; u++) {
-                    const int n = ((jq / KC) * HG + hg) * KC + u, vj = n % BN;
-                    for (int c = 0; c < DV; c += 64 / (int)sizeof(T))
-                        __builtin_prefetch(VALUE_ROW(vj, min(j0 + vj, jend - 1)) + (n / BN) * v_sh + c, 0, PF_LOCALITY);
-                }
+                for (int u = 0; u < KC; u++) REQUEST_AT(((jq / KC) * HG + hg) * KC + u + RQ_LEAD);
 #endif
                 VEC dot[BM][KC];
                 #pragma unroll
@@ -495,16 +517,9 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
                     for (int u = 0; u < VCH; u++) a[r][u] = acc[hg * BM + r][t0 + u];
                 for (int jj = 0; jj < nb; jj++) {
                     __global const T *vr = VALUE_ROW(jj, j0 + jj) + hg * v_sh;
-#if PIPELINE
-                    /* the next block's keys, one row every DVV / VCH steps of this loop, in the
-                     * order the scores loop reads them (KC keys of each head in turn) */
+#if PIPELINE /* one row every DVV / VCH steps (this head's passes read its BN rows) */
                     const int i = (hg * (DVV / VCH) + t0 / VCH) * BN + jj;
-                    if (i % (DVV / VCH) == 0) {
-                        const int n = i / (DVV / VCH), kj = n / (KC * HG) * KC + n % KC;
-                        __global const T *nk = NEXT_KEY_ROW(kj);
-                        if (nk)
-                            for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(nk + (n / KC) % HG * k_sh + c, 0, PF_LOCALITY);
-                    }
+                    if (i % (DVV / VCH) == 0) REQUEST_AT(BN * HG + i / (DVV / VCH) + RQ_LEAD);
 #endif
                     VEC vv[VCH];
                     #pragma unroll
