@@ -285,13 +285,13 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
 #define NEXT_KEY_ROW(jj) (j0 + BN + (jj) < jend ? kb + (j0 + BN + (jj)) * k_ss : 0)
 #endif
 #if HG > 1 && PIPELINE
-/* The 8-head loops' requests. Positions number a block's rows in the order the loops read them:
- * its K rows as the scores loop reads them (0 .. BN*HG - 1: KC keys of each head in turn), its V
- * rows as the values loop reads them (BN*HG .. 2*BN*HG - 1: a head's keys in turn), then the
- * next block's K rows. Each loop requests the row RQ_LEAD positions past the one it reads: 32
- * rows (16 KiB at d = 128) for 4-byte types, BN*HG (half a block) for 2-byte ones. Measured
- * against half a block for all (bench/NOTES.md change 31): f32 cold 2-8% faster, f16 at 16 KiB
- * 1-3% slower. */
+/* The requests of the HG-head loops. Positions number a block's rows in the order the loops
+ * read them: its K rows as the scores loop reads them (0 .. BN*HG - 1: KC keys of each head in
+ * turn), its V rows as the values loop reads them (BN*HG .. 2*BN*HG - 1: a head's keys in turn),
+ * then the next block's K rows. Each loop requests the row RQ_LEAD positions past the one it
+ * reads: 32 rows (16 KiB at d = 128) for 4-byte types, BN*HG (half a block) for 2-byte ones.
+ * Measured against half a block for all (bench/NOTES.md change 31): f32 cold 2-8% faster, f16
+ * at 16 KiB 1-3% slower. */
 #define RQ_LEAD (sizeof(T) == 4 ? min(32, BN * HG) : BN * HG)
 #define REQUEST_AT(p)                                                                              \
     do {                                                                                           \
