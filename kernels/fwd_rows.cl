@@ -52,11 +52,11 @@
 #undef PIPELINE
 #define PIPELINE 0
 #endif
-/* PF_LOCALITY: __builtin_prefetch's locality for PIPELINE's row requests: 3 (every cache
- * level, L1 included) or 2 (x86: prefetcht1, L2 and below). The host takes 2 on a CPU whose L1
- * data cache is below 48 KiB: on a Zen 4 (32 KiB) requests into L1 made a paged decode 1.35-
- * 1.45x and a dense one 1.07-1.13x slower than requests into L2; on a Zen 5 (48 KiB) requests
- * into L2 made the paged decode 4-9% slower (bench/NOTES.md changes 26 and 29). */
+/* PF_LOCALITY: __builtin_prefetch's locality for the row requests of PIPELINE and PREFETCH: 3
+ * (every cache level, L1 included) or 2 (x86: prefetcht1, L2 and below). The host takes 2 on a
+ * CPU whose L1 data cache is below 48 KiB: on a Zen 4 (32 KiB) requests into L1 made a paged
+ * decode 1.35-1.45x and a dense one 1.07-1.13x slower than requests into L2; on a Zen 5 (48 KiB)
+ * requests into L2 made the paged decode 4-9% slower (bench/NOTES.md changes 26, 29, 33). */
 #ifndef PF_LOCALITY
 #define PF_LOCALITY 3
 #endif
@@ -267,11 +267,14 @@ __kernel void clattn_fwd_rows(FWD_ARGS)
         /* CPUs, pages smaller than a block: every line of the block's rows requested at once,
          * since keys on pages in random order defeat the hardware prefetchers and the loads
          * below reach only a few keys ahead. Measured (bench/NOTES.md): page 1 decode 1.25x
-         * faster; with pages of a block or more it cost up to 10%, so they go without. */
+         * faster; with pages of a block or more it cost up to 10%, so they go without. Into
+         * the level PF_LOCALITY names: at 8 heads the block is 128 KiB, four times a Zen 4's
+         * L1, where requests into L2 ran page 1 about 3 points closer to the dense decode
+         * (change 33); dropping them cost about 2 points more. */
         if (page_size < BN)
             for (int jj = 0; jj < BN; jj++) {
-                for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(kb + prow[jj] * k_ss + c, 0, 3);
-                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(vb + prow[jj] * v_ss + c, 0, 3);
+                for (int c = 0; c < D; c += 64 / (int)sizeof(T)) __builtin_prefetch(kb + prow[jj] * k_ss + c, 0, PF_LOCALITY);
+                for (int c = 0; c < DV; c += 64 / (int)sizeof(T)) __builtin_prefetch(vb + prow[jj] * v_ss + c, 0, PF_LOCALITY);
             }
 #endif
 #define KEY_ROW(jj, j) (kb + prow[jj] * k_ss)
